@@ -1,0 +1,126 @@
+//! Type buckets: which of a size class's buckets an allocation goes to.
+//!
+//! Bucket 0 holds pointer-free data; buckets 1..=N (N = option `buckets`) hold everything
+//! else. A typed allocation picks its bucket by a keyed hash of its type hash; an untyped one
+//! by a keyed hash of its call site. Keys are random per process, so an attacker cannot plan
+//! which types share a bucket.
+
+use crate::rand::keyed_hash;
+
+pub const DATA_BUCKET: usize = 0;
+
+/// Layout-semantics bits of an Apple-style `malloc_type_id_t` (DESIGN.md §4).
+const LAYOUT_MASK: u64 = 0xffff << 48;
+const GENERIC_DATA: u64 = 1 << 56;
+
+#[derive(Clone, Copy)]
+pub struct Keys {
+    pub k0: u64,
+    pub k1: u64,
+    pub pointer_buckets: u32,
+    pub token_half: u64,
+}
+
+impl Keys {
+    #[inline]
+    fn pointer_bucket(&self, x: u64) -> usize {
+        let h = keyed_hash(x, self.k0, self.k1);
+        1 + (((h >> 32) * self.pointer_buckets as u64) >> 32) as usize
+    }
+
+    /// Untyped allocation: bucket from the caller's return address.
+    #[inline]
+    pub fn for_call_site(&self, ret_addr: usize) -> usize {
+        self.pointer_bucket(ret_addr as u64)
+    }
+
+    /// Apple-style type descriptor: pure data (only the "generic data" layout bit) goes to
+    /// the data bucket, anything that may hold a pointer to a pointer bucket by type hash.
+    #[inline]
+    pub fn for_type_id(&self, id: u64) -> usize {
+        if id & LAYOUT_MASK == GENERIC_DATA {
+            DATA_BUCKET
+        } else {
+            self.pointer_bucket(id & 0xffff_ffff)
+        }
+    }
+
+    /// LLVM AllocToken id: the lower half of the id space is pointer-free.
+    #[inline]
+    pub fn for_alloc_token(&self, token: u64) -> usize {
+        if token < self.token_half {
+            DATA_BUCKET
+        } else {
+            self.pointer_bucket(token)
+        }
+    }
+
+    /// A Rust type key (already hashed), with its pointer-free flag.
+    #[inline]
+    pub fn for_rust_type(&self, hash: u64, pure_data: bool) -> usize {
+        if pure_data {
+            DATA_BUCKET
+        } else {
+            self.pointer_bucket(hash)
+        }
+    }
+}
+
+pub fn token_half(alloc_token_max: u64) -> u64 {
+    if alloc_token_max == 0 {
+        1 << 63
+    } else {
+        alloc_token_max / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: u32) -> Keys {
+        Keys { k0: 0x1234_5678_9abc_def1, k1: 0x0fed_cba9_8765_4321, pointer_buckets: n, token_half: 1 << 63 }
+    }
+
+    #[test]
+    fn pointer_buckets_stay_in_range_and_are_all_used() {
+        for n in 1..=7 {
+            let k = keys(n);
+            let mut seen = [0usize; 8];
+            for site in 0..10_000usize {
+                let b = k.for_call_site(0x5555_0000 + site * 5);
+                assert!((1..=n as usize).contains(&b));
+                seen[b] += 1;
+            }
+            for (b, &count) in seen.iter().enumerate().skip(1).take(n as usize) {
+                let expect = 10_000 / n as usize;
+                assert!(count > expect * 8 / 10, "bucket {b} underused: {seen:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn type_descriptor_layout_bits() {
+        let k = keys(3);
+        let pure_data = GENERIC_DATA | 0xabcd;
+        assert_eq!(k.for_type_id(pure_data), DATA_BUCKET);
+        // A data pointer bit next to generic data is not pure data.
+        assert_ne!(k.for_type_id(pure_data | (1 << 48)), DATA_BUCKET);
+        assert_ne!(k.for_type_id((1 << 49) | 0xabcd), DATA_BUCKET);
+        // No layout bits at all: unknown, treated as possibly holding pointers.
+        assert_ne!(k.for_type_id(0xabcd), DATA_BUCKET);
+        // Same type hash, same bucket, whatever the call-site flags say.
+        assert_eq!(k.for_type_id((1 << 49) | 7), k.for_type_id((1 << 49) | (1 << 40) | 7));
+    }
+
+    #[test]
+    fn alloc_token_halves() {
+        let k = keys(3);
+        assert_eq!(k.for_alloc_token(0), DATA_BUCKET);
+        assert_eq!(k.for_alloc_token((1 << 63) - 1), DATA_BUCKET);
+        assert_ne!(k.for_alloc_token(1 << 63), DATA_BUCKET);
+        let k2 = Keys { token_half: token_half(100), ..k };
+        assert_eq!(k2.for_alloc_token(49), DATA_BUCKET);
+        assert_ne!(k2.for_alloc_token(50), DATA_BUCKET);
+    }
+}

@@ -1,0 +1,267 @@
+//! Large allocations (above the largest size class): each gets its own mapping with an
+//! inaccessible guard page on both sides. Their metadata (start, mapping, requested size,
+//! state) sits in an out-of-line open-addressing table in its own mapping.
+//!
+//! A freed large block is replaced by an inaccessible reservation (its pages go back to the
+//! OS at once) and kept in a bounded FIFO address quarantine before it is unmapped, so a use
+//! after free of a large block faults deterministically for a while, and a double free of it
+//! is recognised as one.
+
+use core::cell::UnsafeCell;
+
+use crate::platform::{self, lock::Lock, PAGE};
+
+const EMPTY: usize = 0;
+const LIVE: usize = 1;
+const FREED: usize = 2;
+const TOMBSTONE: usize = 3;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Entry {
+    pub addr: usize,
+    pub map: usize,
+    pub map_len: usize,
+    /// Bytes read-write from `addr` (page multiple).
+    pub body_len: usize,
+    pub req: usize,
+    pub state: usize,
+}
+
+impl Entry {
+    const NONE: Entry = Entry { addr: 0, map: 0, map_len: 0, body_len: 0, req: 0, state: EMPTY };
+
+    pub fn is_live(&self) -> bool {
+        self.state == LIVE
+    }
+}
+
+struct Table {
+    slots: *mut Entry,
+    cap: usize,
+    used: usize,
+    ring: [usize; crate::options::MAX_LARGE_QUARANTINE as usize],
+    head: usize,
+    len: usize,
+    ring_bytes: usize,
+    live_count: usize,
+    live_bytes: usize,
+    mapped: usize,
+}
+
+pub struct Large {
+    pub lock: Lock,
+    t: UnsafeCell<Table>,
+}
+
+// SAFETY: the table is only touched with `lock` held.
+unsafe impl Sync for Large {}
+
+pub static LARGE: Large = Large {
+    lock: Lock::new(),
+    t: UnsafeCell::new(Table {
+        slots: core::ptr::null_mut(),
+        cap: 0,
+        used: 0,
+        ring: [0; crate::options::MAX_LARGE_QUARANTINE as usize],
+        head: 0,
+        len: 0,
+        ring_bytes: 0,
+        live_count: 0,
+        live_bytes: 0,
+        mapped: 0,
+    }),
+};
+
+#[inline]
+fn hash(addr: usize) -> usize {
+    crate::rand::mix64((addr >> 12) as u64) as usize
+}
+
+pub struct Stats {
+    pub live_count: usize,
+    pub live_bytes: usize,
+    pub mapped: usize,
+    pub quarantined: usize,
+}
+
+impl Table {
+    fn find(&self, addr: usize) -> Option<*mut Entry> {
+        if self.cap == 0 {
+            return None;
+        }
+        let mask = self.cap - 1;
+        let mut i = hash(addr) & mask;
+        for _ in 0..self.cap {
+            // SAFETY: i < cap, inside the committed table.
+            let e = unsafe { self.slots.add(i) };
+            // SAFETY: e points at an initialised entry.
+            match unsafe { (*e).state } {
+                EMPTY => return None,
+                LIVE | FREED if unsafe { (*e).addr } == addr => return Some(e),
+                _ => {}
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+
+    fn insert(&mut self, entry: Entry) -> bool {
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
+            return false;
+        }
+        let mask = self.cap - 1;
+        let mut i = hash(entry.addr) & mask;
+        loop {
+            // SAFETY: i < cap.
+            let e = unsafe { &mut *self.slots.add(i) };
+            if e.state == EMPTY || e.state == TOMBSTONE {
+                if e.state == EMPTY {
+                    self.used += 1;
+                }
+                *e = entry;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) -> bool {
+        let new_cap = if self.cap == 0 { 1024 } else { self.cap * 2 };
+        let bytes = new_cap * core::mem::size_of::<Entry>();
+        let new = platform::map_rw(bytes) as *mut Entry;
+        if new.is_null() {
+            return false;
+        }
+        let (old, old_cap) = (self.slots, self.cap);
+        self.slots = new;
+        self.cap = new_cap;
+        self.used = 0;
+        for i in 0..old_cap {
+            // SAFETY: i < old_cap, inside the old table which is still mapped.
+            let e = unsafe { *old.add(i) };
+            if e.state == LIVE || e.state == FREED {
+                self.insert(e);
+            }
+        }
+        if !old.is_null() {
+            platform::release(old.cast(), old_cap * core::mem::size_of::<Entry>());
+        }
+        true
+    }
+
+    fn evict_oldest(&mut self) {
+        let n = self.ring.len();
+        let addr = self.ring[self.head];
+        self.head = (self.head + 1) % n;
+        self.len -= 1;
+        if let Some(e) = self.find(addr) {
+            // SAFETY: e is a valid entry pointer from find.
+            let e = unsafe { &mut *e };
+            platform::release(e.map as *mut u8, e.map_len);
+            self.ring_bytes -= e.map_len;
+            self.mapped -= e.map_len;
+            e.state = TOMBSTONE;
+        }
+    }
+}
+
+impl Large {
+    #[allow(clippy::mut_from_ref)]
+    fn table(&self) -> &mut Table {
+        // SAFETY: callers hold self.lock.
+        unsafe { &mut *self.t.get() }
+    }
+
+    /// Map a block of `size` bytes aligned to `align`, with at least `min_slack` bytes after it
+    /// in the same pages (for the canary). Null on exhaustion.
+    pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> *mut u8 {
+        let Some(body) = size.checked_add(min_slack).and_then(|n| n.checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
+            return core::ptr::null_mut();
+        };
+        let extra = align.saturating_sub(PAGE);
+        let Some(total) = body.checked_add(extra).and_then(|n| n.checked_add(2 * PAGE)) else {
+            return core::ptr::null_mut();
+        };
+        if total > isize::MAX as usize {
+            return core::ptr::null_mut();
+        }
+        let map = platform::reserve(total);
+        if map.is_null() {
+            return map;
+        }
+        let addr = (map as usize + PAGE + align - 1) & !(align.max(PAGE) - 1);
+        if !platform::commit(addr as *mut u8, body) {
+            platform::release(map, total);
+            return core::ptr::null_mut();
+        }
+        let _g = self.lock.guard();
+        let t = self.table();
+        if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE }) {
+            platform::release(map, total);
+            return core::ptr::null_mut();
+        }
+        t.live_count += 1;
+        t.live_bytes += size;
+        t.mapped += total;
+        addr as *mut u8
+    }
+
+    /// Copy of the entry for `p`, if `p` is the start of a live or quarantined large block.
+    pub fn lookup(&self, p: usize) -> Option<Entry> {
+        let _g = self.lock.guard();
+        // SAFETY: find returns a valid pointer into the table, read under the lock.
+        self.table().find(p).map(|e| unsafe { *e })
+    }
+
+    /// Change the requested size of a live block in place (`new_req + slack <= body_len`).
+    pub fn resize(&self, p: usize, new_req: usize) {
+        let _g = self.lock.guard();
+        let t = self.table();
+        if let Some(e) = t.find(p) {
+            // SAFETY: e is a valid entry pointer from find.
+            let e = unsafe { &mut *e };
+            t.live_bytes = t.live_bytes - e.req + new_req;
+            e.req = new_req;
+        }
+    }
+
+    /// Free a live block. Returns `Err(entry)` if it is not live (already freed: double
+    /// free), `Err(Entry::NONE)` if it is unknown.
+    pub fn free(&self, p: usize, keep: usize, keep_bytes: usize) -> Result<(), Entry> {
+        let _g = self.lock.guard();
+        let t = self.table();
+        let Some(e) = t.find(p) else { return Err(Entry::NONE) };
+        // SAFETY: e is a valid entry pointer from find.
+        let e = unsafe { &mut *e };
+        if e.state != LIVE {
+            return Err(*e);
+        }
+        t.live_count -= 1;
+        t.live_bytes -= e.req;
+        if keep == 0 || e.map_len > keep_bytes {
+            platform::release(e.map as *mut u8, e.map_len);
+            t.mapped -= e.map_len;
+            e.state = TOMBSTONE;
+            return Ok(());
+        }
+        // Drop the pages, keep the addresses inaccessible.
+        platform::decommit(e.map as *mut u8, e.map_len);
+        e.state = FREED;
+        let len = e.map_len;
+        while t.len >= keep || (t.len > 0 && t.ring_bytes + len > keep_bytes) {
+            t.evict_oldest();
+        }
+        let n = t.ring.len();
+        t.ring[(t.head + t.len) % n] = p;
+        t.len += 1;
+        t.ring_bytes += len;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let _g = self.lock.guard();
+        let t = self.table();
+        Stats { live_count: t.live_count, live_bytes: t.live_bytes, mapped: t.mapped, quarantined: t.len }
+    }
+}

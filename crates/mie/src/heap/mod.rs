@@ -1,0 +1,625 @@
+//! The allocator core: ties size classes, buckets, slabs, thread caches, quarantine and large
+//! allocations together into malloc/free/realloc with full validation.
+
+pub mod bucket;
+pub mod canary;
+pub mod large;
+pub mod layout;
+pub mod quarantine;
+pub mod size_class;
+pub mod slab;
+pub mod tcache;
+
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::options::Options;
+use crate::platform::{self, lock::Lock};
+use crate::report::{self, Kind, Line};
+use bucket::Keys;
+use large::LARGE;
+use layout::{Loc, BUCKET_SLOTS, REGION_COUNT};
+use size_class::{CLASSES, MAX_SMALL, ZERO_MAX};
+use slab::{Bucket, Geometry, SlabMeta, ENTRY_DIRTY};
+use tcache::{with_cache, TCache};
+
+/// Process-wide state, written once by `init` and read-only afterwards.
+pub struct Globals {
+    pub geo: Geometry,
+    pub keys: Keys,
+    pub canary_key: u64,
+    pub opts: Options,
+    pub tc_key: libc::pthread_key_t,
+}
+
+struct GlobalCell(UnsafeCell<Globals>);
+// SAFETY: written only by `init` before STATE becomes READY (Release); read only after an
+// Acquire load of READY.
+unsafe impl Sync for GlobalCell {}
+
+static G: GlobalCell = GlobalCell(UnsafeCell::new(Globals {
+    geo: Geometry { heap_base: 0, meta_base: 0 },
+    keys: Keys { k0: 0, k1: 0, pointer_buckets: 1, token_half: 1 << 63 },
+    canary_key: 0,
+    opts: Options::DEFAULT,
+    tc_key: 0,
+}));
+
+const UNINIT: u8 = 0;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static INIT_LOCK: Lock = Lock::new();
+
+pub static BUCKETS: [Bucket; REGION_COUNT] = [const { Bucket::new() }; REGION_COUNT];
+
+/// The globals, initialising on first use. `None` if the heap could not be reserved.
+#[inline]
+pub fn ensure_init() -> Option<&'static Globals> {
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY was published after the globals were written.
+        return Some(unsafe { &*G.0.get() });
+    }
+    init_slow()
+}
+
+/// The globals when the caller knows init happened (it holds a thread cache or a heap pointer).
+#[inline]
+pub fn globals() -> &'static Globals {
+    // SAFETY: callers only get here after ensure_init succeeded on some path that
+    // happens-before this one (a cache or heap pointer exists).
+    unsafe { &*G.0.get() }
+}
+
+#[cold]
+fn init_slow() -> Option<&'static Globals> {
+    {
+        let _g = INIT_LOCK.guard();
+        match STATE.load(Ordering::Acquire) {
+            READY => {}
+            FAILED => return None,
+            _ => {
+                // SAFETY: only this thread (holding INIT_LOCK, before READY) writes the globals.
+                let g = unsafe { &mut *G.0.get() };
+                g.opts = crate::options::from_env();
+                let heap = platform::reserve_aligned(layout::HEAP_SIZE, layout::REGION_SIZE);
+                let meta = platform::reserve(layout::META_SIZE);
+                let key = platform::thread_key_create(tcache::thread_exit);
+                if heap.is_null() || meta.is_null() || key.is_none() {
+                    report::warn(format_args!(
+                        "cannot reserve the heap ({} GiB of address space); every allocation will fail",
+                        (layout::HEAP_SIZE + layout::META_SIZE) >> 30
+                    ));
+                    STATE.store(FAILED, Ordering::Release);
+                    return None;
+                }
+                g.geo = Geometry { heap_base: heap as usize, meta_base: meta as usize };
+                g.tc_key = key.unwrap_or(0);
+                g.keys = Keys {
+                    k0: platform::random_u64(),
+                    k1: platform::random_u64(),
+                    pointer_buckets: g.opts.buckets,
+                    token_half: bucket::token_half(g.opts.alloc_token_max),
+                };
+                g.canary_key = platform::random_u64();
+                STATE.store(READY, Ordering::Release);
+            }
+        }
+    }
+    // Registered after READY and outside the init lock: glibc may allocate here.
+    static ONCE: AtomicU8 = AtomicU8::new(0);
+    if ONCE.swap(1, Ordering::AcqRel) == 0 {
+        platform::at_fork(fork_prepare, fork_parent, fork_child);
+        // SAFETY: READY is set.
+        if unsafe { (*G.0.get()).opts.stats } {
+            // SAFETY: registering a plain extern "C" function.
+            unsafe { libc::atexit(stats_at_exit) };
+        }
+    }
+    // SAFETY: READY is set.
+    Some(unsafe { &*G.0.get() })
+}
+
+extern "C" fn stats_at_exit() {
+    crate::stats::print();
+}
+
+// Fork: take every allocator lock so the child starts with consistent metadata.
+unsafe extern "C" fn fork_prepare() {
+    INIT_LOCK.lock();
+    tcache::POOL_LOCK.lock();
+    tcache::FALLBACK_LOCK.lock();
+    for b in BUCKETS.iter() {
+        b.lock.lock();
+    }
+    LARGE.lock.lock();
+}
+
+unsafe extern "C" fn fork_parent() {
+    LARGE.lock.unlock();
+    for b in BUCKETS.iter().rev() {
+        b.lock.unlock();
+    }
+    tcache::FALLBACK_LOCK.unlock();
+    tcache::POOL_LOCK.unlock();
+    INIT_LOCK.unlock();
+}
+
+unsafe extern "C" fn fork_child() {
+    // Other threads do not exist in the child; their caches stay allocated (their slots are
+    // simply never reused), which is safe whatever state those threads were in.
+    LARGE.lock.reset();
+    for b in BUCKETS.iter() {
+        b.lock.reset();
+    }
+    tcache::FALLBACK_LOCK.reset();
+    tcache::POOL_LOCK.reset();
+    INIT_LOCK.reset();
+}
+
+/// How a block is identified in reports.
+#[derive(Clone, Copy)]
+pub struct Caller {
+    pub func: &'static str,
+    pub ret_addr: usize,
+}
+
+#[inline]
+fn canary_extra(o: &Options) -> usize {
+    o.canary as usize
+}
+
+// ---------------------------------------------------------------------------------------
+// Allocation
+
+/// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`.
+/// Returns null on exhaustion (errno is left to the C front end).
+#[inline]
+pub fn alloc(size: usize, align: usize, bucket: usize) -> *mut u8 {
+    alloc_zeroed_flag(size, align, bucket).0
+}
+
+/// As `alloc`, also telling whether the block's first `size` bytes are known to be zero.
+#[inline]
+pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
+    let Some(g) = ensure_init() else { return (core::ptr::null_mut(), false) };
+    let extra = canary_extra(&g.opts);
+    if let Some(need) = size.checked_add(extra) {
+        if need <= MAX_SMALL {
+            if let Some(class) = size_class::class_for(need, align) {
+                return with_cache(|tc| alloc_small(g, tc, class, bucket, size));
+            }
+        }
+    }
+    alloc_large(g, size, align)
+}
+
+fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
+    let slack = if g.opts.canary { 1 } else { 0 };
+    let p = LARGE.alloc(size, align.max(16), slack);
+    if p.is_null() {
+        return (p, false);
+    }
+    if g.opts.canary {
+        let body = (size + slack + platform::PAGE - 1) & !(platform::PAGE - 1);
+        let len = (body - size).min(canary::MAX_CANARY);
+        // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
+        unsafe { canary::write(canary::pattern(g.canary_key, p as usize), p.add(size), len) };
+    }
+    (p, true)
+}
+
+#[inline]
+fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: usize) -> (*mut u8, bool) {
+    let region = layout::region_of(class, bucket);
+    let k = &CLASSES[class];
+    // SAFETY: region < REGION_COUNT (class < CLASS_COUNT, bucket < BUCKET_SLOTS).
+    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
+    if bin.n == 0 {
+        let want = (k.cache_cap as usize / 2).max(1);
+        // SAFETY: region < REGION_COUNT.
+        let b = unsafe { BUCKETS.get_unchecked(region) };
+        bin.n = b.refill(&g.geo, region, &mut tc.rng, &mut bin.slots[..want]) as u32;
+        if bin.n == 0 {
+            return (core::ptr::null_mut(), false);
+        }
+    }
+    bin.n -= 1;
+    // SAFETY: n < BIN_CAP after the decrement.
+    let e = unsafe { *bin.slots.get_unchecked(bin.n as usize) };
+    let p = e & !ENTRY_DIRTY;
+    let Some(l) = layout::decode(g.geo.heap_base, p) else {
+        report::fatal(Kind::Internal, p, "malloc", |_| {})
+    };
+    let m = SlabMeta::new(g.geo.meta_base, region, l.slab);
+    let bit = 1u64 << (l.slot % 64);
+    if m.live_word(l.slot).fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        report::fatal(Kind::Internal, p, "malloc", |o| {
+            let _ = writeln!(o, "  a cached slot was already live: allocator metadata is corrupted");
+        });
+    }
+    let slot_size = k.size as usize;
+    let slack = slot_size - size;
+    m.set_slack(k, l.slot, slack);
+    let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
+    if e & ENTRY_DIRTY != 0 && zeroed_class && g.opts.write_after_free_check {
+        check_still_zero(p, slot_size, &l, "malloc");
+    }
+    if g.opts.canary {
+        let len = slack.min(canary::MAX_CANARY);
+        // SAFETY: [p+size, p+size+len) lies inside the slot (size + len <= slot size).
+        unsafe { canary::write(canary::pattern(g.canary_key, p), (p + size) as *mut u8, len) };
+    }
+    TCache::bump(&tc.allocs[region]);
+    tc.add_live(size as i64);
+    (p as *mut u8, zeroed_class || e & ENTRY_DIRTY == 0)
+}
+
+/// The write-after-free check: a slot zeroed at free must still be zero when reused.
+#[inline]
+fn check_still_zero(p: usize, len: usize, l: &Loc, func: &'static str) {
+    // SAFETY: the slot [p, p+len) is committed heap memory owned by this allocation.
+    let words = unsafe { core::slice::from_raw_parts(p as *const u64, len / 8) };
+    let mut acc = 0u64;
+    for &w in words {
+        acc |= w;
+    }
+    if acc != 0 {
+        let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;
+        let l = *l;
+        report::fatal(Kind::WriteAfterFree, p, func, |o| {
+            let _ = writeln!(
+                o,
+                "  a freed block was modified while it was free: byte {first} of the {} -byte slot is not zero",
+                CLASSES[l.class].size
+            );
+            describe_slot(o, &l, p, "free (being reused)");
+            let _ = writeln!(o, "  hint: a dangling pointer wrote to this block after it was freed");
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+
+/// A validated live block.
+enum Block {
+    Small { loc: Loc, usable: usize },
+    Large { entry: large::Entry },
+}
+
+/// Resolve `p` to a live block or report and abort. Never answers for a non-block.
+fn validate(g: &Globals, p: usize, who: Caller) -> Block {
+    if let Some(loc) = layout::decode(g.geo.heap_base, p) {
+        let k = &CLASSES[loc.class];
+        if loc.bucket > g.keys.pointer_buckets as usize || !BUCKETS[loc.region].slab_exists(loc.slab) {
+            invalid_free(p, who, "the address is inside mie's heap reservation but in no slab that exists");
+        }
+        if loc.slot >= k.nslots as usize {
+            invalid_free(p, who, "the address is in the unused tail of a slab, not in any block");
+        }
+        let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
+        let live = m.live_word(loc.slot).load(Ordering::Relaxed) & (1u64 << (loc.slot % 64)) != 0;
+        if loc.interior != 0 {
+            let start = p - loc.interior;
+            report::fatal(Kind::InvalidFree, p, who.func, |o| {
+                let _ = writeln!(
+                    o,
+                    "  pointer is {} bytes inside the block at {start:#x}, not at its start",
+                    loc.interior
+                );
+                describe_slot(o, &loc, start, if live { "live" } else { "free" });
+                report::write_code_addr(o, "called from", who.ret_addr);
+            });
+        }
+        if !live {
+            let kind = if who.func == "free" || who.func.starts_with("operator delete") || who.func == "free_sized" {
+                Kind::DoubleFree
+            } else {
+                Kind::InvalidFree
+            };
+            report::fatal(kind, p, who.func, |o| {
+                let _ = writeln!(o, "  the block is not allocated: it was already freed (or never handed out)");
+                describe_slot(o, &loc, p, "free");
+                report::write_code_addr(o, "called from", who.ret_addr);
+            });
+        }
+        let usable = k.size as usize - m.slack(k, loc.slot);
+        return Block::Small { loc, usable };
+    }
+    match LARGE.lookup(p) {
+        Some(e) if e.is_live() => Block::Large { entry: e },
+        Some(e) => report::fatal(Kind::DoubleFree, p, who.func, |o| {
+            let _ = writeln!(o, "  large block of {} bytes was already freed (it is in the large quarantine)", e.req);
+            report::write_code_addr(o, "called from", who.ret_addr);
+        }),
+        None => invalid_free(p, who, "not a block allocated by mie (stack, global, foreign or already unmapped memory?)"),
+    }
+}
+
+fn invalid_free(p: usize, who: Caller, why: &str) -> ! {
+    report::fatal(Kind::InvalidFree, p, who.func, |o| {
+        let _ = writeln!(o, "  {why}");
+        report::write_code_addr(o, "called from", who.ret_addr);
+    })
+}
+
+fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
+    let k = &CLASSES[l.class];
+    let g = globals();
+    let usable = if state == "live" {
+        let m = SlabMeta::new(g.geo.meta_base, l.region, l.slab);
+        Some(k.size as usize - m.slack(k, l.slot))
+    } else {
+        None
+    };
+    let _ = write!(o, "  block {start:#x}: ");
+    if let Some(u) = usable {
+        let _ = write!(o, "{u} bytes requested, ");
+    }
+    let _ = writeln!(
+        o,
+        "{}-byte slot, size class {} ({}), bucket {} ({}), slab {} slot {}, state: {}",
+        k.size,
+        l.class,
+        k.size,
+        l.bucket,
+        if l.bucket == bucket::DATA_BUCKET { "data" } else { "pointer" },
+        l.slab,
+        l.slot,
+        state
+    );
+}
+
+fn check_canary(g: &Globals, p: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
+    let len = slack.min(canary::MAX_CANARY);
+    // SAFETY: [p+usable, p+usable+len) lies inside the block's slot/pages.
+    if let Some(off) = unsafe { canary::check(canary::pattern(g.canary_key, p), (p + usable) as *const u8, len) } {
+        report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
+            let _ = writeln!(
+                o,
+                "  the slack canary after the block was overwritten: byte {} past the end of the {}-byte block (address {:#x})",
+                off,
+                usable,
+                p + usable + off
+            );
+            match loc {
+                Some(l) => describe_slot(o, l, p, "live"),
+                None => {
+                    let _ = writeln!(o, "  block {p:#x}: {usable} bytes requested, large allocation (own mapping)");
+                }
+            }
+            report::write_code_addr(o, "detected in a call from", who.ret_addr);
+            let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Free
+
+pub fn free(p: *mut u8, who: Caller) {
+    if p.is_null() {
+        return;
+    }
+    let p = p as usize;
+    let Some(g) = ensure_init() else { invalid_free(p, who, "mie's heap is not initialised") };
+    match validate(g, p, who) {
+        Block::Small { loc, usable } => free_small(g, p, loc, usable, who),
+        Block::Large { entry } => free_large(g, p, entry, who),
+    }
+}
+
+fn free_small(g: &Globals, p: usize, loc: Loc, usable: usize, who: Caller) {
+    let k = &CLASSES[loc.class];
+    let slot_size = k.size as usize;
+    let slack = slot_size - usable;
+    if g.opts.canary {
+        check_canary(g, p, usable, slack, Some(&loc), who);
+    }
+    let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
+    let bit = 1u64 << (loc.slot % 64);
+    if m.live_word(loc.slot).fetch_and(!bit, Ordering::Relaxed) & bit == 0 {
+        // Lost a race with a concurrent free of the same block.
+        report::fatal(Kind::DoubleFree, p, who.func, |o| {
+            let _ = writeln!(o, "  the block was freed concurrently by another thread");
+            describe_slot(o, &loc, p, "free");
+            report::write_code_addr(o, "called from", who.ret_addr);
+        });
+    }
+    if g.opts.zero_on_free && slot_size <= ZERO_MAX {
+        let len = (usable + slack.min(canary::MAX_CANARY)).min(slot_size);
+        // SAFETY: the slot is ours again (live bit cleared by this thread); len <= slot size.
+        unsafe { core::ptr::write_bytes(p as *mut u8, 0, len) };
+    }
+    with_cache(|tc| {
+        TCache::bump(&tc.frees[loc.region]);
+        tc.add_live(-(usable as i64));
+        let cap = g.opts.quarantine as usize;
+        if cap == 0 {
+            release_slot(g, tc, p);
+        } else {
+            quarantine_push(g, tc, p, slot_size, cap);
+        }
+    });
+}
+
+fn quarantine_push(g: &Globals, tc: &mut TCache, p: usize, size: usize, cap: usize) {
+    let budget = g.opts.quarantine_bytes;
+    let base = g.geo.heap_base;
+    let size_of = |a: usize| CLASSES[(a.wrapping_sub(base) >> layout::REGION_SHIFT) / BUCKET_SLOTS].size as usize;
+    // Evicted blocks are collected first (the quarantine and the bins are both in `tc`).
+    let mut out = [0usize; 8];
+    let mut n = 0;
+    {
+        let TCache { quarantine, rng, .. } = tc;
+        quarantine.push(p, size, cap, budget, rng, size_of, |old| {
+            if n < out.len() {
+                out[n] = old;
+                n += 1;
+            } else {
+                // Only when one large slot pushes many small ones past the byte budget.
+                release_to_bucket(g, old);
+            }
+        });
+    }
+    for &old in &out[..n] {
+        release_slot(g, tc, old);
+    }
+}
+
+/// A slot whose quarantine is over goes to the thread's bin, or back to its bucket.
+fn release_slot(g: &Globals, tc: &mut TCache, p: usize) {
+    let region = (p - g.geo.heap_base) >> layout::REGION_SHIFT;
+    let cap = CLASSES[region / BUCKET_SLOTS].cache_cap as usize;
+    let bin = &mut tc.bins[region];
+    if bin.n as usize >= cap {
+        let half = cap / 2;
+        BUCKETS[region].flush(&g.geo, region, &bin.slots[half..bin.n as usize]);
+        bin.n = half as u32;
+    }
+    bin.slots[bin.n as usize] = p | ENTRY_DIRTY;
+    bin.n += 1;
+}
+
+fn release_to_bucket(g: &Globals, p: usize) {
+    let region = (p - g.geo.heap_base) >> layout::REGION_SHIFT;
+    BUCKETS[region].flush(&g.geo, region, &[p | ENTRY_DIRTY]);
+}
+
+/// Return everything a cache holds (thread exit, trim).
+pub fn drain_cache(tc: &mut TCache) {
+    let Some(g) = ensure_init() else { return };
+    let mut pending = [0usize; 64];
+    let mut n = 0;
+    let TCache { quarantine, .. } = tc;
+    quarantine.drain(|p| {
+        pending[n] = p;
+        n += 1;
+        if n == pending.len() {
+            for &q in &pending[..n] {
+                release_to_bucket(g, q);
+            }
+            n = 0;
+        }
+    });
+    for &q in &pending[..n] {
+        release_to_bucket(g, q);
+    }
+    for (region, bin) in tc.bins.iter_mut().enumerate() {
+        if bin.n > 0 {
+            BUCKETS[region].flush(&g.geo, region, &bin.slots[..bin.n as usize]);
+            bin.n = 0;
+        }
+    }
+}
+
+fn free_large(g: &Globals, p: usize, e: large::Entry, who: Caller) {
+    if g.opts.canary {
+        check_canary(g, p, e.req, e.body_len - e.req, None, who);
+    }
+    if let Err(e) = LARGE.free(p, g.opts.large_quarantine as usize, g.opts.large_quarantine_bytes) {
+        report::fatal(Kind::DoubleFree, p, who.func, |o| {
+            let _ = writeln!(o, "  large block of {} bytes was freed concurrently or twice", e.req);
+            report::write_code_addr(o, "called from", who.ret_addr);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries and realloc
+
+/// Usable size of a live block (the requested size). Aborts for anything else: no oracle.
+pub fn usable_size(p: *const u8, who: Caller) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    let Some(g) = ensure_init() else { invalid_free(p as usize, who, "mie's heap is not initialised") };
+    match validate(g, p as usize, who) {
+        Block::Small { usable, .. } => usable,
+        Block::Large { entry } => entry.req,
+    }
+}
+
+/// The bucket a live block lives in (for realloc keeping the type), data for large blocks.
+pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *mut u8 {
+    if p.is_null() {
+        return alloc(size, 16, default_bucket);
+    }
+    let Some(g) = ensure_init() else { invalid_free(p as usize, who, "mie's heap is not initialised") };
+    let addr = p as usize;
+    let extra = canary_extra(&g.opts);
+    let (old_usable, bucket) = match validate(g, addr, who) {
+        Block::Small { loc, usable } => {
+            let k = &CLASSES[loc.class];
+            let slot_size = k.size as usize;
+            if g.opts.canary {
+                check_canary(g, addr, usable, slot_size - usable, Some(&loc), who);
+            }
+            let fits_here = size.checked_add(extra).is_some_and(|n| n <= slot_size)
+                && size_class::class_of(size + extra) == loc.class;
+            if fits_here {
+                resize_small_in_place(g, addr, &loc, usable, size);
+                return p;
+            }
+            (usable, loc.bucket)
+        }
+        Block::Large { entry } => {
+            if g.opts.canary {
+                check_canary(g, addr, entry.req, entry.body_len - entry.req, None, who);
+            }
+            if size.checked_add(extra).is_some_and(|n| n <= entry.body_len) && size > MAX_SMALL && size >= entry.body_len / 2 {
+                LARGE.resize(addr, size);
+                if g.opts.canary {
+                    let len = (entry.body_len - size).min(canary::MAX_CANARY);
+                    // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
+                    unsafe { canary::write(canary::pattern(g.canary_key, addr), p.add(size), len) };
+                }
+                return p;
+            }
+            (entry.req, default_bucket)
+        }
+    };
+    let q = alloc(size, 16, bucket);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: both blocks are live and distinct; we copy at most the smaller usable size.
+    unsafe { core::ptr::copy_nonoverlapping(p, q, old_usable.min(size)) };
+    free(p, who);
+    q
+}
+
+fn resize_small_in_place(g: &Globals, p: usize, loc: &Loc, old: usize, new: usize) {
+    let k = &CLASSES[loc.class];
+    let slot_size = k.size as usize;
+    let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
+    let old_end = (old + (slot_size - old).min(canary::MAX_CANARY)).min(slot_size);
+    if new < old_end {
+        // Keep the zero-beyond-the-block invariant the write-after-free check relies on.
+        // SAFETY: [p+new, p+old_end) lies inside the slot.
+        unsafe { core::ptr::write_bytes((p + new) as *mut u8, 0, old_end - new) };
+    }
+    m.set_slack(k, loc.slot, slot_size - new);
+    with_cache(|tc| tc.add_live(new as i64 - old as i64));
+    if g.opts.canary {
+        let len = (slot_size - new).min(canary::MAX_CANARY);
+        // SAFETY: [p+new, p+new+len) lies inside the slot.
+        unsafe { canary::write(canary::pattern(g.canary_key, p), (p + new) as *mut u8, len) };
+    }
+}
+
+/// Where an address is, for tests and tools: (class size, bucket) of a small block.
+pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
+    let g = ensure_init()?;
+    let l = layout::decode(g.geo.heap_base, p as usize)?;
+    Some((CLASSES[l.class].size as usize, l.bucket))
+}
+
+/// Return cached and quarantined blocks of the calling thread and purge empty slabs.
+pub fn trim() {
+    if ensure_init().is_some() {
+        with_cache(drain_cache);
+    }
+}

@@ -1,0 +1,251 @@
+//! `MIE_OPTIONS="key=value:key=value"`, parsed once at start-up without allocating.
+//!
+//! Every option has a safe default. Unknown keys and malformed values are reported once (a
+//! single warning line each) and ignored. In a privileged (`AT_SECURE`: set-uid/set-gid)
+//! process an option is accepted only if it makes the allocator stricter, never weaker: there
+//! is no environment "off switch" for an attacker to flip.
+
+use crate::report;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Number of pointer buckets per size class (the data bucket comes on top), 1..=7.
+    pub buckets: u32,
+    /// Slack canaries between the requested size and the end of the slot.
+    pub canary: bool,
+    /// Zero small slots when they are freed.
+    pub zero_on_free: bool,
+    /// On reuse, check a zeroed slot is still zero (catches writes after free).
+    pub write_after_free_check: bool,
+    /// Per-thread quarantine length in freed blocks (0 disables delayed reuse).
+    pub quarantine: u32,
+    /// Per-thread quarantine byte budget; the oldest entries leave first when it is exceeded.
+    pub quarantine_bytes: usize,
+    /// Number of freed large mappings kept inaccessible before they are unmapped.
+    pub large_quarantine: u32,
+    /// Byte budget of the large quarantine (address space, not memory: pages are dropped).
+    pub large_quarantine_bytes: usize,
+    /// Print statistics to stderr at exit.
+    pub stats: bool,
+    /// Report and abort (instead of returning NULL/ENOMEM) when calloc/reallocarray sizes overflow.
+    pub overflow_abort: bool,
+    /// LLVM AllocToken: number of token ids (0 = 2^64, clang's default); ids in the upper
+    /// half belong to types that contain pointers.
+    pub alloc_token_max: u64,
+}
+
+pub const MAX_BUCKETS: u32 = 7;
+pub const MAX_QUARANTINE: u32 = 1024;
+pub const MAX_LARGE_QUARANTINE: u32 = 256;
+
+impl Options {
+    pub const DEFAULT: Options = Options {
+        buckets: 3,
+        canary: true,
+        zero_on_free: true,
+        write_after_free_check: true,
+        quarantine: 64,
+        quarantine_bytes: 1 << 20,
+        large_quarantine: 32,
+        large_quarantine_bytes: 256 << 20,
+        stats: false,
+        overflow_abort: false,
+        alloc_token_max: 0,
+    };
+
+    /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
+    /// (message, key) for every rejected item.
+    pub fn parse(input: &[u8], secure: bool, mut warn: impl FnMut(&str, &[u8])) -> Options {
+        let mut o = Options::DEFAULT;
+        for item in input.split(|&c| c == b':' || c == b',') {
+            if item.is_empty() {
+                continue;
+            }
+            let (key, val) = match item.iter().position(|&c| c == b'=') {
+                Some(i) => (&item[..i], &item[i + 1..]),
+                None => (item, &b"1"[..]),
+            };
+            let n = match parse_num(val) {
+                Some(n) => n,
+                None => {
+                    warn("malformed value for option", key);
+                    continue;
+                }
+            };
+            let d = Options::DEFAULT;
+            let ok = match key {
+                b"buckets" => set(&mut o.buckets, n, 1, MAX_BUCKETS as u64, secure, d.buckets as u64, true),
+                b"canary" => set_bool(&mut o.canary, n, secure),
+                b"zero_on_free" => set_bool(&mut o.zero_on_free, n, secure),
+                b"write_after_free_check" => set_bool(&mut o.write_after_free_check, n, secure),
+                b"quarantine" => set(&mut o.quarantine, n, 0, MAX_QUARANTINE as u64, secure, d.quarantine as u64, true),
+                b"quarantine_bytes" => set(&mut o.quarantine_bytes, n, 0, 1 << 40, secure, d.quarantine_bytes as u64, true),
+                b"large_quarantine" => set(
+                    &mut o.large_quarantine,
+                    n,
+                    0,
+                    MAX_LARGE_QUARANTINE as u64,
+                    secure,
+                    d.large_quarantine as u64,
+                    true,
+                ),
+                b"large_quarantine_bytes" => set(
+                    &mut o.large_quarantine_bytes,
+                    n,
+                    0,
+                    1 << 44,
+                    secure,
+                    d.large_quarantine_bytes as u64,
+                    true,
+                ),
+                b"stats" => {
+                    o.stats = n != 0;
+                    Ok(())
+                }
+                b"overflow_abort" => {
+                    if secure && n == 0 {
+                        Err("ignored in a privileged process (would weaken)")
+                    } else {
+                        o.overflow_abort = n != 0;
+                        Ok(())
+                    }
+                }
+                b"alloc_token_max" => {
+                    o.alloc_token_max = n;
+                    Ok(())
+                }
+                // Options owned by later layers are accepted here so they do not warn.
+                b"mte" | b"sample_rate" | b"stacks" => Ok(()),
+                _ => Err("unknown option"),
+            };
+            if let Err(why) = ok {
+                warn(why, key);
+            }
+        }
+        o
+    }
+}
+
+fn set_bool(slot: &mut bool, n: u64, secure: bool) -> Result<(), &'static str> {
+    if secure && n == 0 {
+        return Err("ignored in a privileged process (would weaken)");
+    }
+    *slot = n != 0;
+    Ok(())
+}
+
+fn set<T: TryFrom<u64>>(
+    slot: &mut T,
+    n: u64,
+    min: u64,
+    max: u64,
+    secure: bool,
+    default: u64,
+    bigger_is_stronger: bool,
+) -> Result<(), &'static str> {
+    if n < min || n > max {
+        return Err("value out of range for option");
+    }
+    if secure && ((bigger_is_stronger && n < default) || (!bigger_is_stronger && n > default)) {
+        return Err("ignored in a privileged process (would weaken)");
+    }
+    match T::try_from(n) {
+        Ok(v) => {
+            *slot = v;
+            Ok(())
+        }
+        Err(_) => Err("value out of range for option"),
+    }
+}
+
+/// Decimal (or 0x hex) with an optional k/m/g suffix (powers of 1024).
+pub fn parse_num(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let (digits, mult) = match v[v.len() - 1] {
+        b'k' | b'K' => (&v[..v.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&v[..v.len() - 1], 1 << 20),
+        b'g' | b'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    let (digits, radix) = if digits.len() > 2 && (digits.starts_with(b"0x") || digits.starts_with(b"0X")) {
+        (&digits[2..], 16)
+    } else {
+        (digits, 10)
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in digits {
+        let d = (c as char).to_digit(radix)? as u64;
+        n = n.checked_mul(radix as u64)?.checked_add(d)?;
+    }
+    n.checked_mul(mult)
+}
+
+/// Read `MIE_OPTIONS` from the environment, warning on stderr about rejected items.
+pub fn from_env() -> Options {
+    let secure = crate::platform::is_secure_exec();
+    match crate::platform::getenv(c"MIE_OPTIONS") {
+        None => Options::DEFAULT,
+        Some(s) => Options::parse(s, secure, |why, key| {
+            report::warn(format_args!("{}: '{}' (MIE_OPTIONS)", why, report::Bytes(key)));
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str, secure: bool) -> (Options, usize) {
+        let mut warnings = 0;
+        let o = Options::parse(s.as_bytes(), secure, |_, _| warnings += 1);
+        (o, warnings)
+    }
+
+    #[test]
+    fn defaults_when_empty() {
+        assert_eq!(parse("", false), (Options::DEFAULT, 0));
+    }
+
+    #[test]
+    fn parses_values_and_suffixes() {
+        let (o, w) = parse("buckets=5:canary=0:quarantine_bytes=2m:large_quarantine=0x10:stats", false);
+        assert_eq!(w, 0);
+        assert_eq!(o.buckets, 5);
+        assert!(!o.canary);
+        assert_eq!(o.quarantine_bytes, 2 << 20);
+        assert_eq!(o.large_quarantine, 16);
+        assert!(o.stats);
+    }
+
+    #[test]
+    fn rejects_unknown_out_of_range_and_malformed() {
+        let (o, w) = parse("nosuch=1:buckets=9:quarantine=abc:buckets=0", false);
+        assert_eq!(w, 4);
+        assert_eq!(o.buckets, Options::DEFAULT.buckets);
+        assert_eq!(o.quarantine, Options::DEFAULT.quarantine);
+    }
+
+    #[test]
+    fn privileged_process_only_strengthens() {
+        let (o, w) = parse("canary=0:zero_on_free=0:quarantine=0:buckets=1:quarantine=128:buckets=6", true);
+        assert_eq!(w, 4);
+        assert!(o.canary && o.zero_on_free);
+        assert_eq!(o.quarantine, 128);
+        assert_eq!(o.buckets, 6);
+    }
+
+    #[test]
+    fn number_parser_edges() {
+        assert_eq!(parse_num(b"0"), Some(0));
+        assert_eq!(parse_num(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_num(b"18446744073709551616"), None);
+        assert_eq!(parse_num(b"16g"), Some(16 << 30));
+        assert_eq!(parse_num(b"k"), None);
+        assert_eq!(parse_num(b"0x"), None);
+    }
+}

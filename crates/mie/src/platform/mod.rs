@@ -1,0 +1,273 @@
+//! Platform layer: every call into the operating system lives here, so the rest of the
+//! allocator can be read (and ported) without hunting for syscalls.
+//!
+//! Nothing in this module allocates. Failures are returned as `false`/null, never panics.
+
+pub mod lock;
+
+use core::ptr;
+
+pub const PAGE: usize = 4096;
+
+/// Reserve `len` bytes of address space, inaccessible and not counted against commit.
+pub fn reserve(len: usize) -> *mut u8 {
+    // SAFETY: anonymous PROT_NONE mapping at a kernel-chosen address touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Reserve `len` bytes aligned to `align` (a power of two), trimming the excess.
+pub fn reserve_aligned(len: usize, align: usize) -> *mut u8 {
+    let total = match len.checked_add(align) {
+        Some(t) => t,
+        None => return ptr::null_mut(),
+    };
+    let raw = reserve(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = (raw as usize + align - 1) & !(align - 1);
+    let head = start - raw as usize;
+    let tail = total - head - len;
+    if head > 0 {
+        release(raw, head);
+    }
+    if tail > 0 {
+        release((start + len) as *mut u8, tail);
+    }
+    start as *mut u8
+}
+
+/// Map fresh read-write anonymous memory.
+pub fn map_rw(len: usize) -> *mut u8 {
+    // SAFETY: anonymous mapping at a kernel-chosen address touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Make `[p, p+len)` (inside a reservation we own) readable and writable.
+pub fn commit(p: *mut u8, len: usize) -> bool {
+    // SAFETY: callers pass page-aligned ranges inside mappings owned by the allocator.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+}
+
+/// Make a range inaccessible (keeps its contents; see `decommit` to drop them too).
+pub fn protect_none(p: *mut u8, len: usize) -> bool {
+    // SAFETY: callers pass page-aligned ranges inside mappings owned by the allocator.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
+}
+
+/// Drop the pages of a range and make it inaccessible, keeping the address range reserved.
+pub fn decommit(p: *mut u8, len: usize) -> bool {
+    // SAFETY: MAP_FIXED over a range the allocator owns replaces only that range.
+    let r = unsafe {
+        libc::mmap(
+            p.cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    r != libc::MAP_FAILED
+}
+
+/// Give the pages of a range back to the OS; the range stays mapped and reads back as zero.
+pub fn purge(p: *mut u8, len: usize) {
+    // SAFETY: page-aligned range inside an allocator-owned read-write mapping; its contents are dead.
+    unsafe {
+        libc::madvise(p.cast(), len, libc::MADV_DONTNEED);
+    }
+}
+
+/// Unmap a range entirely.
+pub fn release(p: *mut u8, len: usize) {
+    // SAFETY: the range is an allocator-owned mapping that nothing references any more.
+    unsafe {
+        libc::munmap(p.cast(), len);
+    }
+}
+
+/// Fill `buf` from the kernel's CSPRNG. Falls back to time/address entropy only if the
+/// syscall is unavailable (very old kernels or seccomp); that is reported once by the caller.
+pub fn random_bytes(buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes at most `buf.len() - done` bytes into the live slice.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_getrandom,
+                buf.as_mut_ptr().add(done),
+                buf.len() - done,
+                0,
+            )
+        };
+        if r <= 0 {
+            if r < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        done += r as usize;
+    }
+    true
+}
+
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if !random_bytes(&mut b) {
+        // Degraded source: mix the clock, a stack address and the thread id.
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into a valid local.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let x = (ts.tv_nsec as u64) ^ ((ts.tv_sec as u64) << 32) ^ (&b as *const _ as u64) ^ (thread_id() << 17);
+        return crate::rand::mix64(x);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Write all of `bytes` to standard error, retrying on short writes; never allocates.
+pub fn write_stderr(bytes: &[u8]) {
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: the pointer and length describe the live remainder of `bytes`.
+        let r = unsafe { libc::write(2, bytes.as_ptr().add(off).cast(), bytes.len() - off) };
+        if r <= 0 {
+            if r < 0 && errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        off += r as usize;
+    }
+}
+
+/// Stop the process after a report: SIGABRT, with the default action restored first so a
+/// program's own handler cannot swallow it.
+pub fn abort() -> ! {
+    // SAFETY: resetting a signal disposition and raising it are async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGABRT, libc::SIG_DFL);
+        libc::abort()
+    }
+}
+
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(e: i32) {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Read an environment variable as bytes without allocating; `None` if unset.
+pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv returns null or a NUL-terminated string owned by the environment block.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: p is a valid NUL-terminated C string; environ strings live for the process.
+    Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+}
+
+/// True for set-uid/set-gid and similar processes, where the environment is untrusted.
+pub fn is_secure_exec() -> bool {
+    // SAFETY: getauxval is a plain read of the auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+pub fn thread_id() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+}
+
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
+/// Create the thread-specific key whose destructor returns a thread's cache at thread exit.
+pub fn thread_key_create(dtor: unsafe extern "C" fn(*mut libc::c_void)) -> Option<libc::pthread_key_t> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: key is a valid out-pointer; dtor has the required signature.
+    if unsafe { libc::pthread_key_create(&mut key, Some(dtor)) } == 0 {
+        Some(key)
+    } else {
+        None
+    }
+}
+
+pub fn thread_key_set(key: libc::pthread_key_t, v: *mut u8) {
+    // SAFETY: key came from pthread_key_create.
+    unsafe {
+        libc::pthread_setspecific(key, v.cast());
+    }
+}
+
+/// Register fork handlers so the child inherits consistent allocator locks.
+pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), child: unsafe extern "C" fn()) {
+    // SAFETY: the handlers are plain functions with the expected signature.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+}
+
+/// Look up the object a code address belongs to (for reports). Never allocates in glibc.
+pub fn symbolize(addr: usize, out: &mut crate::report::Line) {
+    let mut info: libc::Dl_info = libc::Dl_info {
+        dli_fname: ptr::null(),
+        dli_fbase: ptr::null_mut(),
+        dli_sname: ptr::null(),
+        dli_saddr: ptr::null_mut(),
+    };
+    // SAFETY: dladdr only reads loader tables and fills the out-struct.
+    let ok = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } != 0;
+    if !ok || info.dli_fname.is_null() {
+        return;
+    }
+    use core::fmt::Write;
+    // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+    let fname = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let base = fname.rsplit(|&c| c == b'/').next().unwrap_or(fname);
+    let _ = write!(out, " ({}", crate::report::Bytes(base));
+    if !info.dli_sname.is_null() {
+        // SAFETY: dli_sname is a NUL-terminated symbol name owned by the loader.
+        let s = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) }.to_bytes();
+        let _ = write!(out, ":{}+{:#x}", crate::report::Bytes(s), addr.wrapping_sub(info.dli_saddr as usize));
+    } else {
+        let _ = write!(out, "+{:#x}", addr.wrapping_sub(info.dli_fbase as usize));
+    }
+    let _ = write!(out, ")");
+}

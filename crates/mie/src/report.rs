@@ -1,0 +1,116 @@
+//! Fault reports (DESIGN.md §6). Formatted into a fixed stack buffer and written with
+//! `write(2)`: no allocation, usable from the allocation path and from signal handlers.
+//! The first line always starts with `mie: <kind>` so logs can be grepped.
+
+use core::fmt::{self, Write};
+
+use crate::platform;
+
+/// The error kinds mie reports. The names are stable: tests and users grep for them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    DoubleFree,
+    InvalidFree,
+    HeapBufferOverflow,
+    WriteAfterFree,
+    AllocKindMismatch,
+    SizeOverflow,
+    OutOfMemory,
+    Internal,
+}
+
+impl Kind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::DoubleFree => "double-free",
+            Kind::InvalidFree => "invalid-free",
+            Kind::HeapBufferOverflow => "heap-buffer-overflow",
+            Kind::WriteAfterFree => "write-after-free",
+            Kind::AllocKindMismatch => "alloc-dealloc-mismatch",
+            Kind::SizeOverflow => "allocation-size-overflow",
+            Kind::OutOfMemory => "out-of-memory",
+            Kind::Internal => "internal-error",
+        }
+    }
+}
+
+/// A bounded text buffer that flushes to stderr when full.
+pub struct Line {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Line {
+    pub const fn new() -> Self {
+        Line { buf: [0; 1024], len: 0 }
+    }
+
+    pub fn flush(&mut self) {
+        platform::write_stderr(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut bytes = s.as_bytes();
+        while !bytes.is_empty() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            let n = bytes.len().min(self.buf.len() - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+            self.len += n;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+}
+
+/// Displays a byte string lossily (non-UTF-8 bytes as `?`).
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl fmt::Display for Bytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            f.write_char(if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a code address with the object (and symbol, when exported) it belongs to.
+pub fn write_code_addr(out: &mut Line, label: &str, addr: usize) {
+    let _ = write!(out, "  {label}: {addr:#x}");
+    if addr != 0 {
+        platform::symbolize(addr, out);
+    }
+    let _ = out.write_str("\n");
+}
+
+/// Print a report and stop the process. `body` writes the lines after the headline.
+#[cold]
+#[inline(never)]
+pub fn fatal(kind: Kind, ptr: usize, func: &str, body: impl FnOnce(&mut Line)) -> ! {
+    let mut out = Line::new();
+    let _ = writeln!(out, "mie: {} on {:#x} in {}()", kind.name(), ptr, func);
+    body(&mut out);
+    let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
+    out.flush();
+    platform::abort()
+}
+
+/// A one-time warning line (options, degraded randomness), never fatal.
+pub fn warn(args: fmt::Arguments<'_>) {
+    let mut out = Line::new();
+    let _ = out.write_str("mie: warning: ");
+    let _ = out.write_fmt(args);
+    let _ = out.write_str("\n");
+    out.flush();
+}

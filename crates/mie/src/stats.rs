@@ -1,0 +1,102 @@
+//! Statistics: live and mapped bytes, per (size class, bucket) counts. Gathered from the
+//! thread caches' single-writer counters without stopping anyone, so a snapshot taken while
+//! other threads allocate is approximate; a quiescent one is exact.
+
+use core::fmt::Write;
+use core::sync::atomic::Ordering;
+
+use crate::heap::{large::LARGE, layout::{BUCKET_SLOTS, REGION_COUNT}, size_class::CLASSES, slab::MAPPED_BYTES, tcache, BUCKETS};
+use crate::report::Line;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BucketStats {
+    pub allocs: u64,
+    pub frees: u64,
+    pub slabs: u64,
+    pub purges: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Bytes requested by live blocks, small and large.
+    pub live_bytes: u64,
+    /// Bytes mapped read-write for slabs, metadata, caches and large blocks.
+    pub mapped_bytes: u64,
+    pub large_live: u64,
+    pub large_live_bytes: u64,
+    pub large_quarantined: u64,
+    /// Indexed by `class * 8 + bucket`.
+    pub buckets: [BucketStats; REGION_COUNT],
+}
+
+impl Stats {
+    pub fn live_blocks(&self) -> u64 {
+        self.buckets.iter().map(|b| b.allocs.wrapping_sub(b.frees)).sum::<u64>() + self.large_live
+    }
+
+    pub fn bucket(&self, class: usize, bucket: usize) -> &BucketStats {
+        &self.buckets[class * BUCKET_SLOTS + bucket]
+    }
+}
+
+pub fn snapshot() -> Stats {
+    let mut s = Stats {
+        live_bytes: 0,
+        mapped_bytes: 0,
+        large_live: 0,
+        large_live_bytes: 0,
+        large_quarantined: 0,
+        buckets: [BucketStats::default(); REGION_COUNT],
+    };
+    let mut live: i64 = 0;
+    tcache::for_each(|tc| {
+        live = live.wrapping_add(tc.live_bytes.load(Ordering::Relaxed));
+        for r in 0..REGION_COUNT {
+            s.buckets[r].allocs += tc.allocs[r].load(Ordering::Relaxed);
+            s.buckets[r].frees += tc.frees[r].load(Ordering::Relaxed);
+        }
+    });
+    for (r, b) in BUCKETS.iter().enumerate() {
+        s.buckets[r].slabs = b.slab_count() as u64;
+        s.buckets[r].purges = b.purges.load(Ordering::Relaxed) as u64;
+    }
+    let l = LARGE.stats();
+    s.large_live = l.live_count as u64;
+    s.large_live_bytes = l.live_bytes as u64;
+    s.large_quarantined = l.quarantined as u64;
+    s.live_bytes = live.max(0) as u64 + l.live_bytes as u64;
+    s.mapped_bytes = (MAPPED_BYTES.load(Ordering::Relaxed) + l.mapped) as u64;
+    s
+}
+
+/// Print statistics to stderr (`mie_stats_print`, `malloc_stats`, `MIE_OPTIONS=stats=1`).
+pub fn print() {
+    let s = snapshot();
+    let mut o = Line::new();
+    let _ = writeln!(o, "mie: stats: live {} bytes in {} blocks, mapped {} bytes", s.live_bytes, s.live_blocks(), s.mapped_bytes);
+    let _ = writeln!(
+        o,
+        "mie: stats: large: {} live ({} bytes), {} in quarantine",
+        s.large_live, s.large_live_bytes, s.large_quarantined
+    );
+    let _ = writeln!(o, "mie: stats: {:>8} {:>8} {:>12} {:>12} {:>10} {:>7} {:>7}", "class", "bucket", "allocs", "frees", "live", "slabs", "purged");
+    for (r, b) in s.buckets.iter().enumerate() {
+        if b.allocs == 0 && b.slabs == 0 {
+            continue;
+        }
+        let (class, bucket) = (r / BUCKET_SLOTS, r % BUCKET_SLOTS);
+        let _ = writeln!(
+            o,
+            "mie: stats: {:>8} {:>6}{} {:>12} {:>12} {:>10} {:>7} {:>7}",
+            CLASSES[class].size,
+            bucket,
+            if bucket == 0 { "d" } else { "p" },
+            b.allocs,
+            b.frees,
+            b.allocs.wrapping_sub(b.frees) as i64,
+            b.slabs,
+            b.purges
+        );
+    }
+    o.flush();
+}
