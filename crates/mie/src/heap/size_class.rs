@@ -25,7 +25,7 @@ pub struct ClassInfo {
     pub words: u8,
     /// Bytes per slot in the out-of-line slack table (1, 2 or 4).
     pub slack_width: u8,
-    /// Bytes of metadata per slab (header, two bitmaps, slack table), 16-aligned.
+    /// Bytes of metadata per slab (header, three bitmaps, slack table), 16-aligned.
     pub meta_stride: u32,
     pub magic: u64,
     /// Thread-cache depth for this class.
@@ -50,14 +50,15 @@ const fn make(i: usize) -> ClassInfo {
     }
     let nslots = (1usize << shift) / size;
     let words = nslots.div_ceil(64);
-    let slack_width = if size <= 256 {
+    // Slack can be the whole slot (a zero-byte request), so the width must hold `size`.
+    let slack_width = if size < 256 {
         1
-    } else if size <= 65536 {
+    } else if size < 65536 {
         2
     } else {
         4
     };
-    let meta = SLAB_HEADER + 2 * 8 * words + slack_width * nslots;
+    let meta = SLAB_HEADER + 3 * 8 * words + slack_width * nslots;
     let cache_cap = if size <= 1024 {
         16
     } else if size <= 8192 {
@@ -166,6 +167,8 @@ mod tests {
             assert!(k.nslots as usize * k.size as usize <= slab);
             assert!(k.words as usize <= MAX_WORDS);
             assert_eq!(k.meta_stride % 16, 0);
+            // The slack table must hold a slack of the whole slot (zero-byte request).
+            assert!((k.size as u64) < 1u64 << (8 * k.slack_width as u32), "class {i} slack width");
             // Waste at the end of a slab stays below one slot.
             assert!(slab - k.nslots as usize * (k.size as usize) < (k.size as usize));
         }
