@@ -1,1 +1,518 @@
+//! libmie.so: the C ABI of the mie allocator.
+//!
+//! Exports the whole malloc family, C++ `operator new`/`delete` in every standard form, the
+//! Apple-style `malloc_type_*` entry points and LLVM AllocToken's `__alloc_token_*` names.
+//!
+//! Untyped entry points are naked trampolines: at entry the return address is still where
+//! the call put it (`[rsp]` on x86-64, `x30` on arm64), so the trampoline moves it into the
+//! next free argument register and jumps to the implementation. This gives the program's call
+//! site without frame pointers or unwinding, at the cost of one instruction.
+//!
+//! Throwing `operator new` forms jump into a small C file (`shim/new.c`) so that a
+//! `std::bad_alloc` can propagate from a frame with C unwind tables; no Rust frame is ever on
+//! the stack while a C++ exception unwinds.
 
+use core::arch::naked_asm;
+use core::ffi::{c_int, c_void};
+
+use mie_core::heap::{self, Caller};
+use mie_core::{platform, report};
+
+// ---------------------------------------------------------------------------------------
+// Trampolines
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! cs_to {
+    (1) => { "mov rsi, [rsp]" };
+    (2) => { "mov rdx, [rsp]" };
+    (3) => { "mov rcx, [rsp]" };
+    (4) => { "mov r8, [rsp]" };
+}
+#[cfg(target_arch = "x86_64")]
+macro_rules! jump {
+    () => { "jmp {0}" };
+}
+
+#[cfg(target_arch = "aarch64")]
+macro_rules! cs_to {
+    (1) => { "mov x1, x30" };
+    (2) => { "mov x2, x30" };
+    (3) => { "mov x3, x30" };
+    (4) => { "mov x4, x30" };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! jump {
+    () => { "b {0}" };
+}
+
+/// Export `$name` taking `$args`, passing the caller's return address as argument `$n`
+/// (0-based) of `$target`.
+macro_rules! entry {
+    ($name:ident ($($a:ident : $t:ty),*) -> $r:ty, $n:tt => $target:path) => {
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            naked_asm!(cs_to!($n), jump!(), sym $target)
+        }
+    };
+}
+
+/// Export `$name` running `$x86`/`$a64` (argument shuffles) before jumping to `$target`.
+macro_rules! shuffle {
+    ($name:ident ($($a:ident : $t:ty),*) -> $r:ty, x86: [$($x:literal),*], a64: [$($y:literal),*] => $target:path) => {
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            naked_asm!($($x,)* jump!(), sym $target);
+            #[cfg(target_arch = "aarch64")]
+            naked_asm!($($y,)* jump!(), sym $target);
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Implementations (plain Rust, reached only through the trampolines)
+
+#[inline]
+fn call_site_bucket(cs: usize) -> usize {
+    match heap::ensure_init() {
+        Some(g) => g.keys.for_call_site(cs),
+        None => 1,
+    }
+}
+
+#[inline]
+fn nomem<T>(null: *mut T) -> *mut T {
+    platform::set_errno(libc::ENOMEM);
+    null
+}
+
+#[inline]
+fn alloc_in(size: usize, align: usize, bucket: usize) -> *mut c_void {
+    let p = heap::alloc(size, align, bucket);
+    if p.is_null() {
+        return nomem(p.cast());
+    }
+    p.cast()
+}
+
+fn calloc_in(n: usize, m: usize, bucket: usize, func: &'static str, cs: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(m) else {
+        return size_overflow(func, n, m, cs);
+    };
+    let (p, zero) = heap::alloc_zeroed_flag(total, 16, bucket);
+    if p.is_null() {
+        return nomem(p.cast());
+    }
+    if !zero {
+        // SAFETY: p is a fresh block of `total` bytes.
+        unsafe { core::ptr::write_bytes(p, 0, total) };
+    }
+    p.cast()
+}
+
+fn size_overflow(func: &'static str, n: usize, m: usize, cs: usize) -> *mut c_void {
+    let abort = heap::ensure_init().is_some_and(|g| g.opts.overflow_abort);
+    if abort {
+        report::fatal(report::Kind::SizeOverflow, 0, func, |o| {
+            use core::fmt::Write;
+            let _ = writeln!(o, "  {n} * {m} overflows size_t");
+            report::write_code_addr(o, "called from", cs);
+        });
+    }
+    nomem(core::ptr::null_mut())
+}
+
+fn realloc_in(p: *mut c_void, size: usize, bucket: usize, func: &'static str, cs: usize) -> *mut c_void {
+    if !p.is_null() && size == 0 {
+        // glibc semantics: realloc(p, 0) frees p and returns NULL.
+        heap::free(p.cast(), Caller { func, ret_addr: cs });
+        return core::ptr::null_mut();
+    }
+    let q = heap::realloc(p.cast(), size, bucket, Caller { func, ret_addr: cs });
+    if q.is_null() {
+        return nomem(q.cast());
+    }
+    q.cast()
+}
+
+fn posix_memalign_in(out: *mut *mut c_void, align: usize, size: usize, bucket: usize) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+        return libc::EINVAL;
+    }
+    let p = heap::alloc(size, align, bucket);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a valid out-pointer (POSIX contract).
+    unsafe { *out = p.cast() };
+    0
+}
+
+fn aligned_alloc_in(align: usize, size: usize, bucket: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        platform::set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    alloc_in(size, align, bucket)
+}
+
+/// glibc's memalign accepts any alignment and rounds it up to a power of two.
+fn memalign_in(align: usize, size: usize, bucket: usize) -> *mut c_void {
+    let Some(a) = align.max(1).checked_next_power_of_two() else {
+        platform::set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    };
+    alloc_in(size, a, bucket)
+}
+
+fn pvalloc_in(size: usize, bucket: usize) -> *mut c_void {
+    let Some(rounded) = size.max(1).checked_add(platform::PAGE - 1) else {
+        return nomem(core::ptr::null_mut());
+    };
+    alloc_in(rounded & !(platform::PAGE - 1), platform::PAGE, bucket)
+}
+
+extern "C" fn malloc_cs(size: usize, cs: usize) -> *mut c_void {
+    alloc_in(size, 16, call_site_bucket(cs))
+}
+extern "C" fn calloc_cs(n: usize, m: usize, cs: usize) -> *mut c_void {
+    calloc_in(n, m, call_site_bucket(cs), "calloc", cs)
+}
+extern "C" fn realloc_cs(p: *mut c_void, size: usize, cs: usize) -> *mut c_void {
+    realloc_in(p, size, call_site_bucket(cs), "realloc", cs)
+}
+extern "C" fn reallocarray_cs(p: *mut c_void, n: usize, m: usize, cs: usize) -> *mut c_void {
+    match n.checked_mul(m) {
+        Some(total) => realloc_in(p, total, call_site_bucket(cs), "reallocarray", cs),
+        None => size_overflow("reallocarray", n, m, cs),
+    }
+}
+extern "C" fn free_cs(p: *mut c_void, cs: usize) {
+    heap::free(p.cast(), Caller { func: "free", ret_addr: cs })
+}
+extern "C" fn free_sized_cs(p: *mut c_void, _size: usize, cs: usize) {
+    heap::free(p.cast(), Caller { func: "free_sized", ret_addr: cs })
+}
+extern "C" fn free_aligned_sized_cs(p: *mut c_void, _align: usize, _size: usize, cs: usize) {
+    heap::free(p.cast(), Caller { func: "free_aligned_sized", ret_addr: cs })
+}
+extern "C" fn memalign_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
+    memalign_in(align, size, call_site_bucket(cs))
+}
+extern "C" fn aligned_alloc_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
+    aligned_alloc_in(align, size, call_site_bucket(cs))
+}
+extern "C" fn posix_memalign_cs(out: *mut *mut c_void, align: usize, size: usize, cs: usize) -> c_int {
+    posix_memalign_in(out, align, size, call_site_bucket(cs))
+}
+extern "C" fn valloc_cs(size: usize, cs: usize) -> *mut c_void {
+    alloc_in(size, platform::PAGE, call_site_bucket(cs))
+}
+extern "C" fn pvalloc_cs(size: usize, cs: usize) -> *mut c_void {
+    pvalloc_in(size, call_site_bucket(cs))
+}
+extern "C" fn usable_size_cs(p: *mut c_void, cs: usize) -> usize {
+    heap::usable_size(p.cast(), Caller { func: "malloc_usable_size", ret_addr: cs })
+}
+
+entry!(malloc(size: usize) -> *mut c_void, 1 => malloc_cs);
+entry!(calloc(n: usize, m: usize) -> *mut c_void, 2 => calloc_cs);
+entry!(realloc(p: *mut c_void, size: usize) -> *mut c_void, 2 => realloc_cs);
+entry!(reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void, 3 => reallocarray_cs);
+entry!(free(p: *mut c_void) -> (), 1 => free_cs);
+entry!(cfree(p: *mut c_void) -> (), 1 => free_cs);
+entry!(free_sized(p: *mut c_void, size: usize) -> (), 2 => free_sized_cs);
+entry!(free_aligned_sized(p: *mut c_void, align: usize, size: usize) -> (), 3 => free_aligned_sized_cs);
+entry!(memalign(align: usize, size: usize) -> *mut c_void, 2 => memalign_cs);
+entry!(aligned_alloc(align: usize, size: usize) -> *mut c_void, 2 => aligned_alloc_cs);
+entry!(posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int, 3 => posix_memalign_cs);
+entry!(valloc(size: usize) -> *mut c_void, 1 => valloc_cs);
+entry!(pvalloc(size: usize) -> *mut c_void, 1 => pvalloc_cs);
+entry!(malloc_usable_size(p: *mut c_void) -> usize, 1 => usable_size_cs);
+
+// ---------------------------------------------------------------------------------------
+// C++ operator delete (every form). Sizes and alignments are accepted; the block itself
+// says how big it is.
+
+extern "C" fn delete_cs(p: *mut c_void, cs: usize) {
+    heap::free(p.cast(), Caller { func: "operator delete", ret_addr: cs })
+}
+extern "C" fn delete_2_cs(p: *mut c_void, _a: usize, cs: usize) {
+    heap::free(p.cast(), Caller { func: "operator delete", ret_addr: cs })
+}
+extern "C" fn delete_3_cs(p: *mut c_void, _a: usize, _b: usize, cs: usize) {
+    heap::free(p.cast(), Caller { func: "operator delete", ret_addr: cs })
+}
+extern "C" fn delete_arr_cs(p: *mut c_void, cs: usize) {
+    heap::free(p.cast(), Caller { func: "operator delete[]", ret_addr: cs })
+}
+extern "C" fn delete_arr_2_cs(p: *mut c_void, _a: usize, cs: usize) {
+    heap::free(p.cast(), Caller { func: "operator delete[]", ret_addr: cs })
+}
+extern "C" fn delete_arr_3_cs(p: *mut c_void, _a: usize, _b: usize, cs: usize) {
+    heap::free(p.cast(), Caller { func: "operator delete[]", ret_addr: cs })
+}
+
+// operator delete(void*), (void*, size_t), (void*, align_val_t), (void*, size_t, align_val_t),
+// (void*, const nothrow_t&), (void*, align_val_t, const nothrow_t&) and the [] forms.
+entry!(_ZdlPv(p: *mut c_void) -> (), 1 => delete_cs);
+entry!(_ZdlPvm(p: *mut c_void, s: usize) -> (), 2 => delete_2_cs);
+entry!(_ZdlPvSt11align_val_t(p: *mut c_void, a: usize) -> (), 2 => delete_2_cs);
+entry!(_ZdlPvmSt11align_val_t(p: *mut c_void, s: usize, a: usize) -> (), 3 => delete_3_cs);
+entry!(_ZdlPvRKSt9nothrow_t(p: *mut c_void, t: usize) -> (), 2 => delete_2_cs);
+entry!(_ZdlPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -> (), 3 => delete_3_cs);
+entry!(_ZdaPv(p: *mut c_void) -> (), 1 => delete_arr_cs);
+entry!(_ZdaPvm(p: *mut c_void, s: usize) -> (), 2 => delete_arr_2_cs);
+entry!(_ZdaPvSt11align_val_t(p: *mut c_void, a: usize) -> (), 2 => delete_arr_2_cs);
+entry!(_ZdaPvmSt11align_val_t(p: *mut c_void, s: usize, a: usize) -> (), 3 => delete_arr_3_cs);
+entry!(_ZdaPvRKSt9nothrow_t(p: *mut c_void, t: usize) -> (), 2 => delete_arr_2_cs);
+entry!(_ZdaPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -> (), 3 => delete_arr_3_cs);
+
+// ---------------------------------------------------------------------------------------
+// C++ operator new: trampolines into shim/new.c, which loops over the new-handler and
+// throws std::bad_alloc. Its functions take (size, align, key) where key is the call site
+// (mie_cxx_new*) or an AllocToken id (mie_cxx_new_token*).
+
+extern "C" {
+    fn mie_cxx_new(size: usize, align: usize, cs: usize) -> *mut c_void;
+    fn mie_cxx_new_nothrow(size: usize, align: usize, cs: usize) -> *mut c_void;
+    fn mie_cxx_new_token(size: usize, align: usize, token: usize) -> *mut c_void;
+    fn mie_cxx_new_token_nothrow(size: usize, align: usize, token: usize) -> *mut c_void;
+}
+
+/// Called by shim/new.c: one allocation attempt. `key_is_token` selects how `key` maps to a bucket.
+#[unsafe(no_mangle)]
+pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_is_token: c_int) -> *mut c_void {
+    let bucket = match heap::ensure_init() {
+        Some(g) if key_is_token != 0 => g.keys.for_alloc_token(key as u64),
+        Some(g) => g.keys.for_call_site(key),
+        None => 1,
+    };
+    heap::alloc(size, align.max(1).next_power_of_two(), bucket).cast()
+}
+
+/// Called by shim/new.c when `operator new` must fail but no exception can be thrown.
+#[unsafe(no_mangle)]
+pub extern "C" fn mie_cxx_oom(size: usize) -> ! {
+    report::fatal(report::Kind::OutOfMemory, 0, "operator new", |o| {
+        use core::fmt::Write;
+        let _ = writeln!(
+            o,
+            "  cannot allocate {size} bytes, no new-handler is installed and std::bad_alloc cannot be thrown (libstdc++ not loaded)"
+        );
+    })
+}
+
+// new(size), new[](size)
+shuffle!(_Znwm(s: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new);
+shuffle!(_Znam(s: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new);
+// new(size, align_val_t)
+shuffle!(_ZnwmSt11align_val_t(s: usize, a: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new);
+shuffle!(_ZnamSt11align_val_t(s: usize, a: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new);
+// new(size, const nothrow_t&)
+shuffle!(_ZnwmRKSt9nothrow_t(s: usize, t: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new_nothrow);
+shuffle!(_ZnamRKSt9nothrow_t(s: usize, t: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new_nothrow);
+// new(size, align_val_t, const nothrow_t&)
+shuffle!(_ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new_nothrow);
+shuffle!(_ZnamSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
+    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new_nothrow);
+
+// AllocToken forms of new: the token comes last.
+shuffle!(__alloc_token__Znwm(s: usize, tok: usize) -> *mut c_void,
+    x86: ["mov rdx, rsi", "mov esi, 16"], a64: ["mov x2, x1", "mov x1, #16"] => mie_cxx_new_token);
+shuffle!(__alloc_token__Znam(s: usize, tok: usize) -> *mut c_void,
+    x86: ["mov rdx, rsi", "mov esi, 16"], a64: ["mov x2, x1", "mov x1, #16"] => mie_cxx_new_token);
+shuffle!(__alloc_token__ZnwmSt11align_val_t(s: usize, a: usize, tok: usize) -> *mut c_void,
+    x86: [], a64: [] => mie_cxx_new_token);
+shuffle!(__alloc_token__ZnamSt11align_val_t(s: usize, a: usize, tok: usize) -> *mut c_void,
+    x86: [], a64: [] => mie_cxx_new_token);
+shuffle!(__alloc_token__ZnwmRKSt9nothrow_t(s: usize, t: usize, tok: usize) -> *mut c_void,
+    x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_token_nothrow);
+shuffle!(__alloc_token__ZnamRKSt9nothrow_t(s: usize, t: usize, tok: usize) -> *mut c_void,
+    x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_token_nothrow);
+shuffle!(__alloc_token__ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize, tok: usize) -> *mut c_void,
+    x86: ["mov rdx, rcx"], a64: ["mov x2, x3"] => mie_cxx_new_token_nothrow);
+shuffle!(__alloc_token__ZnamSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize, tok: usize) -> *mut c_void,
+    x86: ["mov rdx, rcx"], a64: ["mov x2, x3"] => mie_cxx_new_token_nothrow);
+
+// ---------------------------------------------------------------------------------------
+// Typed entry points: Apple-style malloc_type_* (DESIGN.md §4) and LLVM AllocToken.
+
+#[inline]
+fn type_bucket(id: u64) -> usize {
+    heap::ensure_init().map_or(1, |g| g.keys.for_type_id(id))
+}
+
+#[inline]
+fn token_bucket(token: usize) -> usize {
+    heap::ensure_init().map_or(1, |g| g.keys.for_alloc_token(token as u64))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_type_malloc(size: usize, id: u64) -> *mut c_void {
+    alloc_in(size, 16, type_bucket(id))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_type_calloc(n: usize, m: usize, id: u64) -> *mut c_void {
+    calloc_in(n, m, type_bucket(id), "malloc_type_calloc", 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_type_realloc(p: *mut c_void, size: usize, id: u64) -> *mut c_void {
+    realloc_in(p, size, type_bucket(id), "malloc_type_realloc", 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_type_aligned_alloc(align: usize, size: usize, id: u64) -> *mut c_void {
+    aligned_alloc_in(align, size, type_bucket(id))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_type_posix_memalign(out: *mut *mut c_void, align: usize, size: usize, id: u64) -> c_int {
+    posix_memalign_in(out, align, size, type_bucket(id))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_type_valloc(size: usize, id: u64) -> *mut c_void {
+    alloc_in(size, platform::PAGE, type_bucket(id))
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_malloc(size: usize, token: usize) -> *mut c_void {
+    alloc_in(size, 16, token_bucket(token))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_calloc(n: usize, m: usize, token: usize) -> *mut c_void {
+    calloc_in(n, m, token_bucket(token), "calloc", 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_realloc(p: *mut c_void, size: usize, token: usize) -> *mut c_void {
+    realloc_in(p, size, token_bucket(token), "realloc", 0)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_reallocarray(p: *mut c_void, n: usize, m: usize, token: usize) -> *mut c_void {
+    match n.checked_mul(m) {
+        Some(total) => realloc_in(p, total, token_bucket(token), "reallocarray", 0),
+        None => size_overflow("reallocarray", n, m, 0),
+    }
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_aligned_alloc(align: usize, size: usize, token: usize) -> *mut c_void {
+    aligned_alloc_in(align, size, token_bucket(token))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_memalign(align: usize, size: usize, token: usize) -> *mut c_void {
+    memalign_in(align, size, token_bucket(token))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_posix_memalign(out: *mut *mut c_void, align: usize, size: usize, token: usize) -> c_int {
+    posix_memalign_in(out, align, size, token_bucket(token))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_valloc(size: usize, token: usize) -> *mut c_void {
+    alloc_in(size, platform::PAGE, token_bucket(token))
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn __alloc_token_pvalloc(size: usize, token: usize) -> *mut c_void {
+    pvalloc_in(size, token_bucket(token))
+}
+
+// ---------------------------------------------------------------------------------------
+// Introspection
+
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    heap::trim();
+    1
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_stats() {
+    mie_core::stats_print()
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn mie_stats_print() {
+    mie_core::stats_print()
+}
+
+#[repr(C)]
+pub struct Mallinfo2 {
+    pub arena: usize,
+    pub ordblks: usize,
+    pub smblks: usize,
+    pub hblks: usize,
+    pub hblkhd: usize,
+    pub usmblks: usize,
+    pub fsmblks: usize,
+    pub uordblks: usize,
+    pub fordblks: usize,
+    pub keepcost: usize,
+}
+
+#[repr(C)]
+pub struct Mallinfo {
+    pub arena: c_int,
+    pub ordblks: c_int,
+    pub smblks: c_int,
+    pub hblks: c_int,
+    pub hblkhd: c_int,
+    pub usmblks: c_int,
+    pub fsmblks: c_int,
+    pub uordblks: c_int,
+    pub fordblks: c_int,
+    pub keepcost: c_int,
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn mallinfo2() -> Mallinfo2 {
+    let s = mie_core::stats();
+    let mapped = s.mapped_bytes as usize;
+    let live = s.live_bytes as usize;
+    Mallinfo2 {
+        arena: mapped,
+        ordblks: s.live_blocks() as usize,
+        smblks: 0,
+        hblks: s.large_live as usize,
+        hblkhd: s.large_live_bytes as usize,
+        usmblks: 0,
+        fsmblks: 0,
+        uordblks: live,
+        fordblks: mapped.saturating_sub(live),
+        keepcost: 0,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn mallinfo() -> Mallinfo {
+    let m = mallinfo2();
+    let c = |v: usize| v.min(c_int::MAX as usize) as c_int;
+    Mallinfo {
+        arena: c(m.arena),
+        ordblks: c(m.ordblks),
+        smblks: 0,
+        hblks: c(m.hblks),
+        hblkhd: c(m.hblkhd),
+        usmblks: 0,
+        fsmblks: 0,
+        uordblks: c(m.uordblks),
+        fordblks: c(m.fordblks),
+        keepcost: 0,
+    }
+}
+
+/// Initialise at load time (before `main` and before the program starts threads), so the
+/// options are read and any warning is printed once, up front.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = {
+    extern "C" fn init() {
+        let _ = heap::ensure_init();
+    }
+    init
+};

@@ -1,0 +1,58 @@
+/*
+ * C++ operator new failure path for libmie.so.
+ *
+ * Rust frames must never be on the stack while a C++ exception unwinds, so the loop over
+ * the new-handler and the throw of std::bad_alloc live here, in C compiled with unwind
+ * tables. libstdc++ is referenced weakly: a C program that never uses operator new does
+ * not pull it in, and a C++ program (which is what calls operator new) always has it.
+ */
+#include <stddef.h>
+
+typedef void (*mie_new_handler)(void);
+
+extern void *mie_cxx_alloc(size_t size, size_t align, size_t key, int key_is_token);
+extern void mie_cxx_oom(size_t size) __attribute__((noreturn));
+
+/* std::get_new_handler(), the exception ABI, and std::bad_alloc's typeinfo/vtable/dtor. */
+extern mie_new_handler _ZSt15get_new_handlerv(void) __attribute__((weak));
+extern void *__cxa_allocate_exception(size_t) __attribute__((weak));
+extern void __cxa_throw(void *, void *, void (*)(void *)) __attribute__((weak, noreturn));
+extern char _ZTISt9bad_alloc[] __attribute__((weak));
+extern void *_ZTVSt9bad_alloc[] __attribute__((weak));
+extern void _ZNSt9bad_allocD1Ev(void *) __attribute__((weak));
+
+static void throw_bad_alloc(size_t size) __attribute__((noreturn));
+static void throw_bad_alloc(size_t size) {
+    if (__cxa_allocate_exception && __cxa_throw && _ZTISt9bad_alloc && _ZTVSt9bad_alloc && _ZNSt9bad_allocD1Ev) {
+        /* std::bad_alloc is a single vtable pointer; the object's vptr skips the
+           offset-to-top and typeinfo slots at the start of the vtable. */
+        void **exc = (void **)__cxa_allocate_exception(sizeof(void *));
+        exc[0] = (void *)&_ZTVSt9bad_alloc[2];
+        __cxa_throw(exc, _ZTISt9bad_alloc, _ZNSt9bad_allocD1Ev);
+    }
+    mie_cxx_oom(size);
+}
+
+static mie_new_handler current_handler(void) {
+    return _ZSt15get_new_handlerv ? _ZSt15get_new_handlerv() : (mie_new_handler)0;
+}
+
+static void *cxx_new(size_t size, size_t align, size_t key, int is_token, int nothrow) {
+    for (;;) {
+        void *p = mie_cxx_alloc(size, align, key, is_token);
+        if (p)
+            return p;
+        mie_new_handler h = current_handler();
+        if (!h) {
+            if (nothrow)
+                return 0;
+            throw_bad_alloc(size);
+        }
+        h(); /* may free memory, throw, or abort */
+    }
+}
+
+void *mie_cxx_new(size_t size, size_t align, size_t cs) { return cxx_new(size, align, cs, 0, 0); }
+void *mie_cxx_new_nothrow(size_t size, size_t align, size_t cs) { return cxx_new(size, align, cs, 0, 1); }
+void *mie_cxx_new_token(size_t size, size_t align, size_t tok) { return cxx_new(size, align, tok, 1, 0); }
+void *mie_cxx_new_token_nothrow(size_t size, size_t align, size_t tok) { return cxx_new(size, align, tok, 1, 1); }
