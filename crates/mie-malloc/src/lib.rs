@@ -516,3 +516,13 @@ static INIT: extern "C" fn() = {
     }
     init
 };
+
+/// Diagnostic: the bucket (0 = data, 1..=7 pointer buckets) of the small block containing
+/// `p`, or -1 for large blocks and non-heap memory. It says no more than the address does.
+#[unsafe(no_mangle)]
+pub extern "C" fn mie_bucket_of(p: *const c_void) -> c_int {
+    match heap::owner_of(p.cast()) {
+        Some((_, b)) => b as c_int,
+        None => -1,
+    }
+}

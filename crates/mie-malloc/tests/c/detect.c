@@ -1,0 +1,98 @@
+/* Each mode commits one heap error; under libmie.so every one must end in a report and
+ * SIGABRT (or, for a large block's use after free, SIGSEGV on its inaccessible pages).
+ * The line after the error prints "NOT DETECTED" so a silent pass is visible. */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char global_buf[64];
+
+static void *volatile sink;
+
+/* One call site, so the churn below uses the same bucket as the block it follows. */
+__attribute__((noinline)) static char *alloc_at_one_site(size_t n) { return malloc(n); }
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        return 2;
+    const char *m = argv[1];
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (!strcmp(m, "double_free")) {
+        char *p = malloc(24);
+        free(p);
+        free(p);
+    } else if (!strcmp(m, "double_free_delayed")) {
+        /* The slot has left the quarantine and may be cached again: still caught. */
+        char *p = malloc(40);
+        free(p);
+        for (int i = 0; i < 10000; i++) free(malloc(40));
+        free(p);
+    } else if (!strcmp(m, "interior_free")) {
+        char *p = malloc(64);
+        free(p + 16);
+    } else if (!strcmp(m, "misaligned_free")) {
+        char *p = malloc(64);
+        free(p + 1);
+    } else if (!strcmp(m, "stack_free")) {
+        char buf[32];
+        sink = buf;
+        free(sink);
+    } else if (!strcmp(m, "global_free")) {
+        free(global_buf);
+    } else if (!strcmp(m, "foreign_free")) {
+        /* "House of spirit": a fake block in a non-heap buffer. */
+        static size_t fake[8] = {0, 0x41};
+        free(&fake[2]);
+    } else if (!strcmp(m, "realloc_freed")) {
+        char *p = malloc(32);
+        free(p);
+        sink = realloc(p, 64);
+    } else if (!strcmp(m, "realloc_interior")) {
+        char *p = malloc(100);
+        sink = realloc(p + 8, 200);
+    } else if (!strcmp(m, "usable_size_freed")) {
+        char *p = malloc(32);
+        free(p);
+        printf("%zu\n", malloc_usable_size(p));
+    } else if (!strcmp(m, "usable_size_foreign")) {
+        printf("%zu\n", malloc_usable_size(global_buf));
+    } else if (!strcmp(m, "overflow")) {
+        char *p = malloc(20);
+        memset(p, 'A', 24); /* 4 bytes past the end */
+        free(p);
+    } else if (!strcmp(m, "off_by_one_nul")) {
+        char *p = malloc(16);
+        strcpy(p, "0123456789abcdef"); /* 16 chars + NUL: one byte past */
+        free(p);
+    } else if (!strcmp(m, "overflow_on_realloc")) {
+        char *p = malloc(100);
+        ((volatile char *)p)[100] = 1;
+        sink = realloc(p, 4000);
+    } else if (!strcmp(m, "write_after_free")) {
+        /* Write through a dangling pointer, then churn so the slot is handed out again. */
+        char *p = alloc_at_one_site(48);
+        free(p);
+        ((volatile char *)p)[8] = 'X';
+        for (int i = 0; i < 100000; i++) free(alloc_at_one_site(48));
+    } else if (!strcmp(m, "large_double_free")) {
+        char *p = malloc(1 << 20);
+        free(p);
+        free(p);
+    } else if (!strcmp(m, "large_overflow")) {
+        char *p = malloc(300000);
+        ((volatile char *)p)[300000] = 0;
+        free(p);
+    } else if (!strcmp(m, "large_use_after_free")) {
+        char *p = malloc(1 << 20);
+        free(p);
+        ((volatile char *)p)[100] = 1; /* pages are inaccessible: SIGSEGV */
+    } else if (!strcmp(m, "large_guard_overflow")) {
+        char *p = malloc(4 << 20);
+        ((volatile char *)p)[(4 << 20) + 4096] = 1; /* into the guard page after the block */
+    } else {
+        return 2;
+    }
+    printf("NOT DETECTED: %s\n", m);
+    return 0;
+}

@@ -1,0 +1,203 @@
+//! C and C++ programs built by this harness and run with libmie.so preloaded: every
+//! detection ends in its report and SIGABRT; every legal pattern works.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// libmie.so built by cargo for this test run (target/<profile>/libmie.so).
+fn lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let lib = dir.join("libmie.so");
+    assert!(lib.is_file(), "libmie.so not built at {}", lib.display());
+    lib
+}
+
+fn build(src: &str) -> PathBuf {
+    static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _g = LOCK.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let srcp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(src.replace('.', "_"));
+    let cxx = src.ends_with(".cc");
+    let status = Command::new(if cxx { "g++" } else { "gcc" })
+        .args(["-O1", "-g", "-pthread", "-Wall", "-Wno-alloc-size-larger-than", "-fno-builtin", "-o"])
+        .arg(&out)
+        .arg(&srcp)
+        .status()
+        .expect("compiler");
+    assert!(status.success(), "compiling {src}");
+    out
+}
+
+fn run_with(bin: &Path, args: &[&str], options: &str) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env("LD_PRELOAD", lib())
+        .env("MIE_OPTIONS", options)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn detect_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build("detect.c"))
+}
+
+/// Run detect.c in `mode`; expect SIGABRT and a report whose first line names `kind` and
+/// the function, plus every string in `also`.
+fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
+    let o = run_with(detect_bin(), &[mode], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: expected SIGABRT, got {:?}\n{t}", o.status);
+    assert!(!t.contains("NOT DETECTED"), "{mode}: ran past the error\n{t}");
+    let first = t.lines().find(|l| l.starts_with("mie: ")).unwrap_or_else(|| panic!("{mode}: no report\n{t}"));
+    assert!(first.starts_with(&format!("mie: {kind} on 0x")), "{mode}: headline {first:?}");
+    assert!(first.ends_with(&format!("in {func}()")), "{mode}: headline {first:?}");
+    for a in also {
+        assert!(t.contains(a), "{mode}: report lacks {a:?}\n{t}");
+    }
+    assert!(t.contains(&format!("mie: aborting (error: {kind})")), "{mode}\n{t}");
+    t
+}
+
+#[test]
+fn double_free() {
+    let t = expect_report("double_free", "double-free", "free", &["already freed", "state: free", "called from: 0x"]);
+    // The call site names the program (dladdr), not the allocator.
+    assert!(t.contains("(detect_c+0x"), "{t}");
+}
+
+#[test]
+fn double_free_after_quarantine() {
+    expect_report("double_free_delayed", "double-free", "free", &["already freed"]);
+}
+
+#[test]
+fn interior_free() {
+    expect_report("interior_free", "invalid-free", "free", &["16 bytes inside the block", "state: live"]);
+}
+
+#[test]
+fn misaligned_free() {
+    expect_report("misaligned_free", "invalid-free", "free", &["1 bytes inside the block"]);
+}
+
+#[test]
+fn stack_global_and_fake_block_frees() {
+    for mode in ["stack_free", "global_free", "foreign_free"] {
+        expect_report(mode, "invalid-free", "free", &["not a block allocated by mie"]);
+    }
+}
+
+#[test]
+fn realloc_of_invalid_pointers() {
+    expect_report("realloc_freed", "invalid-free", "realloc", &["already freed"]);
+    expect_report("realloc_interior", "invalid-free", "realloc", &["8 bytes inside the block"]);
+}
+
+#[test]
+fn usable_size_never_answers_for_a_non_block() {
+    expect_report("usable_size_freed", "invalid-free", "malloc_usable_size", &["already freed"]);
+    expect_report("usable_size_foreign", "invalid-free", "malloc_usable_size", &["not a block allocated by mie"]);
+}
+
+#[test]
+fn overflows_caught_by_canary() {
+    expect_report("overflow", "heap-buffer-overflow", "free", &["byte 0 past the end of the 20-byte block", "20 bytes requested"]);
+    expect_report("off_by_one_nul", "heap-buffer-overflow", "free", &["byte 0 past the end of the 16-byte block"]);
+    expect_report("overflow_on_realloc", "heap-buffer-overflow", "realloc", &["byte 0 past the end of the 100-byte block"]);
+    expect_report("large_overflow", "heap-buffer-overflow", "free", &["large allocation"]);
+}
+
+#[test]
+fn write_after_free_caught_at_reuse() {
+    expect_report("write_after_free", "write-after-free", "malloc", &["byte 8 of the", "modified while it was free"]);
+}
+
+#[test]
+fn large_blocks() {
+    expect_report("large_double_free", "double-free", "free", &["large block of 1048576 bytes was already freed"]);
+    for mode in ["large_use_after_free", "large_guard_overflow"] {
+        let o = run_with(detect_bin(), &[mode], "");
+        assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{mode}: {:?}\n{}", o.status, text(&o));
+        assert!(!text(&o).contains("NOT DETECTED"));
+    }
+}
+
+#[test]
+fn detections_hold_with_mitigations_switched_off() {
+    // Double/invalid free detection does not depend on any option.
+    let o = run_with(detect_bin(), &["double_free"], "canary=0:zero_on_free=0:quarantine=0");
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT));
+    assert!(text(&o).contains("mie: double-free on 0x"));
+    // With canaries off an overflow is not checked: the option really switches it.
+    let o = run_with(detect_bin(), &["overflow"], "canary=0");
+    assert!(text(&o).contains("NOT DETECTED: overflow"), "{}", text(&o));
+    // With the write-after-free check off, the dangling write goes unnoticed.
+    let o = run_with(detect_bin(), &["write_after_free"], "write_after_free_check=0");
+    assert!(text(&o).contains("NOT DETECTED"), "{}", text(&o));
+}
+
+#[test]
+fn legal_patterns() {
+    let bin = build("legal.c");
+    for opts in ["", "canary=0:zero_on_free=0:quarantine=0:large_quarantine=0", "buckets=7:quarantine=1024"] {
+        let o = run_with(&bin, &[], opts);
+        assert!(o.status.success() && text(&o).contains("legal: ok"), "options {opts:?}\n{}", text(&o));
+    }
+}
+
+#[test]
+fn type_isolation() {
+    let bin = build("isolation.c");
+    // With 7 pointer buckets most runs test the call-site half too; every run tests types.
+    let mut sites_tested = 0;
+    for _ in 0..4 {
+        let o = run_with(&bin, &[], "buckets=7");
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("isolation: ok"), "{t}");
+        if t.contains("call sites distinct buckets: 1") {
+            sites_tested += 1;
+        }
+    }
+    assert!(sites_tested > 0, "call sites never landed in distinct buckets in 4 runs");
+}
+
+#[test]
+fn threads_fork_and_thread_exit() {
+    let bin = build("threads.c");
+    let o = run_with(&bin, &[], "");
+    assert!(o.status.success() && text(&o).contains("threads: ok"), "{}", text(&o));
+}
+
+#[test]
+fn cxx_new_delete() {
+    let bin = build("cxx.cc");
+    let o = run_with(&bin, &[], "");
+    assert!(o.status.success() && text(&o).contains("cxx: ok"), "{:?}\n{}", o.status, text(&o));
+}
+
+#[test]
+fn options_warn_once_and_stats_print() {
+    let bin = build("legal.c");
+    let o = run_with(&bin, &[], "nosuch=1:stats=1");
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success());
+    assert_eq!(t.matches("unknown option: 'nosuch'").count(), 1, "{t}");
+    assert!(t.contains("mie: stats: live "), "{t}");
+    assert!(t.contains("class   bucket"), "{t}");
+}
+
+#[test]
+fn real_programs_run() {
+    for (prog, args) in [("ls", vec!["-la", "/"]), ("sort", vec!["/etc/passwd"]), ("gcc", vec!["--version"])] {
+        let o = Command::new(prog).args(&args).env("LD_PRELOAD", lib()).output().unwrap();
+        assert!(o.status.success(), "{prog}: {:?}\n{}", o.status, text(&o));
+    }
+}
