@@ -49,6 +49,8 @@ macro_rules! jump {
 /// (0-based) of `$target`.
 macro_rules! entry {
     ($name:ident ($($a:ident : $t:ty),*) -> $r:ty, $n:tt => $target:path) => {
+        /// # Safety
+        /// A C ABI entry point: callers follow the C/C++ contract of this function.
         #[unsafe(naked)]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
@@ -60,6 +62,8 @@ macro_rules! entry {
 /// Export `$name` running `$x86`/`$a64` (argument shuffles) before jumping to `$target`.
 macro_rules! shuffle {
     ($name:ident ($($a:ident : $t:ty),*) -> $r:ty, x86: [$($x:literal),*], a64: [$($y:literal),*] => $target:path) => {
+        /// # Safety
+        /// A C ABI entry point: callers follow the C/C++ contract of this function.
         #[unsafe(naked)]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
@@ -138,7 +142,7 @@ fn realloc_in(p: *mut c_void, size: usize, bucket: usize, func: &'static str, cs
 }
 
 fn posix_memalign_in(out: *mut *mut c_void, align: usize, size: usize, bucket: usize) -> c_int {
-    if !align.is_power_of_two() || align % core::mem::size_of::<usize>() != 0 {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
         return libc::EINVAL;
     }
     let p = heap::alloc(size, align, bucket);

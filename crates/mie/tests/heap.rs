@@ -157,7 +157,7 @@ fn cross_thread_frees_with_content_checks() {
                     1..=3 => (x >> 8) as usize % 4096 + 1,
                     _ => (x >> 8) as usize % 256 + 1,
                 };
-                let p = alloc_typed(layout(size), TypeKey::from_raw(x % 5, x % 5 == 0));
+                let p = alloc_typed(layout(size), TypeKey::from_raw(x % 5, x.is_multiple_of(5)));
                 assert!(!p.is_null());
                 let fill = (i % 251) as u8;
                 // SAFETY: fresh block of `size` bytes.

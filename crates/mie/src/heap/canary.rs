@@ -41,13 +41,8 @@ pub unsafe fn write(pat: u64, end: *mut u8, len: usize) {
 #[inline]
 pub unsafe fn check(pat: u64, end: *const u8, len: usize) -> Option<usize> {
     let a = end as usize;
-    for i in 0..len {
-        // SAFETY: i < len and the caller guarantees the range is readable.
-        if unsafe { *end.add(i) } != byte_at(pat, a + i) {
-            return Some(i);
-        }
-    }
-    None
+    // SAFETY: i < len and the caller guarantees the range is readable.
+    (0..len).find(|&i| unsafe { *end.add(i) } != byte_at(pat, a + i))
 }
 
 #[cfg(test)]

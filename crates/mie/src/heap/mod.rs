@@ -271,7 +271,7 @@ fn check_still_zero(p: usize, len: usize, l: &Loc, func: &'static str) {
         report::fatal(Kind::WriteAfterFree, p, func, |o| {
             let _ = writeln!(
                 o,
-                "  a freed block was modified while it was free: byte {first} of the {} -byte slot is not zero",
+                "  a freed block was modified while it was free: byte {first} of the {}-byte slot is not zero",
                 CLASSES[l.class].size
             );
             describe_slot(o, &l, p, "free (being reused)");
@@ -360,10 +360,9 @@ fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
     }
     let _ = writeln!(
         o,
-        "{}-byte slot, size class {} ({}), bucket {} ({}), slab {} slot {}, state: {}",
+        "{}-byte slot (size class #{}), bucket {} ({}), slab {} slot {}, state: {}",
         k.size,
         l.class,
-        k.size,
         l.bucket,
         if l.bucket == bucket::DATA_BUCKET { "data" } else { "pointer" },
         l.slab,
@@ -454,7 +453,7 @@ fn quarantine_push(g: &Globals, tc: &mut TCache, p: usize, size: usize, cap: usi
     let mut n = 0;
     {
         let TCache { quarantine, rng, .. } = tc;
-        quarantine.push(p, size, cap, budget, rng, size_of, |old| {
+        quarantine.push(p, size, quarantine::Limits { cap, budget }, rng, size_of, |old| {
             if n < out.len() {
                 out[n] = old;
                 n += 1;
@@ -542,7 +541,10 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
     }
 }
 
-/// The bucket a live block lives in (for realloc keeping the type), data for large blocks.
+/// Resize a block. A small block keeps its bucket (its type) when it moves; a large one
+/// moves to `default_bucket`. `p` is validated first (a non-block aborts with a report), so
+/// every access below is to a live block: the function is safe to call with any pointer.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *mut u8 {
     if p.is_null() {
         return alloc(size, 16, default_bucket);

@@ -8,6 +8,13 @@ use crate::rand::Rng;
 
 pub const RANDOM_STAGE: usize = 16;
 
+/// How long the ring may grow: at most `cap` entries and `budget` bytes.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub cap: usize,
+    pub budget: usize,
+}
+
 pub struct Quarantine {
     random: [usize; RANDOM_STAGE],
     random_bytes: usize,
@@ -34,14 +41,13 @@ impl Quarantine {
     }
 
     /// Quarantine `p` (whose slot is `size` bytes). Blocks whose delay is over are passed to
-    /// `release`, oldest first. `cap`/`budget` come from the options (cap ≥ 1).
+    /// `release`, oldest first. The limits come from the options (cap ≥ 1).
     #[inline]
     pub fn push(
         &mut self,
         p: usize,
         size: usize,
-        cap: usize,
-        budget: usize,
+        Limits { cap, budget }: Limits,
         rng: &mut Rng,
         size_of: impl Fn(usize) -> usize,
         mut release: impl FnMut(usize),
@@ -101,11 +107,10 @@ mod tests {
         let mut rng = Rng::from_seed(5);
         let cap = 64;
         let mut released_at = std::collections::HashMap::new();
-        let mut t = 0usize;
         for i in 1..=20_000usize {
-            t += 1;
-            let now = t;
-            q.push(i * 16, 16, cap, usize::MAX, &mut rng, |_| 16, |old| {
+            // Time is counted in frees: the i-th push happens at time i.
+            let now = i;
+            q.push(i * 16, 16, Limits { cap, budget: usize::MAX }, &mut rng, |_| 16, |old| {
                 released_at.insert(old / 16, now);
             });
         }
@@ -126,7 +131,7 @@ mod tests {
         let mut rng = Rng::from_seed(9);
         let mut out = 0;
         for i in 1..=1000usize {
-            q.push(i * 4096, 4096, 1024, 64 * 1024, &mut rng, |_| 4096, |_| out += 1);
+            q.push(i * 4096, 4096, Limits { cap: 1024, budget: 64 * 1024 }, &mut rng, |_| 4096, |_| out += 1);
             assert!(q.bytes() <= 64 * 1024 + RANDOM_STAGE * 4096);
         }
         assert!(out > 900);

@@ -164,6 +164,9 @@ fn attach() -> Option<*mut TCache> {
 }
 
 /// pthread key destructor: the thread is exiting; return its cached and quarantined slots.
+///
+/// # Safety
+/// Called by pthread with the value `attach` stored for this key: this thread's cache.
 pub unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let tc = arg as *mut TCache;
     if tc.is_null() {

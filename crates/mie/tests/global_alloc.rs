@@ -1,0 +1,62 @@
+//! The whole test binary runs on mie as its global allocator: the standard library's own
+//! collections, strings, threads and the test harness allocate through it.
+
+use std::collections::{BTreeMap, HashMap};
+
+#[global_allocator]
+static GLOBAL: mie::Mie = mie::Mie;
+
+#[test]
+fn collections_and_strings() {
+    let mut m: HashMap<String, Vec<u64>> = HashMap::new();
+    for i in 0..50_000u64 {
+        m.entry(format!("key-{}", i % 5000)).or_default().push(i);
+    }
+    assert_eq!(m.len(), 5000);
+    assert!(m.values().all(|v| v.len() == 10));
+    let mut b = BTreeMap::new();
+    for i in 0..20_000 {
+        b.insert(i.to_string(), vec![i as u8; i % 300]);
+    }
+    let total: usize = b.values().map(Vec::len).sum();
+    assert_eq!(total, (0..20_000).map(|i| i % 300).sum::<usize>());
+    // The blocks really are mie's.
+    let v = vec![1u8; 100];
+    assert!(mie::owner_of(v.as_ptr()).is_some());
+    assert_eq!(mie::usable_size(v.as_ptr()), 100);
+}
+
+#[test]
+fn growth_alignment_and_zeroing() {
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..3_000_000u32 {
+        v.push(i);
+    }
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v, (0..10).collect::<Vec<_>>());
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    let pages: Vec<Box<Page>> = (0..64).map(|_| Box::new(Page([7; 4096]))).collect();
+    assert!(pages.iter().all(|p| (&**p as *const Page as usize) % 4096 == 0 && p.0[4095] == 7));
+    let z = vec![0u64; 1 << 20];
+    assert!(z.iter().all(|&x| x == 0));
+}
+
+#[test]
+fn threads_share_and_free_across() {
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..20_000).map(|i| format!("{t}:{i}").into_bytes()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    // Blocks made on eight threads are freed on this one.
+    let all: Vec<Vec<Vec<u8>>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(all.iter().map(Vec::len).sum::<usize>(), 160_000);
+    drop(all);
+    let s = mie::stats();
+    assert!(s.mapped_bytes > 0);
+}
