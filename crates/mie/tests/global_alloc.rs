@@ -20,7 +20,8 @@ fn collections_and_strings() {
     }
     let total: usize = b.values().map(Vec::len).sum();
     assert_eq!(total, (0..20_000).map(|i| i % 300).sum::<usize>());
-    // The blocks really are mie's.
+    // The blocks really are mie's (the Vec is on the heap on purpose).
+    #[allow(clippy::useless_vec)]
     let v = vec![1u8; 100];
     assert!(mie::owner_of(v.as_ptr()).is_some());
     assert_eq!(mie::usable_size(v.as_ptr()), 100);
@@ -39,7 +40,7 @@ fn growth_alignment_and_zeroing() {
     #[repr(align(4096))]
     struct Page([u8; 4096]);
     let pages: Vec<Box<Page>> = (0..64).map(|_| Box::new(Page([7; 4096]))).collect();
-    assert!(pages.iter().all(|p| (&**p as *const Page as usize) % 4096 == 0 && p.0[4095] == 7));
+    assert!(pages.iter().all(|p| (&**p as *const Page as usize).is_multiple_of(4096) && p.0[4095] == 7));
     let z = vec![0u64; 1 << 20];
     assert!(z.iter().all(|&x| x == 0));
 }
