@@ -6,13 +6,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// libmie.so built by cargo for this test run (target/<profile>/libmie.so).
+/// libmie.so built by `cargo build` (target/<profile>/libmie.so); `scripts/test.sh` builds it
+/// before testing. A library older than the allocator's sources would test stale code.
 fn lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let lib = dir.join("libmie.so");
-    assert!(lib.is_file(), "libmie.so not built at {}", lib.display());
-    lib
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap();
+        let lib = dir.join("libmie.so");
+        assert!(lib.is_file(), "libmie.so not built at {}: run `bash scripts/test.sh`", lib.display());
+        let built = std::fs::metadata(&lib).unwrap().modified().unwrap();
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for src in ["mie/src", "mie/src/heap", "mie/src/platform", "mie-malloc/src", "mie-malloc/shim"] {
+            for e in std::fs::read_dir(crates.join(src)).unwrap() {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                assert!(
+                    !m.is_file() || m.modified().unwrap() <= built,
+                    "libmie.so is older than {}: run `bash scripts/test.sh`",
+                    e.path().display()
+                );
+            }
+        }
+        lib
+    })
+    .clone()
 }
 
 fn build(src: &str) -> PathBuf {
