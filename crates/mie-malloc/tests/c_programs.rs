@@ -33,9 +33,13 @@ fn lib() -> PathBuf {
     .clone()
 }
 
+/// Compile a test program once per test run (tests share the binaries).
 fn build(src: &str) -> PathBuf {
-    static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
-    let _g = LOCK.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(src) {
+        return p.clone();
+    }
     let srcp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(src.replace('.', "_"));
     let cxx = src.ends_with(".cc");
@@ -46,6 +50,7 @@ fn build(src: &str) -> PathBuf {
         .status()
         .expect("compiler");
     assert!(status.success(), "compiling {src}");
+    built.insert(src.to_string(), out.clone());
     out
 }
 
@@ -62,15 +67,14 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-fn detect_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build("detect.c"))
+fn detect_bin() -> PathBuf {
+    build("detect.c")
 }
 
 /// Run detect.c in `mode`; expect SIGABRT and a report whose first line names `kind` and
 /// the function, plus every string in `also`.
 fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
-    let o = run_with(detect_bin(), &[mode], "");
+    let o = run_with(&detect_bin(), &[mode], "");
     let t = text(&o);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: expected SIGABRT, got {:?}\n{t}", o.status);
     assert!(!t.contains("NOT DETECTED"), "{mode}: ran past the error\n{t}");
@@ -142,7 +146,7 @@ fn write_after_free_caught_at_reuse() {
 fn large_blocks() {
     expect_report("large_double_free", "double-free", "free", &["large block of 1048576 bytes was already freed"]);
     for mode in ["large_use_after_free", "large_guard_overflow"] {
-        let o = run_with(detect_bin(), &[mode], "");
+        let o = run_with(&detect_bin(), &[mode], "");
         assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{mode}: {:?}\n{}", o.status, text(&o));
         assert!(!text(&o).contains("NOT DETECTED"));
     }
@@ -151,14 +155,14 @@ fn large_blocks() {
 #[test]
 fn detections_hold_with_mitigations_switched_off() {
     // Double/invalid free detection does not depend on any option.
-    let o = run_with(detect_bin(), &["double_free"], "canary=0:zero_on_free=0:quarantine=0");
+    let o = run_with(&detect_bin(), &["double_free"], "canary=0:zero_on_free=0:quarantine=0");
     assert_eq!(o.status.signal(), Some(libc::SIGABRT));
     assert!(text(&o).contains("mie: double-free on 0x"));
     // With canaries off an overflow is not checked: the option really switches it.
-    let o = run_with(detect_bin(), &["overflow"], "canary=0");
+    let o = run_with(&detect_bin(), &["overflow"], "canary=0");
     assert!(text(&o).contains("NOT DETECTED: overflow"), "{}", text(&o));
     // With the write-after-free check off, the dangling write goes unnoticed.
-    let o = run_with(detect_bin(), &["write_after_free"], "write_after_free_check=0");
+    let o = run_with(&detect_bin(), &["write_after_free"], "write_after_free_check=0");
     assert!(text(&o).contains("NOT DETECTED"), "{}", text(&o));
 }
 
