@@ -9,6 +9,11 @@
 //! A pointer's class, bucket, slab and slot follow from its address by shifts, masks and one
 //! multiply, with no lookup. Address ranges are never reassigned: a region belongs to one
 //! (class, bucket) for the life of the process, and freed slabs keep their addresses.
+//!
+//! Nothing is reserved up front: the two bases are chosen at random (far below the kernel's
+//! own mmap area) and each region grows by mapping at its computed address without ever
+//! replacing anything. What is not mapped faults like a guard page. This keeps start-up
+//! cheap under emulators and address-space limits (`RLIMIT_AS`, valgrind, qemu-user).
 
 use super::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT};
 
@@ -24,6 +29,20 @@ pub const META_SIZE: usize = REGION_COUNT << META_REGION_SHIFT;
 /// Slab metadata starts here inside a meta region; below it sits the partial-slab list
 /// (at most 2^18 slabs × 4 bytes = 1 MiB) and at least one MiB of guard.
 pub const META_SLABS_OFF: usize = 2 << 20;
+
+/// Bases are drawn from [LOW, LOW + SPAN) (heap) and [LOW + 2*SPAN, LOW + 3*SPAN) (metadata):
+/// 16 TiB and up, below the 47-bit top where the kernel places mappings by default.
+const BASE_LOW: usize = 1 << 44;
+const BASE_SPAN: usize = 8 << 40;
+
+/// Random heap and metadata bases (4 GiB and 1 GiB aligned) from a random word.
+pub fn choose_bases(r: u64) -> (usize, usize) {
+    let heap_slots = (BASE_SPAN - HEAP_SIZE) / REGION_SIZE;
+    let meta_slots = (BASE_SPAN - META_SIZE) >> META_REGION_SHIFT;
+    let heap = BASE_LOW + ((r as usize) % heap_slots) * REGION_SIZE;
+    let meta = BASE_LOW + 2 * BASE_SPAN + (((r >> 32) as usize) % meta_slots << META_REGION_SHIFT);
+    (heap, meta)
+}
 
 /// Where a small-block pointer lives, decoded from its address alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +136,20 @@ mod tests {
         }
         assert_eq!(decode(base, base - 1), None);
         assert_eq!(decode(base, base + HEAP_SIZE), None);
+    }
+
+    #[test]
+    fn bases_are_aligned_disjoint_and_in_range() {
+        let mut r = 1u64;
+        for _ in 0..10_000 {
+            r = crate::rand::mix64(r);
+            let (h, m) = choose_bases(r);
+            assert_eq!(h % REGION_SIZE, 0);
+            assert_eq!(m % (1 << META_REGION_SHIFT), 0);
+            assert!(h >= BASE_LOW && h + HEAP_SIZE <= BASE_LOW + BASE_SPAN);
+            assert!(m >= BASE_LOW + 2 * BASE_SPAN && m + META_SIZE <= BASE_LOW + 3 * BASE_SPAN);
+            assert!(m + META_SIZE < 1 << 47);
+        }
     }
 
     #[test]

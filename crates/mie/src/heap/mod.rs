@@ -83,18 +83,14 @@ fn init_slow() -> Option<&'static Globals> {
                 // SAFETY: only this thread (holding INIT_LOCK, before READY) writes the globals.
                 let g = unsafe { &mut *G.0.get() };
                 g.opts = crate::options::from_env();
-                let heap = platform::reserve_aligned(layout::HEAP_SIZE, layout::REGION_SIZE);
-                let meta = platform::reserve(layout::META_SIZE);
+                let (heap, meta) = layout::choose_bases(platform::random_u64());
                 let key = platform::thread_key_create(tcache::thread_exit);
-                if heap.is_null() || meta.is_null() || key.is_none() {
-                    report::warn(format_args!(
-                        "cannot reserve the heap ({} GiB of address space); every allocation will fail",
-                        (layout::HEAP_SIZE + layout::META_SIZE) >> 30
-                    ));
+                if key.is_none() {
+                    report::warn(format_args!("cannot create a thread key; every allocation will fail"));
                     STATE.store(FAILED, Ordering::Release);
                     return None;
                 }
-                g.geo = Geometry { heap_base: heap as usize, meta_base: meta as usize };
+                g.geo = Geometry { heap_base: heap, meta_base: meta };
                 g.tc_key = key.unwrap_or(0);
                 g.keys = Keys {
                     k0: platform::random_u64(),

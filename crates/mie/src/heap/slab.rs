@@ -303,7 +303,7 @@ impl Bucket {
         let need = (end + 1) * slab_bytes;
         if need > inner.heap_committed {
             let to = (inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(layout::REGION_SIZE).max(need);
-            if !platform::commit((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed) {
+            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed) {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - inner.heap_committed, Ordering::Relaxed);
@@ -320,7 +320,7 @@ impl Bucket {
                 meta_have
             };
             let to = round_up(meta_need.max(from + COMMIT_CHUNK / 4), PAGE);
-            if !platform::commit((meta_region + from) as *mut u8, to - from) {
+            if !platform::map_at((meta_region + from) as *mut u8, to - from) {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - from, Ordering::Relaxed);
@@ -330,7 +330,7 @@ impl Bucket {
         let count = end + 1 - begin;
         if count * 4 > inner.partial_committed {
             let to = round_up(count * 4, PAGE).max(inner.partial_committed + PAGE);
-            if !platform::commit((meta_region + inner.partial_committed) as *mut u8, to - inner.partial_committed) {
+            if !platform::map_at((meta_region + inner.partial_committed) as *mut u8, to - inner.partial_committed) {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - inner.partial_committed, Ordering::Relaxed);

@@ -29,28 +29,6 @@ pub fn reserve(len: usize) -> *mut u8 {
     }
 }
 
-/// Reserve `len` bytes aligned to `align` (a power of two), trimming the excess.
-pub fn reserve_aligned(len: usize, align: usize) -> *mut u8 {
-    let total = match len.checked_add(align) {
-        Some(t) => t,
-        None => return ptr::null_mut(),
-    };
-    let raw = reserve(total);
-    if raw.is_null() {
-        return raw;
-    }
-    let start = (raw as usize + align - 1) & !(align - 1);
-    let head = start - raw as usize;
-    let tail = total - head - len;
-    if head > 0 {
-        release(raw, head);
-    }
-    if tail > 0 {
-        release((start + len) as *mut u8, tail);
-    }
-    start as *mut u8
-}
-
 /// Map fresh read-write anonymous memory.
 pub fn map_rw(len: usize) -> *mut u8 {
     // SAFETY: anonymous mapping at a kernel-chosen address touches no existing memory.
@@ -69,6 +47,31 @@ pub fn map_rw(len: usize) -> *mut u8 {
     } else {
         p.cast()
     }
+}
+
+/// Map fresh read-write memory exactly at `addr`, never replacing an existing mapping
+/// (`MAP_FIXED_NOREPLACE`; on kernels that treat the flag as a hint, a mapping elsewhere is
+/// undone). False if anything is in the way.
+pub fn map_at(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: NOREPLACE never touches existing mappings; a misplaced result is unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    if p.cast() != addr {
+        release(p.cast(), len);
+        return false;
+    }
+    true
 }
 
 /// Make `[p, p+len)` (inside a reservation we own) readable and writable.
