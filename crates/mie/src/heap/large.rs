@@ -176,7 +176,8 @@ impl Large {
     /// Map a block of `size` bytes aligned to `align`, with at least `min_slack` bytes after it
     /// in the same pages (for the canary). Null on exhaustion.
     pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> *mut u8 {
-        let Some(body) = size.checked_add(min_slack).and_then(|n| n.checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
+        // At least one page, so even a zero-byte block owns a unique, mapped address.
+        let Some(body) = size.checked_add(min_slack).and_then(|n| n.max(1).checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
             return core::ptr::null_mut();
         };
         let extra = align.saturating_sub(PAGE);

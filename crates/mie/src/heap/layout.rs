@@ -40,7 +40,7 @@ pub fn choose_bases(r: u64) -> (usize, usize) {
     let heap_slots = (BASE_SPAN - HEAP_SIZE) / REGION_SIZE;
     let meta_slots = (BASE_SPAN - META_SIZE) >> META_REGION_SHIFT;
     let heap = BASE_LOW + ((r as usize) % heap_slots) * REGION_SIZE;
-    let meta = BASE_LOW + 2 * BASE_SPAN + (((r >> 32) as usize) % meta_slots << META_REGION_SHIFT);
+    let meta = BASE_LOW + 2 * BASE_SPAN + ((((r >> 32) as usize) % meta_slots) << META_REGION_SHIFT);
     (heap, meta)
 }
 

@@ -198,7 +198,7 @@ fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
         return (p, false);
     }
     if g.opts.canary {
-        let body = (size + slack + platform::PAGE - 1) & !(platform::PAGE - 1);
+        let body = ((size + slack).max(1) + platform::PAGE - 1) & !(platform::PAGE - 1);
         let len = (body - size).min(canary::MAX_CANARY);
         // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
         unsafe { canary::write(canary::pattern(g.canary_key, p as usize), p.add(size), len) };
