@@ -11,6 +11,7 @@ pub mod platform;
 pub mod rand;
 pub mod report;
 pub mod stats;
+pub mod tag;
 
 mod api;
 pub use api::{alloc_typed, free, owner_of, usable_size, Mie, TypeKey, TypedBox};

@@ -32,6 +32,8 @@ pub struct Options {
     /// LLVM AllocToken: number of token ids (0 = 2^64, clang's default); ids in the upper
     /// half belong to types that contain pointers.
     pub alloc_token_max: u64,
+    /// Memory tagging (arm64 MTE, synchronous) when the CPU has it.
+    pub mte: bool,
 }
 
 pub const MAX_BUCKETS: u32 = 7;
@@ -51,6 +53,7 @@ impl Options {
         stats: false,
         overflow_abort: false,
         alloc_token_max: 0,
+        mte: true,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -114,8 +117,9 @@ impl Options {
                     o.alloc_token_max = n;
                     Ok(())
                 }
+                b"mte" => set_bool(&mut o.mte, n, secure),
                 // Options owned by later layers are accepted here so they do not warn.
-                b"mte" | b"sample_rate" | b"stacks" => Ok(()),
+                b"sample_rate" | b"stacks" => Ok(()),
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {

@@ -17,6 +17,10 @@ pub enum Kind {
     SizeOverflow,
     OutOfMemory,
     Internal,
+    UseAfterFree,
+    HeapBufferUnderflow,
+    InvalidAccess,
+    TagCheckFault,
 }
 
 impl Kind {
@@ -30,6 +34,10 @@ impl Kind {
             Kind::SizeOverflow => "allocation-size-overflow",
             Kind::OutOfMemory => "out-of-memory",
             Kind::Internal => "internal-error",
+            Kind::UseAfterFree => "use-after-free",
+            Kind::HeapBufferUnderflow => "heap-buffer-underflow",
+            Kind::InvalidAccess => "invalid-access",
+            Kind::TagCheckFault => "tag-check-fault",
         }
     }
 }
@@ -100,6 +108,17 @@ pub fn write_code_addr(out: &mut Line, label: &str, addr: usize) {
 pub fn fatal(kind: Kind, ptr: usize, func: &str, body: impl FnOnce(&mut Line)) -> ! {
     let mut out = Line::new();
     let _ = writeln!(out, "mie: {} on {:#x} in {}()", kind.name(), ptr, func);
+    body(&mut out);
+    let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
+    out.flush();
+    platform::abort()
+}
+
+/// Print a report for a faulting access (from the SIGSEGV handler) and stop the process.
+#[cold]
+pub fn fault(kind: Kind, addr: usize, how: &str, body: impl FnOnce(&mut Line)) -> ! {
+    let mut out = Line::new();
+    let _ = writeln!(out, "mie: {} on {:#x} ({})", kind.name(), addr, how);
     body(&mut out);
     let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
     out.flush();

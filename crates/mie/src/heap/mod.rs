@@ -3,6 +3,7 @@
 
 pub mod bucket;
 pub mod canary;
+pub mod fault;
 pub mod large;
 pub mod layout;
 pub mod quarantine;
@@ -17,6 +18,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use crate::options::Options;
 use crate::platform::{self, lock::Lock};
 use crate::report::{self, Kind, Line};
+use crate::tag::{self, TagStore};
 use bucket::Keys;
 use large::LARGE;
 use layout::{Loc, BUCKET_SLOTS, REGION_COUNT};
@@ -83,6 +85,8 @@ fn init_slow() -> Option<&'static Globals> {
                 // SAFETY: only this thread (holding INIT_LOCK, before READY) writes the globals.
                 let g = unsafe { &mut *G.0.get() };
                 g.opts = crate::options::from_env();
+                // Before any heap mapping exists: tagging decides PROT_MTE.
+                tag::init(g.opts.mte);
                 let (heap, meta) = layout::choose_bases(platform::random_u64());
                 let key = platform::thread_key_create(tcache::thread_exit);
                 if key.is_none() {
@@ -99,6 +103,9 @@ fn init_slow() -> Option<&'static Globals> {
                     token_half: bucket::token_half(g.opts.alloc_token_max),
                 };
                 g.canary_key = platform::random_u64();
+                if tag::enabled() {
+                    fault::install();
+                }
                 STATE.store(READY, Ordering::Release);
             }
         }
@@ -239,24 +246,45 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     let slack = slot_size - size;
     m.set_slack(k, l.slot, slack);
     let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
+    let tagging = tag::enabled();
     if e & ENTRY_DIRTY != 0 && zeroed_class && g.opts.write_after_free_check {
-        check_still_zero(p, slot_size, &l, "malloc");
+        // A used slot carries the free tag until it is retagged below.
+        let view = if tagging { tag::with_tag(p, tag::TAG_FREE) } else { p };
+        check_still_zero(view, p, slot_size, &l, "malloc");
     }
+    let user = if tagging { tag_block(p, &l, &m) } else { p };
     if g.opts.canary {
         let len = slack.min(canary::MAX_CANARY);
-        // SAFETY: [p+size, p+size+len) lies inside the slot (size + len <= slot size).
-        unsafe { canary::write(canary::pattern(g.canary_key, p), (p + size) as *mut u8, len) };
+        // SAFETY: [user+size, user+size+len) lies inside the slot, which carries user's tag.
+        unsafe { canary::write(canary::pattern(g.canary_key, p), (user + size) as *mut u8, len) };
     }
     TCache::bump(&tc.allocs[region]);
     tc.add_live(size as i64);
-    (p as *mut u8, zeroed_class || e & ENTRY_DIRTY == 0)
+    (user as *mut u8, zeroed_class || e & ENTRY_DIRTY == 0)
+}
+
+/// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.
+/// Returns the tagged pointer.
+fn tag_block(p: usize, l: &Loc, m: &SlabMeta) -> usize {
+    let k = &CLASSES[l.class];
+    let b = &BUCKETS[l.region];
+    let size = k.size as usize;
+    let slab_mask = (1usize << k.slab_shift) - 1;
+    // Neighbouring granules exist inside the slab, or in the adjacent slab if it exists.
+    let left = (l.slot > 0 || b.slab_exists(l.slab.wrapping_sub(1))).then(|| p - tag::GRANULE);
+    let end = p + size;
+    let right = (l.slot + 1 < k.nslots as usize || end & slab_mask != 0 || b.slab_exists(l.slab + 1)).then_some(end);
+    let t = tag::policy::tag_new_block(&mut tag::hw(), p, size, left, right, m.prev_tag(k, l.slot), false);
+    m.set_prev_tag(k, l.slot, t);
+    tag::with_tag(p, t)
 }
 
 /// The write-after-free check: a slot zeroed at free must still be zero when reused.
+/// `view` is the slot address with the tag its memory carries now.
 #[inline]
-fn check_still_zero(p: usize, len: usize, l: &Loc, func: &'static str) {
+fn check_still_zero(view: usize, p: usize, len: usize, l: &Loc, func: &'static str) {
     // SAFETY: the slot [p, p+len) is committed heap memory owned by this allocation.
-    let words = unsafe { core::slice::from_raw_parts(p as *const u64, len / 8) };
+    let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
     let mut acc = 0u64;
     for &w in words {
         acc |= w;
@@ -285,8 +313,10 @@ enum Block {
     Large { entry: large::Entry },
 }
 
-/// Resolve `p` to a live block or report and abort. Never answers for a non-block.
-fn validate(g: &Globals, p: usize, who: Caller) -> Block {
+/// Resolve `raw` (as the caller passed it, tag included) to a live block or report and
+/// abort. Never answers for a non-block or for a pointer whose tag is not the block's.
+fn validate(g: &Globals, raw: usize, who: Caller) -> Block {
+    let p = tag::untag(raw);
     if let Some(loc) = layout::decode(g.geo.heap_base, p) {
         let k = &CLASSES[loc.class];
         if loc.bucket > g.keys.pointer_buckets as usize || !BUCKETS[loc.region].slab_exists(loc.slab) {
@@ -321,8 +351,26 @@ fn validate(g: &Globals, p: usize, who: Caller) -> Block {
                 report::write_code_addr(o, "called from", who.ret_addr);
             });
         }
+        if tag::enabled() {
+            let mem = tag::hw().load(p);
+            if mem != tag::tag_of(raw) {
+                report::fatal(Kind::InvalidFree, raw, who.func, |o| {
+                    let _ = writeln!(
+                        o,
+                        "  tag mismatch: the pointer carries tag {:#x}, the block's memory tag is {:#x} (a stale or forged pointer)",
+                        tag::tag_of(raw),
+                        mem
+                    );
+                    describe_slot(o, &loc, p, "live");
+                    report::write_code_addr(o, "called from", who.ret_addr);
+                });
+            }
+        }
         let usable = k.size as usize - m.slack(k, loc.slot);
         return Block::Small { loc, usable };
+    }
+    if tag::enabled() && tag::tag_of(raw) != 0 {
+        invalid_free(raw, who, "a tagged pointer that is not in mie's heap (large blocks are untagged)");
     }
     match LARGE.lookup(p) {
         Some(e) if e.is_live() => Block::Large { entry: e },
@@ -341,7 +389,7 @@ fn invalid_free(p: usize, who: Caller, why: &str) -> ! {
     })
 }
 
-fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
+pub(crate) fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
     let k = &CLASSES[l.class];
     let g = globals();
     let usable = if state == "live" {
@@ -367,10 +415,11 @@ fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
     );
 }
 
-fn check_canary(g: &Globals, p: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
+/// Check the canary of the block at `p` (untagged), reading through `mem` (its tagged pointer).
+fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
     let len = slack.min(canary::MAX_CANARY);
-    // SAFETY: [p+usable, p+usable+len) lies inside the block's slot/pages.
-    if let Some(off) = unsafe { canary::check(canary::pattern(g.canary_key, p), (p + usable) as *const u8, len) } {
+    // SAFETY: [mem+usable, mem+usable+len) lies inside the block's slot/pages.
+    if let Some(off) = unsafe { canary::check(canary::pattern(g.canary_key, p), (mem + usable) as *const u8, len) } {
         report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
             let _ = writeln!(
                 o,
@@ -398,20 +447,21 @@ pub fn free(p: *mut u8, who: Caller) {
     if p.is_null() {
         return;
     }
-    let p = p as usize;
-    let Some(g) = ensure_init() else { invalid_free(p, who, "mie's heap is not initialised") };
-    match validate(g, p, who) {
-        Block::Small { loc, usable } => free_small(g, p, loc, usable, who),
-        Block::Large { entry } => free_large(g, p, entry, who),
+    let raw = p as usize;
+    let Some(g) = ensure_init() else { invalid_free(raw, who, "mie's heap is not initialised") };
+    match validate(g, raw, who) {
+        Block::Small { loc, usable } => free_small(g, raw, loc, usable, who),
+        Block::Large { entry } => free_large(g, entry.addr, entry, who),
     }
 }
 
-fn free_small(g: &Globals, p: usize, loc: Loc, usable: usize, who: Caller) {
+fn free_small(g: &Globals, raw: usize, loc: Loc, usable: usize, who: Caller) {
+    let p = tag::untag(raw);
     let k = &CLASSES[loc.class];
     let slot_size = k.size as usize;
     let slack = slot_size - usable;
     if g.opts.canary {
-        check_canary(g, p, usable, slack, Some(&loc), who);
+        check_canary(g, p, raw, usable, slack, Some(&loc), who);
     }
     let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
     let bit = 1u64 << (loc.slot % 64);
@@ -423,7 +473,11 @@ fn free_small(g: &Globals, p: usize, loc: Loc, usable: usize, who: Caller) {
             report::write_code_addr(o, "called from", who.ret_addr);
         });
     }
-    if g.opts.zero_on_free && slot_size <= ZERO_MAX {
+    let zero = g.opts.zero_on_free && slot_size <= ZERO_MAX;
+    if tag::enabled() {
+        // One pass: the whole slot gets the free tag (and zeroes). Dangling pointers now fault.
+        tag::policy::tag_freed_slot(&mut tag::hw(), p, slot_size, zero);
+    } else if zero {
         let len = (usable + slack.min(canary::MAX_CANARY)).min(slot_size);
         // SAFETY: the slot is ours again (live bit cleared by this thread); len <= slot size.
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, len) };
@@ -512,7 +566,7 @@ pub fn drain_cache(tc: &mut TCache) {
 
 fn free_large(g: &Globals, p: usize, e: large::Entry, who: Caller) {
     if g.opts.canary {
-        check_canary(g, p, e.req, e.body_len - e.req, None, who);
+        check_canary(g, p, p, e.req, e.body_len - e.req, None, who);
     }
     if let Err(e) = LARGE.free(p, g.opts.large_quarantine as usize, g.opts.large_quarantine_bytes) {
         report::fatal(Kind::DoubleFree, p, who.func, |o| {
@@ -546,26 +600,27 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
         return alloc(size, 16, default_bucket);
     }
     let Some(g) = ensure_init() else { invalid_free(p as usize, who, "mie's heap is not initialised") };
-    let addr = p as usize;
+    let raw = p as usize;
+    let addr = tag::untag(raw);
     let extra = canary_extra(&g.opts);
-    let (old_usable, bucket) = match validate(g, addr, who) {
+    let (old_usable, bucket) = match validate(g, raw, who) {
         Block::Small { loc, usable } => {
             let k = &CLASSES[loc.class];
             let slot_size = k.size as usize;
             if g.opts.canary {
-                check_canary(g, addr, usable, slot_size - usable, Some(&loc), who);
+                check_canary(g, addr, raw, usable, slot_size - usable, Some(&loc), who);
             }
             let fits_here = size.checked_add(extra).is_some_and(|n| n <= slot_size)
                 && size_class::class_of(size + extra) == loc.class;
             if fits_here {
-                resize_small_in_place(g, addr, &loc, usable, size);
+                resize_small_in_place(g, addr, raw, &loc, usable, size);
                 return p;
             }
             (usable, loc.bucket)
         }
         Block::Large { entry } => {
             if g.opts.canary {
-                check_canary(g, addr, entry.req, entry.body_len - entry.req, None, who);
+                check_canary(g, addr, addr, entry.req, entry.body_len - entry.req, None, who);
             }
             if size.checked_add(extra).is_some_and(|n| n <= entry.body_len) && size > MAX_SMALL && size >= entry.body_len / 2 {
                 LARGE.resize(addr, size);
@@ -589,7 +644,8 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     q
 }
 
-fn resize_small_in_place(g: &Globals, p: usize, loc: &Loc, old: usize, new: usize) {
+/// Resize in place: `p` is the block's address, `mem` its tagged pointer.
+fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &Loc, old: usize, new: usize) {
     let k = &CLASSES[loc.class];
     let slot_size = k.size as usize;
     let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
@@ -597,21 +653,21 @@ fn resize_small_in_place(g: &Globals, p: usize, loc: &Loc, old: usize, new: usiz
     if new < old_end {
         // Keep the zero-beyond-the-block invariant the write-after-free check relies on.
         // SAFETY: [p+new, p+old_end) lies inside the slot.
-        unsafe { core::ptr::write_bytes((p + new) as *mut u8, 0, old_end - new) };
+        unsafe { core::ptr::write_bytes((mem + new) as *mut u8, 0, old_end - new) };
     }
     m.set_slack(k, loc.slot, slot_size - new);
     with_cache(|tc| tc.add_live(new as i64 - old as i64));
     if g.opts.canary {
         let len = (slot_size - new).min(canary::MAX_CANARY);
         // SAFETY: [p+new, p+new+len) lies inside the slot.
-        unsafe { canary::write(canary::pattern(g.canary_key, p), (p + new) as *mut u8, len) };
+        unsafe { canary::write(canary::pattern(g.canary_key, p), (mem + new) as *mut u8, len) };
     }
 }
 
 /// Where an address is, for tests and tools: (class size, bucket) of a small block.
 pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
     let g = ensure_init()?;
-    let l = layout::decode(g.geo.heap_base, p as usize)?;
+    let l = layout::decode(g.geo.heap_base, tag::untag(p as usize))?;
     Some((CLASSES[l.class].size as usize, l.bucket))
 }
 

@@ -25,7 +25,7 @@ pub struct ClassInfo {
     pub words: u8,
     /// Bytes per slot in the out-of-line slack table (1, 2 or 4).
     pub slack_width: u8,
-    /// Bytes of metadata per slab (header, three bitmaps, slack table), 16-aligned.
+    /// Bytes of metadata per slab (header, three bitmaps, slack table, tag nibbles), 16-aligned.
     pub meta_stride: u32,
     pub magic: u64,
     /// Thread-cache depth for this class.
@@ -58,7 +58,8 @@ const fn make(i: usize) -> ClassInfo {
     } else {
         4
     };
-    let meta = SLAB_HEADER + 3 * 8 * words + slack_width * nslots;
+    // Header, three bitmaps, the slack table, then one nibble per slot: its previous tag.
+    let meta = SLAB_HEADER + 3 * 8 * words + slack_width * nslots + nslots.div_ceil(2);
     let cache_cap = if size <= 1024 {
         16
     } else if size <= 8192 {

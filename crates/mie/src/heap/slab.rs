@@ -94,6 +94,26 @@ impl SlabMeta {
         }
     }
 
+    /// The tag the slot's previous block had (0 if it never held one). Read and written
+    /// only by the thread that owns the slot (allocating it or freeing it).
+    #[inline]
+    pub fn prev_tag(&self, k: &ClassInfo, slot: usize) -> u8 {
+        let t = self.slack_table() + k.slack_width as usize * k.nslots as usize;
+        // SAFETY: the nibble table has nslots.div_ceil(2) bytes after the slack table.
+        let b = unsafe { *(t as *const u8).add(slot / 2) };
+        (b >> (4 * (slot & 1))) & 0xf
+    }
+
+    /// Two slots share a byte, so the update is an atomic read-modify-write of that byte.
+    #[inline]
+    pub fn set_prev_tag(&self, k: &ClassInfo, slot: usize, tag: u8) {
+        let t = self.slack_table() + k.slack_width as usize * k.nslots as usize;
+        // SAFETY: as in prev_tag; AtomicU8 has the layout of u8.
+        let a = unsafe { &*((t as *const core::sync::atomic::AtomicU8).add(slot / 2)) };
+        let shift = 4 * (slot & 1);
+        let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b & !(0xf << shift)) | ((tag & 0xf) << shift)));
+    }
+
     /// Written only by the thread that owns the live slot (between malloc and free), read by
     /// the thread that frees it after the live bit handshake, so plain stores suffice.
     #[inline]
@@ -303,7 +323,7 @@ impl Bucket {
         let need = (end + 1) * slab_bytes;
         if need > inner.heap_committed {
             let to = (inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(layout::REGION_SIZE).max(need);
-            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed) {
+            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - inner.heap_committed, Ordering::Relaxed);
@@ -320,7 +340,7 @@ impl Bucket {
                 meta_have
             };
             let to = round_up(meta_need.max(from + COMMIT_CHUNK / 4), PAGE);
-            if !platform::map_at((meta_region + from) as *mut u8, to - from) {
+            if !platform::map_at((meta_region + from) as *mut u8, to - from, crate::tag::prot_flags()) {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - from, Ordering::Relaxed);
@@ -330,7 +350,7 @@ impl Bucket {
         let count = end + 1 - begin;
         if count * 4 > inner.partial_committed {
             let to = round_up(count * 4, PAGE).max(inner.partial_committed + PAGE);
-            if !platform::map_at((meta_region + inner.partial_committed) as *mut u8, to - inner.partial_committed) {
+            if !platform::map_at((meta_region + inner.partial_committed) as *mut u8, to - inner.partial_committed, crate::tag::prot_flags()) {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - inner.partial_committed, Ordering::Relaxed);

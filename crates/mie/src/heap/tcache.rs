@@ -157,6 +157,7 @@ fn attach() -> Option<*mut TCache> {
         found
     };
     CURRENT.with(|c| c.set(tc));
+    super::fault::ensure_installed();
     // May allocate inside glibc (for high key numbers); CURRENT is already set, so that
     // allocation is served by this cache.
     platform::thread_key_set(g.tc_key, tc.cast());

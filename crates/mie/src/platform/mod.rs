@@ -52,13 +52,13 @@ pub fn map_rw(len: usize) -> *mut u8 {
 /// Map fresh read-write memory exactly at `addr`, never replacing an existing mapping
 /// (`MAP_FIXED_NOREPLACE`; on kernels that treat the flag as a hint, a mapping elsewhere is
 /// undone). False if anything is in the way.
-pub fn map_at(addr: *mut u8, len: usize) -> bool {
+pub fn map_at(addr: *mut u8, len: usize, extra_prot: i32) -> bool {
     // SAFETY: NOREPLACE never touches existing mappings; a misplaced result is unmapped below.
     let p = unsafe {
         libc::mmap(
             addr.cast(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_READ | libc::PROT_WRITE | extra_prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
@@ -209,6 +209,23 @@ pub fn is_secure_exec() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+pub fn hwcap2() -> u64 {
+    // SAFETY: getauxval is a plain read of the auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_HWCAP2) as u64 }
+}
+
+/// Enable the tagged-address ABI with synchronous MTE tag-check faults; `include` is the
+/// set of tags IRG may generate. Threads created afterwards inherit the setting.
+pub fn mte_enable_sync(include: u64) -> bool {
+    const PR_SET_TAGGED_ADDR_CTRL: libc::c_int = 55;
+    const PR_TAGGED_ADDR_ENABLE: u64 = 1;
+    const PR_MTE_TCF_SYNC: u64 = 1 << 1;
+    const PR_MTE_TAG_SHIFT: u64 = 3;
+    let ctrl = PR_TAGGED_ADDR_ENABLE | PR_MTE_TCF_SYNC | (include << PR_MTE_TAG_SHIFT);
+    // SAFETY: prctl with integer arguments changes only this thread's MTE settings.
+    unsafe { libc::prctl(PR_SET_TAGGED_ADDR_CTRL, ctrl as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) == 0 }
+}
+
 pub fn thread_id() -> u64 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as u64 }
@@ -244,6 +261,71 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
     // SAFETY: the handlers are plain functions with the expected signature.
     unsafe {
         libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+}
+
+/// The previous SIGSEGV disposition, for chaining.
+struct OldAction(core::cell::UnsafeCell<core::mem::MaybeUninit<libc::sigaction>>);
+// SAFETY: written once in `install_segv_handler` before the handler can run, read-only after.
+unsafe impl Sync for OldAction {}
+static OLD_SEGV: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+
+/// Install `handler` for SIGSEGV (SA_SIGINFO, with the tag bits of the fault address exposed
+/// on arm64), remembering the previous disposition for `chain_segv`.
+pub fn install_segv_handler(handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) -> bool {
+    const SA_EXPOSE_TAGBITS: libc::c_int = 0x800;
+    // SAFETY: a zeroed sigaction is a valid starting point; sigaction copies it.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | SA_EXPOSE_TAGBITS;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGSEGV, &sa, (*OLD_SEGV.0.get()).as_mut_ptr()) == 0
+    }
+}
+
+/// The currently installed SIGSEGV handler address (or SIG_DFL/SIG_IGN).
+pub fn current_segv_handler() -> usize {
+    // SAFETY: querying with a null new action only writes the out-struct.
+    unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        libc::sigaction(libc::SIGSEGV, core::ptr::null(), &mut cur);
+        cur.sa_sigaction
+    }
+}
+
+/// Hand a SIGSEGV that is not mie's to the previous handler (or the default action).
+pub fn chain_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: OLD_SEGV was filled by sigaction before our handler was installed.
+    unsafe {
+        let old = &*(*OLD_SEGV.0.get()).as_ptr();
+        if old.sa_flags & libc::SA_SIGINFO != 0 && old.sa_sigaction != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = core::mem::transmute(old.sa_sigaction);
+            f(sig, info, uc);
+        } else if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
+            // Restore the default action; returning re-executes the access, which now kills.
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        } else {
+            let f: extern "C" fn(libc::c_int) = core::mem::transmute(old.sa_sigaction);
+            f(sig);
+        }
+    }
+}
+
+/// The program counter of a signal's user context.
+pub fn context_pc(uc: *mut libc::c_void) -> usize {
+    if uc.is_null() {
+        return 0;
+    }
+    // SAFETY: the kernel passes a valid ucontext_t to SA_SIGINFO handlers.
+    unsafe {
+        let uc = &*(uc as *const libc::ucontext_t);
+        #[cfg(target_arch = "aarch64")]
+        return uc.uc_mcontext.pc as usize;
+        #[cfg(target_arch = "x86_64")]
+        return uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+        #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+        return 0;
     }
 }
 

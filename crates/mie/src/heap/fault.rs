@@ -1,0 +1,114 @@
+//! The SIGSEGV handler: turns a synchronous MTE tag-check fault into a report naming the
+//! kind of bug, the pointer and memory tags and the block, found from metadata alone (no
+//! allocation, no locks). Faults that are not mie's go to the previous handler.
+
+use core::fmt::Write;
+
+use super::layout::{self, Loc};
+use super::size_class::CLASSES;
+use super::slab::SlabMeta;
+use super::{describe_slot, globals, BUCKETS};
+use crate::platform;
+use crate::report::{self, Kind};
+use crate::tag::{self, TagStore};
+
+const SEGV_MTESERR: i32 = 9;
+
+pub fn install() {
+    platform::install_segv_handler(on_segv);
+}
+
+/// Re-install the handler if something replaced it since (a runtime's own SIGSEGV handler,
+/// e.g. Rust std's stack-overflow guard, installed after ours); the replacement is chained.
+/// Called when a thread attaches its cache: one syscall per new thread.
+pub fn ensure_installed() {
+    if tag::enabled() && platform::current_segv_handler() != on_segv as usize {
+        install();
+    }
+}
+
+extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code == SEGV_MTESERR && tag::enabled() {
+        tag_fault(addr, platform::context_pc(uc));
+    }
+    platform::chain_segv(sig, info, uc)
+}
+
+/// Is `addr` (untagged) inside a slab that exists?
+fn live_slot(l: &Loc) -> bool {
+    BUCKETS[l.region].slab_exists(l.slab) && l.slot < CLASSES[l.class].nslots as usize
+}
+
+fn tag_fault(raw: usize, pc: usize) -> ! {
+    let g = globals();
+    let addr = tag::strip(raw);
+    let ptag = tag::tag_of(raw);
+    let how = "MTE tag-check fault: the access was stopped before it happened";
+    let pc_line = |o: &mut report::Line| report::write_code_addr(o, "faulting instruction", pc);
+    let Some(l) = layout::decode(g.geo.heap_base, addr).filter(live_slot) else {
+        let meta = addr.wrapping_sub(g.geo.meta_base) < layout::META_SIZE;
+        report::fault(if meta { Kind::InvalidAccess } else { Kind::TagCheckFault }, raw, how, |o| {
+            let _ = writeln!(o, "  pointer tag {ptag:#x}");
+            if meta {
+                let _ = writeln!(o, "  a heap pointer reached mie's metadata, which no live pointer's tag can access");
+            } else {
+                let _ = writeln!(o, "  the address is not in a mie heap slab (heap unused space or foreign tagged memory)");
+            }
+            pc_line(o);
+        })
+    };
+    let mtag = tag::hw().load(addr);
+    let k = &CLASSES[l.class];
+    let slot = addr - l.interior;
+    let m = SlabMeta::new(g.geo.meta_base, l.region, l.slab);
+    let block_live = m.live_word(l.slot).load(core::sync::atomic::Ordering::Relaxed) & (1 << (l.slot % 64)) != 0;
+    // The block the pointer came from: the neighbour whose tag it carries, if any.
+    let left = slot.checked_sub(k.size as usize).filter(|_| l.slot > 0);
+    let right = Some(slot + k.size as usize).filter(|_| l.slot + 1 < k.nslots as usize);
+    let from_left = left.is_some_and(|b| tag::hw().load(b) == ptag);
+    let from_right = right.is_some_and(|b| tag::hw().load(b) == ptag);
+    let kind = if mtag == tag::TAG_FREE {
+        Kind::UseAfterFree
+    } else if mtag == tag::TAG_OWNED {
+        Kind::InvalidAccess
+    } else if from_left {
+        Kind::HeapBufferOverflow
+    } else if from_right {
+        Kind::HeapBufferUnderflow
+    } else {
+        Kind::UseAfterFree
+    };
+    report::fault(kind, raw, how, |o| {
+        let _ = writeln!(o, "  pointer tag {ptag:#x}, memory tag {mtag:#x}");
+        match kind {
+            Kind::UseAfterFree if mtag == tag::TAG_FREE => {
+                let _ = writeln!(o, "  the block at {slot:#x} was freed: access through a dangling pointer");
+            }
+            Kind::UseAfterFree => {
+                let _ = writeln!(
+                    o,
+                    "  the slot at {slot:#x} was reused by a new block: a stale pointer to its previous block"
+                );
+            }
+            Kind::InvalidAccess => {
+                let _ = writeln!(o, "  the granule belongs to the allocator (an unused slot or slab space), not to a block");
+            }
+            Kind::HeapBufferOverflow => {
+                let b = left.unwrap_or(0);
+                let _ = writeln!(
+                    o,
+                    "  the pointer belongs to the block at {b:#x}; the access is {} bytes past its slot, in the next block",
+                    addr - slot
+                );
+            }
+            _ => {
+                let b = right.unwrap_or(0);
+                let _ = writeln!(o, "  the pointer belongs to the block at {b:#x}; the access is {} bytes before it", b - addr);
+            }
+        }
+        describe_slot(o, &l, slot, if block_live { "live" } else { "free" });
+        pc_line(o);
+    })
+}

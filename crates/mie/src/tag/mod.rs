@@ -1,0 +1,110 @@
+//! The tag layer: one trait over memory tags, an MTE backend (arm64), a no-tag backend, and
+//! a software tag store for testing the policy on any machine.
+//!
+//! Tag plan (4-bit tags, 16-byte granules):
+//! - `TAG_OWNED` (0): memory the allocator owns and no live pointer may reach: metadata,
+//!   never-used slots, slab tails, purged pages (which the kernel resets to 0 anyway).
+//! - `TAG_FREE` (15): freed slots, from the moment they are freed until they are reused.
+//! - 1..=14: live blocks. A new block's tag differs from both neighbours' and from the slot's
+//!   previous tag, so an overflow into a neighbour and the first reuse after free always fault.
+
+pub mod none;
+pub mod policy;
+pub mod soft;
+
+#[cfg(target_arch = "aarch64")]
+pub mod mte;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// The hardware backend of this architecture (the no-tag backend where there is no MTE).
+#[cfg(target_arch = "aarch64")]
+pub type Hw = mte::Mte;
+#[cfg(not(target_arch = "aarch64"))]
+pub type Hw = none::NoTags;
+
+#[inline]
+pub fn hw() -> Hw {
+    #[cfg(target_arch = "aarch64")]
+    return mte::Mte;
+    #[cfg(not(target_arch = "aarch64"))]
+    return none::NoTags;
+}
+
+/// The address part of a pointer: tag bits stripped only when tagging is on (elsewhere a
+/// pointer with high bits set is simply not a heap pointer).
+#[inline]
+pub fn untag(p: usize) -> usize {
+    if enabled() {
+        strip(p)
+    } else {
+        p
+    }
+}
+
+pub const GRANULE: usize = 16;
+pub const TAG_SHIFT: u32 = 56;
+pub const ADDR_MASK: usize = (1 << TAG_SHIFT) - 1;
+pub const TAG_OWNED: u8 = 0;
+pub const TAG_FREE: u8 = 15;
+/// Tags a live pointer never carries.
+pub const RESERVED: u16 = (1 << TAG_OWNED) | (1 << TAG_FREE);
+
+/// Memory tags over 16-byte granules. Addresses passed in are untagged.
+pub trait TagStore {
+    /// The tag of the granule containing `addr`.
+    fn load(&self, addr: usize) -> u8;
+    /// Set the tag of every granule in `[addr, addr + len)` (granule-aligned); with `zero`,
+    /// also zero the bytes (MTE: STZG, one pass).
+    fn store(&mut self, addr: usize, len: usize, tag: u8, zero: bool);
+    /// A uniformly random tag outside `exclude` (bit t set = tag t excluded); `exclude`
+    /// always includes the reserved tags, so at least 11 tags remain.
+    fn random(&mut self, exclude: u16) -> u8;
+}
+
+/// Whether tagging is active in this process (set once at start-up).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Turn MTE on (synchronous, IRG include mask = all non-zero tags) if the CPU has it and
+/// the options allow it. Must run before the program creates threads (they inherit it).
+pub fn init(want: bool) -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        if want && mte::available() && mte::enable_sync() {
+            ENABLED.store(true, Ordering::Relaxed);
+            return true;
+        }
+    }
+    let _ = want;
+    false
+}
+
+/// Put `tag` into the top byte of an (untagged) address.
+#[inline]
+pub const fn with_tag(addr: usize, tag: u8) -> usize {
+    (addr & ADDR_MASK) | ((tag as usize) << TAG_SHIFT)
+}
+
+#[inline]
+pub const fn tag_of(p: usize) -> u8 {
+    ((p >> TAG_SHIFT) & 0xf) as u8
+}
+
+#[inline]
+pub const fn strip(p: usize) -> usize {
+    p & ADDR_MASK
+}
+
+/// The extra mmap protection flag for heap memory (`PROT_MTE` when tagging).
+pub fn prot_flags() -> i32 {
+    if enabled() {
+        0x20
+    } else {
+        0
+    }
+}
