@@ -22,7 +22,7 @@ pub fn install() {
 /// e.g. Rust std's stack-overflow guard, installed after ours); the replacement is chained.
 /// Called when a thread attaches its cache: one syscall per new thread.
 pub fn ensure_installed() {
-    if tag::enabled() && platform::current_segv_handler() != on_segv as usize {
+    if tag::enabled() && platform::current_segv_handler() != on_segv as *const () as usize {
         install();
     }
 }

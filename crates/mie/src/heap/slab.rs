@@ -6,7 +6,9 @@
 //! header (16 B) | avail bitmap | dirty bitmap | live bitmap (atomic) | slack table
 //! ```
 //! - `avail`: slot may be handed to a thread cache (guarded by the bucket lock);
-//! - `dirty`: slot has been used since the slab was created or purged (guarded by the lock);
+//! - `dirty`: the slot held a block that was freed (so it carries the free tag and, with
+//!   zero-on-free, must read as zero); cleared while the slot is out in a cache, where the
+//!   entry's ENTRY_DIRTY bit carries it, and when the slab is purged (guarded by the lock);
 //! - `live`: slot is an allocated block (atomic: set on malloc, cleared on free, which is how
 //!   double and invalid frees are detected deterministically, from any thread);
 //! - slack table: `slot size - requested size`, for canaries and `malloc_usable_size`.
@@ -28,7 +30,7 @@ const EMPTY_RESIDENT_BYTES: usize = 256 << 10;
 /// Slabs before the first one used in a region: a random number in 0..FIRST_SLAB_SPREAD.
 const FIRST_SLAB_SPREAD: u32 = 256;
 
-/// Thread-cache entries carry the slot address with bit 0 set if the slot was used before
+/// Thread-cache entries carry the slot address with bit 0 set if the slot held a freed block
 /// (so its contents must be checked for writes after free when it is handed out again).
 pub const ENTRY_DIRTY: usize = 1;
 
@@ -220,16 +222,21 @@ impl Bucket {
                 if h.flags & FLAG_EMPTY_RESIDENT != 0 {
                     inner.empty_resident -= 1;
                 }
+                if h.flags & FLAG_PURGED != 0 {
+                    settle_tags(layout::slot_addr(g.heap_base, region, slab, 0), 1 << k.slab_shift);
+                }
                 h.flags = 0;
             }
             while got < out.len() && h.avail_count > 0 {
                 let slot = take_random_bit(m.avail(), m.words, k.nslots as usize, rng);
                 let (w, b) = (slot / 64, 1u64 << (slot % 64));
+                // The dirty state travels with the cache entry (ENTRY_DIRTY) while the slot is
+                // out of the bucket; flush writes it back.
                 // SAFETY: slot < nslots, so word w is inside the dirty bitmap.
                 let was_dirty = unsafe {
                     let d = m.dirty().add(w);
                     let was = *d & b != 0;
-                    *d |= b;
+                    *d &= !b;
                     was
                 };
                 h.avail_count -= 1;
@@ -256,7 +263,12 @@ impl Bucket {
             // SAFETY: entries come from refill/free of this bucket, so the slab exists.
             let h = unsafe { &mut *m.header() };
             // SAFETY: l.slot < nslots.
-            unsafe { *m.avail().add(l.slot / 64) |= 1u64 << (l.slot % 64) };
+            unsafe {
+                *m.avail().add(l.slot / 64) |= 1u64 << (l.slot % 64);
+                if e & ENTRY_DIRTY != 0 {
+                    *m.dirty().add(l.slot / 64) |= 1u64 << (l.slot % 64);
+                }
+            }
             h.avail_count += 1;
             if h.avail_count == 1 {
                 self.partial_push(g, region, inner, l.slab);
@@ -327,6 +339,7 @@ impl Bucket {
                 return false;
             }
             MAPPED_BYTES.fetch_add(to - inner.heap_committed, Ordering::Relaxed);
+            settle_tags(region_base + inner.heap_committed, to - inner.heap_committed);
             inner.heap_committed = to;
         }
         // Slab metadata.
@@ -375,6 +388,23 @@ impl Bucket {
 impl Default for Bucket {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Give every page of fresh or purged heap memory its owned tag (0, what the kernel gives such
+/// pages anyway) while the bucket lock is held, one granule per page. This makes the tag
+/// storage of each page exist before several threads tag slots on it at once: qemu-user 7.2
+/// allocates a page's tag storage lazily and can lose concurrent first tag writes otherwise.
+fn settle_tags(addr: usize, len: usize) {
+    if !crate::tag::enabled() {
+        return;
+    }
+    use crate::tag::TagStore;
+    let mut hw = crate::tag::hw();
+    let mut a = addr;
+    while a < addr + len {
+        hw.store(a, crate::tag::GRANULE, crate::tag::TAG_OWNED, false);
+        a += PAGE;
     }
 }
 

@@ -277,7 +277,7 @@ pub fn install_segv_handler(handler: extern "C" fn(libc::c_int, *mut libc::sigin
     // SAFETY: a zeroed sigaction is a valid starting point; sigaction copies it.
     unsafe {
         let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = handler as usize;
+        sa.sa_sigaction = handler as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | SA_EXPOSE_TAGBITS;
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGSEGV, &sa, (*OLD_SEGV.0.get()).as_mut_ptr()) == 0
