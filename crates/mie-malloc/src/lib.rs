@@ -530,3 +530,11 @@ pub extern "C" fn mie_bucket_of(p: *const c_void) -> c_int {
         None => -1,
     }
 }
+
+/// Diagnostic: the address of the metadata of the slab holding small block `p` (NULL
+/// otherwise). With MTE, metadata carries a tag no live pointer has: the arm64 tests use this
+/// to show that a heap pointer walked into metadata faults.
+#[unsafe(no_mangle)]
+pub extern "C" fn mie_debug_slab_metadata(p: *const c_void) -> *mut c_void {
+    heap::slab_metadata_of(p.cast()).unwrap_or(0) as *mut c_void
+}

@@ -277,3 +277,61 @@ fn real_programs_run() {
         assert!(o.status.success(), "{prog}: {:?}\n{}", o.status, text(&o));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Memory tagging (arm64 under qemu-aarch64 -cpu max): each attack faults at the access.
+
+#[cfg(target_arch = "aarch64")]
+mod mte {
+    use super::*;
+
+    fn mte_bin() -> PathBuf {
+        build("mte.c")
+    }
+
+    /// Run mte.c in `mode`: SIGABRT from mie's fault handler (or its free-path check), no
+    /// "NOT DETECTED", a first line naming `kind`, plus the strings in `also`.
+    fn expect(mode: &str, kind: &str, also: &[&str]) -> String {
+        let o = run_with(&mte_bin(), &[mode], "");
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
+        assert!(!t.contains("NOT DETECTED"), "{mode}: the access completed\n{t}");
+        let first = t.lines().find(|l| l.starts_with("mie: ")).unwrap_or_else(|| panic!("{mode}: no report\n{t}"));
+        assert!(first.starts_with(&format!("mie: {kind} on 0x")), "{mode}: headline {first:?}");
+        for a in also {
+            assert!(t.contains(a), "{mode}: report lacks {a:?}\n{t}");
+        }
+        t
+    }
+
+    #[test]
+    fn overflow_into_neighbour_faults_at_the_write() {
+        let t = expect(
+            "neighbour_overflow",
+            "heap-buffer-overflow",
+            &["MTE tag-check fault", "the access is 0 bytes past its slot, in the next block", "faulting instruction: 0x", "(mte_c+0x"],
+        );
+        assert!(t.contains("neighbours 0x"), "{t}");
+    }
+
+    #[test]
+    fn read_after_free_faults() {
+        expect("read_after_free", "use-after-free", &["memory tag 0xf", "was freed: access through a dangling pointer"]);
+    }
+
+    #[test]
+    fn stale_pointer_after_reuse_faults() {
+        let t = expect("stale_after_reuse", "use-after-free", &["was reused by a new block"]);
+        assert!(t.contains("slot reused: old tag"), "{t}");
+    }
+
+    #[test]
+    fn wrong_tag_free_aborts_without_answering() {
+        expect("wrong_tag_free", "invalid-free", &["tag mismatch: the pointer carries tag"]);
+    }
+
+    #[test]
+    fn tagged_pointer_into_metadata_faults() {
+        expect("metadata_walk", "invalid-access", &["reached mie's metadata"]);
+    }
+}

@@ -671,6 +671,14 @@ pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
     Some((CLASSES[l.class].size as usize, l.bucket))
 }
 
+/// Address of the out-of-line metadata of the slab holding small block `p` (diagnostics and
+/// the tests that show a heap pointer cannot reach metadata). `None` for other pointers.
+pub fn slab_metadata_of(p: *const u8) -> Option<usize> {
+    let g = ensure_init()?;
+    let l = layout::decode(g.geo.heap_base, tag::untag(p as usize))?;
+    BUCKETS[l.region].slab_exists(l.slab).then(|| layout::slab_meta_addr(g.geo.meta_base, l.region, l.slab))
+}
+
 /// Return cached and quarantined blocks of the calling thread and purge empty slabs.
 pub fn trim() {
     if ensure_init().is_some() {
