@@ -34,6 +34,9 @@ pub struct Options {
     pub alloc_token_max: u64,
     /// Memory tagging (arm64 MTE, synchronous) when the CPU has it.
     pub mte: bool,
+    /// Guarded sampling: about one small allocation in this many gets its own page with a
+    /// guard page after it (0 = off).
+    pub sample_rate: u32,
 }
 
 pub const MAX_BUCKETS: u32 = 7;
@@ -54,6 +57,7 @@ impl Options {
         overflow_abort: false,
         alloc_token_max: 0,
         mte: true,
+        sample_rate: 0,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -119,7 +123,18 @@ impl Options {
                 }
                 b"mte" => set_bool(&mut o.mte, n, secure),
                 // Options owned by later layers are accepted here so they do not warn.
-                b"sample_rate" | b"stacks" => Ok(()),
+                b"sample_rate" => {
+                    // More sampling is stronger: in a privileged process only 0 → n or n → smaller n.
+                    if secure && n == 0 && d.sample_rate != 0 {
+                        Err("ignored in a privileged process (would weaken)")
+                    } else if n > u32::MAX as u64 {
+                        Err("value out of range for option")
+                    } else {
+                        o.sample_rate = n as u32;
+                        Ok(())
+                    }
+                }
+                b"stacks" => Ok(()),
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {

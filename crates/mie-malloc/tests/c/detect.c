@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
         printf("%zu\n", malloc_usable_size(global_buf));
     } else if (!strcmp(m, "overflow")) {
         char *p = malloc(20);
-        memset(p, 'A', 24); /* 4 bytes past the end */
+        memset(p, 'B', 24); /* 4 bytes past the end (an even byte: canary bytes are odd) */
         free(p);
     } else if (!strcmp(m, "off_by_one_nul")) {
         char *p = malloc(16);
@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
         free(p);
     } else if (!strcmp(m, "overflow_on_realloc")) {
         char *p = malloc(100);
-        ((volatile char *)p)[100] = 1;
+        ((volatile char *)p)[100] = 2; /* even: never equal to a canary byte */
         sink = realloc(p, 4000);
     } else if (!strcmp(m, "write_after_free")) {
         /* Write through a dangling pointer, then churn so the slot is handed out again. */

@@ -22,7 +22,7 @@ pub fn install() {
 /// e.g. Rust std's stack-overflow guard, installed after ours); the replacement is chained.
 /// Called when a thread attaches its cache: one syscall per new thread.
 pub fn ensure_installed() {
-    if tag::enabled() && platform::current_segv_handler() != on_segv as *const () as usize {
+    if (tag::enabled() || super::sample::ready()) && platform::current_segv_handler() != on_segv as *const () as usize {
         install();
     }
 }
@@ -30,6 +30,7 @@ pub fn ensure_installed() {
 extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    super::sample::on_fault(tag::strip(addr), platform::context_pc(uc));
     if code == SEGV_MTESERR && tag::enabled() {
         tag_fault(addr, platform::context_pc(uc));
     }

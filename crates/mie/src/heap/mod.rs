@@ -7,6 +7,7 @@ pub mod fault;
 pub mod large;
 pub mod layout;
 pub mod quarantine;
+pub mod sample;
 pub mod size_class;
 pub mod slab;
 pub mod tcache;
@@ -103,7 +104,7 @@ fn init_slow() -> Option<&'static Globals> {
                     token_half: bucket::token_half(g.opts.alloc_token_max),
                 };
                 g.canary_key = platform::random_u64();
-                if tag::enabled() {
+                if tag::enabled() || g.opts.sample_rate != 0 {
                     fault::install();
                 }
                 STATE.store(READY, Ordering::Release);
@@ -114,6 +115,10 @@ fn init_slow() -> Option<&'static Globals> {
     static ONCE: AtomicU8 = AtomicU8::new(0);
     if ONCE.swap(1, Ordering::AcqRel) == 0 {
         platform::at_fork(fork_prepare, fork_parent, fork_child);
+        // SAFETY: READY is set.
+        if unsafe { (*G.0.get()).opts.sample_rate } != 0 {
+            sample::init();
+        }
         // SAFETY: READY is set.
         if unsafe { (*G.0.get()).opts.stats } {
             // SAFETY: registering a plain extern "C" function.
@@ -137,9 +142,11 @@ unsafe extern "C" fn fork_prepare() {
         b.lock.lock();
     }
     LARGE.lock.lock();
+    sample::LOCK.lock();
 }
 
 unsafe extern "C" fn fork_parent() {
+    sample::LOCK.unlock();
     LARGE.lock.unlock();
     for b in BUCKETS.iter().rev() {
         b.lock.unlock();
@@ -152,6 +159,7 @@ unsafe extern "C" fn fork_parent() {
 unsafe extern "C" fn fork_child() {
     // Other threads do not exist in the child; their caches stay allocated (their slots are
     // simply never reused), which is safe whatever state those threads were in.
+    sample::LOCK.reset();
     LARGE.lock.reset();
     for b in BUCKETS.iter() {
         b.lock.reset();
@@ -191,6 +199,18 @@ pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, 
     if let Some(need) = size.checked_add(extra) {
         if need <= MAX_SMALL {
             if let Some(class) = size_class::class_for(need, align) {
+                let sampled = g.opts.sample_rate != 0 && align <= 16 && size <= platform::PAGE - 16;
+                if !sampled {
+                    return with_cache(|tc| alloc_small(g, tc, class, bucket, size));
+                }
+                if let Some(r) = with_cache(|tc| (!sample_due(g, tc)).then(|| alloc_small(g, tc, class, bucket, size))) {
+                    return r;
+                }
+                let p = sample::alloc(size, bucket, g.canary_key);
+                with_cache(|tc| tc.in_sample = false);
+                if !p.is_null() {
+                    return (p, true);
+                }
                 return with_cache(|tc| alloc_small(g, tc, class, bucket, size));
             }
         }
@@ -277,6 +297,24 @@ fn tag_block(p: usize, l: &Loc, m: &SlabMeta) -> usize {
     let t = tag::policy::tag_new_block(&mut tag::hw(), p, size, left, right, m.prev_tag(k, l.slot), false);
     m.set_prev_tag(k, l.slot, t);
     tag::with_tag(p, t)
+}
+
+/// Count down to the next guarded sample; the distance is random with mean `sample_rate`.
+#[inline]
+fn sample_due(g: &Globals, tc: &mut TCache) -> bool {
+    if tc.in_sample || !sample::ready() {
+        return false;
+    }
+    if tc.sample_countdown == 0 {
+        let rate = g.opts.sample_rate;
+        tc.sample_countdown = if rate == 1 { 1 } else { tc.rng.below(2 * rate - 1) + 1 };
+    }
+    tc.sample_countdown -= 1;
+    if tc.sample_countdown == 0 {
+        tc.in_sample = true;
+        return true;
+    }
+    false
 }
 
 /// The write-after-free check: a slot zeroed at free must still be zero when reused.
@@ -449,6 +487,9 @@ pub fn free(p: *mut u8, who: Caller) {
     }
     let raw = p as usize;
     let Some(g) = ensure_init() else { invalid_free(raw, who, "mie's heap is not initialised") };
+    if sample::owns(tag::untag(raw)) {
+        return sample::free(tag::untag(raw), g.canary_key, who.func, who.ret_addr);
+    }
     match validate(g, raw, who) {
         Block::Small { loc, usable } => free_small(g, raw, loc, usable, who),
         Block::Large { entry } => free_large(g, entry.addr, entry, who),
@@ -585,6 +626,9 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
         return 0;
     }
     let Some(g) = ensure_init() else { invalid_free(p as usize, who, "mie's heap is not initialised") };
+    if sample::owns(tag::untag(p as usize)) {
+        return sample::validate(tag::untag(p as usize), who.func, who.ret_addr);
+    }
     match validate(g, p as usize, who) {
         Block::Small { usable, .. } => usable,
         Block::Large { entry } => entry.req,
@@ -603,6 +647,16 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     let raw = p as usize;
     let addr = tag::untag(raw);
     let extra = canary_extra(&g.opts);
+    if sample::owns(addr) {
+        let old = sample::validate(addr, who.func, who.ret_addr);
+        let q = alloc(size, 16, default_bucket);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; copy the smaller size.
+            unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
+            sample::free(addr, g.canary_key, who.func, who.ret_addr);
+        }
+        return q;
+    }
     let (old_usable, bucket) = match validate(g, raw, who) {
         Block::Small { loc, usable } => {
             let k = &CLASSES[loc.class];

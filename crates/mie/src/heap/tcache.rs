@@ -31,6 +31,10 @@ pub struct TCache {
     pub allocs: [AtomicU64; REGION_COUNT],
     pub frees: [AtomicU64; REGION_COUNT],
     pub live_bytes: AtomicI64,
+    /// Allocations left until the next guarded sample (0 = draw a new distance).
+    pub sample_countdown: u32,
+    /// Set while this thread places a sampled block (its stack capture must not sample).
+    pub in_sample: bool,
     next: AtomicPtr<TCache>,
     in_use: AtomicBool,
 }
@@ -44,6 +48,8 @@ impl TCache {
             allocs: [const { AtomicU64::new(0) }; REGION_COUNT],
             frees: [const { AtomicU64::new(0) }; REGION_COUNT],
             live_bytes: AtomicI64::new(0),
+            sample_countdown: 0,
+            in_sample: false,
             next: AtomicPtr::new(ptr::null_mut()),
             in_use: AtomicBool::new(false),
         }

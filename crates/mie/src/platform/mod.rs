@@ -329,6 +329,31 @@ pub fn context_pc(uc: *mut libc::c_void) -> usize {
     }
 }
 
+extern "C" {
+    fn backtrace(buf: *mut *mut libc::c_void, size: libc::c_int) -> libc::c_int;
+}
+
+/// Return addresses of the calling stack (glibc's unwinder: works without frame pointers).
+/// Its first use loads libgcc_s, which allocates: warm it up outside the allocation path.
+pub fn backtrace_into(out: &mut [usize]) -> usize {
+    // SAFETY: backtrace writes at most out.len() pointers into the buffer.
+    let n = unsafe { backtrace(out.as_mut_ptr().cast(), out.len() as libc::c_int) };
+    n.max(0) as usize
+}
+
+/// Base address of the loaded object containing `addr` (0 if unknown).
+pub fn object_base(addr: usize) -> usize {
+    // SAFETY: dladdr only reads loader tables and fills the out-struct.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(addr as *const libc::c_void, &mut info) != 0 {
+            info.dli_fbase as usize
+        } else {
+            0
+        }
+    }
+}
+
 /// Look up the object a code address belongs to (for reports). Never allocates in glibc.
 pub fn symbolize(addr: usize, out: &mut crate::report::Line) {
     let mut info: libc::Dl_info = libc::Dl_info {

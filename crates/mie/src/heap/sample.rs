@@ -1,0 +1,270 @@
+//! Guarded sampling (every architecture): one small allocation in `sample_rate` is placed at
+//! the end of its own page, with an inaccessible guard page after it. A linear overflow past
+//! the block faults at the access; when the block is freed its page is dropped and made
+//! inaccessible, so a use after free faults too. Allocation and free stacks are recorded, and
+//! the SIGSEGV handler reports the exact block, the offset and both stacks.
+//!
+//! Slots are reused oldest-first, and only by the same bucket: an address never serves two
+//! type buckets, so sampling keeps the type-isolation guarantee.
+
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::platform::{self, lock::Lock, PAGE};
+use crate::report::{self, Kind, Line};
+
+pub const SLOTS: usize = 64;
+const FRAMES: usize = 16;
+const AREA: usize = 2 * SLOTS * PAGE;
+
+const NEVER: u8 = 0;
+const LIVE: u8 = 1;
+const FREED: u8 = 2;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    state: u8,
+    bucket: u8,
+    addr: usize,
+    size: usize,
+    /// Sequence number of the last free, for oldest-first reuse.
+    freed_at: u64,
+    alloc_stack: [usize; FRAMES],
+    alloc_frames: usize,
+    free_stack: [usize; FRAMES],
+    free_frames: usize,
+}
+
+const EMPTY: Slot = Slot {
+    state: NEVER,
+    bucket: 0,
+    addr: 0,
+    size: 0,
+    freed_at: 0,
+    alloc_stack: [0; FRAMES],
+    alloc_frames: 0,
+    free_stack: [0; FRAMES],
+    free_frames: 0,
+};
+
+struct Table {
+    slots: [Slot; SLOTS],
+    seq: u64,
+}
+
+struct Shared(UnsafeCell<Table>);
+// SAFETY: the table is only written with LOCK held; the fault handler reads it racily,
+// which at worst prints a stale stack in a report that ends the process.
+unsafe impl Sync for Shared {}
+
+static TABLE: Shared = Shared(UnsafeCell::new(Table { slots: [EMPTY; SLOTS], seq: 0 }));
+pub static LOCK: Lock = Lock::new();
+static BASE: AtomicUsize = AtomicUsize::new(0);
+/// Sampling starts only once the stack unwinder is loaded (its first use allocates).
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Reserve the sample area and warm up the unwinder. Called once after the heap is ready.
+pub fn init() {
+    let base = platform::reserve(AREA);
+    if base.is_null() {
+        return;
+    }
+    BASE.store(base as usize, Ordering::Release);
+    let mut frames = [0usize; 4];
+    platform::backtrace_into(&mut frames);
+    READY.store(true, Ordering::Release);
+}
+
+#[inline]
+pub fn ready() -> bool {
+    READY.load(Ordering::Relaxed)
+}
+
+/// Is `p` inside the sample area? One compare.
+#[inline]
+pub fn owns(p: usize) -> bool {
+    let base = BASE.load(Ordering::Relaxed);
+    base != 0 && p.wrapping_sub(base) < AREA
+}
+
+fn slot_page(base: usize, i: usize) -> usize {
+    base + 2 * i * PAGE
+}
+
+/// Place a block of `size` (≤ PAGE - 16) bytes in a guarded slot; null when every slot of
+/// this bucket is busy (the caller then allocates normally).
+pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
+    let base = BASE.load(Ordering::Acquire);
+    if base == 0 || size > PAGE - 16 {
+        return core::ptr::null_mut();
+    }
+    let mut stack = [0usize; FRAMES];
+    let frames = platform::backtrace_into(&mut stack);
+    let _g = LOCK.guard();
+    // SAFETY: LOCK is held.
+    let t = unsafe { &mut *TABLE.0.get() };
+    // A never-used slot, else this bucket's oldest freed slot.
+    let mut pick = None;
+    for (i, s) in t.slots.iter().enumerate() {
+        match s.state {
+            NEVER => {
+                pick = Some(i);
+                break;
+            }
+            FREED if s.bucket as usize == bucket && pick.is_none_or(|j: usize| t.slots[j].freed_at > s.freed_at) => {
+                pick = Some(i);
+            }
+            _ => {}
+        }
+    }
+    let Some(i) = pick else { return core::ptr::null_mut() };
+    let page = slot_page(base, i);
+    if !platform::commit(page as *mut u8, PAGE) {
+        return core::ptr::null_mut();
+    }
+    // Right-aligned against the guard page, keeping 16-byte alignment; the few bytes of
+    // padding after the block hold a canary checked at free.
+    let p = page + PAGE - ((size + 15) & !15).max(16);
+    let pad = page + PAGE - (p + size);
+    // SAFETY: [p+size, page+PAGE) is inside the page just committed.
+    unsafe { super::canary::write(super::canary::pattern(canary_key, p), (p + size) as *mut u8, pad) };
+    t.slots[i] = Slot {
+        state: LIVE,
+        bucket: bucket as u8,
+        addr: p,
+        size,
+        freed_at: 0,
+        alloc_stack: stack,
+        alloc_frames: frames,
+        free_stack: [0; FRAMES],
+        free_frames: 0,
+    };
+    p as *mut u8
+}
+
+/// The live sampled block at exactly `p`: its size. Reports and aborts otherwise.
+pub fn validate(p: usize, func: &str, ret_addr: usize) -> usize {
+    let base = BASE.load(Ordering::Acquire);
+    let i = (p - base) / (2 * PAGE);
+    let _g = LOCK.guard();
+    // SAFETY: LOCK is held.
+    let s = unsafe { (*TABLE.0.get()).slots[i] };
+    if s.state == LIVE && s.addr == p {
+        return s.size;
+    }
+    let kind = if s.state == FREED && s.addr == p { Kind::DoubleFree } else { Kind::InvalidFree };
+    report::fatal(kind, p, func, |o| {
+        if kind == Kind::DoubleFree {
+            let _ = writeln!(o, "  the guarded (sampled) block of {} bytes was already freed", s.size);
+        } else {
+            let _ = writeln!(o, "  not the start of a live block in mie's guarded sample area");
+        }
+        report::write_code_addr(o, "called from", ret_addr);
+        print_stacks(o, &s);
+    })
+}
+
+/// Free a validated sampled block: check its canary, drop the page, keep it inaccessible.
+pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
+    let size = validate(p, func, ret_addr);
+    let base = BASE.load(Ordering::Acquire);
+    let i = (p - base) / (2 * PAGE);
+    let page = slot_page(base, i);
+    let pad = page + PAGE - (p + size);
+    // SAFETY: the page is committed while the block is live.
+    if let Some(off) = unsafe { super::canary::check(super::canary::pattern(canary_key, p), (p + size) as *const u8, pad) } {
+        report::fatal(Kind::HeapBufferOverflow, p, func, |o| {
+            let _ = writeln!(o, "  the canary after the guarded {size}-byte block was overwritten: byte {off} past its end");
+            report::write_code_addr(o, "detected in a call from", ret_addr);
+            // SAFETY: a racy read of the slot for the report only.
+            print_stacks(o, unsafe { &(*TABLE.0.get()).slots[i] });
+        });
+    }
+    let mut stack = [0usize; FRAMES];
+    let frames = platform::backtrace_into(&mut stack);
+    let _g = LOCK.guard();
+    platform::decommit(page as *mut u8, PAGE);
+    // SAFETY: LOCK is held.
+    let t = unsafe { &mut *TABLE.0.get() };
+    t.seq += 1;
+    let s = &mut t.slots[i];
+    s.state = FREED;
+    s.freed_at = t.seq;
+    s.free_stack = stack;
+    s.free_frames = frames;
+}
+
+fn print_stacks(o: &mut Line, s: &Slot) {
+    print_stack(o, "allocated at:", &s.alloc_stack[..s.alloc_frames]);
+    print_stack(o, "freed at:", &s.free_stack[..s.free_frames]);
+}
+
+/// Print a recorded stack, without mie's own leading frames (unless mie is linked into the
+/// same object as the program, as with the Rust global allocator: then all are printed).
+fn print_stack(o: &mut Line, title: &str, frames: &[usize]) {
+    if frames.is_empty() {
+        return;
+    }
+    let own = platform::object_base(print_stack as *const () as usize);
+    let skip = frames.iter().take_while(|&&pc| platform::object_base(pc) == own).count();
+    let frames = if skip == frames.len() { frames } else { &frames[skip..] };
+    let _ = writeln!(o, "  {title}");
+    let mut label = [0u8; 8];
+    for (n, &pc) in frames.iter().enumerate() {
+        let len = fmt_frame_label(&mut label, n);
+        report::write_code_addr(o, core::str::from_utf8(&label[..len]).unwrap_or("  #?"), pc);
+    }
+}
+
+/// "  #N" without allocating.
+fn fmt_frame_label(buf: &mut [u8; 8], n: usize) -> usize {
+    let mut len = 0;
+    for &b in b"  #" {
+        buf[len] = b;
+        len += 1;
+    }
+    if n >= 10 {
+        buf[len] = b'0' + (n / 10 % 10) as u8;
+        len += 1;
+    }
+    buf[len] = b'0' + (n % 10) as u8;
+    len + 1
+}
+
+/// From the SIGSEGV handler: a fault inside the sample area is an overflow into a guard
+/// page or a use after free; report it exactly. Returns if the address is not ours.
+pub fn on_fault(addr: usize, pc: usize) {
+    if !owns(addr) {
+        return;
+    }
+    let base = BASE.load(Ordering::Acquire);
+    let page_index = (addr - base) / PAGE;
+    let i = page_index / 2;
+    let how = "guarded sample: the access hit an inaccessible page";
+    // SAFETY: racy read for a report that ends the process.
+    let s = unsafe { (*TABLE.0.get()).slots[i] };
+    if page_index % 2 == 1 {
+        report::fault(Kind::HeapBufferOverflow, addr, how, |o| {
+            let _ = writeln!(
+                o,
+                "  {} bytes past the end of the {}-byte block at {:#x} ({})",
+                addr - (s.addr + s.size),
+                s.size,
+                s.addr,
+                if s.state == LIVE { "live" } else { "freed" }
+            );
+            report::write_code_addr(o, "faulting instruction", pc);
+            print_stacks(o, &s);
+        });
+    }
+    report::fault(Kind::UseAfterFree, addr, how, |o| {
+        if s.state == FREED && addr >= s.addr && addr < s.addr + s.size {
+            let _ = writeln!(o, "  {} bytes into the freed {}-byte block at {:#x}", addr - s.addr, s.size, s.addr);
+        } else {
+            let _ = writeln!(o, "  inside the freed guarded slot of the {}-byte block at {:#x}", s.size, s.addr);
+        }
+        report::write_code_addr(o, "faulting instruction", pc);
+        print_stacks(o, &s);
+    });
+}
