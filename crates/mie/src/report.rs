@@ -106,19 +106,20 @@ pub fn write_code_addr(out: &mut Line, label: &str, addr: usize) {
 #[cold]
 #[inline(never)]
 pub fn fatal(kind: Kind, ptr: usize, func: &str, body: impl FnOnce(&mut Line)) -> ! {
-    let mut out = Line::new();
-    let _ = writeln!(out, "mie: {} on {:#x} in {}()", kind.name(), ptr, func);
-    body(&mut out);
-    let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
-    out.flush();
-    platform::abort()
+    stop(kind, format_args!("mie: {} on {:#x} in {}()", kind.name(), ptr, func), body)
 }
 
 /// Print a report for a faulting access (from the SIGSEGV handler) and stop the process.
 #[cold]
 pub fn fault(kind: Kind, addr: usize, how: &str, body: impl FnOnce(&mut Line)) -> ! {
+    stop(kind, format_args!("mie: {} on {:#x} ({})", kind.name(), addr, how), body)
+}
+
+/// Headline, body, closing line, then abort: the shape every report has.
+fn stop(kind: Kind, headline: fmt::Arguments<'_>, body: impl FnOnce(&mut Line)) -> ! {
     let mut out = Line::new();
-    let _ = writeln!(out, "mie: {} on {:#x} ({})", kind.name(), addr, how);
+    let _ = out.write_fmt(headline);
+    let _ = out.write_str("\n");
     body(&mut out);
     let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
     out.flush();

@@ -174,38 +174,40 @@ impl Large {
     }
 
     /// Map a block of `size` bytes aligned to `align`, with at least `min_slack` bytes after it
-    /// in the same pages (for the canary). Null on exhaustion.
-    pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> *mut u8 {
+    /// in the same pages (for the canary). Returns the block and the bytes mapped read-write
+    /// from it (a page multiple); null on exhaustion.
+    pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> (*mut u8, usize) {
+        let null = (core::ptr::null_mut(), 0);
         // At least one page, so even a zero-byte block owns a unique, mapped address.
         let Some(body) = size.checked_add(min_slack).and_then(|n| n.max(1).checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
-            return core::ptr::null_mut();
+            return null;
         };
         let extra = align.saturating_sub(PAGE);
         let Some(total) = body.checked_add(extra).and_then(|n| n.checked_add(2 * PAGE)) else {
-            return core::ptr::null_mut();
+            return null;
         };
         if total > isize::MAX as usize {
-            return core::ptr::null_mut();
+            return null;
         }
         let map = platform::reserve(total);
         if map.is_null() {
-            return map;
+            return null;
         }
         let addr = (map as usize + PAGE + align - 1) & !(align.max(PAGE) - 1);
         if !platform::commit(addr as *mut u8, body) {
             platform::release(map, total);
-            return core::ptr::null_mut();
+            return null;
         }
         let _g = self.lock.guard();
         let t = self.table();
         if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE }) {
             platform::release(map, total);
-            return core::ptr::null_mut();
+            return null;
         }
         t.live_count += 1;
         t.live_bytes += size;
         t.mapped += total;
-        addr as *mut u8
+        (addr as *mut u8, body)
     }
 
     /// Copy of the entry for `p`, if `p` is the start of a live or quarantined large block.

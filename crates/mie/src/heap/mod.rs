@@ -220,12 +220,11 @@ pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, 
 
 fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
     let slack = if g.opts.canary { 1 } else { 0 };
-    let p = LARGE.alloc(size, align.max(16), slack);
+    let (p, body) = LARGE.alloc(size, align.max(16), slack);
     if p.is_null() {
         return (p, false);
     }
     if g.opts.canary {
-        let body = ((size + slack).max(1) + platform::PAGE - 1) & !(platform::PAGE - 1);
         let len = (body - size).min(canary::MAX_CANARY);
         // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
         unsafe { canary::write(canary::pattern(g.canary_key, p as usize), p.add(size), len) };

@@ -80,12 +80,6 @@ pub fn commit(p: *mut u8, len: usize) -> bool {
     unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
-/// Make a range inaccessible (keeps its contents; see `decommit` to drop them too).
-pub fn protect_none(p: *mut u8, len: usize) -> bool {
-    // SAFETY: callers pass page-aligned ranges inside mappings owned by the allocator.
-    unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
-}
-
 /// Drop the pages of a range and make it inaccessible, keeping the address range reserved.
 pub fn decommit(p: *mut u8, len: usize) -> bool {
     // SAFETY: MAP_FIXED over a range the allocator owns replaces only that range.
