@@ -128,6 +128,13 @@ fn run_with(bin: &Path, args: &[&str], options: &str) -> Output {
     Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
 }
 
+/// Run with guarded sampling off: these tests check which mechanism reports a bug, and a
+/// block that happened to be sampled (1 in 5000 by default) would be caught by the guard page
+/// instead. The sampling tests and the legal-program tests run with sampling on.
+fn run_exact(bin: &Path, args: &[&str], options: &str) -> Output {
+    run_with(bin, args, &format!("sample_rate=0:{options}"))
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -139,7 +146,7 @@ fn detect_bin() -> PathBuf {
 /// Run detect.c in `mode`; expect SIGABRT and a report whose first line names `kind` and
 /// the function, plus every string in `also`.
 fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
-    let o = run_with(&detect_bin(), &[mode], "");
+    let o = run_exact(&detect_bin(), &[mode], "");
     let t = text(&o);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: expected SIGABRT, got {:?}\n{t}", o.status);
     assert!(!t.contains("NOT DETECTED"), "{mode}: ran past the error\n{t}");
@@ -156,7 +163,7 @@ fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
 /// Run detect.c in `mode` on arm64; expect an MTE tag-check fault report of `kind` (the
 /// faulting access is stopped: "NOT DETECTED" never prints) and SIGABRT.
 fn expect_fault(mode: &str, kind: &str, also: &[&str]) -> String {
-    let o = run_with(&detect_bin(), &[mode], "");
+    let o = run_exact(&detect_bin(), &[mode], "");
     let t = text(&o);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: expected SIGABRT, got {:?}\n{t}", o.status);
     assert!(!t.contains("NOT DETECTED"), "{mode}: ran past the faulting access\n{t}");
@@ -175,6 +182,28 @@ fn double_free() {
     let t = expect_report("double_free", "double-free", "free", &["already freed", "state: free", "called from: 0x"]);
     // The call site names the program (dladdr), not the allocator.
     assert!(t.contains("(detect_c+0x"), "{t}");
+}
+
+/// With `stacks=1` reports carry the block's allocation and free stacks, in the program.
+#[test]
+fn stacks_option_adds_allocation_and_free_stacks() {
+    let o = run_exact(&detect_bin(), &["double_free"], "stacks=1");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    let alloc = t.find("  allocated at:\n").unwrap_or_else(|| panic!("no allocation stack\n{t}"));
+    let free = t.find("  freed at:\n").unwrap_or_else(|| panic!("no free stack\n{t}"));
+    assert!(alloc < free, "{t}");
+    for part in [&t[alloc..free], &t[free..]] {
+        assert!(part.contains("    #0: 0x") && part.contains("(detect_c+0x"), "stack without program frames\n{t}");
+    }
+    // A live block has an allocation stack and no free stack.
+    let o = run_exact(&detect_bin(), &["overflow"], "stacks=1");
+    let t = text(&o);
+    assert!(t.contains("mie: heap-buffer-overflow") && t.contains("  allocated at:\n"), "{t}");
+    assert!(!t.contains("freed at:"), "{t}");
+    // Without the option no stacks are recorded.
+    let o = run_exact(&detect_bin(), &["double_free"], "");
+    assert!(!text(&o).contains("allocated at:"), "{}", text(&o));
 }
 
 #[test]
@@ -201,7 +230,8 @@ fn stack_global_and_fake_block_frees() {
 
 #[test]
 fn realloc_of_invalid_pointers() {
-    expect_report("realloc_freed", "invalid-free", "realloc", &["already freed"]);
+    // realloc gives the old block back: on a freed block that is a second release.
+    expect_report("realloc_freed", "double-free", "realloc", &["already freed"]);
     expect_report("realloc_interior", "invalid-free", "realloc", &["8 bytes inside the block"]);
 }
 
@@ -234,7 +264,7 @@ fn write_after_free_caught() {
 fn large_blocks() {
     expect_report("large_double_free", "double-free", "free", &["large block of 1048576 bytes was already freed"]);
     for mode in ["large_use_after_free", "large_guard_overflow"] {
-        let o = run_with(&detect_bin(), &[mode], "");
+        let o = run_exact(&detect_bin(), &[mode], "");
         assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{mode}: {:?}\n{}", o.status, text(&o));
         assert!(!text(&o).contains("NOT DETECTED"));
     }
@@ -243,15 +273,15 @@ fn large_blocks() {
 #[test]
 fn detections_hold_with_mitigations_switched_off() {
     // Double/invalid free detection does not depend on any option.
-    let o = run_with(&detect_bin(), &["double_free"], "canary=0:zero_on_free=0:quarantine=0");
+    let o = run_exact(&detect_bin(), &["double_free"], "canary=0:zero_on_free=0:quarantine=0");
     assert_eq!(o.status.signal(), Some(libc::SIGABRT));
     assert!(text(&o).contains("mie: double-free on 0x"));
     // With canaries off an overflow is not checked: the option really switches it.
-    let o = run_with(&detect_bin(), &["overflow"], "canary=0");
+    let o = run_exact(&detect_bin(), &["overflow"], "canary=0");
     assert!(text(&o).contains("NOT DETECTED: overflow"), "{}", text(&o));
     // With the write-after-free check off, the dangling write goes unnoticed without tags
     // (with MTE it still faults at the write: tagging does not depend on that option).
-    let o = run_with(&detect_bin(), &["write_after_free"], "write_after_free_check=0");
+    let o = run_exact(&detect_bin(), &["write_after_free"], "write_after_free_check=0");
     if cfg!(target_arch = "aarch64") {
         assert!(text(&o).contains("mie: use-after-free on 0x"), "{}", text(&o));
     } else {
@@ -262,7 +292,7 @@ fn detections_hold_with_mitigations_switched_off() {
 #[test]
 fn legal_patterns() {
     let bin = build("legal.c");
-    for opts in ["", "canary=0:zero_on_free=0:quarantine=0:large_quarantine=0", "buckets=7:quarantine=1024"] {
+    for opts in ["", "canary=0:zero_on_free=0:quarantine=0:large_quarantine=0", "buckets=7:quarantine=1024", "stacks=1:sample_rate=3"] {
         let o = run_with(&bin, &[], opts);
         assert!(o.status.success() && text(&o).contains("legal: ok"), "options {opts:?}\n{}", text(&o));
     }
@@ -335,7 +365,7 @@ mod mte {
     /// Run mte.c in `mode`: SIGABRT from mie's fault handler (or its free-path check), no
     /// "NOT DETECTED", a first line naming `kind`, plus the strings in `also`.
     fn expect(mode: &str, kind: &str, also: &[&str]) -> String {
-        let o = run_with(&mte_bin(), &[mode], "");
+        let o = run_exact(&mte_bin(), &[mode], "");
         let t = text(&o);
         assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
         assert!(!t.contains("NOT DETECTED"), "{mode}: the access completed\n{t}");
@@ -360,6 +390,18 @@ mod mte {
     #[test]
     fn read_after_free_faults() {
         expect("read_after_free", "use-after-free", &["memory tag 0xf", "was freed: access through a dangling pointer"]);
+    }
+
+    #[test]
+    fn tag_fault_reports_carry_stacks_with_the_option() {
+        let o = run_exact(&mte_bin(), &["read_after_free"], "stacks=1");
+        let t = text(&o);
+        assert!(t.contains("mie: use-after-free on 0x"), "{t}");
+        assert!(t.contains("  allocated at:\n") && t.contains("  freed at:\n") && t.contains("(mte_c+0x"), "{t}");
+        let o = run_exact(&mte_bin(), &["neighbour_overflow"], "stacks=1");
+        let t = text(&o);
+        assert!(t.contains("mie: heap-buffer-overflow on 0x"), "{t}");
+        assert!(t.contains("the pointer's block was allocated at:"), "{t}");
     }
 
     #[test]

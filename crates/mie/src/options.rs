@@ -37,6 +37,9 @@ pub struct Options {
     /// Guarded sampling: about one small allocation in this many gets its own page with a
     /// guard page after it (0 = off).
     pub sample_rate: u32,
+    /// Record the allocation and free stack of every block (bounded tables; slower) and
+    /// print them in reports.
+    pub stacks: bool,
 }
 
 pub const MAX_BUCKETS: u32 = 7;
@@ -57,7 +60,8 @@ impl Options {
         overflow_abort: false,
         alloc_token_max: 0,
         mte: true,
-        sample_rate: 0,
+        sample_rate: 5000,
+        stacks: false,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -122,10 +126,9 @@ impl Options {
                     Ok(())
                 }
                 b"mte" => set_bool(&mut o.mte, n, secure),
-                // Options owned by later layers are accepted here so they do not warn.
                 b"sample_rate" => {
-                    // More sampling is stronger: in a privileged process only 0 → n or n → smaller n.
-                    if secure && n == 0 && d.sample_rate != 0 {
+                    // More sampling is stronger: a privileged process may only sample more often.
+                    if secure && d.sample_rate != 0 && (n == 0 || n > d.sample_rate as u64) {
                         Err("ignored in a privileged process (would weaken)")
                     } else if n > u32::MAX as u64 {
                         Err("value out of range for option")
@@ -134,7 +137,10 @@ impl Options {
                         Ok(())
                     }
                 }
-                b"stacks" => Ok(()),
+                b"stacks" => {
+                    o.stacks = n != 0;
+                    Ok(())
+                }
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {
@@ -256,6 +262,13 @@ mod tests {
         assert!(o.canary && o.zero_on_free);
         assert_eq!(o.quarantine, 128);
         assert_eq!(o.buckets, 6);
+        // Sampling may only become more frequent; recording stacks is always allowed.
+        let (o, w) = parse("sample_rate=0:sample_rate=100000:stacks=1", true);
+        assert_eq!(w, 2);
+        assert_eq!(o.sample_rate, Options::DEFAULT.sample_rate);
+        assert!(o.stacks);
+        let (o, w) = parse("sample_rate=100", true);
+        assert_eq!((o.sample_rate, w), (100, 0));
     }
 
     #[test]

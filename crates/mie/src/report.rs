@@ -102,6 +102,13 @@ pub fn write_code_addr(out: &mut Line, label: &str, addr: usize) {
     let _ = out.write_str("\n");
 }
 
+/// Writes one numbered frame of a stack trace.
+pub fn write_frame(out: &mut Line, n: usize, addr: usize) {
+    let _ = write!(out, "    #{n}: {addr:#x}");
+    platform::symbolize(addr, out);
+    let _ = out.write_str("\n");
+}
+
 /// Print a report and stop the process. `body` writes the lines after the headline.
 #[cold]
 #[inline(never)]

@@ -25,13 +25,22 @@ pub struct Stats {
     pub large_live: u64,
     pub large_live_bytes: u64,
     pub large_quarantined: u64,
+    /// Guarded samples: allocations so far, live blocks and their bytes.
+    pub sampled_allocs: u64,
+    pub sampled_live: u64,
+    pub sampled_live_bytes: u64,
     /// Indexed by `class * 8 + bucket`.
     pub buckets: [BucketStats; REGION_COUNT],
 }
 
 impl Stats {
     pub fn live_blocks(&self) -> u64 {
-        self.buckets.iter().map(|b| b.allocs.wrapping_sub(b.frees)).sum::<u64>() + self.large_live
+        self.buckets.iter().map(|b| b.allocs.wrapping_sub(b.frees)).sum::<u64>() + self.large_live + self.sampled_live
+    }
+
+    /// Guarded samples freed so far.
+    pub fn sampled_frees(&self) -> u64 {
+        self.sampled_allocs - self.sampled_live
     }
 
     pub fn bucket(&self, class: usize, bucket: usize) -> &BucketStats {
@@ -46,6 +55,9 @@ pub fn snapshot() -> Stats {
         large_live: 0,
         large_live_bytes: 0,
         large_quarantined: 0,
+        sampled_allocs: 0,
+        sampled_live: 0,
+        sampled_live_bytes: 0,
         buckets: [BucketStats::default(); REGION_COUNT],
     };
     let mut live: i64 = 0;
@@ -64,7 +76,11 @@ pub fn snapshot() -> Stats {
     s.large_live = l.live_count as u64;
     s.large_live_bytes = l.live_bytes as u64;
     s.large_quarantined = l.quarantined as u64;
-    s.live_bytes = live.max(0) as u64 + l.live_bytes as u64;
+    let (allocs, live_blocks, live_bytes) = crate::heap::sample::counts();
+    s.sampled_allocs = allocs;
+    s.sampled_live = live_blocks;
+    s.sampled_live_bytes = live_bytes;
+    s.live_bytes = live.max(0) as u64 + l.live_bytes as u64 + live_bytes;
     s.mapped_bytes = (MAPPED_BYTES.load(Ordering::Relaxed) + l.mapped) as u64;
     s
 }
@@ -78,6 +94,11 @@ pub fn print() {
         o,
         "mie: stats: large: {} live ({} bytes), {} in quarantine",
         s.large_live, s.large_live_bytes, s.large_quarantined
+    );
+    let _ = writeln!(
+        o,
+        "mie: stats: guarded samples: {} so far, {} live ({} bytes)",
+        s.sampled_allocs, s.sampled_live, s.sampled_live_bytes
     );
     let _ = writeln!(o, "mie: stats: {:>8} {:>8} {:>12} {:>12} {:>10} {:>7} {:>7}", "class", "bucket", "allocs", "frees", "live", "slabs", "purged");
     for (r, b) in s.buckets.iter().enumerate() {

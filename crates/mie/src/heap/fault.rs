@@ -110,6 +110,11 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
             }
         }
         describe_slot(o, &l, slot, if block_live { "live" } else { "free" });
+        match kind {
+            Kind::HeapBufferOverflow => super::stacks::print(o, left.unwrap_or(0), "the pointer's block was "),
+            Kind::HeapBufferUnderflow => super::stacks::print(o, right.unwrap_or(0), "the pointer's block was "),
+            _ => {}
+        }
         pc_line(o);
     })
 }

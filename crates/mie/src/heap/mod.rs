@@ -10,6 +10,7 @@ pub mod quarantine;
 pub mod sample;
 pub mod size_class;
 pub mod slab;
+pub mod stacks;
 pub mod tcache;
 
 use core::cell::UnsafeCell;
@@ -120,6 +121,10 @@ fn init_slow() -> Option<&'static Globals> {
             sample::init();
         }
         // SAFETY: READY is set.
+        if unsafe { (*G.0.get()).opts.stacks } {
+            stacks::init();
+        }
+        // SAFETY: READY is set.
         if unsafe { (*G.0.get()).opts.stats } {
             // SAFETY: registering a plain extern "C" function.
             unsafe { libc::atexit(stats_at_exit) };
@@ -195,11 +200,20 @@ pub fn alloc(size: usize, align: usize, bucket: usize) -> *mut u8 {
 #[inline]
 pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
     let Some(g) = ensure_init() else { return (core::ptr::null_mut(), false) };
+    let r = alloc_in(g, size, align, bucket);
+    if g.opts.stacks && !r.0.is_null() {
+        stacks::on_alloc(tag::untag(r.0 as usize));
+    }
+    r
+}
+
+#[inline]
+fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
     let extra = canary_extra(&g.opts);
     if let Some(need) = size.checked_add(extra) {
         if need <= MAX_SMALL {
             if let Some(class) = size_class::class_for(need, align) {
-                let sampled = g.opts.sample_rate != 0 && align <= 16 && size <= platform::PAGE - 16;
+                let sampled = g.opts.sample_rate != 0 && align <= 16 && size <= sample::MAX_SIZE;
                 if !sampled {
                     return with_cache(|tc| alloc_small(g, tc, class, bucket, size));
                 }
@@ -352,7 +366,9 @@ enum Block {
 
 /// Resolve `raw` (as the caller passed it, tag included) to a live block or report and
 /// abort. Never answers for a non-block or for a pointer whose tag is not the block's.
-fn validate(g: &Globals, raw: usize, who: Caller) -> Block {
+/// `releasing`: the call gives the block back (free, delete, realloc), so a freed block is
+/// a double free rather than an invalid query.
+fn validate(g: &Globals, raw: usize, who: Caller, releasing: bool) -> Block {
     let p = tag::untag(raw);
     if let Some(loc) = layout::decode(g.geo.heap_base, p) {
         let k = &CLASSES[loc.class];
@@ -377,11 +393,7 @@ fn validate(g: &Globals, raw: usize, who: Caller) -> Block {
             });
         }
         if !live {
-            let kind = if who.func == "free" || who.func.starts_with("operator delete") || who.func == "free_sized" {
-                Kind::DoubleFree
-            } else {
-                Kind::InvalidFree
-            };
+            let kind = if releasing { Kind::DoubleFree } else { Kind::InvalidFree };
             report::fatal(kind, p, who.func, |o| {
                 let _ = writeln!(o, "  the block is not allocated: it was already freed (or never handed out)");
                 describe_slot(o, &loc, p, "free");
@@ -411,8 +423,9 @@ fn validate(g: &Globals, raw: usize, who: Caller) -> Block {
     }
     match LARGE.lookup(p) {
         Some(e) if e.is_live() => Block::Large { entry: e },
-        Some(e) => report::fatal(Kind::DoubleFree, p, who.func, |o| {
+        Some(e) => report::fatal(if releasing { Kind::DoubleFree } else { Kind::InvalidFree }, p, who.func, |o| {
             let _ = writeln!(o, "  large block of {} bytes was already freed (it is in the large quarantine)", e.req);
+            stacks::print(o, p, "");
             report::write_code_addr(o, "called from", who.ret_addr);
         }),
         None => invalid_free(p, who, "not a block allocated by mie (stack, global, foreign or already unmapped memory?)"),
@@ -450,6 +463,7 @@ pub(crate) fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
         l.slot,
         state
     );
+    stacks::print(o, start, "");
 }
 
 /// Check the canary of the block at `p` (untagged), reading through `mem` (its tagged pointer).
@@ -469,6 +483,7 @@ fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, 
                 Some(l) => describe_slot(o, l, p, "live"),
                 None => {
                     let _ = writeln!(o, "  block {p:#x}: {usable} bytes requested, large allocation (own mapping)");
+                    stacks::print(o, p, "");
                 }
             }
             report::write_code_addr(o, "detected in a call from", who.ret_addr);
@@ -489,7 +504,7 @@ pub fn free(p: *mut u8, who: Caller) {
     if sample::owns(tag::untag(raw)) {
         return sample::free(tag::untag(raw), g.canary_key, who.func, who.ret_addr);
     }
-    match validate(g, raw, who) {
+    match validate(g, raw, who, true) {
         Block::Small { loc, usable } => free_small(g, raw, loc, usable, who),
         Block::Large { entry } => free_large(g, entry.addr, entry, who),
     }
@@ -512,6 +527,9 @@ fn free_small(g: &Globals, raw: usize, loc: Loc, usable: usize, who: Caller) {
             describe_slot(o, &loc, p, "free");
             report::write_code_addr(o, "called from", who.ret_addr);
         });
+    }
+    if g.opts.stacks {
+        stacks::on_free(p);
     }
     let zero = g.opts.zero_on_free && slot_size <= ZERO_MAX;
     if tag::enabled() {
@@ -608,6 +626,9 @@ fn free_large(g: &Globals, p: usize, e: large::Entry, who: Caller) {
     if g.opts.canary {
         check_canary(g, p, p, e.req, e.body_len - e.req, None, who);
     }
+    if g.opts.stacks {
+        stacks::on_free(p);
+    }
     if let Err(e) = LARGE.free(p, g.opts.large_quarantine as usize, g.opts.large_quarantine_bytes) {
         report::fatal(Kind::DoubleFree, p, who.func, |o| {
             let _ = writeln!(o, "  large block of {} bytes was freed concurrently or twice", e.req);
@@ -626,9 +647,9 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
     }
     let Some(g) = ensure_init() else { invalid_free(p as usize, who, "mie's heap is not initialised") };
     if sample::owns(tag::untag(p as usize)) {
-        return sample::validate(tag::untag(p as usize), who.func, who.ret_addr);
+        return sample::validate(tag::untag(p as usize), who.func, who.ret_addr, false).0;
     }
-    match validate(g, p as usize, who) {
+    match validate(g, p as usize, who, false) {
         Block::Small { usable, .. } => usable,
         Block::Large { entry } => entry.req,
     }
@@ -647,8 +668,9 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     let addr = tag::untag(raw);
     let extra = canary_extra(&g.opts);
     if sample::owns(addr) {
-        let old = sample::validate(addr, who.func, who.ret_addr);
-        let q = alloc(size, 16, default_bucket);
+        // The block keeps its bucket when it moves, as a slab block does.
+        let (old, bucket) = sample::validate(addr, who.func, who.ret_addr, true);
+        let q = alloc(size, 16, bucket);
         if !q.is_null() {
             // SAFETY: both blocks are live and distinct; copy the smaller size.
             unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
@@ -656,7 +678,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
         }
         return q;
     }
-    let (old_usable, bucket) = match validate(g, raw, who) {
+    let (old_usable, bucket) = match validate(g, raw, who, true) {
         Block::Small { loc, usable } => {
             let k = &CLASSES[loc.class];
             let slot_size = k.size as usize;
@@ -718,8 +740,12 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &Loc, old: usiz
 }
 
 /// Where an address is, for tests and tools: (class size, bucket) of a small block.
+/// A guarded sample slot answers as one page-sized slot of the bucket it serves.
 pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
     let g = ensure_init()?;
+    if let Some(bucket) = sample::bucket_of(tag::untag(p as usize)) {
+        return Some((sample::MAX_SIZE, bucket));
+    }
     let l = layout::decode(g.geo.heap_base, tag::untag(p as usize))?;
     Some((CLASSES[l.class].size as usize, l.bucket))
 }

@@ -15,7 +15,9 @@ use crate::platform::{self, lock::Lock, PAGE};
 use crate::report::{self, Kind, Line};
 
 pub const SLOTS: usize = 64;
-const FRAMES: usize = 16;
+/// The largest block that is sampled.
+pub const MAX_SIZE: usize = PAGE - 16;
+use super::stacks::FRAMES;
 const AREA: usize = 2 * SLOTS * PAGE;
 
 const NEVER: u8 = 0;
@@ -51,6 +53,9 @@ const EMPTY: Slot = Slot {
 struct Table {
     slots: [Slot; SLOTS],
     seq: u64,
+    allocs: u64,
+    live: u64,
+    live_bytes: u64,
 }
 
 struct Shared(UnsafeCell<Table>);
@@ -58,7 +63,7 @@ struct Shared(UnsafeCell<Table>);
 // which at worst prints a stale stack in a report that ends the process.
 unsafe impl Sync for Shared {}
 
-static TABLE: Shared = Shared(UnsafeCell::new(Table { slots: [EMPTY; SLOTS], seq: 0 }));
+static TABLE: Shared = Shared(UnsafeCell::new(Table { slots: [EMPTY; SLOTS], seq: 0, allocs: 0, live: 0, live_bytes: 0 }));
 pub static LOCK: Lock = Lock::new();
 static BASE: AtomicUsize = AtomicUsize::new(0);
 /// Sampling starts only once the stack unwinder is loaded (its first use allocates).
@@ -96,7 +101,7 @@ fn slot_page(base: usize, i: usize) -> usize {
 /// this bucket is busy (the caller then allocates normally).
 pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
     let base = BASE.load(Ordering::Acquire);
-    if base == 0 || size > PAGE - 16 {
+    if base == 0 || size > MAX_SIZE {
         return core::ptr::null_mut();
     }
     let mut stack = [0usize; FRAMES];
@@ -129,6 +134,9 @@ pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
     let pad = page + PAGE - (p + size);
     // SAFETY: [p+size, page+PAGE) is inside the page just committed.
     unsafe { super::canary::write(super::canary::pattern(canary_key, p), (p + size) as *mut u8, pad) };
+    t.allocs += 1;
+    t.live += 1;
+    t.live_bytes += size as u64;
     t.slots[i] = Slot {
         state: LIVE,
         bucket: bucket as u8,
@@ -143,19 +151,31 @@ pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
     p as *mut u8
 }
 
-/// The live sampled block at exactly `p`: its size. Reports and aborts otherwise.
-pub fn validate(p: usize, func: &str, ret_addr: usize) -> usize {
+/// The bucket a slot of the sample area serves (None outside the area or before first use).
+pub fn bucket_of(p: usize) -> Option<usize> {
+    if !owns(p) {
+        return None;
+    }
+    let i = (p - BASE.load(Ordering::Acquire)) / (2 * PAGE);
+    // SAFETY: a racy read of one slot's fields; a slot's bucket never changes once set.
+    let s = unsafe { &(*TABLE.0.get()).slots[i] };
+    (s.state != NEVER).then_some(s.bucket as usize)
+}
+
+/// The live sampled block at exactly `p`: its size and bucket. Reports and aborts otherwise
+/// (`releasing`: a freed block is then a double free rather than an invalid query).
+pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usize, usize) {
     let base = BASE.load(Ordering::Acquire);
     let i = (p - base) / (2 * PAGE);
     let _g = LOCK.guard();
     // SAFETY: LOCK is held.
     let s = unsafe { (*TABLE.0.get()).slots[i] };
     if s.state == LIVE && s.addr == p {
-        return s.size;
+        return (s.size, s.bucket as usize);
     }
-    let kind = if s.state == FREED && s.addr == p { Kind::DoubleFree } else { Kind::InvalidFree };
+    let kind = if releasing && s.state == FREED && s.addr == p { Kind::DoubleFree } else { Kind::InvalidFree };
     report::fatal(kind, p, func, |o| {
-        if kind == Kind::DoubleFree {
+        if s.state == FREED && s.addr == p {
             let _ = writeln!(o, "  the guarded (sampled) block of {} bytes was already freed", s.size);
         } else {
             let _ = writeln!(o, "  not the start of a live block in mie's guarded sample area");
@@ -167,7 +187,7 @@ pub fn validate(p: usize, func: &str, ret_addr: usize) -> usize {
 
 /// Free a validated sampled block: check its canary, drop the page, keep it inaccessible.
 pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
-    let size = validate(p, func, ret_addr);
+    let size = validate(p, func, ret_addr, true).0;
     let base = BASE.load(Ordering::Acquire);
     let i = (p - base) / (2 * PAGE);
     let page = slot_page(base, i);
@@ -188,6 +208,8 @@ pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
     // SAFETY: LOCK is held.
     let t = unsafe { &mut *TABLE.0.get() };
     t.seq += 1;
+    t.live -= 1;
+    t.live_bytes -= size as u64;
     let s = &mut t.slots[i];
     s.state = FREED;
     s.freed_at = t.seq;
@@ -195,41 +217,17 @@ pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
     s.free_frames = frames;
 }
 
+/// (allocations so far, live blocks, live bytes) for statistics.
+pub fn counts() -> (u64, u64, u64) {
+    let _g = LOCK.guard();
+    // SAFETY: LOCK is held.
+    let t = unsafe { &*TABLE.0.get() };
+    (t.allocs, t.live, t.live_bytes)
+}
+
 fn print_stacks(o: &mut Line, s: &Slot) {
-    print_stack(o, "allocated at:", &s.alloc_stack[..s.alloc_frames]);
-    print_stack(o, "freed at:", &s.free_stack[..s.free_frames]);
-}
-
-/// Print a recorded stack, without mie's own leading frames (unless mie is linked into the
-/// same object as the program, as with the Rust global allocator: then all are printed).
-fn print_stack(o: &mut Line, title: &str, frames: &[usize]) {
-    if frames.is_empty() {
-        return;
-    }
-    let own = platform::object_base(print_stack as *const () as usize);
-    let skip = frames.iter().take_while(|&&pc| platform::object_base(pc) == own).count();
-    let frames = if skip == frames.len() { frames } else { &frames[skip..] };
-    let _ = writeln!(o, "  {title}");
-    let mut label = [0u8; 8];
-    for (n, &pc) in frames.iter().enumerate() {
-        let len = fmt_frame_label(&mut label, n);
-        report::write_code_addr(o, core::str::from_utf8(&label[..len]).unwrap_or("  #?"), pc);
-    }
-}
-
-/// "  #N" without allocating.
-fn fmt_frame_label(buf: &mut [u8; 8], n: usize) -> usize {
-    let mut len = 0;
-    for &b in b"  #" {
-        buf[len] = b;
-        len += 1;
-    }
-    if n >= 10 {
-        buf[len] = b'0' + (n / 10 % 10) as u8;
-        len += 1;
-    }
-    buf[len] = b'0' + (n % 10) as u8;
-    len + 1
+    super::stacks::print_stack(o, format_args!("allocated at:"), &s.alloc_stack[..s.alloc_frames]);
+    super::stacks::print_stack(o, format_args!("freed at:"), &s.free_stack[..s.free_frames]);
 }
 
 /// From the SIGSEGV handler: a fault inside the sample area is an overflow into a guard
