@@ -263,10 +263,17 @@ fn write_after_free_caught() {
 #[test]
 fn large_blocks() {
     expect_report("large_double_free", "double-free", "free", &["large block of 1048576 bytes was already freed"]);
-    for mode in ["large_use_after_free", "large_guard_overflow"] {
+    // The inaccessible pages fault at the access, and the handler names the block.
+    for (mode, kind, also) in [
+        ("large_use_after_free", "use-after-free", "bytes into the freed 1048576-byte large block"),
+        ("large_guard_overflow", "heap-buffer-overflow", "bytes past the end of the"),
+    ] {
         let o = run_exact(&detect_bin(), &[mode], "");
-        assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{mode}: {:?}\n{}", o.status, text(&o));
-        assert!(!text(&o).contains("NOT DETECTED"));
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
+        assert!(!t.contains("NOT DETECTED"), "{t}");
+        assert!(t.contains(&format!("mie: {kind} on 0x")) && t.contains(also), "{mode}\n{t}");
+        assert!(t.contains("large block: the access hit an inaccessible page") && t.contains("faulting instruction: 0x"), "{t}");
     }
 }
 

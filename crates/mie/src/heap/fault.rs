@@ -12,6 +12,8 @@ use crate::platform;
 use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
 
+const SEGV_MAPERR: i32 = 1;
+const SEGV_ACCERR: i32 = 2;
 const SEGV_MTESERR: i32 = 9;
 
 pub fn install() {
@@ -22,7 +24,7 @@ pub fn install() {
 /// e.g. Rust std's stack-overflow guard, installed after ours); the replacement is chained.
 /// Called when a thread attaches its cache: one syscall per new thread.
 pub fn ensure_installed() {
-    if (tag::enabled() || super::sample::ready()) && platform::current_segv_handler() != on_segv as *const () as usize {
+    if platform::current_segv_handler() != on_segv as *const () as usize {
         install();
     }
 }
@@ -31,10 +33,52 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
     // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     super::sample::on_fault(tag::strip(addr), platform::context_pc(uc));
+    if code == SEGV_ACCERR || code == SEGV_MAPERR {
+        large_fault(tag::strip(addr), platform::context_pc(uc));
+    }
     if code == SEGV_MTESERR && tag::enabled() {
         tag_fault(addr, platform::context_pc(uc));
     }
     platform::chain_segv(sig, info, uc)
+}
+
+/// A fault in a large block's guard pages or in a freed (quarantined) large block: report it
+/// exactly. Returns if the address is not in a large mapping mie knows.
+fn large_fault(addr: usize, pc: usize) {
+    let Some(e) = super::large::LARGE.containing(addr) else { return };
+    let how = "large block: the access hit an inaccessible page";
+    let (kind, what) = if e.is_freed() {
+        (Kind::UseAfterFree, "freed")
+    } else if addr < e.addr {
+        (Kind::HeapBufferUnderflow, "live")
+    } else {
+        (Kind::HeapBufferOverflow, "live")
+    };
+    report::fault(kind, addr, how, |o| {
+        match kind {
+            Kind::UseAfterFree if addr >= e.addr && addr < e.addr + e.req => {
+                let _ = writeln!(o, "  {} bytes into the freed {}-byte large block at {:#x}", addr - e.addr, e.req, e.addr);
+            }
+            Kind::UseAfterFree => {
+                let _ = writeln!(o, "  in the mapping of the freed {}-byte large block at {:#x}", e.req, e.addr);
+            }
+            Kind::HeapBufferUnderflow => {
+                let _ = writeln!(o, "  {} bytes before the {}-byte large block at {:#x} (guard page)", e.addr - addr, e.req, e.addr);
+            }
+            _ => {
+                let _ = writeln!(
+                    o,
+                    "  {} bytes past the end of the {}-byte large block at {:#x} (guard page)",
+                    addr - (e.addr + e.req),
+                    e.req,
+                    e.addr
+                );
+            }
+        }
+        let _ = writeln!(o, "  block {:#x}: {} bytes requested, large allocation (own mapping), state: {what}", e.addr, e.req);
+        super::stacks::print(o, e.addr, "");
+        report::write_code_addr(o, "faulting instruction", pc);
+    })
 }
 
 /// Is `addr` (untagged) inside a slab that exists?

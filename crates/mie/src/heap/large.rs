@@ -34,6 +34,10 @@ impl Entry {
     pub fn is_live(&self) -> bool {
         self.state == LIVE
     }
+
+    pub fn is_freed(&self) -> bool {
+        self.state == FREED
+    }
 }
 
 struct Table {
@@ -215,6 +219,27 @@ impl Large {
         let _g = self.lock.guard();
         // SAFETY: find returns a valid pointer into the table, read under the lock.
         self.table().find(p).map(|e| unsafe { *e })
+    }
+
+    /// For the fault handler: the large block (live or quarantined) whose mapping, guard
+    /// pages included, contains `addr`. A linear scan, without waiting on the lock (if this
+    /// thread faulted while holding it, the answer is None).
+    pub fn containing(&self, addr: usize) -> Option<Entry> {
+        if !self.lock.try_lock() {
+            return None;
+        }
+        let t = self.table();
+        let mut found = None;
+        for i in 0..t.cap {
+            // SAFETY: i < cap, inside the table, read with the lock held.
+            let e = unsafe { *t.slots.add(i) };
+            if (e.state == LIVE || e.state == FREED) && addr.wrapping_sub(e.map) < e.map_len {
+                found = Some(e);
+                break;
+            }
+        }
+        self.lock.unlock();
+        found
     }
 
     /// Change the requested size of a live block in place (`new_req + slack <= body_len`).

@@ -105,9 +105,8 @@ fn init_slow() -> Option<&'static Globals> {
                     token_half: bucket::token_half(g.opts.alloc_token_max),
                 };
                 g.canary_key = platform::random_u64();
-                if tag::enabled() || g.opts.sample_rate != 0 {
-                    fault::install();
-                }
+                // Always: guard pages and quarantined large blocks fault on every machine.
+                fault::install();
                 STATE.store(READY, Ordering::Release);
             }
         }

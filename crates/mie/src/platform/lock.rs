@@ -49,6 +49,12 @@ impl Lock {
         }
     }
 
+    /// Take the lock if it is free (for a signal handler, which must not wait on a lock its
+    /// own thread may hold).
+    pub fn try_lock(&self) -> bool {
+        self.held.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
     #[inline]
     pub fn unlock(&self) {
         self.held.store(false, Ordering::Release);
