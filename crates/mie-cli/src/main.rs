@@ -3,6 +3,7 @@
 //! ```text
 //! mie run [--stats] [--options K=V:K=V] [--lib PATH] -- PROGRAM [ARGS...]
 //! mie lib                      print the path of libmie.so that `run` would preload
+//! mie demo [--json] [--only NAME] [--lib PATH]   the protection lab
 //! ```
 
 use std::ffi::OsString;
@@ -18,6 +19,9 @@ const USAGE: &str = "usage:
   mie run [--stats] [--options K=V:K=V] [--lib PATH] -- PROGRAM [ARGS...]
       run PROGRAM with libmie.so preloaded; --options are appended to MIE_OPTIONS,
       --stats prints allocator statistics when the program exits
+  mie demo [--json] [--only NAME] [--lib PATH] [--keep DIR]
+      the protection lab: build classic heap attacks (cc), run each under glibc and under
+      mie, print what happened side by side; exit status 1 if any attack succeeds under mie
   mie lib
       print the path of the libmie.so that `mie run` uses
   mie help";
@@ -96,10 +100,67 @@ fn run(args: &[OsString]) -> ! {
     die(&format!("cannot run {}: {err}", program.to_string_lossy()))
 }
 
+fn demo(args: &[OsString]) -> ! {
+    use mie_cli::demo;
+    let mut json = false;
+    let mut only = None;
+    let mut lib = None;
+    let mut keep = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        let mut value = |what: &str| {
+            i += 1;
+            args.get(i).map(|v| v.to_string_lossy().into_owned()).unwrap_or_else(|| die(&format!("{a} needs {what}")))
+        };
+        match a.as_str() {
+            "--json" => json = true,
+            "--only" => only = Some(value("an attack name")),
+            "--lib" => lib = Some(PathBuf::from(value("a path"))),
+            "--keep" => keep = Some(PathBuf::from(value("a directory"))),
+            other => die(&format!("unknown flag {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let lib = find_lib(lib);
+    let workdir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("mie-lab-{}", std::process::id())));
+    let cfg = demo::Config {
+        cc: std::env::var("CC").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "cc".into()),
+        exec: Vec::new(),
+        preload_flag: false,
+        lib,
+        workdir: workdir.clone(),
+        timeout: std::time::Duration::from_secs(120),
+    };
+    if !json {
+        eprintln!("mie demo: {} attacks, each run under glibc and under {}", demo::ATTACKS.len(), cfg.lib.display());
+    }
+    let result = demo::run_lab(&cfg, only.as_deref(), |name| {
+        if !json {
+            eprint!("  {name} ");
+        }
+    });
+    if !json {
+        eprintln!();
+    }
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&workdir);
+    }
+    let rows = result.unwrap_or_else(|e| die(&e));
+    let arch = std::env::consts::ARCH;
+    if json {
+        print!("{}", demo::json(&rows, arch));
+    } else {
+        print!("{}", demo::table(&rows, arch));
+    }
+    exit(if rows.iter().any(|r| r.mie.exploited()) { 1 } else { 0 })
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match args.first().map(|a| a.to_string_lossy().into_owned()).as_deref() {
         Some("run") => run(&args[1..]),
+        Some("demo") => demo(&args[1..]),
         Some("lib") => println!("{}", find_lib(None).display()),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),
         Some(other) => die(&format!("unknown command '{other}'\n{USAGE}")),

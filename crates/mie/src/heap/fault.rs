@@ -114,14 +114,16 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
     let right = Some(slot + k.size as usize).filter(|_| l.slot + 1 < k.nslots as usize);
     let from_left = left.is_some_and(|b| tag::hw().load(b) == ptag);
     let from_right = right.is_some_and(|b| tag::hw().load(b) == ptag);
+    // A neighbour's tag tells an overflow (into a live block or into unused slot space);
+    // the free tag a use after free; any other mismatch a stale pointer after reuse.
     let kind = if mtag == tag::TAG_FREE {
         Kind::UseAfterFree
-    } else if mtag == tag::TAG_OWNED {
-        Kind::InvalidAccess
     } else if from_left {
         Kind::HeapBufferOverflow
     } else if from_right {
         Kind::HeapBufferUnderflow
+    } else if mtag == tag::TAG_OWNED {
+        Kind::InvalidAccess
     } else {
         Kind::UseAfterFree
     };
@@ -144,8 +146,9 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
                 let b = left.unwrap_or(0);
                 let _ = writeln!(
                     o,
-                    "  the pointer belongs to the block at {b:#x}; the access is {} bytes past its slot, in the next block",
-                    addr - slot
+                    "  the pointer belongs to the block at {b:#x}; the access is {} bytes past its slot, in the next {}",
+                    addr - slot,
+                    if mtag == tag::TAG_OWNED { "slot (unused)" } else { "block" }
                 );
             }
             _ => {
