@@ -289,7 +289,7 @@ fn classify(status: std::process::ExitStatus, stdout: &str, stderr: &str) -> Out
     }
     if let Some(head) = stderr.lines().find(|l| l.starts_with("mie: ") && !l.starts_with("mie: warning")) {
         let kind = head["mie: ".len()..].split(' ').next().unwrap_or("").to_string();
-        let at_access = head.contains("MTE tag-check fault") || head.contains("inaccessible page");
+        let at_access = head.contains("MTE tag-check fault") || head.contains("the access hit");
         return Outcome::Stopped { kind, report: head.to_string(), at_access };
     }
     if let Some(sig) = status.signal() {

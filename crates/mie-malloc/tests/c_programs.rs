@@ -278,6 +278,15 @@ fn large_blocks() {
 }
 
 #[test]
+fn wild_access_into_unmapped_heap_space_is_reported() {
+    let o = run_exact(&detect_bin(), &["wild_heap_write"], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(t.contains("mie: invalid-access on 0x") && t.contains("unmapped space inside mie's heap"), "{t}");
+    assert!(!t.contains("NOT DETECTED"), "{t}");
+}
+
+#[test]
 fn detections_hold_with_mitigations_switched_off() {
     // Double/invalid free detection does not depend on any option.
     let o = run_exact(&detect_bin(), &["double_free"], "canary=0:zero_on_free=0:quarantine=0");

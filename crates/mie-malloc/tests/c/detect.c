@@ -90,6 +90,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(m, "large_guard_overflow")) {
         char *p = malloc(4 << 20);
         ((volatile char *)p)[(4 << 20) + 4096] = 1; /* into the guard page after the block */
+    } else if (!strcmp(m, "wild_heap_write")) {
+        char *p = malloc(64);
+        ((volatile char *)p)[(size_t)3 << 30] = 1; /* 3 GiB on: inside mie's heap range, no slab there */
     } else {
         return 2;
     }

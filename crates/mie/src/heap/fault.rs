@@ -35,6 +35,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
     super::sample::on_fault(tag::strip(addr), platform::context_pc(uc));
     if code == SEGV_ACCERR || code == SEGV_MAPERR {
         large_fault(tag::strip(addr), platform::context_pc(uc));
+        heap_hole_fault(tag::strip(addr), platform::context_pc(uc));
     }
     if code == SEGV_MTESERR && tag::enabled() {
         tag_fault(addr, platform::context_pc(uc));
@@ -77,6 +78,26 @@ fn large_fault(addr: usize, pc: usize) {
         }
         let _ = writeln!(o, "  block {:#x}: {} bytes requested, large allocation (own mapping), state: {what}", e.addr, e.req);
         super::stacks::print(o, e.addr, "");
+        report::write_code_addr(o, "faulting instruction", pc);
+    })
+}
+
+/// A fault inside mie's heap or metadata address ranges where nothing is mapped: a pointer
+/// ran off a block into space no block has (e.g. past the last slab of a region), or into
+/// the guard gaps around metadata. Returns if the address is elsewhere.
+fn heap_hole_fault(addr: usize, pc: usize) {
+    let g = globals();
+    let in_heap = g.geo.heap_base != 0 && addr.wrapping_sub(g.geo.heap_base) < layout::HEAP_SIZE;
+    let in_meta = g.geo.meta_base != 0 && addr.wrapping_sub(g.geo.meta_base) < layout::META_SIZE;
+    if !in_heap && !in_meta {
+        return;
+    }
+    report::fault(Kind::InvalidAccess, addr, "the access hit unmapped space inside mie's heap", |o| {
+        if in_heap {
+            let _ = writeln!(o, "  no block is there: a pointer ran past the blocks of its region (out-of-bounds or wild access)");
+        } else {
+            let _ = writeln!(o, "  the address is in the guard space around mie's metadata");
+        }
         report::write_code_addr(o, "faulting instruction", pc);
     })
 }
