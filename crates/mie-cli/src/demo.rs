@@ -331,11 +331,7 @@ pub fn table(rows: &[Row], arch: &str) -> String {
     let _ = writeln!(s, "{:<w0$}  {:<w1$}  {:<w2$}  mie's report (first line)", "technique", "glibc", "mie");
     let _ = writeln!(s, "{}", "-".repeat(w0 + w1 + w2 + 32));
     for (i, r) in rows.iter().enumerate() {
-        let detail = match &r.mie {
-            Outcome::Stopped { report, .. } => report.clone(),
-            other => other.detail().to_string(),
-        };
-        let _ = writeln!(s, "{:<w0$}  {:<w1$}  {:<w2$}  {}", r.attack.technique, g[i], m[i], detail);
+        let _ = writeln!(s, "{:<w0$}  {:<w1$}  {:<w2$}  {}", r.attack.technique, g[i], m[i], r.mie.detail());
     }
     let exploited_glibc = rows.iter().filter(|r| r.glibc.exploited()).count();
     let exploited_mie = rows.iter().filter(|r| r.mie.exploited()).count();

@@ -289,11 +289,7 @@ extern "C" {
 /// Called by shim/new.c: one allocation attempt. `key_is_token` selects how `key` maps to a bucket.
 #[unsafe(no_mangle)]
 pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_is_token: c_int) -> *mut c_void {
-    let bucket = match heap::ensure_init() {
-        Some(g) if key_is_token != 0 => g.keys.for_alloc_token(key as u64),
-        Some(g) => g.keys.for_call_site(key),
-        None => 1,
-    };
+    let bucket = if key_is_token != 0 { token_bucket(key) } else { call_site_bucket(key) };
     heap::alloc(size, align.max(1).next_power_of_two(), bucket).cast()
 }
 

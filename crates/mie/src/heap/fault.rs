@@ -86,9 +86,8 @@ fn large_fault(addr: usize, pc: usize) {
 /// ran off a block into space no block has (e.g. past the last slab of a region), or into
 /// the guard gaps around metadata. Returns if the address is elsewhere.
 fn heap_hole_fault(addr: usize, pc: usize) {
-    let g = globals();
-    let in_heap = g.geo.heap_base != 0 && addr.wrapping_sub(g.geo.heap_base) < layout::HEAP_SIZE;
-    let in_meta = g.geo.meta_base != 0 && addr.wrapping_sub(g.geo.meta_base) < layout::META_SIZE;
+    let geo = &globals().geo;
+    let (in_heap, in_meta) = (geo.holds_heap(addr), geo.holds_meta(addr));
     if !in_heap && !in_meta {
         return;
     }
@@ -114,7 +113,7 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
     let how = "MTE tag-check fault: the access was stopped before it happened";
     let pc_line = |o: &mut report::Line| report::write_code_addr(o, "faulting instruction", pc);
     let Some(l) = layout::decode(g.geo.heap_base, addr).filter(live_slot) else {
-        let meta = addr.wrapping_sub(g.geo.meta_base) < layout::META_SIZE;
+        let meta = g.geo.holds_meta(addr);
         report::fault(if meta { Kind::InvalidAccess } else { Kind::TagCheckFault }, raw, how, |o| {
             let _ = writeln!(o, "  pointer tag {ptag:#x}");
             if meta {
@@ -137,17 +136,19 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
     let from_right = right.is_some_and(|b| tag::hw().load(b) == ptag);
     // A neighbour's tag tells an overflow (into a live block or into unused slot space);
     // the free tag a use after free; any other mismatch a stale pointer after reuse.
-    let kind = if mtag == tag::TAG_FREE {
-        Kind::UseAfterFree
+    // `origin`: the block the pointer belongs to, for an overflow or underflow.
+    let (kind, origin) = if mtag == tag::TAG_FREE {
+        (Kind::UseAfterFree, None)
     } else if from_left {
-        Kind::HeapBufferOverflow
+        (Kind::HeapBufferOverflow, left)
     } else if from_right {
-        Kind::HeapBufferUnderflow
+        (Kind::HeapBufferUnderflow, right)
     } else if mtag == tag::TAG_OWNED {
-        Kind::InvalidAccess
+        (Kind::InvalidAccess, None)
     } else {
-        Kind::UseAfterFree
+        (Kind::UseAfterFree, None)
     };
+    let origin = origin.unwrap_or(0);
     report::fault(kind, raw, how, |o| {
         let _ = writeln!(o, "  pointer tag {ptag:#x}, memory tag {mtag:#x}");
         match kind {
@@ -164,24 +165,20 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
                 let _ = writeln!(o, "  the granule belongs to the allocator (an unused slot or slab space), not to a block");
             }
             Kind::HeapBufferOverflow => {
-                let b = left.unwrap_or(0);
                 let _ = writeln!(
                     o,
-                    "  the pointer belongs to the block at {b:#x}; the access is {} bytes past its slot, in the next {}",
+                    "  the pointer belongs to the block at {origin:#x}; the access is {} bytes past its slot, in the next {}",
                     addr - slot,
                     if mtag == tag::TAG_OWNED { "slot (unused)" } else { "block" }
                 );
             }
             _ => {
-                let b = right.unwrap_or(0);
-                let _ = writeln!(o, "  the pointer belongs to the block at {b:#x}; the access is {} bytes before it", b - addr);
+                let _ = writeln!(o, "  the pointer belongs to the block at {origin:#x}; the access is {} bytes before it", origin - addr);
             }
         }
         describe_slot(o, &l, slot, if block_live { "live" } else { "free" });
-        match kind {
-            Kind::HeapBufferOverflow => super::stacks::print(o, left.unwrap_or(0), "the pointer's block was "),
-            Kind::HeapBufferUnderflow => super::stacks::print(o, right.unwrap_or(0), "the pointer's block was "),
-            _ => {}
+        if origin != 0 {
+            super::stacks::print(o, origin, "the pointer's block was ");
         }
         pc_line(o);
     })

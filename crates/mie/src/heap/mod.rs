@@ -115,16 +115,15 @@ fn init_slow() -> Option<&'static Globals> {
     static ONCE: AtomicU8 = AtomicU8::new(0);
     if ONCE.swap(1, Ordering::AcqRel) == 0 {
         platform::at_fork(fork_prepare, fork_parent, fork_child);
-        // SAFETY: READY is set.
-        if unsafe { (*G.0.get()).opts.sample_rate } != 0 {
+        // SAFETY: READY is set; the globals are read-only from here on.
+        let opts = unsafe { &(*G.0.get()).opts };
+        if opts.sample_rate != 0 {
             sample::init();
         }
-        // SAFETY: READY is set.
-        if unsafe { (*G.0.get()).opts.stacks } {
+        if opts.stacks {
             stacks::init();
         }
-        // SAFETY: READY is set.
-        if unsafe { (*G.0.get()).opts.stats } {
+        if opts.stats {
             // SAFETY: registering a plain extern "C" function.
             unsafe { libc::atexit(stats_at_exit) };
         }
@@ -220,11 +219,14 @@ fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, 
                     return r;
                 }
                 let p = sample::alloc(size, bucket, g.canary_key);
-                with_cache(|tc| tc.in_sample = false);
-                if !p.is_null() {
-                    return (p, true);
-                }
-                return with_cache(|tc| alloc_small(g, tc, class, bucket, size));
+                return with_cache(|tc| {
+                    tc.in_sample = false;
+                    if p.is_null() {
+                        alloc_small(g, tc, class, bucket, size)
+                    } else {
+                        (p, true)
+                    }
+                });
             }
         }
     }
@@ -666,46 +668,40 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     let raw = p as usize;
     let addr = tag::untag(raw);
     let extra = canary_extra(&g.opts);
-    if sample::owns(addr) {
-        // The block keeps its bucket when it moves, as a slab block does.
-        let (old, bucket) = sample::validate(addr, who.func, who.ret_addr, true);
-        let q = alloc(size, 16, bucket);
-        if !q.is_null() {
-            // SAFETY: both blocks are live and distinct; copy the smaller size.
-            unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
-            sample::free(addr, g.canary_key, who.func, who.ret_addr);
-        }
-        return q;
-    }
-    let (old_usable, bucket) = match validate(g, raw, who, true) {
-        Block::Small { loc, usable } => {
-            let k = &CLASSES[loc.class];
-            let slot_size = k.size as usize;
-            if g.opts.canary {
-                check_canary(g, addr, raw, usable, slot_size - usable, Some(&loc), who);
-            }
-            let fits_here = size.checked_add(extra).is_some_and(|n| n <= slot_size)
-                && size_class::class_of(size + extra) == loc.class;
-            if fits_here {
-                resize_small_in_place(g, addr, raw, &loc, usable, size);
-                return p;
-            }
-            (usable, loc.bucket)
-        }
-        Block::Large { entry } => {
-            if g.opts.canary {
-                check_canary(g, addr, addr, entry.req, entry.body_len - entry.req, None, who);
-            }
-            if size.checked_add(extra).is_some_and(|n| n <= entry.body_len) && size > MAX_SMALL && size >= entry.body_len / 2 {
-                LARGE.resize(addr, size);
+    // A guarded sample always moves (it keeps its bucket, as a slab block does).
+    let (old_usable, bucket) = if sample::owns(addr) {
+        sample::validate(addr, who.func, who.ret_addr, true)
+    } else {
+        match validate(g, raw, who, true) {
+            Block::Small { loc, usable } => {
+                let k = &CLASSES[loc.class];
+                let slot_size = k.size as usize;
                 if g.opts.canary {
-                    let len = (entry.body_len - size).min(canary::MAX_CANARY);
-                    // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
-                    unsafe { canary::write(canary::pattern(g.canary_key, addr), p.add(size), len) };
+                    check_canary(g, addr, raw, usable, slot_size - usable, Some(&loc), who);
                 }
-                return p;
+                let fits_here = size.checked_add(extra).is_some_and(|n| n <= slot_size)
+                    && size_class::class_of(size + extra) == loc.class;
+                if fits_here {
+                    resize_small_in_place(g, addr, raw, &loc, usable, size);
+                    return p;
+                }
+                (usable, loc.bucket)
             }
-            (entry.req, default_bucket)
+            Block::Large { entry } => {
+                if g.opts.canary {
+                    check_canary(g, addr, addr, entry.req, entry.body_len - entry.req, None, who);
+                }
+                if size.checked_add(extra).is_some_and(|n| n <= entry.body_len) && size > MAX_SMALL && size >= entry.body_len / 2 {
+                    LARGE.resize(addr, size);
+                    if g.opts.canary {
+                        let len = (entry.body_len - size).min(canary::MAX_CANARY);
+                        // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
+                        unsafe { canary::write(canary::pattern(g.canary_key, addr), p.add(size), len) };
+                    }
+                    return p;
+                }
+                (entry.req, default_bucket)
+            }
         }
     };
     let q = alloc(size, 16, bucket);

@@ -97,6 +97,11 @@ fn slot_page(base: usize, i: usize) -> usize {
     base + 2 * i * PAGE
 }
 
+/// The slot whose page (or guard page after it) holds `p`, an address in the area.
+fn slot_index(base: usize, p: usize) -> usize {
+    (p - base) / (2 * PAGE)
+}
+
 /// Place a block of `size` (≤ PAGE - 16) bytes in a guarded slot; null when every slot of
 /// this bucket is busy (the caller then allocates normally).
 pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
@@ -156,7 +161,7 @@ pub fn bucket_of(p: usize) -> Option<usize> {
     if !owns(p) {
         return None;
     }
-    let i = (p - BASE.load(Ordering::Acquire)) / (2 * PAGE);
+    let i = slot_index(BASE.load(Ordering::Acquire), p);
     // SAFETY: a racy read of one slot's fields; a slot's bucket never changes once set.
     let s = unsafe { &(*TABLE.0.get()).slots[i] };
     (s.state != NEVER).then_some(s.bucket as usize)
@@ -165,8 +170,7 @@ pub fn bucket_of(p: usize) -> Option<usize> {
 /// The live sampled block at exactly `p`: its size and bucket. Reports and aborts otherwise
 /// (`releasing`: a freed block is then a double free rather than an invalid query).
 pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usize, usize) {
-    let base = BASE.load(Ordering::Acquire);
-    let i = (p - base) / (2 * PAGE);
+    let i = slot_index(BASE.load(Ordering::Acquire), p);
     let _g = LOCK.guard();
     // SAFETY: LOCK is held.
     let s = unsafe { (*TABLE.0.get()).slots[i] };
@@ -189,7 +193,7 @@ pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usiz
 pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
     let size = validate(p, func, ret_addr, true).0;
     let base = BASE.load(Ordering::Acquire);
-    let i = (p - base) / (2 * PAGE);
+    let i = slot_index(base, p);
     let page = slot_page(base, i);
     let pad = page + PAGE - (p + size);
     // SAFETY: the page is committed while the block is live.

@@ -415,6 +415,18 @@ pub struct Geometry {
     pub meta_base: usize,
 }
 
+impl Geometry {
+    /// Is `addr` (untagged) inside the heap's address range (mapped or not)?
+    pub fn holds_heap(&self, addr: usize) -> bool {
+        self.heap_base != 0 && addr.wrapping_sub(self.heap_base) < layout::HEAP_SIZE
+    }
+
+    /// Is `addr` (untagged) inside the metadata's address range (mapped or not)?
+    pub fn holds_meta(&self, addr: usize) -> bool {
+        self.meta_base != 0 && addr.wrapping_sub(self.meta_base) < layout::META_SIZE
+    }
+}
+
 #[inline]
 fn round_up(x: usize, a: usize) -> usize {
     (x + a - 1) & !(a - 1)

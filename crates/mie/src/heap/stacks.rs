@@ -114,9 +114,14 @@ fn capture() -> u32 {
     0
 }
 
+/// Where the probe window for address `p` starts in the address table.
+fn home(p: usize) -> usize {
+    crate::rand::keyed_hash(p as u64, 0x2545_f491_4f6c_dd1d, 0xff51_afd7_ed55_8ccd) as usize
+}
+
 /// The record for `p`, or a slot to (re)use for it.
 fn slot_for(p: usize) -> &'static Record {
-    let h = crate::rand::keyed_hash(p as u64, 0x2545_f491_4f6c_dd1d, 0xff51_afd7_ed55_8ccd) as usize;
+    let h = home(p);
     for probe in 0..PROBES {
         let r = record(h.wrapping_add(probe));
         let a = r.addr.load(Ordering::Relaxed);
@@ -127,11 +132,9 @@ fn slot_for(p: usize) -> &'static Record {
     record(h.wrapping_add((p >> 4) % PROBES))
 }
 
+/// The record of `p`, if kept. Callers check READY first.
 fn find(p: usize) -> Option<&'static Record> {
-    if !READY.load(Ordering::Acquire) {
-        return None;
-    }
-    let h = crate::rand::keyed_hash(p as u64, 0x2545_f491_4f6c_dd1d, 0xff51_afd7_ed55_8ccd) as usize;
+    let h = home(p);
     (0..PROBES).map(|probe| record(h.wrapping_add(probe))).find(|r| r.addr.load(Ordering::Acquire) == p)
 }
 
