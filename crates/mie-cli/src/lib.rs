@@ -1,3 +1,3 @@
-//! The `mie` command's library: the protection lab (`mie demo`), shared with its tests.
-
+//! The `mie` tool's library: the protection lab (`mie demo`) and the benchmark (`mie bench`).
+pub mod bench;
 pub mod demo;

@@ -4,6 +4,7 @@
 //! mie run [--stats] [--options K=V:K=V] [--lib PATH] -- PROGRAM [ARGS...]
 //! mie lib                      print the path of libmie.so that `run` would preload
 //! mie demo [--json] [--only NAME] [--lib PATH]   the protection lab
+//! mie bench [--quick] [--only W,W] [--alloc A,A] [--out DIR] ...   speed against the peers
 //! ```
 
 use std::ffi::OsString;
@@ -22,6 +23,12 @@ const USAGE: &str = "usage:
   mie demo [--json] [--only NAME] [--lib PATH] [--keep DIR]
       the protection lab: build classic heap attacks (cc), run each under glibc and under
       mie, print what happened side by side; exit status 1 if any attack succeeds under mie
+  mie bench [--quick] [--scale N] [--runs N] [--only W,W] [--alloc A,A]
+            [--mie-options OPTS]... [--out DIR] [--lib PATH] [--keep DIR]
+      allocator workloads under glibc, jemalloc, mimalloc, tcmalloc, scudo and mie, interleaved;
+      prints median time and peak RSS as ratios to glibc and writes results.csv,
+      results.json and bench.svg to DIR (default ./mie-bench). --quick: scale 1, 3 runs
+      (default: scale 3, 5 runs). Each --mie-options adds a column of mie with those options.
   mie lib
       print the path of the libmie.so that `mie run` uses
   mie help";
@@ -156,11 +163,140 @@ fn demo(args: &[OsString]) -> ! {
     exit(if rows.iter().any(|r| r.mie.exploited()) { 1 } else { 0 })
 }
 
+fn bench(args: &[OsString]) -> ! {
+    use mie_cli::bench::{self, Allocator};
+    let mut scale = 3u32;
+    let mut runs = 5usize;
+    let mut only: Option<Vec<String>> = None;
+    let mut alloc_filter: Option<Vec<String>> = None;
+    let mut variants: Vec<String> = Vec::new();
+    let mut out_dir = PathBuf::from("mie-bench");
+    let mut lib = None;
+    let mut keep = None;
+    let mut i = 0;
+    let list = |v: String| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        let mut value = |what: &str| {
+            i += 1;
+            args.get(i).map(|v| v.to_string_lossy().into_owned()).unwrap_or_else(|| die(&format!("{a} needs {what}")))
+        };
+        let number = |v: String| v.parse::<u32>().ok().filter(|n| *n > 0).unwrap_or_else(|| die(&format!("not a positive number: {v}")));
+        match a.as_str() {
+            "--quick" => {
+                scale = 1;
+                runs = 3;
+            }
+            "--scale" => scale = number(value("a number")),
+            "--runs" => runs = number(value("a number")) as usize,
+            "--only" => only = Some(list(value("workload names"))),
+            "--alloc" => alloc_filter = Some(list(value("allocator names"))),
+            "--mie-options" => variants.push(value("options (K=V:K=V)")),
+            "--out" => out_dir = PathBuf::from(value("a directory")),
+            "--lib" => lib = Some(PathBuf::from(value("a path"))),
+            "--keep" => keep = Some(PathBuf::from(value("a directory"))),
+            other => die(&format!("unknown flag {other}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let arch = std::env::consts::ARCH;
+    let lib = find_lib(lib);
+    let mut allocators = vec![Allocator { name: "glibc".into(), lib: None, env: vec![] }];
+    for (name, path, package) in bench::peers(arch) {
+        if path.is_file() {
+            allocators.push(Allocator { name: name.into(), lib: Some(path), env: vec![] });
+        } else if alloc_filter.as_ref().is_none_or(|f| f.iter().any(|x| x == name)) {
+            eprintln!("mie bench: skipping {name}: {} not found (apt-get install {package})", path.display());
+        }
+    }
+    let mie_env = |opts: &str| vec![("MIE_OPTIONS".to_string(), opts.to_string())];
+    if arch == "aarch64" && mte_available() {
+        allocators.push(Allocator { name: "mie".into(), lib: Some(lib.clone()), env: vec![] });
+        allocators.push(Allocator { name: "mie-nomte".into(), lib: Some(lib.clone()), env: mie_env("mte=0") });
+    } else {
+        allocators.push(Allocator { name: "mie".into(), lib: Some(lib.clone()), env: vec![] });
+    }
+    for v in &variants {
+        allocators.push(Allocator { name: format!("mie({v})"), lib: Some(lib.clone()), env: mie_env(v) });
+    }
+    if let Some(f) = &alloc_filter {
+        for name in f {
+            if !allocators.iter().any(|a| &a.name == name) && !bench::peers(arch).iter().any(|p| p.0 == name) {
+                die(&format!("no allocator named {name}"));
+            }
+        }
+        allocators.retain(|a| a.lib.is_none() || f.iter().any(|x| *x == a.name));
+    }
+    let mut workloads = Vec::new();
+    for w in bench::WORKLOADS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == w.name)) {
+            continue;
+        }
+        match bench::available(w) {
+            Ok(()) => workloads.push(w),
+            Err(why) => eprintln!("mie bench: skipping workload {}: {why}", w.name),
+        }
+    }
+    if let Some(o) = &only {
+        for name in o {
+            if !bench::WORKLOADS.iter().any(|w| w.name == name) {
+                let names: Vec<_> = bench::WORKLOADS.iter().map(|w| w.name).collect();
+                die(&format!("no workload named {name}; there are: {}", names.join(", ")));
+            }
+        }
+    }
+    if workloads.is_empty() {
+        die("no workload to run");
+    }
+    let workdir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("mie-bench-{}", std::process::id())));
+    let cfg = bench::Config {
+        cc: std::env::var("CC").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "cc".into()),
+        workdir: workdir.clone(),
+        scale,
+        runs,
+        timeout: std::time::Duration::from_secs(300),
+        allocators,
+    };
+    let names: Vec<&str> = cfg.allocators.iter().map(|a| a.name.as_str()).collect();
+    eprintln!("mie bench: {} workloads x {} allocators ({}), scale {scale}, {runs} runs", workloads.len(), names.len(), names.join(", "));
+    let started = std::time::Instant::now();
+    let result = bench::run_bench(&cfg, &workloads, |what| eprintln!("  {what} ({:.0} s)", started.elapsed().as_secs_f64()));
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&workdir);
+    }
+    let r = result.unwrap_or_else(|e| die(&e));
+    print!("{}", bench::table(&r, arch));
+    std::fs::create_dir_all(&out_dir).unwrap_or_else(|e| die(&format!("{}: {e}", out_dir.display())));
+    for (file, text) in [
+        ("results.csv", bench::csv(&r)),
+        ("results.json", bench::json(&r, arch)),
+        ("bench.svg", bench::svg(&r, arch)),
+    ] {
+        let p = out_dir.join(file);
+        std::fs::write(&p, text).unwrap_or_else(|e| die(&format!("{}: {e}", p.display())));
+    }
+    println!("wrote {}/results.csv, results.json, bench.svg ({:.0} s)", out_dir.display(), started.elapsed().as_secs_f64());
+    let failed = r.cells.iter().flatten().any(|c| c.error.is_some());
+    exit(if failed { 1 } else { 0 })
+}
+
+/// Whether this machine tags memory (arm64 HWCAP2_MTE).
+fn mte_available() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        // SAFETY: getauxval only reads the auxiliary vector.
+        unsafe { libc::getauxval(libc::AT_HWCAP2) & (1 << 18) != 0 }
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    false
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match args.first().map(|a| a.to_string_lossy().into_owned()).as_deref() {
         Some("run") => run(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("lib") => println!("{}", find_lib(None).display()),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),
         Some(other) => die(&format!("unknown command '{other}'\n{USAGE}")),

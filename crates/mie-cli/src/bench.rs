@@ -1,0 +1,651 @@
+//! `mie bench`: allocator workloads run under glibc, the peer allocators and mie in one
+//! session, interleaved, reported as median time and peak RSS relative to glibc.
+//!
+//! Each workload is a separate process. Allocators other than glibc are preloaded with
+//! `LD_PRELOAD`, exactly as a user would deploy them. Wall time is measured around the
+//! process; peak RSS is the child's `ru_maxrss` from `wait4`. Every run's output (a checksum
+//! that depends only on the workload's seed) must match glibc's, so a broken run is reported
+//! as an error, never as a fast one.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How a workload is run.
+pub enum Program {
+    /// A C program from bench/, compiled at run time; it takes the scale as its argument.
+    C(&'static str),
+    /// A real program: the interpreter or tool, its arguments, extra environment, and its
+    /// stdin (where `{scale}` is replaced by the scale; the scale is also in $MIE_BENCH_SCALE).
+    Real { program: &'static [&'static str], env: &'static [(&'static str, &'static str)], stdin: &'static str },
+}
+
+pub struct Workload {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub program: Program,
+}
+
+pub const BENCH_H: &str = include_str!("../bench/bench.h");
+
+const PYTHON_SCRIPT: &str = include_str!("../bench/python_workload.py");
+const SQLITE_SCRIPT: &str = include_str!("../bench/sqlite_workload.sql");
+
+pub const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "larson",
+        what: "server: 4 threads replace random blocks (16-512 B); sets rotate, so frees are cross-thread",
+        program: Program::C(include_str!("../bench/larson.c")),
+    },
+    Workload {
+        name: "xmalloc",
+        what: "producer/consumer: 2 threads allocate, 2 other threads free (16-256 B)",
+        program: Program::C(include_str!("../bench/xmalloc.c")),
+    },
+    Workload {
+        name: "cache_scratch",
+        what: "false sharing: 4 threads allocate, write and free 8-byte objects",
+        program: Program::C(include_str!("../bench/cache_scratch.c")),
+    },
+    Workload {
+        name: "binary_tree",
+        what: "many small same-size objects: build and free binary trees (24-byte nodes)",
+        program: Program::C(include_str!("../bench/binary_tree.c")),
+    },
+    Workload {
+        name: "real_sizes",
+        what: "sizes of real programs: 85% <= 128 B, tail to 1 MiB; 2 threads, 20000-block sets",
+        program: Program::C(include_str!("../bench/real_sizes.c")),
+    },
+    Workload {
+        name: "realloc_growth",
+        what: "strings grown by small appends and vectors grown by doubling (realloc)",
+        program: Program::C(include_str!("../bench/realloc_growth.c")),
+    },
+    Workload {
+        name: "large",
+        what: "large blocks, 64 KiB-8 MiB, every page written",
+        program: Program::C(include_str!("../bench/large.c")),
+    },
+    Workload {
+        name: "python",
+        what: "python3 (PYTHONMALLOC=malloc): dicts, lists, strings, objects, json, sorting",
+        program: Program::Real {
+            program: &["python3", "-"],
+            env: &[("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0"), ("PYTHONDONTWRITEBYTECODE", "1")],
+            stdin: PYTHON_SCRIPT,
+        },
+    },
+    Workload {
+        name: "sqlite",
+        what: "sqlite3 in memory: 60k-row inserts, index, joins, group by, integrity check",
+        program: Program::Real { program: &["sqlite3", ":memory:"], env: &[], stdin: SQLITE_SCRIPT },
+    },
+];
+
+/// An allocator under test: none preloaded means the system's (glibc).
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    pub name: String,
+    pub lib: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The peer allocators as Debian installs them, and the package that provides each.
+pub fn peers(arch: &str) -> Vec<(&'static str, PathBuf, &'static str)> {
+    let multiarch = format!("/usr/lib/{arch}-linux-gnu");
+    vec![
+        ("jemalloc", Path::new(&multiarch).join("libjemalloc.so.2"), "libjemalloc2"),
+        ("mimalloc", Path::new(&multiarch).join("libmimalloc.so.2"), "libmimalloc2.0"),
+        ("tcmalloc", Path::new(&multiarch).join("libtcmalloc_minimal.so.4"), "libtcmalloc-minimal4"),
+        (
+            "scudo",
+            PathBuf::from(format!("/usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.scudo_standalone-{arch}.so")),
+            "libclang-rt-19-dev",
+        ),
+    ]
+}
+
+pub struct Config {
+    pub cc: String,
+    pub workdir: PathBuf,
+    pub scale: u32,
+    pub runs: usize,
+    pub timeout: Duration,
+    pub allocators: Vec<Allocator>,
+}
+
+/// One measured run.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub secs: f64,
+    pub rss_kib: u64,
+}
+
+/// All runs of one workload under one allocator.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    pub samples: Vec<Sample>,
+    pub error: Option<String>,
+}
+
+impl Cell {
+    pub fn median_secs(&self) -> Option<f64> {
+        median(self.samples.iter().map(|s| s.secs).collect())
+    }
+    pub fn median_rss(&self) -> Option<f64> {
+        median(self.samples.iter().map(|s| s.rss_kib as f64).collect())
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+pub fn geomean(v: &[f64]) -> Option<f64> {
+    if v.is_empty() || v.iter().any(|x| x.is_nan() || *x <= 0.0) {
+        return None;
+    }
+    Some((v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
+}
+
+/// The results: `cells[w][a]` for workload `w` of `workloads` and allocator `a`.
+pub struct Results {
+    pub workloads: Vec<&'static Workload>,
+    pub allocators: Vec<Allocator>,
+    pub cells: Vec<Vec<Cell>>,
+    pub scale: u32,
+    pub runs: usize,
+}
+
+impl Results {
+    /// Ratio of allocator `a` to glibc (column 0) for workload `w`, by `f`.
+    pub fn ratio(&self, w: usize, a: usize, f: impl Fn(&Cell) -> Option<f64>) -> Option<f64> {
+        let base = f(&self.cells[w][0])?;
+        let x = f(&self.cells[w][a])?;
+        (base > 0.0).then(|| x / base)
+    }
+
+    /// Geometric mean of the ratios over the workloads every allocator completed.
+    pub fn geomean_ratio(&self, a: usize, f: impl Fn(&Cell) -> Option<f64> + Copy) -> Option<f64> {
+        let ok: Vec<usize> = (0..self.workloads.len())
+            .filter(|&w| (0..self.allocators.len()).all(|b| self.ratio(w, b, f).is_some()))
+            .collect();
+        geomean(&ok.iter().filter_map(|&w| self.ratio(w, a, f)).collect::<Vec<_>>())
+    }
+
+    /// Workloads left out of the geometric mean (some allocator failed them or was skipped).
+    pub fn incomplete(&self) -> Vec<&'static str> {
+        (0..self.workloads.len())
+            .filter(|&w| (0..self.allocators.len()).any(|a| self.ratio(w, a, Cell::median_secs).is_none()))
+            .map(|w| self.workloads[w].name)
+            .collect()
+    }
+}
+
+/// Whether a real program's tool is installed (its absence skips the workload).
+pub fn available(w: &Workload) -> Result<(), String> {
+    match &w.program {
+        Program::C(_) => Ok(()),
+        Program::Real { program, .. } => {
+            let tool = program[0];
+            if find_in_path(tool).is_some() {
+                Ok(())
+            } else {
+                Err(format!("{tool} is not installed"))
+            }
+        }
+    }
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    // Debian's own interpreter first: a python3 from pyenv or a venv is a different build.
+    for dir in ["/usr/bin", "/bin"] {
+        let p = Path::new(dir).join(tool);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(tool)).find(|p| p.is_file()))
+}
+
+/// Compile a C workload into the work directory.
+pub fn build(cfg: &Config, w: &Workload) -> Result<PathBuf, String> {
+    let Program::C(source) = w.program else { return Err("not a C workload".into()) };
+    std::fs::create_dir_all(&cfg.workdir).map_err(|e| format!("{}: {e}", cfg.workdir.display()))?;
+    std::fs::write(cfg.workdir.join("bench.h"), BENCH_H).map_err(|e| e.to_string())?;
+    let src = cfg.workdir.join(format!("{}.c", w.name));
+    std::fs::write(&src, source).map_err(|e| e.to_string())?;
+    let bin = cfg.workdir.join(w.name);
+    let out = Command::new(&cfg.cc)
+        .args(["-O2", "-g", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", cfg.cc))?;
+    if !out.status.success() {
+        return Err(format!("{} failed on {}:\n{}", cfg.cc, w.name, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(bin)
+}
+
+/// A runnable workload: the command line and what to feed it.
+pub struct Prepared {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<String>,
+}
+
+pub fn prepare(cfg: &Config, w: &Workload) -> Result<Prepared, String> {
+    match &w.program {
+        Program::C(_) => {
+            let bin = build(cfg, w)?;
+            Ok(Prepared { argv: vec![bin.display().to_string(), cfg.scale.to_string()], env: vec![], stdin: None })
+        }
+        Program::Real { program, env, stdin } => {
+            let tool = find_in_path(program[0]).ok_or_else(|| format!("{} is not installed", program[0]))?;
+            let mut argv = vec![tool.display().to_string()];
+            argv.extend(program[1..].iter().map(|s| s.to_string()));
+            let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            env.push(("MIE_BENCH_SCALE".into(), cfg.scale.to_string()));
+            Ok(Prepared { argv, env, stdin: Some(stdin.replace("{scale}", &cfg.scale.to_string())) })
+        }
+    }
+}
+
+/// Run once: (sample, stdout) or why it failed.
+pub fn run_once(cfg: &Config, p: &Prepared, a: &Allocator) -> Result<(Sample, String), String> {
+    let out_path = cfg.workdir.join("run.out");
+    let err_path = cfg.workdir.join("run.err");
+    let in_path = cfg.workdir.join("run.in");
+    std::fs::write(&in_path, p.stdin.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+    let open = |path: &Path| std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()));
+    let mut cmd = Command::new(&p.argv[0]);
+    cmd.args(&p.argv[1..])
+        .env_remove("LD_PRELOAD")
+        .env_remove("MIE_OPTIONS")
+        .envs(p.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(a.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::fs::File::open(&in_path).map_err(|e| e.to_string())?)
+        .stdout(open(&out_path)?)
+        .stderr(open(&err_path)?);
+    if let Some(lib) = &a.lib {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    let start = Instant::now();
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", p.argv[0]))?;
+    let pid = child.id() as libc::pid_t;
+    // A watchdog kills the run if it overstays; the child is reaped here with wait4, which
+    // also reports its peak resident set.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let timeout = cfg.timeout;
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(timeout).is_err() {
+            // SAFETY: pid is our unreaped child (reaped only after this thread is joined).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = loop {
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break r;
+        }
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let _ = done_tx.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
+    drop(child);
+    if r < 0 {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    }
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    if timed_out {
+        return Err(format!("killed after {} s", cfg.timeout.as_secs()));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Err(format!("killed by signal {}: {}", libc::WTERMSIG(status), first_line(&stderr)));
+    }
+    if libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("exit status {}: {}", libc::WEXITSTATUS(status), first_line(&stderr)));
+    }
+    Ok((Sample { secs, rss_kib: ru.ru_maxrss.max(0) as u64 }, stdout))
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("(no message)").trim();
+    l.chars().take(160).collect()
+}
+
+/// Run every workload under every allocator, `runs` times, interleaved: each round runs each
+/// workload under all allocators back to back, starting from a different allocator each
+/// round, so slow drifts of the machine spread over all of them.
+pub fn run_bench(
+    cfg: &Config,
+    workloads: &[&'static Workload],
+    mut progress: impl FnMut(&str),
+) -> Result<Results, String> {
+    if cfg.allocators.first().is_none_or(|a| a.lib.is_some()) {
+        return Err("the first allocator must be glibc (the baseline)".into());
+    }
+    let na = cfg.allocators.len();
+    let mut prepared = Vec::new();
+    for w in workloads {
+        progress(&format!("build {}", w.name));
+        prepared.push(prepare(cfg, w)?);
+    }
+    let mut cells = vec![vec![Cell::default(); na]; workloads.len()];
+    let mut expected: Vec<Option<String>> = vec![None; workloads.len()];
+    for round in 0..cfg.runs {
+        progress(&format!("round {}/{}", round + 1, cfg.runs));
+        for (w, p) in prepared.iter().enumerate() {
+            // glibc first in the first round: its output is the reference.
+            let order: Vec<usize> = if round == 0 { (0..na).collect() } else { (0..na).map(|i| (i + round) % na).collect() };
+            for a in order {
+                let cell = &mut cells[w][a];
+                if cell.error.is_some() {
+                    continue;
+                }
+                match run_once(cfg, p, &cfg.allocators[a]) {
+                    Ok((s, out)) => match &expected[w] {
+                        Some(e) if *e != out => {
+                            cell.error = Some(format!("wrong output: {:?}, glibc printed {:?}", first_line(&out), first_line(e)))
+                        }
+                        Some(_) => cell.samples.push(s),
+                        None if a == 0 => {
+                            expected[w] = Some(out);
+                            cell.samples.push(s);
+                        }
+                        None => cell.error = Some("glibc's reference run failed".into()),
+                    },
+                    Err(e) => cell.error = Some(e),
+                }
+            }
+        }
+    }
+    Ok(Results { workloads: workloads.to_vec(), allocators: cfg.allocators.clone(), cells, scale: cfg.scale, runs: cfg.runs })
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into())
+}
+
+/// The human tables: time and peak RSS ratios to glibc, with glibc's absolute numbers.
+pub fn table(r: &Results, arch: &str) -> String {
+    let mut s = String::new();
+    let names: Vec<&str> = r.allocators.iter().map(|a| a.name.as_str()).collect();
+    let w0 = r.workloads.iter().map(|w| w.name.len()).max().unwrap_or(8).max(14);
+    let cols: Vec<usize> = names.iter().map(|n| n.len().max(8)).collect();
+    for (title, f, unit) in [
+        ("time (median), ratio to glibc; lower is better", Cell::median_secs as fn(&Cell) -> Option<f64>, "s"),
+        ("peak RSS (median), ratio to glibc; lower is better", Cell::median_rss as fn(&Cell) -> Option<f64>, "MiB"),
+    ] {
+        let _ = writeln!(s, "{title}");
+        let _ = write!(s, "{:<w0$}  {:>9}", "workload", format!("glibc {unit}"));
+        for (a, n) in names.iter().enumerate().skip(1) {
+            let _ = write!(s, "  {:>w$}", n, w = cols[a]);
+        }
+        s.push('\n');
+        for (w, wl) in r.workloads.iter().enumerate() {
+            let base = f(&r.cells[w][0]).map(|b| if unit == "MiB" { b / 1024.0 } else { b });
+            let _ = write!(s, "{:<w0$}  {:>9}", wl.name, base.map(|b| format!("{b:.3}")).unwrap_or_else(|| "-".into()));
+            for (a, width) in cols.iter().enumerate().skip(1) {
+                let cell = if r.cells[w][a].error.is_some() { "error".into() } else { fmt_ratio(r.ratio(w, a, f)) };
+                let _ = write!(s, "  {:>width$}", cell);
+            }
+            s.push('\n');
+        }
+        let _ = write!(s, "{:<w0$}  {:>9}", "geometric mean", "1.00");
+        for (a, width) in cols.iter().enumerate().skip(1) {
+            let _ = write!(s, "  {:>width$}", fmt_ratio(r.geomean_ratio(a, f)));
+        }
+        s.push_str("\n\n");
+    }
+    for (w, wl) in r.workloads.iter().enumerate() {
+        for (a, c) in r.cells[w].iter().enumerate() {
+            if let Some(e) = &c.error {
+                let _ = writeln!(s, "error: {} under {}: {e}", wl.name, names[a]);
+            }
+        }
+    }
+    let inc = r.incomplete();
+    if !inc.is_empty() {
+        let _ = writeln!(s, "not in the geometric mean (a run failed): {}", inc.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "{arch}, scale {}, {} interleaved runs per cell, {} logical CPUs",
+        r.scale,
+        r.runs,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    s
+}
+
+/// Raw samples, one line per run.
+pub fn csv(r: &Results) -> String {
+    let mut s = String::from("workload,allocator,run,seconds,peak_rss_kib\n");
+    for (w, wl) in r.workloads.iter().enumerate() {
+        for (a, al) in r.allocators.iter().enumerate() {
+            for (i, x) in r.cells[w][a].samples.iter().enumerate() {
+                let _ = writeln!(s, "{},{},{},{:.6},{}", wl.name, al.name, i + 1, x.secs, x.rss_kib);
+            }
+        }
+    }
+    s
+}
+
+fn jnum(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "null".into())
+}
+
+fn jstr(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Medians, ratios and geometric means, machine-readable.
+pub fn json(r: &Results, arch: &str) -> String {
+    let mut s = format!("{{\"arch\":{},\"scale\":{},\"runs\":{},\"workloads\":[\n", jstr(arch), r.scale, r.runs);
+    let mut rows = Vec::new();
+    for (w, wl) in r.workloads.iter().enumerate() {
+        let mut cells = Vec::new();
+        for (a, al) in r.allocators.iter().enumerate() {
+            let c = &r.cells[w][a];
+            cells.push(format!(
+                "{}:{{\"median_s\":{},\"peak_rss_kib\":{},\"time_ratio\":{},\"rss_ratio\":{},\"runs\":{},\"error\":{}}}",
+                jstr(&al.name),
+                jnum(c.median_secs()),
+                jnum(c.median_rss()),
+                jnum(r.ratio(w, a, Cell::median_secs)),
+                jnum(r.ratio(w, a, Cell::median_rss)),
+                c.samples.len(),
+                c.error.as_deref().map(jstr).unwrap_or_else(|| "null".into())
+            ));
+        }
+        rows.push(format!("{{\"name\":{},\"what\":{},\"results\":{{{}}}}}", jstr(wl.name), jstr(wl.what), cells.join(",")));
+    }
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n],\"geomean\":{");
+    let g: Vec<String> = r
+        .allocators
+        .iter()
+        .enumerate()
+        .map(|(a, al)| {
+            format!(
+                "{}:{{\"time\":{},\"rss\":{}}}",
+                jstr(&al.name),
+                jnum(r.geomean_ratio(a, Cell::median_secs)),
+                jnum(r.geomean_ratio(a, Cell::median_rss))
+            )
+        })
+        .collect();
+    s.push_str(&g.join(","));
+    s.push_str("}}\n");
+    s
+}
+
+const COLORS: &[&str] = &["#888888", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2", "#edc948"];
+
+/// Grouped bar chart of the ratios (time left, peak RSS right) on a log scale, as SVG.
+pub fn svg(r: &Results, arch: &str) -> String {
+    let na = r.allocators.len();
+    let groups: Vec<String> = r.workloads.iter().map(|w| w.name.to_string()).chain(["geometric mean".to_string()]).collect();
+    let bar = 7.0;
+    let group_h = bar * na as f64 + 8.0;
+    let top = 56.0;
+    let label_w = 120.0;
+    let panel_w = 330.0;
+    let gap = 40.0;
+    let height = top + group_h * groups.len() as f64 + 40.0;
+    let width = label_w + 2.0 * panel_w + gap + 20.0;
+    let (lo, hi) = (0.125f64, 8.0f64);
+    let x_of = |panel: usize, v: f64| {
+        let v = v.clamp(lo, hi);
+        let x0 = label_w + panel as f64 * (panel_w + gap);
+        x0 + (v.ln() - lo.ln()) / (hi.ln() - lo.ln()) * panel_w
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"11\">"
+    );
+    let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+    let _ = writeln!(
+        s,
+        "<text x=\"{label_w}\" y=\"16\" font-size=\"13\" font-weight=\"bold\">mie bench ({arch}, scale {}, median of {}): ratio to glibc, log scale, lower is better</text>",
+        r.scale, r.runs
+    );
+    // Legend.
+    let mut lx = label_w;
+    for (a, al) in r.allocators.iter().enumerate() {
+        let _ = writeln!(s, "<rect x=\"{lx:.0}\" y=\"24\" width=\"10\" height=\"10\" fill=\"{}\"/>", COLORS[a % COLORS.len()]);
+        let _ = writeln!(s, "<text x=\"{:.0}\" y=\"33\">{}</text>", lx + 13.0, al.name);
+        lx += 20.0 + 7.0 * al.name.len() as f64;
+    }
+    for (panel, (title, f)) in [
+        ("time", Cell::median_secs as fn(&Cell) -> Option<f64>),
+        ("peak RSS", Cell::median_rss as fn(&Cell) -> Option<f64>),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x0 = label_w + panel as f64 * (panel_w + gap);
+        let _ = writeln!(s, "<text x=\"{:.0}\" y=\"50\" font-weight=\"bold\">{title}</text>", x0);
+        for tick in [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0] {
+            let x = x_of(panel, tick);
+            let stroke = if tick == 1.0 { "#000" } else { "#ddd" };
+            let _ = writeln!(
+                s,
+                "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"{stroke}\"/>",
+                height - 34.0
+            );
+            let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{tick}×</text>", height - 22.0);
+        }
+        for (gi, _) in groups.iter().enumerate() {
+            let y0 = top + gi as f64 * group_h + 4.0;
+            for a in 0..na {
+                let v = if gi < r.workloads.len() { r.ratio(gi, a, f) } else { r.geomean_ratio(a, f) };
+                let Some(v) = v else { continue };
+                let y = y0 + a as f64 * bar;
+                let x1 = x_of(panel, 1.0);
+                let x2 = x_of(panel, v);
+                let (x, w) = if x2 >= x1 { (x1, x2 - x1) } else { (x2, x1 - x2) };
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: {v:.2}×</title></rect>",
+                    w.max(1.0),
+                    bar - 1.0,
+                    COLORS[a % COLORS.len()],
+                    groups[gi],
+                    r.allocators[a].name
+                );
+            }
+        }
+    }
+    for (gi, g) in groups.iter().enumerate() {
+        let y = top + gi as f64 * group_h + group_h / 2.0 + 4.0;
+        let weight = if gi == r.workloads.len() { " font-weight=\"bold\"" } else { "" };
+        let _ = writeln!(s, "<text x=\"{:.0}\" y=\"{y:.1}\" text-anchor=\"end\"{weight}>{g}</text>", label_w - 6.0);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_geomean() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+        let g = geomean(&[2.0, 8.0]).unwrap();
+        assert!((g - 4.0).abs() < 1e-12);
+        assert_eq!(geomean(&[1.0, 0.0]), None);
+    }
+
+    fn results() -> Results {
+        let cell = |secs: &[f64], rss: u64| Cell {
+            samples: secs.iter().map(|&s| Sample { secs: s, rss_kib: rss }).collect(),
+            error: None,
+        };
+        let glibc = Allocator { name: "glibc".into(), lib: None, env: vec![] };
+        let other = Allocator { name: "other".into(), lib: Some("/x.so".into()), env: vec![] };
+        Results {
+            workloads: vec![&WORKLOADS[0], &WORKLOADS[1], &WORKLOADS[2]],
+            allocators: vec![glibc, other],
+            cells: vec![
+                vec![cell(&[1.0, 1.2, 0.8], 1000), cell(&[2.0, 2.0, 9.0], 1500)],
+                vec![cell(&[1.0], 1000), cell(&[0.5], 500)],
+                vec![cell(&[1.0], 1000), Cell { samples: vec![], error: Some("boom".into()) }],
+            ],
+            scale: 1,
+            runs: 3,
+        }
+    }
+
+    #[test]
+    fn ratios_use_medians_and_skip_failed_workloads() {
+        let r = results();
+        assert_eq!(r.ratio(0, 1, Cell::median_secs), Some(2.0));
+        assert_eq!(r.ratio(1, 1, Cell::median_rss), Some(0.5));
+        assert_eq!(r.ratio(2, 1, Cell::median_secs), None);
+        // Geometric mean over the two complete workloads: sqrt(2.0 * 0.5) = 1.
+        assert!((r.geomean_ratio(1, Cell::median_secs).unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(r.incomplete(), vec![WORKLOADS[2].name]);
+        let t = table(&r, "x86_64");
+        assert!(t.contains("error: cache_scratch under other: boom"), "{t}");
+        assert!(t.contains("geometric mean"), "{t}");
+        let j = json(&r, "x86_64");
+        assert!(j.contains("\"other\":{\"time\":1.000000"), "{j}");
+        assert_eq!(csv(&r).lines().count(), 1 + 3 + 3 + 1 + 1 + 1);
+        let svg = svg(&r, "x86_64");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+}
