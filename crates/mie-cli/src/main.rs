@@ -225,7 +225,7 @@ fn bench(args: &[OsString]) -> ! {
                 die(&format!("no allocator named {name}"));
             }
         }
-        allocators.retain(|a| a.lib.is_none() || f.iter().any(|x| *x == a.name));
+        allocators.retain(|a| a.lib.is_none() || f.contains(&a.name));
     }
     let mut workloads = Vec::new();
     for w in bench::WORKLOADS {
