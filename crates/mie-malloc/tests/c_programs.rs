@@ -266,6 +266,7 @@ fn large_blocks() {
     // The inaccessible pages fault at the access, and the handler names the block.
     for (mode, kind, also) in [
         ("large_use_after_free", "use-after-free", "bytes into the freed 1048576-byte large block"),
+        ("large_use_after_reuse", "use-after-free", "bytes into the freed 1048576-byte large block"),
         ("large_guard_overflow", "heap-buffer-overflow", "bytes past the end of the"),
     ] {
         let o = run_exact(&detect_bin(), &[mode], "");

@@ -87,6 +87,16 @@ int main(int argc, char **argv) {
         char *p = malloc(1 << 20);
         free(p);
         ((volatile char *)p)[100] = 1; /* pages are inaccessible: SIGSEGV */
+    } else if (!strcmp(m, "large_use_after_reuse")) {
+        /* The freed block's pages are moved to the next block of that size: the new block
+         * works, and the old address still faults. */
+        char *p = malloc(1 << 20);
+        memset(p, 1, 1 << 20);
+        free(p);
+        char *q = malloc(1 << 20);
+        memset(q, 2, 1 << 20);
+        if (q == p || q[12345] != 2) return 3;
+        ((volatile char *)p)[100] = 1;
     } else if (!strcmp(m, "large_guard_overflow")) {
         char *p = malloc(4 << 20);
         ((volatile char *)p)[(4 << 20) + 4096] = 1; /* into the guard page after the block */

@@ -118,6 +118,21 @@ int main(void) {
     unsigned char *big = calloc(1 << 20, 3);
     CHECK(big && all(big, 3 << 20, 0));
     free(big);
+    /* Large blocks whose pages are reused warm (moved from freed blocks) still come back
+     * zeroed from calloc, and keep their contents through realloc. */
+    for (int round = 0; round < 8; round++) {
+        size_t n = (size_t)(200 + 150 * round) << 10;
+        unsigned char *w = malloc(n);
+        CHECK(w);
+        memset(w, 0xcd, n);
+        free(w);
+        unsigned char *z = calloc(n, 1);
+        CHECK(z && all(z, n, 0));
+        memset(z, 0x5a, n);
+        z = realloc(z, 2 * n);
+        CHECK(z && all(z, n, 0x5a));
+        free(z);
+    }
 
     /* Refusals: overflow and absurd sizes give NULL + ENOMEM, never a crash. */
     errno = 0;

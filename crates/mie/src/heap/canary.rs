@@ -21,13 +21,38 @@ fn byte_at(pat: u64, addr: usize) -> u8 {
     (pat >> (8 * (addr & 7))) as u8
 }
 
-/// Write the canary into `[end, end + len)`.
+/// The 8 canary bytes starting at address `a`, as a little-endian word read from `a`.
+#[inline]
+fn word_at(pat: u64, a: usize) -> u64 {
+    if cfg!(target_endian = "little") {
+        pat.rotate_right(8 * (a & 7) as u32)
+    } else {
+        u64::from_be_bytes(pat.rotate_right(8 * (a & 7) as u32).to_le_bytes())
+    }
+}
+
+/// Write the canary into `[end, end + len)`: whole words where it is 8 bytes or longer
+/// (the last word may overlap the one before it), single bytes below that.
 ///
 /// # Safety
 /// The range must be writable memory owned by the block's slot.
 #[inline]
 pub unsafe fn write(pat: u64, end: *mut u8, len: usize) {
     let a = end as usize;
+    if len >= 8 {
+        let w = word_at(pat, a);
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: [end+i, end+i+8) lies inside the range; unaligned store.
+            unsafe { (end.add(i) as *mut u64).write_unaligned(w) };
+            i += 8;
+        }
+        if i < len {
+            // SAFETY: len >= 8, so [end+len-8, end+len) lies inside the range.
+            unsafe { (end.add(len - 8) as *mut u64).write_unaligned(word_at(pat, a + len - 8)) };
+        }
+        return;
+    }
     for i in 0..len {
         // SAFETY: i < len and the caller guarantees the range is writable.
         unsafe { *end.add(i) = byte_at(pat, a + i) };
@@ -41,6 +66,24 @@ pub unsafe fn write(pat: u64, end: *mut u8, len: usize) {
 #[inline]
 pub unsafe fn check(pat: u64, end: *const u8, len: usize) -> Option<usize> {
     let a = end as usize;
+    if len >= 8 {
+        let w = word_at(pat, a);
+        let mut diff = 0u64;
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: [end+i, end+i+8) lies inside the range; unaligned load.
+            diff |= unsafe { (end.add(i) as *const u64).read_unaligned() } ^ w;
+            i += 8;
+        }
+        if i < len {
+            // SAFETY: len >= 8, so [end+len-8, end+len) lies inside the range.
+            diff |= unsafe { (end.add(len - 8) as *const u64).read_unaligned() } ^ word_at(pat, a + len - 8);
+        }
+        if diff == 0 {
+            return None;
+        }
+    }
+    // Slow path (short canaries and reporting): find the first bad byte.
     // SAFETY: i < len and the caller guarantees the range is readable.
     (0..len).find(|&i| unsafe { *end.add(i) } != byte_at(pat, a + i))
 }
@@ -55,18 +98,29 @@ mod tests {
             let pat = pattern(0xdead_beef, b * 16);
             assert!(pat.to_ne_bytes().iter().all(|&x| x != 0));
         }
-        let mut buf = [0u8; 80];
-        let pat = pattern(99, buf.as_ptr() as usize + 3);
-        // SAFETY: the range lies inside buf.
-        unsafe { write(pat, buf.as_mut_ptr().add(3), 64) };
-        // SAFETY: as above.
-        assert_eq!(unsafe { check(pat, buf.as_ptr().add(3), 64) }, None);
-        for i in 0..64 {
-            let saved = buf[3 + i];
-            buf[3 + i] = 0;
-            // SAFETY: as above.
-            assert_eq!(unsafe { check(pat, buf.as_ptr().add(3), 64) }, Some(i));
-            buf[3 + i] = saved;
+        // Every length and start alignment: the word path and the byte path write the same
+        // bytes, touch nothing outside the range, and find every single corrupted byte.
+        for start in 0..8 {
+            for len in 0..=40 {
+                let mut buf = [0u8; 64];
+                let base = buf.as_ptr() as usize;
+                let pat = pattern(99, base + start);
+                // SAFETY: the range lies inside buf.
+                unsafe { write(pat, buf.as_mut_ptr().add(start), len) };
+                for (i, &b) in buf.iter().enumerate() {
+                    let inside = i >= start && i < start + len;
+                    assert_eq!(b, if inside { byte_at(pat, base + i) } else { 0 }, "start {start} len {len} byte {i}");
+                }
+                // SAFETY: as above.
+                assert_eq!(unsafe { check(pat, buf.as_ptr().add(start), len) }, None);
+                for i in 0..len {
+                    let saved = buf[start + i];
+                    buf[start + i] = 0;
+                    // SAFETY: as above.
+                    assert_eq!(unsafe { check(pat, buf.as_ptr().add(start), len) }, Some(i), "start {start} len {len}");
+                    buf[start + i] = saved;
+                }
+            }
         }
     }
 }

@@ -6,6 +6,14 @@
 //! OS at once) and kept in a bounded FIFO address quarantine before it is unmapped, so a use
 //! after free of a large block faults deterministically for a while, and a double free of it
 //! is recognised as one.
+//!
+//! Warm reuse: page faults on fresh memory are most of the cost of a large allocation. So,
+//! while the warm budget allows, a freed block's pages are moved out of its address range to
+//! a spare mapping (`mremap(MREMAP_DONTUNMAP)`) and its range is made inaccessible; a later
+//! allocation moves those pages to its own, new address. The freed block's address range
+//! stays inaccessible in the quarantine exactly as before, so a dangling pointer still
+//! faults; only physical pages, never an address, are reused. The moved pages still hold the
+//! old block's bytes, so such a block is not known to be zero (calloc clears it).
 
 use core::cell::UnsafeCell;
 
@@ -15,6 +23,8 @@ const EMPTY: usize = 0;
 const LIVE: usize = 1;
 const FREED: usize = 2;
 const TOMBSTONE: usize = 3;
+/// Bytes of freed large blocks whose pages are kept for warm reuse (part of peak RSS).
+const WARM_BUDGET: usize = 32 << 20;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -26,10 +36,14 @@ pub struct Entry {
     pub body_len: usize,
     pub req: usize,
     pub state: usize,
+    /// Freed blocks only: bytes of the body whose pages were kept (0: none), and where they
+    /// are now (a spare mapping of exactly `warm` bytes).
+    pub warm: usize,
+    pub warm_at: usize,
 }
 
 impl Entry {
-    const NONE: Entry = Entry { addr: 0, map: 0, map_len: 0, body_len: 0, req: 0, state: EMPTY };
+    const NONE: Entry = Entry { addr: 0, map: 0, map_len: 0, body_len: 0, req: 0, state: EMPTY, warm: 0, warm_at: 0 };
 
     pub fn is_live(&self) -> bool {
         self.state == LIVE
@@ -51,6 +65,9 @@ struct Table {
     live_count: usize,
     live_bytes: usize,
     mapped: usize,
+    warm_bytes: usize,
+    /// Set when the kernel refused to move pages: warm reuse is off from then on.
+    no_warm: bool,
 }
 
 pub struct Large {
@@ -74,6 +91,8 @@ pub static LARGE: Large = Large {
         live_count: 0,
         live_bytes: 0,
         mapped: 0,
+        warm_bytes: 0,
+        no_warm: false,
     }),
 };
 
@@ -163,10 +182,49 @@ impl Table {
             // SAFETY: e is a valid entry pointer from find.
             let e = unsafe { &mut *e };
             platform::release(e.map as *mut u8, e.map_len);
+            if e.warm != 0 {
+                platform::release(e.warm_at as *mut u8, e.warm);
+            }
             self.ring_bytes -= e.map_len;
             self.mapped -= e.map_len;
+            self.warm_bytes -= e.warm;
             e.state = TOMBSTONE;
         }
+    }
+
+    /// Move warm pages from the smallest quarantined block that covers the body to
+    /// `[addr, addr + body)` (a reserved, inaccessible range). Returns how many bytes were
+    /// moved (accessible, not zero): `body` or 0. Only whole bodies are moved, so a block is
+    /// always one mapping and can be moved out again when it is freed.
+    fn take_warm(&mut self, addr: usize, body: usize) -> usize {
+        if self.warm_bytes == 0 {
+            return 0;
+        }
+        let n = self.ring.len();
+        let mut best: Option<(*mut Entry, usize)> = None;
+        for i in 0..self.len {
+            let Some(e) = self.find(self.ring[(self.head + i) % n]) else { continue };
+            // SAFETY: e is a valid entry pointer from find; read under the lock.
+            let w = unsafe { (*e).warm };
+            let better = w >= body && best.is_none_or(|(_, b)| w < b);
+            if better {
+                best = Some((e, w));
+            }
+        }
+        let Some((e, w)) = best else { return 0 };
+        // SAFETY: e is a valid entry pointer from find.
+        let e = unsafe { &mut *e };
+        let moved = w.min(body);
+        self.warm_bytes -= w;
+        e.warm = 0;
+        if !platform::move_pages_to(e.warm_at as *mut u8, addr as *mut u8, moved) {
+            platform::release(e.warm_at as *mut u8, w);
+            return 0;
+        }
+        if w > moved {
+            platform::release((e.warm_at + moved) as *mut u8, w - moved);
+        }
+        moved
     }
 }
 
@@ -178,10 +236,10 @@ impl Large {
     }
 
     /// Map a block of `size` bytes aligned to `align`, with at least `min_slack` bytes after it
-    /// in the same pages (for the canary). Returns the block and the bytes mapped read-write
-    /// from it (a page multiple); null on exhaustion.
-    pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> (*mut u8, usize) {
-        let null = (core::ptr::null_mut(), 0);
+    /// in the same pages (for the canary). Returns the block, the bytes mapped read-write
+    /// from it (a page multiple) and whether they are fresh (zero) pages; null on exhaustion.
+    pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> (*mut u8, usize, bool) {
+        let null = (core::ptr::null_mut(), 0, false);
         // At least one page, so even a zero-byte block owns a unique, mapped address.
         let Some(body) = size.checked_add(min_slack).and_then(|n| n.max(1).checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
             return null;
@@ -198,20 +256,22 @@ impl Large {
             return null;
         }
         let addr = (map as usize + PAGE + align - 1) & !(align.max(PAGE) - 1);
-        if !platform::commit(addr as *mut u8, body) {
+        let _g = self.lock.guard();
+        let t = self.table();
+        let warm = t.take_warm(addr, body);
+        let fresh = warm == 0;
+        if warm < body && !platform::commit((addr + warm) as *mut u8, body - warm) {
             platform::release(map, total);
             return null;
         }
-        let _g = self.lock.guard();
-        let t = self.table();
-        if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE }) {
+        if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE, warm: 0, warm_at: 0 }) {
             platform::release(map, total);
             return null;
         }
         t.live_count += 1;
         t.live_bytes += size;
         t.mapped += total;
-        (addr as *mut u8, body)
+        (addr as *mut u8, body, fresh)
     }
 
     /// Copy of the entry for `p`, if `p` is the start of a live or quarantined large block.
@@ -273,9 +333,31 @@ impl Large {
             e.state = TOMBSTONE;
             return Ok(());
         }
-        // Drop the pages, keep the addresses inaccessible.
-        platform::decommit(e.map as *mut u8, e.map_len);
+        // Keep the addresses inaccessible; keep the pages too while the warm budget allows.
         e.state = FREED;
+        e.warm = 0;
+        let spare = if !t.no_warm && t.warm_bytes + e.body_len <= WARM_BUDGET {
+            match platform::move_pages_out(e.addr as *mut u8, e.body_len) {
+                Ok(p) => p,
+                Err(errno) => {
+                    // EINVAL: the kernel cannot move pages out (before Linux 5.7).
+                    t.no_warm = errno == libc::EINVAL;
+                    core::ptr::null_mut()
+                }
+            }
+        } else {
+            core::ptr::null_mut()
+        };
+        if !spare.is_null() && platform::protect_none(e.addr as *mut u8, e.body_len) {
+            e.warm = e.body_len;
+            e.warm_at = spare as usize;
+            t.warm_bytes += e.body_len;
+        } else {
+            if !spare.is_null() {
+                platform::release(spare, e.body_len);
+            }
+            platform::decommit(e.map as *mut u8, e.map_len);
+        }
         let len = e.map_len;
         while t.len >= keep || (t.len > 0 && t.ring_bytes + len > keep_bytes) {
             t.evict_oldest();

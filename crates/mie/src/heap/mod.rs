@@ -235,7 +235,7 @@ fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, 
 
 fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
     let slack = if g.opts.canary { 1 } else { 0 };
-    let (p, body) = LARGE.alloc(size, align.max(16), slack);
+    let (p, body, fresh) = LARGE.alloc(size, align.max(16), slack);
     if p.is_null() {
         return (p, false);
     }
@@ -244,7 +244,7 @@ fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
         // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
         unsafe { canary::write(canary::pattern(g.canary_key, p as usize), p.add(size), len) };
     }
-    (p, true)
+    (p, fresh)
 }
 
 #[inline]

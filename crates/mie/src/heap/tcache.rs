@@ -15,7 +15,8 @@ use super::quarantine::Quarantine;
 use crate::platform::{self, lock::Lock};
 use crate::rand::Rng;
 
-pub const BIN_CAP: usize = 16;
+/// The largest `cache_cap` of any class.
+pub const BIN_CAP: usize = 64;
 
 #[derive(Clone, Copy)]
 pub struct Bin {

@@ -104,6 +104,39 @@ pub fn purge(p: *mut u8, len: usize) {
     }
 }
 
+/// Make a range inaccessible (its pages, if any, stay resident).
+pub fn protect_none(p: *mut u8, len: usize) -> bool {
+    // SAFETY: callers pass page-aligned ranges inside mappings owned by the allocator.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
+}
+
+/// Move the pages of `[from, from + len)` to a new address chosen by the kernel, leaving
+/// the source range mapped, with its protection, but without pages (`MREMAP_DONTUNMAP`,
+/// Linux 5.7+). The page table entries move as they are, so the pages stay writable and
+/// are not faulted in again. `Err(errno)` if the kernel refuses: EINVAL where the flag is
+/// unknown, EFAULT where the range is not one mapping.
+pub fn move_pages_out(from: *mut u8, len: usize) -> Result<*mut u8, i32> {
+    const MREMAP_DONTUNMAP: libc::c_int = 4;
+    // SAFETY: a page-aligned, allocator-owned private anonymous range; the kernel picks a
+    // free destination, so no other mapping is touched. The new-address argument is passed
+    // as null explicitly: recent kernels read it as a placement hint even without FIXED.
+    let r = unsafe { libc::mremap(from.cast(), len, len, libc::MREMAP_MAYMOVE | MREMAP_DONTUNMAP, core::ptr::null_mut::<libc::c_void>()) };
+    if r == libc::MAP_FAILED {
+        Err(errno())
+    } else {
+        Ok(r.cast())
+    }
+}
+
+/// Move the pages of the mapping `[from, from + len)` to `to`, replacing what was mapped
+/// there; the source range is unmapped.
+pub fn move_pages_to(from: *mut u8, to: *mut u8, len: usize) -> bool {
+    // SAFETY: both ranges are page-aligned and allocator-owned; MREMAP_FIXED replaces the
+    // target range atomically.
+    let r = unsafe { libc::mremap(from.cast(), len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to as *mut libc::c_void) };
+    r == to as *mut libc::c_void
+}
+
 /// Unmap a range entirely.
 pub fn release(p: *mut u8, len: usize) {
     // SAFETY: the range is an allocator-owned mapping that nothing references any more.
