@@ -199,7 +199,7 @@ impl Bucket {
         }
     }
 
-    /// Take up to `out.len()` available slots, chosen at random from a random partial slab.
+    /// Take up to `out.len()` available slots from random partial slabs, in random order.
     /// Returns how many were written. Zero means out of memory (or address space).
     pub fn refill(&self, g: &Geometry, region: usize, rng: &mut Rng, out: &mut [usize]) -> usize {
         let _guard = self.lock.guard();
@@ -227,25 +227,40 @@ impl Bucket {
                 }
                 h.flags = 0;
             }
+            // Take slots a bitmap word at a time, starting from a random word: every set bit
+            // of the word up to the batch size, in one pass with bit tricks. The batch is
+            // shuffled below, so the order slots are handed out in is random too.
+            let slab_base = layout::slot_addr(g.heap_base, region, slab, 0);
+            let size = k.size as usize;
+            let mut w = rng.below(m.words as u32) as usize;
             while got < out.len() && h.avail_count > 0 {
-                let slot = take_random_bit(m.avail(), m.words, k.nslots as usize, rng);
-                let (w, b) = (slot / 64, 1u64 << (slot % 64));
-                // The dirty state travels with the cache entry (ENTRY_DIRTY) while the slot is
-                // out of the bucket; flush writes it back.
-                // SAFETY: slot < nslots, so word w is inside the dirty bitmap.
-                let was_dirty = unsafe {
-                    let d = m.dirty().add(w);
-                    let was = *d & b != 0;
-                    *d &= !b;
-                    was
-                };
-                h.avail_count -= 1;
-                out[got] = layout::slot_addr(g.heap_base, region, slab, slot) | if was_dirty { ENTRY_DIRTY } else { 0 };
-                got += 1;
+                // SAFETY: w < words: the avail and dirty bitmaps have `words` committed words.
+                let (avail, dirty) = unsafe { (&mut *m.avail().add(w), &mut *m.dirty().add(w)) };
+                let mut bits = *avail;
+                while bits != 0 && got < out.len() {
+                    let b = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let slot = w * 64 + b;
+                    // The dirty state travels with the cache entry (ENTRY_DIRTY) while the
+                    // slot is out of the bucket; flush writes it back.
+                    let d = (*dirty >> b) & 1;
+                    out[got] = (slab_base + slot * size) | (d as usize * ENTRY_DIRTY);
+                    got += 1;
+                }
+                let taken = *avail & !bits;
+                h.avail_count -= taken.count_ones() as u16;
+                *avail = bits;
+                *dirty &= !taken;
+                w = if w + 1 == m.words { 0 } else { w + 1 };
             }
             if h.avail_count == 0 {
                 self.partial_remove(g, region, inner, j);
             }
+        }
+        // Fisher-Yates over the batch.
+        for i in (1..got).rev() {
+            let j = rng.below(i as u32 + 1) as usize;
+            out.swap(i, j);
         }
         got
     }
@@ -430,33 +445,4 @@ impl Geometry {
 #[inline]
 fn round_up(x: usize, a: usize) -> usize {
     (x + a - 1) & !(a - 1)
-}
-
-/// Find and clear a set bit, starting the search at a random position. The caller guarantees
-/// at least one bit is set among the first `nbits`.
-#[inline]
-fn take_random_bit(words: *mut u64, nwords: usize, nbits: usize, rng: &mut Rng) -> usize {
-    let start = rng.below(nbits as u32) as usize;
-    let (mut w, sb) = (start / 64, start % 64);
-    // SAFETY: w < nwords in every access below; the bitmap has nwords committed words.
-    unsafe {
-        // First the bits at or above the random start within its word.
-        let first = *words.add(w) & (u64::MAX << sb);
-        if first != 0 {
-            let b = first.trailing_zeros() as usize;
-            *words.add(w) &= !(1u64 << b);
-            return w * 64 + b;
-        }
-        for _ in 0..nwords {
-            w = if w + 1 == nwords { 0 } else { w + 1 };
-            let x = *words.add(w);
-            if x != 0 {
-                let b = x.trailing_zeros() as usize;
-                *words.add(w) &= !(1u64 << b);
-                return w * 64 + b;
-            }
-        }
-    }
-    // Unreachable when avail_count is consistent with the bitmap; treat as corruption.
-    crate::report::fatal(crate::report::Kind::Internal, words as usize, "refill", |_| {})
 }
