@@ -342,6 +342,7 @@ pub fn run_bench(
         return Err("the first allocator must be glibc (the baseline)".into());
     }
     let na = cfg.allocators.len();
+    std::fs::create_dir_all(&cfg.workdir).map_err(|e| format!("{}: {e}", cfg.workdir.display()))?;
     let mut prepared = Vec::new();
     for w in workloads {
         progress(&format!("build {}", w.name));
