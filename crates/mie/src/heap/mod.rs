@@ -269,7 +269,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     let Some(l) = layout::decode(g.geo.heap_base, p) else {
         report::fatal(Kind::Internal, p, "malloc", |_| {})
     };
-    let m = SlabMeta::new(g.geo.meta_base, region, l.slab);
+    let m = SlabMeta::of(g.geo.meta_base, k, region, l.slab);
     let bit = 1u64 << (l.slot % 64);
     if m.live_word(l.slot).fetch_or(bit, Ordering::Relaxed) & bit != 0 {
         report::fatal(Kind::Internal, p, "malloc", |o| {
@@ -500,6 +500,50 @@ pub fn free(p: *mut u8, who: Caller) {
     if p.is_null() {
         return;
     }
+    // The common case, a valid live small block on an untagged heap, in one straight pass;
+    // everything else (and every error, which the full path then reports) goes the full way.
+    if STATE.load(Ordering::Acquire) == READY && !tag::enabled() {
+        let g = globals();
+        if let Some(loc) = layout::decode(g.geo.heap_base, p as usize) {
+            if free_small_fast(g, p as usize, loc, who) {
+                return;
+            }
+        }
+    }
+    free_full(p, who)
+}
+
+/// Free a small block if it is a plain valid one: in the heap's slabs, at a slot start,
+/// live, with an intact canary. Returns false, having changed nothing, for anything else.
+#[inline(always)]
+fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller) -> bool {
+    // SAFETY: decode returns class < CLASS_COUNT and region < REGION_COUNT.
+    let (k, b) = unsafe { (CLASSES.get_unchecked(loc.class), BUCKETS.get_unchecked(loc.region)) };
+    if loc.interior != 0 || loc.slot >= k.nslots as usize || loc.bucket > g.keys.pointer_buckets as usize || !b.slab_exists(loc.slab) {
+        return false;
+    }
+    let m = SlabMeta::of(g.geo.meta_base, k, loc.region, loc.slab);
+    let word = m.live_word(loc.slot);
+    let bit = 1u64 << (loc.slot % 64);
+    if word.load(Ordering::Relaxed) & bit == 0 {
+        return false;
+    }
+    let slot_size = k.size as usize;
+    let slack = m.slack(k, loc.slot);
+    let usable = slot_size - slack;
+    if g.opts.canary {
+        let len = slack.min(canary::MAX_CANARY);
+        // SAFETY: [p+usable, p+usable+len) lies inside the live block's slot.
+        if unsafe { canary::check(canary::pattern(g.canary_key, p), (p + usable) as *const u8, len) }.is_some() {
+            return false;
+        }
+    }
+    release_small(g, p, loc, usable, slot_size, slack, who);
+    true
+}
+
+#[inline(never)]
+fn free_full(p: *mut u8, who: Caller) {
     let raw = p as usize;
     let Some(g) = ensure_init() else { invalid_free(raw, who, "mie's heap is not initialised") };
     if sample::owns(tag::untag(raw)) {
@@ -513,21 +557,22 @@ pub fn free(p: *mut u8, who: Caller) {
 
 fn free_small(g: &Globals, raw: usize, loc: Loc, usable: usize, who: Caller) {
     let p = tag::untag(raw);
-    let k = &CLASSES[loc.class];
-    let slot_size = k.size as usize;
+    let slot_size = CLASSES[loc.class].size as usize;
     let slack = slot_size - usable;
     if g.opts.canary {
         check_canary(g, p, raw, usable, slack, Some(&loc), who);
     }
-    let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
+    release_small(g, p, loc, usable, slot_size, slack, who);
+}
+
+/// The second half of every small free: the block (untagged `p`) is valid and checked.
+#[inline(always)]
+fn release_small(g: &Globals, p: usize, loc: Loc, usable: usize, slot_size: usize, slack: usize, who: Caller) {
+    // SAFETY: loc came from decode: class < CLASS_COUNT.
+    let m = SlabMeta::of(g.geo.meta_base, unsafe { CLASSES.get_unchecked(loc.class) }, loc.region, loc.slab);
     let bit = 1u64 << (loc.slot % 64);
     if m.live_word(loc.slot).fetch_and(!bit, Ordering::Relaxed) & bit == 0 {
-        // Lost a race with a concurrent free of the same block.
-        report::fatal(Kind::DoubleFree, p, who.func, |o| {
-            let _ = writeln!(o, "  the block was freed concurrently by another thread");
-            describe_slot(o, &loc, p, "free");
-            report::write_code_addr(o, "called from", who.ret_addr);
-        });
+        concurrent_double_free(p, &loc, who);
     }
     if g.opts.stacks {
         stacks::on_free(p);
@@ -553,26 +598,22 @@ fn free_small(g: &Globals, raw: usize, loc: Loc, usable: usize, who: Caller) {
     });
 }
 
+#[cold]
+#[inline(never)]
+fn concurrent_double_free(p: usize, loc: &Loc, who: Caller) -> ! {
+    // Lost a race with a concurrent free of the same block.
+    report::fatal(Kind::DoubleFree, p, who.func, |o| {
+        let _ = writeln!(o, "  the block was freed concurrently by another thread");
+        describe_slot(o, loc, p, "free");
+        report::write_code_addr(o, "called from", who.ret_addr);
+    })
+}
+
+#[inline]
 fn quarantine_push(g: &Globals, tc: &mut TCache, p: usize, size: usize, cap: usize) {
-    let budget = g.opts.quarantine_bytes;
-    let base = g.geo.heap_base;
-    let size_of = |a: usize| CLASSES[(a.wrapping_sub(base) >> layout::REGION_SHIFT) / BUCKET_SLOTS].size as usize;
-    // Evicted blocks are collected first (the quarantine and the bins are both in `tc`).
-    let mut out = [0usize; 8];
-    let mut n = 0;
-    {
-        let TCache { quarantine, rng, .. } = tc;
-        quarantine.push(p, size, quarantine::Limits { cap, budget }, rng, size_of, |old| {
-            if n < out.len() {
-                out[n] = old;
-                n += 1;
-            } else {
-                // Only when one large slot pushes many small ones past the byte budget.
-                release_to_bucket(g, old);
-            }
-        });
-    }
-    for &old in &out[..n] {
+    tc.quarantine.push(p, size, &mut tc.rng);
+    let limits = quarantine::Limits { cap, budget: g.opts.quarantine_bytes };
+    while let Some(old) = tc.quarantine.pop_expired(limits) {
         release_slot(g, tc, old);
     }
 }

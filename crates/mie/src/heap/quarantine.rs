@@ -17,19 +17,27 @@ pub struct Limits {
 
 pub struct Quarantine {
     random: [usize; RANDOM_STAGE],
+    random_size: [u32; RANDOM_STAGE],
     random_bytes: usize,
-    ring: [usize; MAX_QUARANTINE as usize],
+    ring: [usize; RING],
+    ring_size: [u32; RING],
     head: usize,
     len: usize,
     ring_bytes: usize,
 }
 
+/// Ring capacity: the largest `quarantine` option (a power of two, so indices are masks).
+const RING: usize = MAX_QUARANTINE as usize;
+const _: () = assert!(RING.is_power_of_two());
+
 impl Quarantine {
     pub const fn new() -> Self {
         Quarantine {
             random: [0; RANDOM_STAGE],
+            random_size: [0; RANDOM_STAGE],
             random_bytes: 0,
-            ring: [0; MAX_QUARANTINE as usize],
+            ring: [0; RING],
+            ring_size: [0; RING],
             head: 0,
             len: 0,
             ring_bytes: 0,
@@ -40,50 +48,49 @@ impl Quarantine {
         self.random_bytes + self.ring_bytes
     }
 
-    /// Quarantine `p` (whose slot is `size` bytes). Blocks whose delay is over are passed to
-    /// `release`, oldest first. The limits come from the options (cap ≥ 1).
+    /// Quarantine `p` (whose slot is `size` bytes): it replaces a random occupant of the
+    /// random stage, which moves on to the FIFO ring. Afterwards, `pop_expired` gives the
+    /// blocks whose delay is over.
     #[inline]
-    pub fn push(
-        &mut self,
-        p: usize,
-        size: usize,
-        Limits { cap, budget }: Limits,
-        rng: &mut Rng,
-        size_of: impl Fn(usize) -> usize,
-        mut release: impl FnMut(usize),
-    ) {
+    pub fn push(&mut self, p: usize, size: usize, rng: &mut Rng) {
         let j = rng.below(RANDOM_STAGE as u32) as usize;
         let victim = core::mem::replace(&mut self.random[j], p);
-        self.random_bytes += size;
-        if victim == 0 {
-            return;
+        let vsize = core::mem::replace(&mut self.random_size[j], size as u32) as usize;
+        self.random_bytes = self.random_bytes + size - vsize;
+        if victim != 0 {
+            let i = (self.head + self.len) & (RING - 1);
+            self.ring[i] = victim;
+            self.ring_size[i] = vsize as u32;
+            self.len += 1;
+            self.ring_bytes += vsize;
         }
-        let vsize = size_of(victim);
-        self.random_bytes -= vsize;
-        let n = self.ring.len();
-        self.ring[(self.head + self.len) % n] = victim;
-        self.len += 1;
-        self.ring_bytes += vsize;
-        while self.len > cap || (self.ring_bytes > budget && self.len > 0) {
+    }
+
+    /// The oldest block of the ring if the ring is over its limits (at most `cap` entries
+    /// and `budget` bytes; cap ≥ 1), else None. Call until None after each push.
+    #[inline]
+    pub fn pop_expired(&mut self, Limits { cap, budget }: Limits) -> Option<usize> {
+        if self.len > cap || (self.ring_bytes > budget && self.len > 0) {
             let old = self.ring[self.head];
-            self.head = (self.head + 1) % n;
+            self.ring_bytes -= self.ring_size[self.head] as usize;
+            self.head = (self.head + 1) & (RING - 1);
             self.len -= 1;
-            self.ring_bytes -= size_of(old);
-            release(old);
+            return Some(old);
         }
+        None
     }
 
     /// Empty the quarantine (thread exit, trim), passing every block to `release`.
     pub fn drain(&mut self, mut release: impl FnMut(usize)) {
-        for e in self.random.iter_mut() {
+        for (e, size) in self.random.iter_mut().zip(self.random_size.iter_mut()) {
             if *e != 0 {
                 release(core::mem::replace(e, 0));
             }
+            *size = 0;
         }
-        let n = self.ring.len();
         while self.len > 0 {
             release(self.ring[self.head]);
-            self.head = (self.head + 1) % n;
+            self.head = (self.head + 1) & (RING - 1);
             self.len -= 1;
         }
         self.random_bytes = 0;
@@ -110,9 +117,10 @@ mod tests {
         for i in 1..=20_000usize {
             // Time is counted in frees: the i-th push happens at time i.
             let now = i;
-            q.push(i * 16, 16, Limits { cap, budget: usize::MAX }, &mut rng, |_| 16, |old| {
+            q.push(i * 16, 16, &mut rng);
+            while let Some(old) = q.pop_expired(Limits { cap, budget: usize::MAX }) {
                 released_at.insert(old / 16, now);
-            });
+            }
         }
         let delays: Vec<usize> = released_at.iter().map(|(&i, &at)| at - i).collect();
         let min = *delays.iter().min().unwrap();
@@ -126,12 +134,31 @@ mod tests {
     }
 
     #[test]
+    fn accounting_survives_a_drain() {
+        let mut q = Box::new(Quarantine::new());
+        let mut rng = Rng::from_seed(3);
+        for round in 1..=3usize {
+            for i in 1..=100usize {
+                q.push(round * 100_000 + i * 16, 16 * round, &mut rng);
+                while q.pop_expired(Limits { cap: 8, budget: usize::MAX }).is_some() {}
+            }
+            let mut n = 0;
+            q.drain(|_| n += 1);
+            assert_eq!(n, 8 + RANDOM_STAGE);
+            assert_eq!(q.bytes(), 0);
+        }
+    }
+
+    #[test]
     fn byte_budget_bounds_the_ring() {
         let mut q = Box::new(Quarantine::new());
         let mut rng = Rng::from_seed(9);
         let mut out = 0;
         for i in 1..=1000usize {
-            q.push(i * 4096, 4096, Limits { cap: 1024, budget: 64 * 1024 }, &mut rng, |_| 4096, |_| out += 1);
+            q.push(i * 4096, 4096, &mut rng);
+            while q.pop_expired(Limits { cap: 1024, budget: 64 * 1024 }).is_some() {
+                out += 1;
+            }
             assert!(q.bytes() <= 64 * 1024 + RANDOM_STAGE * 4096);
         }
         assert!(out > 900);

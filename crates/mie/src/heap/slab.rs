@@ -50,10 +50,16 @@ pub struct SlabMeta {
 }
 
 impl SlabMeta {
-    #[inline]
+    #[inline(always)]
     pub fn new(meta_base: usize, region: usize, slab: usize) -> Self {
-        let k = &CLASSES[region / BUCKET_SLOTS];
-        SlabMeta { base: layout::slab_meta_addr(meta_base, region, slab), words: k.words as usize }
+        Self::of(meta_base, &CLASSES[region / BUCKET_SLOTS], region, slab)
+    }
+
+    /// As `new`, for a caller that already has the region's class.
+    #[inline(always)]
+    pub fn of(meta_base: usize, k: &ClassInfo, region: usize, slab: usize) -> Self {
+        let base = meta_base + (region << layout::META_REGION_SHIFT) + META_SLABS_OFF + slab * k.meta_stride as usize;
+        SlabMeta { base, words: k.words as usize }
     }
 
     #[inline]
