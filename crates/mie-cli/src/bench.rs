@@ -70,6 +70,11 @@ pub const WORKLOADS: &[Workload] = &[
         program: Program::C(include_str!("../bench/large.c")),
     },
     Workload {
+        name: "string_ops",
+        what: "memcpy/memmove/memset/strcpy/strlen of 16-256 B on heap blocks (range-checked calls under mie)",
+        program: Program::C(include_str!("../bench/string_ops.c")),
+    },
+    Workload {
         name: "python",
         what: "python3 (PYTHONMALLOC=malloc): dicts, lists, strings, objects, json, sorting",
         program: Program::Real {

@@ -534,3 +534,7 @@ pub extern "C" fn mie_bucket_of(p: *const c_void) -> c_int {
 pub extern "C" fn mie_debug_slab_metadata(p: *const c_void) -> *mut c_void {
     heap::slab_metadata_of(p.cast()).unwrap_or(0) as *mut c_void
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounds-checked memory and string functions (after the trampoline macros they use).
+mod string;

@@ -143,10 +143,14 @@ fn detect_bin() -> PathBuf {
     build("detect.c")
 }
 
-/// Run detect.c in `mode`; expect SIGABRT and a report whose first line names `kind` and
-/// the function, plus every string in `also`.
-fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
-    let o = run_exact(&detect_bin(), &[mode], "");
+fn checked_bin() -> PathBuf {
+    build("checked.c")
+}
+
+/// Run `bin` in `mode`; expect SIGABRT and a report whose first line names `kind` and the
+/// function, plus every string in `also`.
+fn expect_report_in(bin: &Path, mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
+    let o = run_exact(bin, &[mode], "");
     let t = text(&o);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: expected SIGABRT, got {:?}\n{t}", o.status);
     assert!(!t.contains("NOT DETECTED"), "{mode}: ran past the error\n{t}");
@@ -158,6 +162,12 @@ fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
     }
     assert!(t.contains(&format!("mie: aborting (error: {kind})")), "{mode}\n{t}");
     t
+}
+
+/// Run detect.c in `mode`; expect SIGABRT and a report whose first line names `kind` and
+/// the function, plus every string in `also`.
+fn expect_report(mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
+    expect_report_in(&detect_bin(), mode, kind, func, also)
 }
 
 /// Run detect.c in `mode` on arm64; expect an MTE tag-check fault report of `kind` (the
@@ -490,4 +500,68 @@ fn sampled_blocks_behave_like_any_block() {
     let args: &[&str] = if cfg!(target_arch = "aarch64") { &["nofork"] } else { &[] };
     let o = run_with(&build("threads.c"), args, "sample_rate=20");
     assert!(o.status.success() && text(&o).contains("threads: ok"), "{}", text(&o));
+}
+
+// ---------------------------------------------------------------------------------------
+// Bounds-checked memory and string functions
+
+const CHECKED: &[&str] = &[
+    "memcpy", "memmove", "mempcpy", "memset", "strcpy", "stpcpy", "strncpy", "strcat", "strncat", "memccpy", "wmemcpy",
+    "wmemmove", "wmemset", "__memcpy_chk", "__memmove_chk", "__mempcpy_chk", "__memset_chk", "__strcpy_chk",
+    "__stpcpy_chk", "__strncpy_chk", "__strcat_chk", "__strncat_chk", "__wmemcpy_chk", "__wmemmove_chk",
+    "__wmemset_chk",
+];
+
+#[test]
+fn every_checked_function_stops_an_overflow_before_writing() {
+    // The destination page is read-only during the call: a single byte written before the
+    // check would end the process with SIGSEGV, not with this report.
+    for f in CHECKED {
+        let wide = f.contains("wmem");
+        let over = if wide { "4 bytes past its end" } else { "1 byte past its end" };
+        expect_report_in(
+            &checked_bin(),
+            f,
+            "heap-buffer-overflow",
+            f,
+            &[&format!("{f} would write"), "of the 40-byte block at 0x", over, "no byte was written", "called from: 0x"],
+        );
+    }
+}
+
+#[test]
+fn checked_reads_and_dangling_destinations() {
+    let b = checked_bin();
+    // The source page is inaccessible: the check comes before any read.
+    expect_report_in(&b, "read_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would read 41 bytes at offset 0 of the 40-byte block", "1 byte past its end", "stopped before reading past the end"]);
+    expect_report_in(&b, "read_strcpy", "heap-buffer-overflow", "strcpy", &["strcpy would read 41 bytes at offset 0 of the 40-byte block"]);
+    expect_report_in(&b, "freed_memcpy", "use-after-free", "memcpy", &["memcpy would write 8 bytes at offset 0 of a freed"]);
+    expect_report_in(&b, "large_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 299990 of the 300000-byte block", "1 byte past its end", "large allocation"]);
+}
+
+#[test]
+fn checked_functions_do_their_job_at_every_length_up_to_the_end() {
+    let o = run_with(&checked_bin(), &["legal"], "");
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("legal: ok"), "{:?}\n{t}", o.status);
+}
+
+#[test]
+fn fortify_failures_outside_the_heap_stay_glibcs() {
+    let o = run_exact(&checked_bin(), &["fortified"], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(t.contains("buffer overflow detected"), "{t}");
+    assert!(!t.contains("mie: "), "{t}");
+}
+
+#[test]
+fn object_size_answers() {
+    let o = run_exact(&checked_bin(), &["object_size"], "");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "40 30 0 1", "{t}");
+    assert_eq!(lines[1], "199900", "{t}");
+    assert_eq!(lines[2], "0", "{t}");
 }

@@ -17,6 +17,28 @@ use core::ptr::NonNull;
 
 use crate::heap::{self, Caller};
 
+/// Bytes from `p` to the end of the heap block it points into (0 if the block is freed);
+/// `usize::MAX` when `p` is not in a block mie can bound (stack, globals, other memory).
+/// For range checks of one's own: `n <= mie::object_size(p)` means `p[..n]` stays inside.
+pub fn object_size(p: *const u8) -> usize {
+    heap::bounds::object_size(p as usize)
+}
+
+/// `core::ptr::copy` (memmove semantics) with mie's range check first: if `dst` or `src`
+/// points into a heap block and `n` bytes would run past its end, the process stops with a
+/// heap-buffer-overflow report before any byte is copied.
+///
+/// # Safety
+/// As `core::ptr::copy`: both ranges must be valid for `n` bytes (the check catches the
+/// heap-block overruns among the violations, not all of them).
+pub unsafe fn checked_copy(dst: *mut u8, src: *const u8, n: usize) {
+    use heap::bounds::{check, Access};
+    check(dst as usize, n, Access::Write, "mie::checked_copy", 0);
+    check(src as usize, n, Access::Read, "mie::checked_copy", 0);
+    // SAFETY: the caller guarantees both ranges; mie checked the heap-block bounds.
+    unsafe { core::ptr::copy(src, dst, n) };
+}
+
 /// The mie allocator as a Rust global allocator.
 pub struct Mie;
 

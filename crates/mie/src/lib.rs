@@ -14,7 +14,7 @@ pub mod stats;
 pub mod tag;
 
 mod api;
-pub use api::{alloc_typed, free, owner_of, usable_size, Mie, TypeKey, TypedBox};
+pub use api::{alloc_typed, checked_copy, free, object_size, owner_of, usable_size, Mie, TypeKey, TypedBox};
 pub use heap::Caller;
 pub use stats::{print as stats_print, snapshot as stats, Stats};
 

@@ -232,3 +232,48 @@ fn realloc_keeps_contents_and_bucket() {
     // SAFETY: p is live.
     unsafe { mie::free(p) };
 }
+
+#[test]
+fn object_size_follows_requested_sizes_of_small_and_large_blocks() {
+    let key = TypeKey::from_raw(77, true);
+    let mut large = Vec::new();
+    for (i, size) in [1usize, 40, 1000, 200_000, 5 << 20, 300_000].into_iter().enumerate() {
+        let p = alloc_typed(layout(size), key);
+        assert!(!p.is_null());
+        assert_eq!(mie::object_size(p), size, "block {i} of {size} bytes");
+        // SAFETY: offsets inside (or one past) the block.
+        unsafe {
+            assert_eq!(mie::object_size(p.add(size / 2)), size - size / 2);
+            assert_eq!(mie::object_size(p.add(size)), 0);
+        }
+        large.push((p, size));
+    }
+    // Not heap memory: no bound.
+    let local = [0u8; 16];
+    assert_eq!(mie::object_size(local.as_ptr()), usize::MAX);
+    // Legal checked copies up to the very end of each block.
+    let src = vec![7u8; 64];
+    for &(p, size) in &large {
+        let n = size.min(64);
+        // SAFETY: [p + size - n, p + size) is inside the block; src has 64 bytes.
+        unsafe { mie::checked_copy(p.add(size - n), src.as_ptr(), n) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { *p.add(size - 1) }, 7);
+    }
+    // Freeing one large block leaves the others' bounds intact (the index stays sorted).
+    let (p, _) = large.remove(3);
+    // SAFETY: p is a live block from alloc_typed.
+    unsafe { mie::free(p) };
+    for &(p, size) in &large {
+        assert_eq!(mie::object_size(p), size);
+    }
+    // A freed small block has no room left.
+    let (p, _) = large.remove(1);
+    // SAFETY: p is a live block from alloc_typed.
+    unsafe { mie::free(p) };
+    assert_eq!(mie::object_size(p), 0);
+    for (p, _) in large {
+        // SAFETY: live blocks from alloc_typed.
+        unsafe { mie::free(p) };
+    }
+}

@@ -58,12 +58,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(m, "usable_size_foreign")) {
         printf("%zu\n", malloc_usable_size(global_buf));
     } else if (!strcmp(m, "overflow")) {
+        /* Plain stores, not memset: a checked memset would stop this at the call. */
         char *p = malloc(20);
-        memset(p, 'B', 24); /* 4 bytes past the end (an even byte: canary bytes are odd) */
+        for (int i = 0; i < 24; i++) ((volatile char *)p)[i] = 'B'; /* 4 past (even: canary bytes are odd) */
         free(p);
     } else if (!strcmp(m, "off_by_one_nul")) {
         char *p = malloc(16);
-        strcpy(p, "0123456789abcdef"); /* 16 chars + NUL: one byte past */
+        const char *s = "0123456789abcdef"; /* 16 chars + NUL: one byte past */
+        for (int i = 0; i <= 16; i++) ((volatile char *)p)[i] = s[i];
         free(p);
     } else if (!strcmp(m, "overflow_on_realloc")) {
         char *p = malloc(100);

@@ -1,6 +1,7 @@
 //! The allocator core: ties size classes, buckets, slabs, thread caches, quarantine and large
 //! allocations together into malloc/free/realloc with full validation.
 
+pub mod bounds;
 pub mod bucket;
 pub mod canary;
 pub mod fault;
@@ -105,6 +106,7 @@ fn init_slow() -> Option<&'static Globals> {
                     token_half: bucket::token_half(g.opts.alloc_token_max),
                 };
                 g.canary_key = platform::random_u64();
+                bounds::init();
                 // Always: guard pages and quarantined large blocks fault on every machine.
                 fault::install();
                 STATE.store(READY, Ordering::Release);

@@ -167,6 +167,16 @@ pub fn bucket_of(p: usize) -> Option<usize> {
     (s.state != NEVER).then_some(s.bucket as usize)
 }
 
+/// The sampled block whose slot holds `p` (inside the area): (start, size, live). None if
+/// the slot never held a block.
+pub fn bounds(p: usize) -> Option<(usize, usize, bool)> {
+    let i = slot_index(BASE.load(Ordering::Acquire), p);
+    let _g = LOCK.guard();
+    // SAFETY: LOCK is held.
+    let s = unsafe { &(*TABLE.0.get()).slots[i] };
+    (s.state != NEVER).then_some((s.addr, s.size, s.state == LIVE))
+}
+
 /// The live sampled block at exactly `p`: its size and bucket. Reports and aborts otherwise
 /// (`releasing`: a freed block is then a double free rather than an invalid query).
 pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usize, usize) {

@@ -381,6 +381,36 @@ pub fn object_base(addr: usize) -> usize {
     }
 }
 
+/// The address range `[start, end)` of the loaded object containing `addr`, from its ELF
+/// program headers (mapped at its base); (0, 0) if unknown.
+pub fn object_extent(addr: usize) -> (usize, usize) {
+    let base = object_base(addr);
+    if base == 0 {
+        return (0, 0);
+    }
+    // SAFETY: a loaded object's ELF header and program headers are mapped at its base (the
+    // loader reads them from there too); only header fields are read.
+    unsafe {
+        let eh = &*(base as *const libc::Elf64_Ehdr);
+        if eh.e_ident[..4] != [0x7f, b'E', b'L', b'F'] || eh.e_phentsize as usize != core::mem::size_of::<libc::Elf64_Phdr>() {
+            return (0, 0);
+        }
+        let ph = (base + eh.e_phoff as usize) as *const libc::Elf64_Phdr;
+        let mut end = 0;
+        for i in 0..eh.e_phnum as usize {
+            let h = &*ph.add(i);
+            if h.p_type == libc::PT_LOAD {
+                end = end.max((h.p_vaddr + h.p_memsz) as usize);
+            }
+        }
+        if end == 0 {
+            (0, 0)
+        } else {
+            (base, base + end)
+        }
+    }
+}
+
 /// Look up the object a code address belongs to (for reports). Never allocates in glibc.
 pub fn symbolize(addr: usize, out: &mut crate::report::Line) {
     let mut info: libc::Dl_info = libc::Dl_info {

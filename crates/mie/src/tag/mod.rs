@@ -65,9 +65,11 @@ pub trait TagStore {
 /// Whether tagging is active in this process (set once at start-up).
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-#[inline]
+/// Whether tagging is active. Only arm64 can tag: elsewhere this is a constant false, and
+/// every tag branch on the allocation paths compiles away.
+#[inline(always)]
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    cfg!(target_arch = "aarch64") && ENABLED.load(Ordering::Relaxed)
 }
 
 /// Turn MTE on (synchronous, IRG include mask = all non-zero tags) if the CPU has it and

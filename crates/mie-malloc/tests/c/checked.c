@@ -1,0 +1,227 @@
+/* The bounds-checked memory and string functions of libmie.so.
+ *
+ *   checked FUNC          one call of FUNC that would write one byte past a 40-byte block.
+ *                         The block's page is made read-only first: had the function written
+ *                         a single byte before its check, the process would die of SIGSEGV
+ *                         instead of mie's report. Prints NOT DETECTED if the call returns.
+ *   checked read_memcpy   memcpy reading one byte past its (unreadable-page) source block
+ *   checked read_strcpy   strcpy from a block with no NUL in it
+ *   checked freed_memcpy  memcpy into a freed block
+ *   checked legal         every function, every length near the block end, contents checked
+ *   checked fortified     __strcpy_chk past a stack buffer: glibc's own fortify failure
+ *   checked object_size   mie_object_size answers
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <wchar.h>
+
+void *__memcpy_chk(void *, const void *, size_t, size_t);
+void *__memmove_chk(void *, const void *, size_t, size_t);
+void *__mempcpy_chk(void *, const void *, size_t, size_t);
+void *__memset_chk(void *, int, size_t, size_t);
+char *__strcpy_chk(char *, const char *, size_t);
+char *__stpcpy_chk(char *, const char *, size_t);
+char *__strncpy_chk(char *, const char *, size_t, size_t);
+char *__strcat_chk(char *, const char *, size_t);
+char *__strncat_chk(char *, const char *, size_t, size_t);
+wchar_t *__wmemcpy_chk(wchar_t *, const wchar_t *, size_t, size_t);
+wchar_t *__wmemmove_chk(wchar_t *, const wchar_t *, size_t, size_t);
+wchar_t *__wmemset_chk(wchar_t *, wchar_t, size_t, size_t);
+void *mempcpy(void *, const void *, size_t);
+size_t mie_object_size(const void *) __attribute__((weak));
+
+#define N 40
+#define NONE ((size_t)-1)
+
+static void protect(void *p, int prot) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+    /* The block may straddle a page boundary: cover both pages. */
+    if (mprotect((void *)a, 2 * pg, prot) != 0) {
+        perror("mprotect");
+        exit(3);
+    }
+}
+
+static int fails;
+#define CHECK(c)                                                         \
+    do {                                                                 \
+        if (!(c)) {                                                      \
+            printf("FAILED line %d: %s\n", __LINE__, #c);                \
+            fails++;                                                     \
+        }                                                                \
+    } while (0)
+
+static int all(const char *p, size_t n, char v) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != v) return 0;
+    return 1;
+}
+
+/* One overflowing call per function: the destination is a 40-byte block. */
+static void overflow(const char *f) {
+    char *d = malloc(N);
+    char src[2 * N + 1];
+    memset(d, 'd', N);
+    memset(src, 's', sizeof src - 1);
+    src[sizeof src - 1] = 0;
+    char s41[N + 2]; /* a 41-character string: with its NUL, 42 bytes */
+    memset(s41, 'x', N + 1);
+    s41[N + 1] = 0;
+    char s40[N + 1]; /* 40 characters: strcpy writes 41 with the NUL */
+    memset(s40, 'y', N);
+    s40[N] = 0;
+    wchar_t ws[N];
+    for (int i = 0; i < N; i++) ws[i] = L'w';
+    protect(d, PROT_READ);
+    if (!strcmp(f, "memcpy")) memcpy(d, src, N + 1);
+    else if (!strcmp(f, "memmove")) memmove(d, src, N + 1);
+    else if (!strcmp(f, "mempcpy")) mempcpy(d, src, N + 1);
+    else if (!strcmp(f, "memset")) memset(d, 0, N + 1);
+    else if (!strcmp(f, "strcpy")) strcpy(d, s40);
+    else if (!strcmp(f, "stpcpy")) stpcpy(d, s40);
+    else if (!strcmp(f, "strncpy")) strncpy(d, "short", N + 1); /* pads to N + 1 */
+    else if (!strcmp(f, "memccpy")) memccpy(d, src, '#', N + 1);
+    else if (!strcmp(f, "wmemcpy")) wmemcpy((wchar_t *)d, ws, N / sizeof(wchar_t) + 1);
+    else if (!strcmp(f, "wmemmove")) wmemmove((wchar_t *)d, ws, N / sizeof(wchar_t) + 1);
+    else if (!strcmp(f, "wmemset")) wmemset((wchar_t *)d, L'z', N / sizeof(wchar_t) + 1);
+    else if (!strcmp(f, "__memcpy_chk")) __memcpy_chk(d, src, N + 1, NONE);
+    else if (!strcmp(f, "__memmove_chk")) __memmove_chk(d, src, N + 1, NONE);
+    else if (!strcmp(f, "__mempcpy_chk")) __mempcpy_chk(d, src, N + 1, NONE);
+    else if (!strcmp(f, "__memset_chk")) __memset_chk(d, 0, N + 1, NONE);
+    else if (!strcmp(f, "__strcpy_chk")) __strcpy_chk(d, s40, NONE);
+    else if (!strcmp(f, "__stpcpy_chk")) __stpcpy_chk(d, s40, NONE);
+    else if (!strcmp(f, "__strncpy_chk")) __strncpy_chk(d, "short", N + 1, NONE);
+    else if (!strcmp(f, "__wmemcpy_chk")) __wmemcpy_chk((wchar_t *)d, ws, N / sizeof(wchar_t) + 1, NONE);
+    else if (!strcmp(f, "__wmemmove_chk")) __wmemmove_chk((wchar_t *)d, ws, N / sizeof(wchar_t) + 1, NONE);
+    else if (!strcmp(f, "__wmemset_chk")) __wmemset_chk((wchar_t *)d, L'z', N / sizeof(wchar_t) + 1, NONE);
+    else {
+        /* The concatenations: the destination already holds a 30-character string. */
+        protect(d, PROT_READ | PROT_WRITE);
+        memset(d, 'a', 30);
+        d[30] = 0;
+        protect(d, PROT_READ);
+        if (!strcmp(f, "strcat")) strcat(d, "0123456789"); /* 30 + 10 + NUL = 41 */
+        else if (!strcmp(f, "strncat")) strncat(d, "0123456789abc", 10);
+        else if (!strcmp(f, "__strcat_chk")) __strcat_chk(d, "0123456789", NONE);
+        else if (!strcmp(f, "__strncat_chk")) __strncat_chk(d, "0123456789abc", 10, NONE);
+        else exit(2);
+    }
+    printf("NOT DETECTED: %s\n", f);
+}
+
+/* Legal calls of every function at every length up to the block end. */
+static void legal(void) {
+    for (size_t n = N - 9; n <= N; n++) {
+        char *d = malloc(N), *s = malloc(N);
+        memset(s, 'q', N);
+        CHECK(memcpy(d, s, n) == d && all(d, n, 'q'));
+        memset(d, 0, N);
+        CHECK(memmove(d, s, n) == d && all(d, n, 'q'));
+        CHECK(mempcpy(d, s, n) == d + n);
+        CHECK(memset(d, 'm', n) == d && all(d, n, 'm'));
+        CHECK(memccpy(d, s, 'q', n) == d + 1);
+        CHECK(memccpy(d, s, '#', n) == NULL && all(d, n, 'q'));
+        /* Overlapping move inside one block, up to its last byte. */
+        memset(d, 'o', N);
+        CHECK(memmove(d + 1, d, n - 1) == d + 1);
+        char str[N + 1];
+        memset(str, 'k', n - 1);
+        str[n - 1] = 0;
+        CHECK(strcpy(d, str) == d && strlen(d) == n - 1);
+        CHECK(stpcpy(d, str) == d + n - 1);
+        CHECK(strncpy(d, "ab", n) == d && d[0] == 'a' && all(d + 2, n - 2, 0));
+        strcpy(d, "");
+        CHECK(strcat(d, str) == d && strlen(d) == n - 1);
+        strcpy(d, "");
+        CHECK(strncat(d, str, n - 1) == d && strlen(d) == n - 1);
+        CHECK(__memcpy_chk(d, s, n, N) == d);
+        CHECK(__memmove_chk(d, s, n, N) == d);
+        CHECK(__mempcpy_chk(d, s, n, N) == d + n);
+        CHECK(__memset_chk(d, 1, n, N) == d);
+        CHECK(__strcpy_chk(d, str, N) == d);
+        CHECK(__stpcpy_chk(d, str, N) == d + n - 1);
+        CHECK(__strncpy_chk(d, str, n, N) == d);
+        strcpy(d, "");
+        CHECK(__strcat_chk(d, str, N) == d && strlen(d) == n - 1);
+        strcpy(d, "");
+        CHECK(__strncat_chk(d, str, n - 1, N) == d && strlen(d) == n - 1);
+        size_t wn = n / sizeof(wchar_t);
+        wchar_t *wd = (wchar_t *)d, *wsrc = (wchar_t *)s;
+        CHECK(wmemset(wd, L'v', wn) == wd);
+        CHECK(wmemcpy(wd, wsrc, wn) == wd && all(d, wn * sizeof(wchar_t), 'q'));
+        CHECK(wmemmove(wd, wsrc, wn) == wd);
+        CHECK(__wmemcpy_chk(wd, wsrc, wn, N / sizeof(wchar_t)) == wd);
+        CHECK(__wmemmove_chk(wd, wsrc, wn, N / sizeof(wchar_t)) == wd);
+        CHECK(__wmemset_chk(wd, L'v', wn, N / sizeof(wchar_t)) == wd);
+        free(d);
+        free(s);
+    }
+    /* Pointers outside the heap pass through. */
+    char a[64], b[64];
+    memset(b, 'g', sizeof b);
+    CHECK(memcpy(a, b, sizeof a) == a && all(a, sizeof a, 'g'));
+    static char g[100];
+    CHECK(strcpy(g, "global") == g && !strcmp(g, "global"));
+    /* Large blocks: legal up to the requested size. */
+    char *big = malloc(300000);
+    memset(big, 'L', 300000);
+    CHECK(memcpy(big + 299000, b, 64) == big + 299000);
+    CHECK(memmove(big + 1, big, 299999) == big + 1);
+    free(big);
+    printf(fails ? "legal: %d failures\n" : "legal: ok\n", fails);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    const char *m = argv[1];
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (!strcmp(m, "legal")) {
+        legal();
+        return fails != 0;
+    } else if (!strcmp(m, "read_memcpy")) {
+        char *s = malloc(N);
+        memset(s, 'r', N);
+        char d[2 * N];
+        protect(s, PROT_NONE);
+        memcpy(d, s, N + 1);
+    } else if (!strcmp(m, "read_strcpy")) {
+        char *s = malloc(N);
+        memset(s, 'r', N); /* no NUL anywhere in the block */
+        char d[4 * N];
+        strcpy(d, s);
+    } else if (!strcmp(m, "large_memcpy")) {
+        char *big = malloc(300000);
+        char src[64] = {0};
+        memcpy(big + 299990, src, 11);
+    } else if (!strcmp(m, "freed_memcpy")) {
+        char *d = malloc(N);
+        free(d);
+        char src[8] = "dangle";
+        memcpy(d, src, 8);
+    } else if (!strcmp(m, "fortified")) {
+        char buf[8];
+        volatile size_t n = sizeof buf;
+        __strcpy_chk(buf, "this does not fit", n);
+    } else if (!strcmp(m, "object_size")) {
+        if (!mie_object_size) return 4; /* not under mie */
+        char *p = malloc(N);
+        char stack[4];
+        printf("%zu %zu %zu %d\n", mie_object_size(p), mie_object_size(p + 10), mie_object_size(p + N),
+               mie_object_size(stack) == SIZE_MAX);
+        char *big = malloc(200000);
+        printf("%zu\n", mie_object_size(big + 100));
+        free(p);
+        printf("%zu\n", mie_object_size(p));
+        return 0;
+    } else {
+        overflow(m);
+        return 0;
+    }
+    printf("NOT DETECTED: %s\n", m);
+    return 0;
+}

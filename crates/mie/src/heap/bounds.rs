@@ -1,0 +1,204 @@
+//! Bounds of heap blocks, for checks at the moment of a bulk access: `memcpy`, `strcpy` and
+//! friends (exported by libmie.so) ask here whether `[p, p + len)` stays inside the block
+//! `p` points into, before they touch a byte. A small block's bounds follow from its
+//! address and its slab metadata (its requested size, not the slot size); a sampled block's
+//! from the sample table; a large block's from a sorted index read without locks. Pointers
+//! outside mie's heap are never looked at beyond a range compare.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::layout::{self, Loc};
+use super::size_class::CLASSES;
+use super::slab::SlabMeta;
+use super::{describe_slot, large, sample, BUCKETS, READY, STATE};
+use crate::report::{self, Kind};
+use crate::tag;
+
+/// The code of the object mie itself is linked into: its own copies and fills (zeroing a
+/// freed slot, moving a block in realloc) reach the exported, checked functions too, and are
+/// not checked. Set at heap initialisation, before any pointer can be in the heap.
+static OWN_CODE: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+pub(crate) fn init() {
+    let (start, end) = crate::platform::object_extent(init as *const () as usize);
+    OWN_CODE[0].store(start, Ordering::Relaxed);
+    OWN_CODE[1].store(end - start, Ordering::Relaxed);
+}
+
+#[inline(always)]
+fn from_mie(ret_addr: usize) -> bool {
+    ret_addr.wrapping_sub(OWN_CODE[0].load(Ordering::Relaxed)) < OWN_CODE[1].load(Ordering::Relaxed)
+}
+
+/// What an address is, as far as a range check is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// Not in a block mie can bound (not heap memory, or unknown).
+    Unknown,
+    /// Inside a live block: its start and requested size.
+    Live { start: usize, size: usize },
+    /// Inside a block that has been freed (a small slot or a sampled one).
+    Freed { start: usize, size: usize },
+}
+
+/// Where `p` (tag ignored) lies.
+#[inline(always)]
+pub fn place(p: usize) -> Place {
+    if STATE.load(Ordering::Acquire) != READY {
+        return Place::Unknown;
+    }
+    let g = super::globals();
+    let a = tag::untag(p);
+    if let Some(loc) = layout::decode(g.geo.heap_base, a) {
+        return small_place(g, a, &loc);
+    }
+    if sample::owns(a) || large::maybe_live(a) {
+        return other_place(a);
+    }
+    Place::Unknown
+}
+
+#[inline(never)]
+fn other_place(a: usize) -> Place {
+    if sample::owns(a) {
+        return match sample::bounds(a) {
+            Some((start, size, true)) => Place::Live { start, size },
+            Some((start, size, false)) => Place::Freed { start, size },
+            None => Place::Unknown,
+        };
+    }
+    match large::live_block_containing(a) {
+        Some((start, size)) => Place::Live { start, size },
+        None => Place::Unknown,
+    }
+}
+
+#[inline(always)]
+fn small_place(g: &super::Globals, a: usize, loc: &Loc) -> Place {
+    let k = &CLASSES[loc.class];
+    if loc.bucket > g.keys.pointer_buckets as usize || loc.slot >= k.nslots as usize || !BUCKETS[loc.region].slab_exists(loc.slab) {
+        // No block here: the access itself faults (unmapped) or hits a slab's unused tail.
+        return Place::Unknown;
+    }
+    let m = SlabMeta::of(g.geo.meta_base, k, loc.region, loc.slab);
+    let start = a - loc.interior;
+    if m.live_word(loc.slot).load(Ordering::Acquire) & (1u64 << (loc.slot % 64)) == 0 {
+        return Place::Freed { start, size: k.size as usize };
+    }
+    Place::Live { start, size: k.size as usize - m.slack(k, loc.slot) }
+}
+
+/// Bytes from `p` to the end of its live block (0 if `p` is at or past the end, or the
+/// block is freed); `usize::MAX` when `p` is not in a block mie can bound.
+pub fn object_size(p: usize) -> usize {
+    let a = tag::untag(p);
+    match place(p) {
+        Place::Live { start, size } => (start + size).saturating_sub(a),
+        Place::Freed { .. } => 0,
+        Place::Unknown => usize::MAX,
+    }
+}
+
+/// Whether a checked function reads or writes the range.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Abort with a report unless `[p, p + len)` lies inside the live block `p` points into
+/// (when it points into one). `func` names the checked function, `ret_addr` its caller;
+/// calls from mie's own code are not checked. A pointer outside mie's memory costs three
+/// range compares.
+#[inline(always)]
+pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
+    let a = tag::untag(p);
+    let g = super::globals();
+    let place = if a.wrapping_sub(g.geo.heap_base) < layout::HEAP_SIZE {
+        // (Before initialisation the base is 0 and low addresses land here: STATE says no.)
+        if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
+            return;
+        }
+        match layout::decode(g.geo.heap_base, a) {
+            Some(loc) => small_place(g, a, &loc),
+            None => return,
+        }
+    } else if sample::owns(a) || large::maybe_live(a) {
+        if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
+            return;
+        }
+        other_place(a)
+    } else {
+        return;
+    };
+    match place {
+        Place::Unknown => {}
+        Place::Live { start, size } => {
+            let off = a - start;
+            if off.checked_add(len).is_none_or(|end| end > size) {
+                overflow(p, start, size, off, len, access, func, ret_addr);
+            }
+        }
+        Place::Freed { start, size } => freed(p, start, size, len, access, func, ret_addr),
+    }
+}
+
+fn verb(a: Access) -> &'static str {
+    match a {
+        Access::Read => "read",
+        Access::Write => "write",
+    }
+}
+
+fn describe(o: &mut report::Line, start: usize, state: &str) {
+    let g = super::globals();
+    match layout::decode(g.geo.heap_base, start) {
+        Some(l) => describe_slot(o, &l, start, state),
+        None => {
+            let _ = writeln!(o, "  block {start:#x}: {}", if sample::owns(start) { "guarded sample slot" } else { "large allocation (own mapping)" });
+            super::stacks::print(o, start, "");
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn overflow(p: usize, start: usize, size: usize, off: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) -> ! {
+    report::fatal(Kind::HeapBufferOverflow, p, func, |o| {
+        let over = off.saturating_add(len) - size;
+        let _ = writeln!(
+            o,
+            "  {func} would {} {len} bytes at offset {off} of the {size}-byte block at {start:#x}: {over} byte{} past its end",
+            verb(access),
+            if over == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(
+            o,
+            "  {}",
+            match access {
+                Access::Write => "stopped before the copy: no byte was written",
+                Access::Read => "stopped before reading past the end of the block",
+            }
+        );
+        describe(o, start, "live");
+        report::write_code_addr(o, "called from", ret_addr);
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn freed(p: usize, start: usize, size: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) -> ! {
+    report::fatal(Kind::UseAfterFree, p, func, |o| {
+        let _ = writeln!(
+            o,
+            "  {func} would {} {len} bytes at offset {} of a freed (or never allocated) block (slot {start:#x}, {size} bytes)",
+            verb(access),
+            tag::untag(p) - start
+        );
+        let _ = writeln!(o, "  stopped before the access: a dangling pointer was passed in");
+        describe(o, start, "free");
+        report::write_code_addr(o, "called from", ret_addr);
+    })
+}
