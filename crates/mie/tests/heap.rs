@@ -252,7 +252,7 @@ fn object_size_follows_requested_sizes_of_small_and_large_blocks() {
     let local = [0u8; 16];
     assert_eq!(mie::object_size(local.as_ptr()), usize::MAX);
     // Legal checked copies up to the very end of each block.
-    let src = vec![7u8; 64];
+    let src = [7u8; 64];
     for &(p, size) in &large {
         let n = size.min(64);
         // SAFETY: [p + size - n, p + size) is inside the block; src has 64 bytes.
