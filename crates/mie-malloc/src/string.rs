@@ -23,7 +23,7 @@ type SetFn = unsafe extern "C" fn(*mut c_void, c_int, usize) -> *mut c_void;
 type LenFn = unsafe extern "C" fn(*const c_char) -> usize;
 type NLenFn = unsafe extern "C" fn(*const c_char, usize) -> usize;
 type ChrFn = unsafe extern "C" fn(*const c_void, c_int, usize) -> *mut c_void;
-type WSetFn = unsafe extern "C" fn(*mut i32, i32, usize) -> *mut i32;
+type WSetFn = unsafe extern "C" fn(*mut libc::wchar_t, libc::wchar_t, usize) -> *mut libc::wchar_t;
 type FailFn = unsafe extern "C" fn() -> !;
 
 /// The C library's implementations (0 until found).

@@ -565,3 +565,20 @@ fn object_size_answers() {
     assert_eq!(lines[1], "199900", "{t}");
     assert_eq!(lines[2], "0", "{t}");
 }
+
+// ---------------------------------------------------------------------------------------
+// malloc(0)
+
+#[test]
+fn zero_size_blocks_are_inaccessible_and_validated() {
+    for (mode, at) in [("zero_read", "0 bytes into the zero-size block"), ("zero_write", "3 bytes into the zero-size block")] {
+        let o = run_exact(&detect_bin(), &[mode], "");
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
+        assert!(!t.contains("NOT DETECTED"), "{t}");
+        assert!(t.contains("mie: zero-size-access on 0x") && t.contains("the access hit a zero-size block"), "{mode}\n{t}");
+        assert!(t.contains(at) && t.contains("(live)") && t.contains("faulting instruction: 0x"), "{mode}\n{t}");
+    }
+    expect_report("zero_double_free", "double-free", "free", &["zero-size block (malloc(0)) was already freed"]);
+    expect_report("zero_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would write 4 bytes at offset 0 of the 0-byte block", "zero-size block"]);
+}

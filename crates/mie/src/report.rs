@@ -21,6 +21,7 @@ pub enum Kind {
     HeapBufferUnderflow,
     InvalidAccess,
     TagCheckFault,
+    ZeroSizeAccess,
 }
 
 impl Kind {
@@ -38,6 +39,7 @@ impl Kind {
             Kind::HeapBufferUnderflow => "heap-buffer-underflow",
             Kind::InvalidAccess => "invalid-access",
             Kind::TagCheckFault => "tag-check-fault",
+            Kind::ZeroSizeAccess => "zero-size-access",
         }
     }
 }

@@ -99,6 +99,19 @@ int main(int argc, char **argv) {
         memset(q, 2, 1 << 20);
         if (q == p || q[12345] != 2) return 3;
         ((volatile char *)p)[100] = 1;
+    } else if (!strcmp(m, "zero_read")) {
+        char *p = malloc(0);
+        printf("%d\n", ((volatile char *)p)[0]);
+    } else if (!strcmp(m, "zero_write")) {
+        char *p = malloc(0);
+        ((volatile char *)p)[3] = 1;
+    } else if (!strcmp(m, "zero_double_free")) {
+        char *p = malloc(0);
+        free(p);
+        free(p);
+    } else if (!strcmp(m, "zero_memcpy")) {
+        char *p = malloc(0);
+        memcpy(p, "abc", 4);
     } else if (!strcmp(m, "large_guard_overflow")) {
         char *p = malloc(4 << 20);
         ((volatile char *)p)[(4 << 20) + 4096] = 1; /* into the guard page after the block */

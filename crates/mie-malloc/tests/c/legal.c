@@ -156,6 +156,23 @@ int main(void) {
     CHECK(z1 && z2 && z1 != z2 && malloc_usable_size(z1) == 0);
     free(z1);
     free(z2);
+    /* Many at once are all distinct; calloc and realloc handle them; a zero-length copy
+     * into one is legal. */
+    {
+        enum { Z = 5000 };
+        static char *zs[Z];
+        for (int i = 0; i < Z; i++) {
+            zs[i] = i % 2 ? malloc(0) : calloc(0, 8);
+            CHECK(zs[i] != NULL);
+            if (i) CHECK(zs[i] != zs[i - 1]);
+        }
+        memcpy(zs[7], "x", 0);
+        char *grown = realloc(zs[0], 40);
+        CHECK(grown && malloc_usable_size(grown) == 40);
+        memset(grown, 'g', 40);
+        zs[0] = grown;
+        for (int i = 0; i < Z; i++) free(zs[i]);
+    }
     free(NULL);
     CHECK(malloc_usable_size(NULL) == 0);
 

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use super::layout::{self, Loc};
 use super::size_class::CLASSES;
 use super::slab::SlabMeta;
-use super::{describe_slot, large, sample, BUCKETS, READY, STATE};
+use super::{describe_slot, large, sample, zero, BUCKETS, READY, STATE};
 use crate::report::{self, Kind};
 use crate::tag;
 
@@ -53,7 +53,7 @@ pub fn place(p: usize) -> Place {
     if let Some(loc) = layout::decode(g.geo.heap_base, a) {
         return small_place(g, a, &loc);
     }
-    if sample::owns(a) || large::maybe_live(a) {
+    if sample::owns(a) || zero::owns(a) || large::maybe_live(a) {
         return other_place(a);
     }
     Place::Unknown
@@ -61,6 +61,10 @@ pub fn place(p: usize) -> Place {
 
 #[inline(never)]
 fn other_place(a: usize) -> Place {
+    if zero::owns(a) {
+        let start = a & !15;
+        return if zero::is_live(start) { Place::Live { start, size: 0 } } else { Place::Freed { start, size: 0 } };
+    }
     if sample::owns(a) {
         return match sample::bounds(a) {
             Some((start, size, true)) => Place::Live { start, size },
@@ -124,7 +128,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
             Some(loc) => small_place(g, a, &loc),
             None => return,
         }
-    } else if sample::owns(a) || large::maybe_live(a) {
+    } else if sample::owns(a) || zero::owns(a) || large::maybe_live(a) {
         if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
             return;
         }
@@ -156,7 +160,14 @@ fn describe(o: &mut report::Line, start: usize, state: &str) {
     match layout::decode(g.geo.heap_base, start) {
         Some(l) => describe_slot(o, &l, start, state),
         None => {
-            let _ = writeln!(o, "  block {start:#x}: {}", if sample::owns(start) { "guarded sample slot" } else { "large allocation (own mapping)" });
+            let what = if sample::owns(start) {
+                "guarded sample slot"
+            } else if zero::owns(start) {
+                "zero-size block (malloc(0)): no byte may be accessed"
+            } else {
+                "large allocation (own mapping)"
+            };
+            let _ = writeln!(o, "  block {start:#x}: {what}");
             super::stacks::print(o, start, "");
         }
     }

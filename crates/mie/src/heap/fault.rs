@@ -33,6 +33,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
     // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     super::sample::on_fault(tag::strip(addr), platform::context_pc(uc));
+    super::zero::on_fault(tag::strip(addr), platform::context_pc(uc));
     if code == SEGV_ACCERR || code == SEGV_MAPERR {
         large_fault(tag::strip(addr), platform::context_pc(uc));
         heap_hole_fault(tag::strip(addr), platform::context_pc(uc));

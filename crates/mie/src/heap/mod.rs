@@ -13,6 +13,7 @@ pub mod size_class;
 pub mod slab;
 pub mod stacks;
 pub mod tcache;
+pub mod zero;
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
@@ -209,6 +210,14 @@ pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, 
 
 #[inline]
 fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
+    if size == 0 && align <= 16 {
+        // A unique address with no accessible bytes behind it (a 1-byte block if the
+        // zero-size area cannot be had).
+        let z = zero::alloc();
+        if !z.is_null() {
+            return (z, true);
+        }
+    }
     let extra = canary_extra(&g.opts);
     if let Some(need) = size.checked_add(extra) {
         if need <= MAX_SMALL {
@@ -551,6 +560,9 @@ fn free_full(p: *mut u8, who: Caller) {
     if sample::owns(tag::untag(raw)) {
         return sample::free(tag::untag(raw), g.canary_key, who.func, who.ret_addr);
     }
+    if zero::owns(tag::untag(raw)) {
+        return zero::free(tag::untag(raw), who.func, who.ret_addr);
+    }
     match validate(g, raw, who, true) {
         Block::Small { loc, usable } => free_small(g, raw, loc, usable, who),
         Block::Large { entry } => free_large(g, entry.addr, entry, who),
@@ -693,6 +705,10 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
     if sample::owns(tag::untag(p as usize)) {
         return sample::validate(tag::untag(p as usize), who.func, who.ret_addr, false).0;
     }
+    if zero::owns(tag::untag(p as usize)) {
+        zero::validate(tag::untag(p as usize), who.func, who.ret_addr, false);
+        return 0;
+    }
     match validate(g, p as usize, who, false) {
         Block::Small { usable, .. } => usable,
         Block::Large { entry } => entry.req,
@@ -714,6 +730,9 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     // A guarded sample always moves (it keeps its bucket, as a slab block does).
     let (old_usable, bucket) = if sample::owns(addr) {
         sample::validate(addr, who.func, who.ret_addr, true)
+    } else if zero::owns(addr) {
+        zero::validate(addr, who.func, who.ret_addr, true);
+        (0, default_bucket)
     } else {
         match validate(g, raw, who, true) {
             Block::Small { loc, usable } => {
