@@ -106,7 +106,7 @@ pub fn is_live(p: usize) -> bool {
 
 fn index(p: usize, func: &str, ret_addr: usize) -> usize {
     let off = p - BASE.load(Ordering::Relaxed);
-    if off % STRIDE != 0 {
+    if off & (STRIDE - 1) != 0 {
         report::fatal(Kind::InvalidFree, p, func, |o| {
             let _ = writeln!(o, "  inside mie's zero-size area but not the address of a zero-size block");
             report::write_code_addr(o, "called from", ret_addr);
