@@ -196,11 +196,13 @@ extern "C" fn reallocarray_cs(p: *mut c_void, n: usize, m: usize, cs: usize) -> 
 extern "C" fn free_cs(p: *mut c_void, cs: usize) {
     heap::free(p.cast(), Caller { func: "free", ret_addr: cs })
 }
-extern "C" fn free_sized_cs(p: *mut c_void, _size: usize, cs: usize) {
-    heap::free(p.cast(), Caller { func: "free_sized", ret_addr: cs })
+extern "C" fn free_sized_cs(p: *mut c_void, size: usize, cs: usize) {
+    let r = heap::Release { kind: heap::kind::MALLOC, size: Some(size), align: 1 };
+    heap::release(p.cast(), Caller { func: "free_sized", ret_addr: cs }, r)
 }
-extern "C" fn free_aligned_sized_cs(p: *mut c_void, _align: usize, _size: usize, cs: usize) {
-    heap::free(p.cast(), Caller { func: "free_aligned_sized", ret_addr: cs })
+extern "C" fn free_aligned_sized_cs(p: *mut c_void, align: usize, size: usize, cs: usize) {
+    let r = heap::Release { kind: heap::kind::MALLOC, size: Some(size), align };
+    heap::release(p.cast(), Caller { func: "free_aligned_sized", ret_addr: cs }, r)
 }
 extern "C" fn memalign_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
     memalign_in(align, size, call_site_bucket(cs))
@@ -237,42 +239,67 @@ entry!(pvalloc(size: usize) -> *mut c_void, 1 => pvalloc_cs);
 entry!(malloc_usable_size(p: *mut c_void) -> usize, 1 => usable_size_cs);
 
 // ---------------------------------------------------------------------------------------
-// C++ operator delete (every form). Sizes and alignments are accepted; the block itself
-// says how big it is.
+// C++ operator delete (every form). The block must have come from the matching operator
+// new (scalar or array, aligned or not), and a sized or aligned delete must name the block's
+// size and an alignment it has: anything else is reported as an alloc-dealloc mismatch.
 
+use mie_core::heap::kind::{self as akind, Release};
+
+#[inline(always)]
+fn delete_as(p: *mut c_void, func: &'static str, kind: u8, size: Option<usize>, align: usize, cs: usize) {
+    heap::release(p.cast(), Caller { func, ret_addr: cs }, Release { kind, size, align });
+}
 extern "C" fn delete_cs(p: *mut c_void, cs: usize) {
-    heap::free(p.cast(), Caller { func: "operator delete", ret_addr: cs })
+    delete_as(p, "operator delete", akind::NEW, None, 1, cs)
 }
-extern "C" fn delete_2_cs(p: *mut c_void, _a: usize, cs: usize) {
-    heap::free(p.cast(), Caller { func: "operator delete", ret_addr: cs })
+extern "C" fn delete_sized_cs(p: *mut c_void, size: usize, cs: usize) {
+    delete_as(p, "operator delete", akind::NEW, Some(size), 1, cs)
 }
-extern "C" fn delete_3_cs(p: *mut c_void, _a: usize, _b: usize, cs: usize) {
-    heap::free(p.cast(), Caller { func: "operator delete", ret_addr: cs })
+extern "C" fn delete_aligned_cs(p: *mut c_void, align: usize, cs: usize) {
+    delete_as(p, "operator delete", akind::NEW_ALIGNED, None, align, cs)
+}
+extern "C" fn delete_sized_aligned_cs(p: *mut c_void, size: usize, align: usize, cs: usize) {
+    delete_as(p, "operator delete", akind::NEW_ALIGNED, Some(size), align, cs)
+}
+extern "C" fn delete_nothrow_cs(p: *mut c_void, _t: usize, cs: usize) {
+    delete_as(p, "operator delete", akind::NEW, None, 1, cs)
+}
+extern "C" fn delete_aligned_nothrow_cs(p: *mut c_void, align: usize, _t: usize, cs: usize) {
+    delete_as(p, "operator delete", akind::NEW_ALIGNED, None, align, cs)
 }
 extern "C" fn delete_arr_cs(p: *mut c_void, cs: usize) {
-    heap::free(p.cast(), Caller { func: "operator delete[]", ret_addr: cs })
+    delete_as(p, "operator delete[]", akind::NEW_ARRAY, None, 1, cs)
 }
-extern "C" fn delete_arr_2_cs(p: *mut c_void, _a: usize, cs: usize) {
-    heap::free(p.cast(), Caller { func: "operator delete[]", ret_addr: cs })
+extern "C" fn delete_arr_sized_cs(p: *mut c_void, size: usize, cs: usize) {
+    delete_as(p, "operator delete[]", akind::NEW_ARRAY, Some(size), 1, cs)
 }
-extern "C" fn delete_arr_3_cs(p: *mut c_void, _a: usize, _b: usize, cs: usize) {
-    heap::free(p.cast(), Caller { func: "operator delete[]", ret_addr: cs })
+extern "C" fn delete_arr_aligned_cs(p: *mut c_void, align: usize, cs: usize) {
+    delete_as(p, "operator delete[]", akind::NEW_ARRAY_ALIGNED, None, align, cs)
+}
+extern "C" fn delete_arr_sized_aligned_cs(p: *mut c_void, size: usize, align: usize, cs: usize) {
+    delete_as(p, "operator delete[]", akind::NEW_ARRAY_ALIGNED, Some(size), align, cs)
+}
+extern "C" fn delete_arr_nothrow_cs(p: *mut c_void, _t: usize, cs: usize) {
+    delete_as(p, "operator delete[]", akind::NEW_ARRAY, None, 1, cs)
+}
+extern "C" fn delete_arr_aligned_nothrow_cs(p: *mut c_void, align: usize, _t: usize, cs: usize) {
+    delete_as(p, "operator delete[]", akind::NEW_ARRAY_ALIGNED, None, align, cs)
 }
 
 // operator delete(void*), (void*, size_t), (void*, align_val_t), (void*, size_t, align_val_t),
 // (void*, const nothrow_t&), (void*, align_val_t, const nothrow_t&) and the [] forms.
 entry!(_ZdlPv(p: *mut c_void) -> (), 1 => delete_cs);
-entry!(_ZdlPvm(p: *mut c_void, s: usize) -> (), 2 => delete_2_cs);
-entry!(_ZdlPvSt11align_val_t(p: *mut c_void, a: usize) -> (), 2 => delete_2_cs);
-entry!(_ZdlPvmSt11align_val_t(p: *mut c_void, s: usize, a: usize) -> (), 3 => delete_3_cs);
-entry!(_ZdlPvRKSt9nothrow_t(p: *mut c_void, t: usize) -> (), 2 => delete_2_cs);
-entry!(_ZdlPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -> (), 3 => delete_3_cs);
+entry!(_ZdlPvm(p: *mut c_void, s: usize) -> (), 2 => delete_sized_cs);
+entry!(_ZdlPvSt11align_val_t(p: *mut c_void, a: usize) -> (), 2 => delete_aligned_cs);
+entry!(_ZdlPvmSt11align_val_t(p: *mut c_void, s: usize, a: usize) -> (), 3 => delete_sized_aligned_cs);
+entry!(_ZdlPvRKSt9nothrow_t(p: *mut c_void, t: usize) -> (), 2 => delete_nothrow_cs);
+entry!(_ZdlPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -> (), 3 => delete_aligned_nothrow_cs);
 entry!(_ZdaPv(p: *mut c_void) -> (), 1 => delete_arr_cs);
-entry!(_ZdaPvm(p: *mut c_void, s: usize) -> (), 2 => delete_arr_2_cs);
-entry!(_ZdaPvSt11align_val_t(p: *mut c_void, a: usize) -> (), 2 => delete_arr_2_cs);
-entry!(_ZdaPvmSt11align_val_t(p: *mut c_void, s: usize, a: usize) -> (), 3 => delete_arr_3_cs);
-entry!(_ZdaPvRKSt9nothrow_t(p: *mut c_void, t: usize) -> (), 2 => delete_arr_2_cs);
-entry!(_ZdaPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -> (), 3 => delete_arr_3_cs);
+entry!(_ZdaPvm(p: *mut c_void, s: usize) -> (), 2 => delete_arr_sized_cs);
+entry!(_ZdaPvSt11align_val_t(p: *mut c_void, a: usize) -> (), 2 => delete_arr_aligned_cs);
+entry!(_ZdaPvmSt11align_val_t(p: *mut c_void, s: usize, a: usize) -> (), 3 => delete_arr_sized_aligned_cs);
+entry!(_ZdaPvRKSt9nothrow_t(p: *mut c_void, t: usize) -> (), 2 => delete_arr_nothrow_cs);
+entry!(_ZdaPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -> (), 3 => delete_arr_aligned_nothrow_cs);
 
 // ---------------------------------------------------------------------------------------
 // C++ operator new: trampolines into shim/new.c, which loops over the new-handler and
@@ -286,11 +313,24 @@ extern "C" {
     fn mie_cxx_new_token_nothrow(size: usize, align: usize, token: usize) -> *mut c_void;
 }
 
-/// Called by shim/new.c: one allocation attempt. `key_is_token` selects how `key` maps to a bucket.
+/// Flags the `operator new` trampolines set in the alignment argument (above any real
+/// alignment): the array forms and the forms with an explicit `align_val_t`.
+const NEW_ARRAY_FLAG: usize = 1 << 40;
+const NEW_ALIGNED_FLAG: usize = 1 << 41;
+
+/// Called by shim/new.c: one allocation attempt. `key_is_token` selects how `key` maps to a
+/// bucket; `align` carries the form of `new` in its flag bits, recorded for `delete`.
 #[unsafe(no_mangle)]
 pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_is_token: c_int) -> *mut c_void {
     let bucket = if key_is_token != 0 { token_bucket(key) } else { call_site_bucket(key) };
-    heap::alloc(size, align.max(1).next_power_of_two(), bucket).cast()
+    let kind = match (align & NEW_ARRAY_FLAG != 0, align & NEW_ALIGNED_FLAG != 0) {
+        (false, false) => heap::kind::NEW,
+        (true, false) => heap::kind::NEW_ARRAY,
+        (false, true) => heap::kind::NEW_ALIGNED,
+        (true, true) => heap::kind::NEW_ARRAY_ALIGNED,
+    };
+    let align = align & (NEW_ARRAY_FLAG - 1);
+    heap::alloc_as(size, align.max(1).next_power_of_two(), bucket, kind).0.cast()
 }
 
 /// Called by shim/new.c when `operator new` must fail but no exception can be thrown.
@@ -309,40 +349,40 @@ pub extern "C" fn mie_cxx_oom(size: usize) -> ! {
 shuffle!(_Znwm(s: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new);
 shuffle!(_Znam(s: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new);
+    x86: ["mov rdx, [rsp]", "mov esi, 16", "bts rsi, 40"], a64: ["mov x2, x30", "mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new);
 // new(size, align_val_t)
 shuffle!(_ZnwmSt11align_val_t(s: usize, a: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new);
+    x86: ["mov rdx, [rsp]", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x20000000000"] => mie_cxx_new);
 shuffle!(_ZnamSt11align_val_t(s: usize, a: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new);
+    x86: ["mov rdx, [rsp]", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x30000000000"] => mie_cxx_new);
 // new(size, const nothrow_t&)
 shuffle!(_ZnwmRKSt9nothrow_t(s: usize, t: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new_nothrow);
 shuffle!(_ZnamRKSt9nothrow_t(s: usize, t: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new_nothrow);
+    x86: ["mov rdx, [rsp]", "mov esi, 16", "bts rsi, 40"], a64: ["mov x2, x30", "mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_nothrow);
 // new(size, align_val_t, const nothrow_t&)
 shuffle!(_ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new_nothrow);
+    x86: ["mov rdx, [rsp]", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x20000000000"] => mie_cxx_new_nothrow);
 shuffle!(_ZnamSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]"], a64: ["mov x2, x30"] => mie_cxx_new_nothrow);
+    x86: ["mov rdx, [rsp]", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x30000000000"] => mie_cxx_new_nothrow);
 
 // AllocToken forms of new: the token comes last.
 shuffle!(__alloc_token__Znwm(s: usize, tok: usize) -> *mut c_void,
     x86: ["mov rdx, rsi", "mov esi, 16"], a64: ["mov x2, x1", "mov x1, #16"] => mie_cxx_new_token);
 shuffle!(__alloc_token__Znam(s: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rsi", "mov esi, 16"], a64: ["mov x2, x1", "mov x1, #16"] => mie_cxx_new_token);
+    x86: ["mov rdx, rsi", "mov esi, 16", "bts rsi, 40"], a64: ["mov x2, x1", "mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_token);
 shuffle!(__alloc_token__ZnwmSt11align_val_t(s: usize, a: usize, tok: usize) -> *mut c_void,
-    x86: [], a64: [] => mie_cxx_new_token);
+    x86: ["bts rsi, 41"], a64: ["orr x1, x1, #0x20000000000"] => mie_cxx_new_token);
 shuffle!(__alloc_token__ZnamSt11align_val_t(s: usize, a: usize, tok: usize) -> *mut c_void,
-    x86: [], a64: [] => mie_cxx_new_token);
+    x86: ["bts rsi, 40", "bts rsi, 41"], a64: ["orr x1, x1, #0x30000000000"] => mie_cxx_new_token);
 shuffle!(__alloc_token__ZnwmRKSt9nothrow_t(s: usize, t: usize, tok: usize) -> *mut c_void,
     x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_token_nothrow);
 shuffle!(__alloc_token__ZnamRKSt9nothrow_t(s: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_token_nothrow);
+    x86: ["mov esi, 16", "bts rsi, 40"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_token_nothrow);
 shuffle!(__alloc_token__ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rcx"], a64: ["mov x2, x3"] => mie_cxx_new_token_nothrow);
+    x86: ["mov rdx, rcx", "bts rsi, 41"], a64: ["mov x2, x3", "orr x1, x1, #0x20000000000"] => mie_cxx_new_token_nothrow);
 shuffle!(__alloc_token__ZnamSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rcx"], a64: ["mov x2, x3"] => mie_cxx_new_token_nothrow);
+    x86: ["mov rdx, rcx", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x3", "orr x1, x1, #0x30000000000"] => mie_cxx_new_token_nothrow);
 
 // ---------------------------------------------------------------------------------------
 // Typed entry points: Apple-style malloc_type_* (DESIGN.md §4) and LLVM AllocToken.

@@ -582,3 +582,28 @@ fn zero_size_blocks_are_inaccessible_and_validated() {
     expect_report("zero_double_free", "double-free", "free", &["zero-size block (malloc(0)) was already freed"]);
     expect_report("zero_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would write 4 bytes at offset 0 of the 0-byte block", "zero-size block"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Allocation kinds
+
+#[test]
+fn every_release_matches_its_allocation() {
+    let b = build("mismatch.cc");
+    let o = run_with(&b, &["legal"], "");
+    assert!(o.status.success() && text(&o).contains("mismatch legal: ok"), "{:?}\n{}", o.status, text(&o));
+    for (mode, func, also) in [
+        ("free_of_new", "free", "free() of a block allocated with operator new: release it with operator delete()"),
+        ("delete_of_malloc", "operator delete", "operator delete() of a block allocated with malloc"),
+        ("delete_of_new_array", "operator delete", "allocated with operator new[]: release it with operator delete[]()"),
+        ("delete_array_of_new", "operator delete[]", "operator delete[]() of a block allocated with operator new: release it with operator delete()"),
+        ("delete_array_of_malloc", "operator delete[]", "allocated with malloc (or calloc, realloc, aligned_alloc, ...): release it with free()"),
+        ("aligned_delete_of_new", "operator delete", "allocated with operator new: release it with operator delete()"),
+        ("sized_delete_wrong_size", "operator delete", "operator delete() names a size of 32 bytes, but the block was allocated with 24 bytes"),
+        ("sized_delete_large_wrong_size", "operator delete[]", "names a size of 299999 bytes, but the block was allocated with 300000 bytes"),
+        ("free_sized_wrong_size", "free_sized", "free_sized() names a size of 41 bytes, but the block was allocated with 40 bytes"),
+        ("realloc_of_new", "realloc", "realloc() of a block allocated with operator new"),
+        ("delete_of_malloc0", "operator delete", "operator delete() of a block allocated with malloc"),
+    ] {
+        expect_report_in(&b, mode, "alloc-dealloc-mismatch", func, &[also, "called from: 0x"]);
+    }
+}

@@ -37,6 +37,8 @@ pub struct Entry {
     pub body_len: usize,
     pub req: usize,
     pub state: usize,
+    /// How the block was allocated (`heap::kind`).
+    pub kind: u8,
     /// Freed blocks only: bytes of the body whose pages were kept (0: none), and where they
     /// are now (a spare mapping of exactly `warm` bytes).
     pub warm: usize,
@@ -44,7 +46,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    const NONE: Entry = Entry { addr: 0, map: 0, map_len: 0, body_len: 0, req: 0, state: EMPTY, warm: 0, warm_at: 0 };
+    const NONE: Entry = Entry { addr: 0, map: 0, map_len: 0, body_len: 0, req: 0, state: EMPTY, kind: 0, warm: 0, warm_at: 0 };
 
     pub fn is_live(&self) -> bool {
         self.state == LIVE
@@ -430,7 +432,7 @@ impl Large {
     /// Map a block of `size` bytes aligned to `align`, with at least `min_slack` bytes after it
     /// in the same pages (for the canary). Returns the block, the bytes mapped read-write
     /// from it (a page multiple) and whether they are fresh (zero) pages; null on exhaustion.
-    pub fn alloc(&self, size: usize, align: usize, min_slack: usize) -> (*mut u8, usize, bool) {
+    pub fn alloc(&self, size: usize, align: usize, min_slack: usize, kind: u8) -> (*mut u8, usize, bool) {
         let null = (core::ptr::null_mut(), 0, false);
         // At least one page, so even a zero-byte block owns a unique, mapped address.
         let Some(body) = size.checked_add(min_slack).and_then(|n| n.max(1).checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
@@ -456,7 +458,7 @@ impl Large {
             platform::release(map, total);
             return null;
         }
-        if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE, warm: 0, warm_at: 0 }) {
+        if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE, kind, warm: 0, warm_at: 0 }) {
             platform::release(map, total);
             return null;
         }

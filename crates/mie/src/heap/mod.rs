@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod bucket;
 pub mod canary;
 pub mod fault;
+pub mod kind;
 pub mod large;
 pub mod layout;
 pub mod quarantine;
@@ -24,6 +25,7 @@ use crate::platform::{self, lock::Lock};
 use crate::report::{self, Kind, Line};
 use crate::tag::{self, TagStore};
 use bucket::Keys;
+pub use kind::Release;
 use large::LARGE;
 use layout::{Loc, BUCKET_SLOTS, REGION_COUNT};
 use size_class::{CLASSES, MAX_SMALL, ZERO_MAX};
@@ -190,8 +192,8 @@ fn canary_extra(o: &Options) -> usize {
 // ---------------------------------------------------------------------------------------
 // Allocation
 
-/// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`.
-/// Returns null on exhaustion (errno is left to the C front end).
+/// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`, as `malloc`
+/// does. Returns null on exhaustion (errno is left to the C front end).
 #[inline]
 pub fn alloc(size: usize, align: usize, bucket: usize) -> *mut u8 {
     alloc_zeroed_flag(size, align, bucket).0
@@ -200,8 +202,15 @@ pub fn alloc(size: usize, align: usize, bucket: usize) -> *mut u8 {
 /// As `alloc`, also telling whether the block's first `size` bytes are known to be zero.
 #[inline]
 pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
+    alloc_as(size, align, bucket, kind::MALLOC)
+}
+
+/// As `alloc_zeroed_flag`, recording the allocation kind (`kind::NEW`, ...) that the
+/// block's release must match.
+#[inline]
+pub fn alloc_as(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
     let Some(g) = ensure_init() else { return (core::ptr::null_mut(), false) };
-    let r = alloc_in(g, size, align, bucket);
+    let r = alloc_in(g, size, align, bucket, kind);
     if g.opts.stacks && !r.0.is_null() {
         stacks::on_alloc(tag::untag(r.0 as usize));
     }
@@ -209,8 +218,8 @@ pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, 
 }
 
 #[inline]
-fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
-    if size == 0 && align <= 16 {
+fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    if size == 0 && align <= 16 && kind == kind::MALLOC {
         // A unique address with no accessible bytes behind it (a 1-byte block if the
         // zero-size area cannot be had).
         let z = zero::alloc();
@@ -224,16 +233,16 @@ fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, 
             if let Some(class) = size_class::class_for(need, align) {
                 let sampled = g.opts.sample_rate != 0 && align <= 16 && size <= sample::MAX_SIZE;
                 if !sampled {
-                    return with_cache(|tc| alloc_small(g, tc, class, bucket, size));
+                    return with_cache(|tc| alloc_small(g, tc, class, bucket, size, kind));
                 }
-                if let Some(r) = with_cache(|tc| (!sample_due(g, tc)).then(|| alloc_small(g, tc, class, bucket, size))) {
+                if let Some(r) = with_cache(|tc| (!sample_due(g, tc)).then(|| alloc_small(g, tc, class, bucket, size, kind))) {
                     return r;
                 }
-                let p = sample::alloc(size, bucket, g.canary_key);
+                let p = sample::alloc(size, bucket, g.canary_key, kind);
                 return with_cache(|tc| {
                     tc.in_sample = false;
                     if p.is_null() {
-                        alloc_small(g, tc, class, bucket, size)
+                        alloc_small(g, tc, class, bucket, size, kind)
                     } else {
                         (p, true)
                     }
@@ -241,12 +250,12 @@ fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize) -> (*mut u8, 
             }
         }
     }
-    alloc_large(g, size, align)
+    alloc_large(g, size, align, kind)
 }
 
-fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
+fn alloc_large(g: &Globals, size: usize, align: usize, kind: u8) -> (*mut u8, bool) {
     let slack = if g.opts.canary { 1 } else { 0 };
-    let (p, body, fresh) = LARGE.alloc(size, align.max(16), slack);
+    let (p, body, fresh) = LARGE.alloc(size, align.max(16), slack, kind);
     if p.is_null() {
         return (p, false);
     }
@@ -259,7 +268,7 @@ fn alloc_large(g: &Globals, size: usize, align: usize) -> (*mut u8, bool) {
 }
 
 #[inline]
-fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: usize) -> (*mut u8, bool) {
+fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: usize, kind: u8) -> (*mut u8, bool) {
     let region = layout::region_of(class, bucket);
     let k = &CLASSES[class];
     // SAFETY: region < REGION_COUNT (class < CLASS_COUNT, bucket < BUCKET_SLOTS).
@@ -297,7 +306,14 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
         let view = if tagging { tag::with_tag(p, tag::TAG_FREE) } else { p };
         check_still_zero(view, p, slot_size, &l, "malloc");
     }
-    let user = if tagging { tag_block(p, &l, &m) } else { p };
+    let user = if tagging {
+        let t = tag_block(p, &l, &m);
+        m.set_info(k, l.slot, t, kind);
+        tag::with_tag(p, t)
+    } else {
+        m.set_info(k, l.slot, 0, kind);
+        p
+    };
     if g.opts.canary {
         let len = slack.min(canary::MAX_CANARY);
         // SAFETY: [user+size, user+size+len) lies inside the slot, which carries user's tag.
@@ -309,8 +325,8 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
 }
 
 /// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.
-/// Returns the tagged pointer.
-fn tag_block(p: usize, l: &Loc, m: &SlabMeta) -> usize {
+/// Returns the tag (the caller records it in the slot's info byte).
+fn tag_block(p: usize, l: &Loc, m: &SlabMeta) -> u8 {
     let k = &CLASSES[l.class];
     let b = &BUCKETS[l.region];
     let size = k.size as usize;
@@ -319,9 +335,7 @@ fn tag_block(p: usize, l: &Loc, m: &SlabMeta) -> usize {
     let left = (l.slot > 0 || b.slab_exists(l.slab.wrapping_sub(1))).then(|| p - tag::GRANULE);
     let end = p + size;
     let right = (l.slot + 1 < k.nslots as usize || end & slab_mask != 0 || b.slab_exists(l.slab + 1)).then_some(end);
-    let t = tag::policy::tag_new_block(&mut tag::hw(), p, size, left, right, m.prev_tag(k, l.slot), false);
-    m.set_prev_tag(k, l.slot, t);
-    tag::with_tag(p, t)
+    tag::policy::tag_new_block(&mut tag::hw(), p, size, left, right, m.prev_tag(k, l.slot), false)
 }
 
 /// Count down to the next guarded sample; the distance is random with mean `sample_rate`.
@@ -508,6 +522,12 @@ fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, 
 // Free
 
 pub fn free(p: *mut u8, who: Caller) {
+    release(p, who, Release::FREE)
+}
+
+/// Release a block the way `r` says it was allocated (`delete[]`, sized `free_sized`, ...):
+/// a block allocated otherwise, or of another size, is reported and the process stopped.
+pub fn release(p: *mut u8, who: Caller, r: Release) {
     if p.is_null() {
         return;
     }
@@ -516,18 +536,19 @@ pub fn free(p: *mut u8, who: Caller) {
     if STATE.load(Ordering::Acquire) == READY && !tag::enabled() {
         let g = globals();
         if let Some(loc) = layout::decode(g.geo.heap_base, p as usize) {
-            if free_small_fast(g, p as usize, loc, who) {
+            if free_small_fast(g, p as usize, loc, who, r) {
                 return;
             }
         }
     }
-    free_full(p, who)
+    free_full(p, who, r)
 }
 
 /// Free a small block if it is a plain valid one: in the heap's slabs, at a slot start,
-/// live, with an intact canary. Returns false, having changed nothing, for anything else.
+/// live, released as it was allocated, with an intact canary. Returns false, having
+/// changed nothing, for anything else.
 #[inline(always)]
-fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller) -> bool {
+fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller, r: Release) -> bool {
     // SAFETY: decode returns class < CLASS_COUNT and region < REGION_COUNT.
     let (k, b) = unsafe { (CLASSES.get_unchecked(loc.class), BUCKETS.get_unchecked(loc.region)) };
     if loc.interior != 0 || loc.slot >= k.nslots as usize || loc.bucket > g.keys.pointer_buckets as usize || !b.slab_exists(loc.slab) {
@@ -542,6 +563,9 @@ fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller) -> bool {
     let slot_size = k.size as usize;
     let slack = m.slack(k, loc.slot);
     let usable = slot_size - slack;
+    if !r.accepts(p, m.kind(k, loc.slot), usable) {
+        return false;
+    }
     if g.opts.canary {
         let len = slack.min(canary::MAX_CANARY);
         // SAFETY: [p+usable, p+usable+len) lies inside the live block's slot.
@@ -553,19 +577,68 @@ fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller) -> bool {
     true
 }
 
-#[inline(never)]
-fn free_full(p: *mut u8, who: Caller) {
-    let raw = p as usize;
-    let Some(g) = ensure_init() else { invalid_free(raw, who, "mie's heap is not initialised") };
-    if sample::owns(tag::untag(raw)) {
-        return sample::free(tag::untag(raw), g.canary_key, who.func, who.ret_addr);
+/// Stop the process if the block (`kind`, requested `size`, at `p`) may not be released as
+/// `r` says.
+#[inline]
+fn check_release(p: usize, who: Caller, r: Release, kind: u8, size: usize, loc: Option<&Loc>) {
+    if !r.accepts(p, kind, size) {
+        release_mismatch(p, who, r, kind, size, loc);
     }
-    if zero::owns(tag::untag(raw)) {
-        return zero::free(tag::untag(raw), who.func, who.ret_addr);
+}
+
+#[cold]
+#[inline(never)]
+fn release_mismatch(p: usize, who: Caller, r: Release, kind: u8, size: usize, loc: Option<&Loc>) -> ! {
+    report::fatal(Kind::AllocKindMismatch, p, who.func, |o| {
+        if kind != r.kind {
+            let _ = writeln!(
+                o,
+                "  {}() of a block allocated with {}: release it with {}()",
+                who.func,
+                kind::allocated_by(kind),
+                kind::released_by(kind)
+            );
+        } else if let Some(s) = r.size.filter(|&s| s != size) {
+            let _ = writeln!(o, "  {}() names a size of {s} bytes, but the block was allocated with {size} bytes", who.func);
+        } else {
+            let _ = writeln!(o, "  {}() names an alignment of {}, but the block at {p:#x} is not aligned to it", who.func, r.align);
+        }
+        match loc {
+            Some(l) => describe_slot(o, l, p, "live"),
+            None => {
+                let _ = writeln!(o, "  block {p:#x}: {size} bytes requested");
+                stacks::print(o, p, "");
+            }
+        }
+        report::write_code_addr(o, "called from", who.ret_addr);
+    })
+}
+
+#[inline(never)]
+fn free_full(p: *mut u8, who: Caller, r: Release) {
+    let raw = p as usize;
+    let addr = tag::untag(raw);
+    let Some(g) = ensure_init() else { invalid_free(raw, who, "mie's heap is not initialised") };
+    if sample::owns(addr) {
+        let (size, _, kind) = sample::validate(addr, who.func, who.ret_addr, true);
+        check_release(addr, who, r, kind, size, None);
+        return sample::free(addr, g.canary_key, who.func, who.ret_addr);
+    }
+    if zero::owns(addr) {
+        zero::validate(addr, who.func, who.ret_addr, true);
+        check_release(addr, who, r, kind::MALLOC, 0, None);
+        return zero::free(addr, who.func, who.ret_addr);
     }
     match validate(g, raw, who, true) {
-        Block::Small { loc, usable } => free_small(g, raw, loc, usable, who),
-        Block::Large { entry } => free_large(g, entry.addr, entry, who),
+        Block::Small { loc, usable } => {
+            let m = SlabMeta::new(g.geo.meta_base, loc.region, loc.slab);
+            check_release(addr, who, r, m.kind(&CLASSES[loc.class], loc.slot), usable, Some(&loc));
+            free_small(g, raw, loc, usable, who)
+        }
+        Block::Large { entry } => {
+            check_release(addr, who, r, entry.kind, entry.req, None);
+            free_large(g, entry.addr, entry, who)
+        }
     }
 }
 
@@ -729,7 +802,9 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     let extra = canary_extra(&g.opts);
     // A guarded sample always moves (it keeps its bucket, as a slab block does).
     let (old_usable, bucket) = if sample::owns(addr) {
-        sample::validate(addr, who.func, who.ret_addr, true)
+        let (size, bucket, kind) = sample::validate(addr, who.func, who.ret_addr, true);
+        check_release(addr, who, Release::FREE, kind, size, None);
+        (size, bucket)
     } else if zero::owns(addr) {
         zero::validate(addr, who.func, who.ret_addr, true);
         (0, default_bucket)
@@ -737,6 +812,8 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
         match validate(g, raw, who, true) {
             Block::Small { loc, usable } => {
                 let k = &CLASSES[loc.class];
+                let m = SlabMeta::of(g.geo.meta_base, k, loc.region, loc.slab);
+                check_release(addr, who, Release::FREE, m.kind(k, loc.slot), usable, Some(&loc));
                 let slot_size = k.size as usize;
                 if g.opts.canary {
                     check_canary(g, addr, raw, usable, slot_size - usable, Some(&loc), who);
@@ -750,6 +827,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
                 (usable, loc.bucket)
             }
             Block::Large { entry } => {
+                check_release(addr, who, Release::FREE, entry.kind, entry.req, None);
                 if g.opts.canary {
                     check_canary(g, addr, addr, entry.req, entry.body_len - entry.req, None, who);
                 }

@@ -28,6 +28,8 @@ const FREED: u8 = 2;
 struct Slot {
     state: u8,
     bucket: u8,
+    /// How the block was allocated (`heap::kind`).
+    kind: u8,
     addr: usize,
     size: usize,
     /// Sequence number of the last free, for oldest-first reuse.
@@ -41,6 +43,7 @@ struct Slot {
 const EMPTY: Slot = Slot {
     state: NEVER,
     bucket: 0,
+    kind: 0,
     addr: 0,
     size: 0,
     freed_at: 0,
@@ -104,7 +107,7 @@ fn slot_index(base: usize, p: usize) -> usize {
 
 /// Place a block of `size` (≤ PAGE - 16) bytes in a guarded slot; null when every slot of
 /// this bucket is busy (the caller then allocates normally).
-pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
+pub fn alloc(size: usize, bucket: usize, canary_key: u64, kind: u8) -> *mut u8 {
     let base = BASE.load(Ordering::Acquire);
     if base == 0 || size > MAX_SIZE {
         return core::ptr::null_mut();
@@ -145,6 +148,7 @@ pub fn alloc(size: usize, bucket: usize, canary_key: u64) -> *mut u8 {
     t.slots[i] = Slot {
         state: LIVE,
         bucket: bucket as u8,
+        kind,
         addr: p,
         size,
         freed_at: 0,
@@ -177,15 +181,16 @@ pub fn bounds(p: usize) -> Option<(usize, usize, bool)> {
     (s.state != NEVER).then_some((s.addr, s.size, s.state == LIVE))
 }
 
-/// The live sampled block at exactly `p`: its size and bucket. Reports and aborts otherwise
-/// (`releasing`: a freed block is then a double free rather than an invalid query).
-pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usize, usize) {
+/// The live sampled block at exactly `p`: its size, bucket and allocation kind. Reports and
+/// aborts otherwise (`releasing`: a freed block is then a double free rather than an
+/// invalid query).
+pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usize, usize, u8) {
     let i = slot_index(BASE.load(Ordering::Acquire), p);
     let _g = LOCK.guard();
     // SAFETY: LOCK is held.
     let s = unsafe { (*TABLE.0.get()).slots[i] };
     if s.state == LIVE && s.addr == p {
-        return (s.size, s.bucket as usize);
+        return (s.size, s.bucket as usize, s.kind);
     }
     let kind = if releasing && s.state == FREED && s.addr == p { Kind::DoubleFree } else { Kind::InvalidFree };
     report::fatal(kind, p, func, |o| {

@@ -58,8 +58,9 @@ const fn make(i: usize) -> ClassInfo {
     } else {
         4
     };
-    // Header, three bitmaps, the slack table, then one nibble per slot: its previous tag.
-    let meta = SLAB_HEADER + 3 * 8 * words + slack_width * nslots + nslots.div_ceil(2);
+    // Header, three bitmaps, the slack table, then one byte per slot: the previous tag
+    // (low nibble) and how the block was allocated (high nibble).
+    let meta = SLAB_HEADER + 3 * 8 * words + slack_width * nslots + nslots;
     // Thread-cache bin capacity: a batch (half of it) moves per bucket lock, so small
     // classes, the most frequent, move many slots at a time.
     let cache_cap = if size <= 256 {

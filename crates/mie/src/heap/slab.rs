@@ -102,24 +102,35 @@ impl SlabMeta {
         }
     }
 
-    /// The tag the slot's previous block had (0 if it never held one). Read and written
-    /// only by the thread that owns the slot (allocating it or freeing it).
+    /// The slot's info byte: the tag its previous block had (low nibble; 0 if it never held
+    /// one) and the allocation kind of its current block (high nibble, `AllocKind`). One
+    /// byte per slot, written only by the thread that owns the slot (allocating it), read
+    /// after the live-bit handshake, so plain accesses suffice.
     #[inline]
-    pub fn prev_tag(&self, k: &ClassInfo, slot: usize) -> u8 {
-        let t = self.slack_table() + k.slack_width as usize * k.nslots as usize;
-        // SAFETY: the nibble table has nslots.div_ceil(2) bytes after the slack table.
-        let b = unsafe { *(t as *const u8).add(slot / 2) };
-        (b >> (4 * (slot & 1))) & 0xf
+    fn info(&self, k: &ClassInfo, slot: usize) -> *mut u8 {
+        // SAFETY-free address arithmetic: the info table has nslots bytes after the slack table.
+        (self.slack_table() + k.slack_width as usize * k.nslots as usize + slot) as *mut u8
     }
 
-    /// Two slots share a byte, so the update is an atomic read-modify-write of that byte.
     #[inline]
-    pub fn set_prev_tag(&self, k: &ClassInfo, slot: usize, tag: u8) {
-        let t = self.slack_table() + k.slack_width as usize * k.nslots as usize;
-        // SAFETY: as in prev_tag; AtomicU8 has the layout of u8.
-        let a = unsafe { &*((t as *const core::sync::atomic::AtomicU8).add(slot / 2)) };
-        let shift = 4 * (slot & 1);
-        let _ = a.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b & !(0xf << shift)) | ((tag & 0xf) << shift)));
+    pub fn prev_tag(&self, k: &ClassInfo, slot: usize) -> u8 {
+        // SAFETY: slot < nslots: inside the committed info table.
+        unsafe { *self.info(k, slot) & 0xf }
+    }
+
+    /// The allocation kind recorded for the slot's block.
+    #[inline]
+    pub fn kind(&self, k: &ClassInfo, slot: usize) -> u8 {
+        // SAFETY: slot < nslots: inside the committed info table.
+        unsafe { *self.info(k, slot) >> 4 }
+    }
+
+    /// Record a new block in the slot: its tag (kept as the next block's previous tag) and
+    /// its allocation kind.
+    #[inline]
+    pub fn set_info(&self, k: &ClassInfo, slot: usize, tag: u8, kind: u8) {
+        // SAFETY: slot < nslots: inside the committed info table; the caller owns the slot.
+        unsafe { *self.info(k, slot) = (tag & 0xf) | (kind << 4) };
     }
 
     /// Written only by the thread that owns the live slot (between malloc and free), read by
