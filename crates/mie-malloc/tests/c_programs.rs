@@ -607,3 +607,21 @@ fn every_release_matches_its_allocation() {
         expect_report_in(&b, mode, "alloc-dealloc-mismatch", func, &[also, "called from: 0x"]);
     }
 }
+
+#[test]
+fn underflow_lands_on_the_previous_slots_canary() {
+    // Short slack (40 of 48 bytes) and long slack (1100 of 1280: the tail canary).
+    for (mode, n, slack) in [("underflow_short", 40, 8), ("underflow_long", 1100, 180)] {
+        if cfg!(target_arch = "aarch64") {
+            // With MTE the byte before a block carries its neighbour's tag: the write faults.
+            let o = run_exact(&detect_bin(), &[mode], "");
+            let t = text(&o);
+            assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {t}");
+            assert!(t.contains("mie: heap-buffer-underflow on 0x") && t.contains("the access is 1 bytes before it"), "{mode}\n{t}");
+            continue;
+        }
+        let t = expect_report(mode, "heap-buffer-overflow", "free", &[&format!("byte {} past the end of the {n}-byte block", slack - 1), "ran backwards into this one (underflow)"]);
+        let second = t.lines().find_map(|l| l.split("second ").nth(1)).expect("second block printed").trim().to_string();
+        assert!(t.contains(&format!("the block in the next slot ({second})")), "{t}");
+    }
+}

@@ -99,6 +99,24 @@ int main(int argc, char **argv) {
         memset(q, 2, 1 << 20);
         if (q == p || q[12345] != 2) return 3;
         ((volatile char *)p)[100] = 1;
+    } else if (!strcmp(m, "underflow_short") || !strcmp(m, "underflow_long")) {
+        /* Find two blocks in neighbouring slots, write one byte just before the second (an
+         * underflow), then free the first: its canary covers the end of its slot. */
+        size_t n = !strcmp(m, "underflow_short") ? 40 : 1100;
+        size_t slot = n == 40 ? 48 : 1280;
+        char *ps[400];
+        for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(n);
+        for (int i = 0; i < 400; i++)
+            for (int j = 0; j < 400; j++)
+                if (ps[j] == ps[i] + slot) {
+                    printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
+                    ((volatile char *)ps[j])[-1] = 2; /* even: never a canary byte */
+                    free(ps[i]);
+                    printf("NOT DETECTED: %s\n", m);
+                    return 0;
+                }
+        printf("no neighbouring slots found\n");
+        return 3;
     } else if (!strcmp(m, "zero_read")) {
         char *p = malloc(0);
         printf("%d\n", ((volatile char *)p)[0]);

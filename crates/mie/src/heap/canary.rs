@@ -8,6 +8,49 @@
 
 pub const MAX_CANARY: usize = 64;
 
+/// When a small block's slack is longer than `MAX_CANARY`, the last `TAIL` bytes of its slot
+/// hold the canary too. Then the bytes just before every slot are canary bytes of the slot
+/// before it (or, if that slot is free, zero bytes checked when it is reused): a write just
+/// before a block, an underflow, is caught like an overflow of its neighbour.
+pub const TAIL: usize = 16;
+
+/// Write a small block's canaries: after the block (up to `MAX_CANARY` bytes) and, when the
+/// slack is longer, at the end of the slot. `slot` is the slot's start as the block's
+/// (tagged) pointer; the pattern belongs to the block's untagged address.
+///
+/// # Safety
+/// `[slot, slot + slot_size)` must be the block's own writable slot.
+#[inline]
+pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize) {
+    let slack = slot_size - usable;
+    // SAFETY: both ranges lie inside the slot (the caller's guarantee).
+    unsafe {
+        write(pat, (slot + usable) as *mut u8, slack.min(MAX_CANARY));
+        if slack > MAX_CANARY {
+            write(pat, (slot + slot_size - TAIL) as *mut u8, TAIL);
+        }
+    }
+}
+
+/// Check a small block's canaries; the offset of the first bad byte from the block's end.
+///
+/// # Safety
+/// `[slot, slot + slot_size)` must be the block's own readable slot.
+#[inline]
+pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize) -> Option<usize> {
+    let slack = slot_size - usable;
+    // SAFETY: both ranges lie inside the slot (the caller's guarantee).
+    unsafe {
+        if let Some(off) = check(pat, (slot + usable) as *const u8, slack.min(MAX_CANARY)) {
+            return Some(off);
+        }
+        if slack > MAX_CANARY {
+            return check(pat, (slot + slot_size - TAIL) as *const u8, TAIL).map(|o| slack - TAIL + o);
+        }
+    }
+    None
+}
+
 /// The canary pattern word for a block: the byte at address `a` is `pattern >> 8*(a % 8)`.
 #[inline]
 pub fn pattern(key: u64, block: usize) -> u64 {
@@ -91,6 +134,28 @@ pub unsafe fn check(pat: u64, end: *const u8, len: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_blocks_have_a_tail_canary_when_the_slack_is_long() {
+        for (usable, slot) in [(20usize, 32usize), (200, 256), (1000, 1280), (1, 1024)] {
+            let mut buf = vec![0u8; slot];
+            let base = buf.as_mut_ptr() as usize;
+            let pat = pattern(5, base);
+            // SAFETY: the slot is buf.
+            unsafe { write_small(pat, base, usable, slot) };
+            // SAFETY: as above.
+            assert_eq!(unsafe { check_small(pat, base, usable, slot) }, None);
+            // The byte just before the next slot is always a canary byte.
+            buf[slot - 1] ^= 0x2;
+            // SAFETY: as above.
+            assert_eq!(unsafe { check_small(pat, base, usable, slot) }, Some(slot - 1 - usable), "usable {usable} slot {slot}");
+            buf[slot - 1] ^= 0x2;
+            // Bytes between the two canaries (long slack) stay as they were: zero.
+            if slot - usable > MAX_CANARY + TAIL {
+                assert!(buf[usable + MAX_CANARY..slot - TAIL].iter().all(|&b| b == 0));
+            }
+        }
+    }
 
     #[test]
     fn pattern_has_no_zero_bytes_and_detects_any_single_byte_change() {

@@ -315,9 +315,8 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
         p
     };
     if g.opts.canary {
-        let len = slack.min(canary::MAX_CANARY);
-        // SAFETY: [user+size, user+size+len) lies inside the slot, which carries user's tag.
-        unsafe { canary::write(canary::pattern(g.canary_key, p), (user + size) as *mut u8, len) };
+        // SAFETY: the slot [user, user+slot_size) is this block's, carrying user's tag.
+        unsafe { canary::write_small(canary::pattern(g.canary_key, p), user, size, slot_size) };
     }
     TCache::bump(&tc.allocs[region]);
     tc.add_live(size as i64);
@@ -494,9 +493,15 @@ pub(crate) fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
 
 /// Check the canary of the block at `p` (untagged), reading through `mem` (its tagged pointer).
 fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
-    let len = slack.min(canary::MAX_CANARY);
-    // SAFETY: [mem+usable, mem+usable+len) lies inside the block's slot/pages.
-    if let Some(off) = unsafe { canary::check(canary::pattern(g.canary_key, p), (mem + usable) as *const u8, len) } {
+    let pat = canary::pattern(g.canary_key, p);
+    let bad = if loc.is_some() {
+        // SAFETY: [mem, mem+usable+slack) is the block's slot.
+        unsafe { canary::check_small(pat, mem, usable, usable + slack) }
+    } else {
+        // SAFETY: [mem+usable, ...) lies inside the large block's committed pages.
+        unsafe { canary::check(pat, (mem + usable) as *const u8, slack.min(canary::MAX_CANARY)) }
+    };
+    if let Some(off) = bad {
         report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
             let _ = writeln!(
                 o,
@@ -514,6 +519,13 @@ fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, 
             }
             report::write_code_addr(o, "detected in a call from", who.ret_addr);
             let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
+            if loc.is_some() && off + canary::TAIL >= slack {
+                let _ = writeln!(
+                    o,
+                    "  or a write just before the block in the next slot ({:#x}) ran backwards into this one (underflow)",
+                    p + usable + slack
+                );
+            }
         });
     }
 }
@@ -566,12 +578,9 @@ fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller, r: Release) -> 
     if !r.accepts(p, m.kind(k, loc.slot), usable) {
         return false;
     }
-    if g.opts.canary {
-        let len = slack.min(canary::MAX_CANARY);
-        // SAFETY: [p+usable, p+usable+len) lies inside the live block's slot.
-        if unsafe { canary::check(canary::pattern(g.canary_key, p), (p + usable) as *const u8, len) }.is_some() {
-            return false;
-        }
+    // SAFETY: [p, p+slot_size) is the live block's slot.
+    if g.opts.canary && unsafe { canary::check_small(canary::pattern(g.canary_key, p), p, usable, slot_size) }.is_some() {
+        return false;
     }
     release_small(g, p, loc, usable, slot_size, slack, who);
     true
@@ -670,8 +679,14 @@ fn release_small(g: &Globals, p: usize, loc: Loc, usable: usize, slot_size: usiz
         tag::policy::tag_freed_slot(&mut tag::hw(), p, slot_size, zero);
     } else if zero {
         let len = (usable + slack.min(canary::MAX_CANARY)).min(slot_size);
-        // SAFETY: the slot is ours again (live bit cleared by this thread); len <= slot size.
-        unsafe { core::ptr::write_bytes(p as *mut u8, 0, len) };
+        // SAFETY: the slot is ours again (live bit cleared by this thread); len <= slot size,
+        // and the tail canary (long slack) is the slot's last TAIL bytes.
+        unsafe {
+            core::ptr::write_bytes(p as *mut u8, 0, len);
+            if slack > canary::MAX_CANARY {
+                core::ptr::write_bytes((p + slot_size - canary::TAIL) as *mut u8, 0, canary::TAIL);
+            }
+        }
     }
     with_cache(|tc| {
         TCache::bump(&tc.frees[loc.region]);
@@ -868,9 +883,8 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &Loc, old: usiz
     m.set_slack(k, loc.slot, slot_size - new);
     with_cache(|tc| tc.add_live(new as i64 - old as i64));
     if g.opts.canary {
-        let len = (slot_size - new).min(canary::MAX_CANARY);
-        // SAFETY: [p+new, p+new+len) lies inside the slot.
-        unsafe { canary::write(canary::pattern(g.canary_key, p), (mem + new) as *mut u8, len) };
+        // SAFETY: [mem, mem+slot_size) is the block's slot.
+        unsafe { canary::write_small(canary::pattern(g.canary_key, p), mem, new, slot_size) };
     }
 }
 
