@@ -625,3 +625,64 @@ fn underflow_lands_on_the_previous_slots_canary() {
         assert!(t.contains(&format!("the block in the next slot ({second})")), "{t}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Options cannot weaken a privileged process
+
+#[test]
+fn locked_options_only_strengthen() {
+    // MIE_LOCK_OPTIONS=1 applies the privileged-process rule: canary=0 is refused (with a
+    // warning), so the overflow is still caught; a strengthening option still applies.
+    let o = preloaded(&detect_bin())
+        .arg("overflow")
+        .env("MIE_OPTIONS", "sample_rate=0:canary=0:zero_on_free=0:quarantine=0:stacks=1")
+        .env("MIE_LOCK_OPTIONS", "1")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(t.contains("mie: heap-buffer-overflow on 0x"), "{t}");
+    for key in ["canary", "zero_on_free", "quarantine", "sample_rate"] {
+        assert!(t.contains(&format!("ignored in a privileged process (would weaken): '{key}")), "{key}\n{t}");
+    }
+    assert!(t.contains("allocated by thread") || t.contains("allocated at"), "stacks=1 (stronger) applies\n{t}");
+}
+
+/// A real set-uid program: linked against libmie.so (set-uid programs ignore LD_PRELOAD
+/// paths), owned by nobody with the set-uid bit, run by root, so the kernel marks it
+/// AT_SECURE. MIE_OPTIONS=canary=0 must not switch the canary off.
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "qemu-user does not honour the set-uid bit")]
+fn setuid_program_ignores_weakening_options() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("setuid_program_ignores_weakening_options: needs root to make a set-uid test binary; covered by locked_options_only_strengthen");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("suid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("detect_suid");
+    let libdir = lib().parent().unwrap().to_path_buf();
+    let st = Command::new("gcc")
+        .args(["-O1", "-g", "-fno-builtin", "-o"])
+        .arg(&bin)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/detect.c"))
+        .arg(format!("-L{}", libdir.display()))
+        .arg("-lmie")
+        .arg(format!("-Wl,-rpath,{}", libdir.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let c = std::ffi::CString::new(bin.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; 65534 is the conventional nobody user.
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let o = Command::new(&bin).arg("overflow").env("MIE_OPTIONS", "sample_rate=0:canary=0").env_remove("LD_PRELOAD").output().unwrap();
+    let t = text(&o);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(t.contains("ignored in a privileged process (would weaken): 'canary"), "{t}");
+    assert!(t.contains("mie: heap-buffer-overflow on 0x"), "{t}");
+}

@@ -210,9 +210,17 @@ pub fn parse_num(v: &[u8]) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// Whether options may only strengthen: in a privileged process (`AT_SECURE`: set-uid,
+/// set-gid, file capabilities), or wherever `MIE_LOCK_OPTIONS=1` asks for the same rule (an
+/// administrator's way to pin a service's protections; it can only ever make mie stricter,
+/// so it is no way around the rule either).
+pub fn strengthen_only() -> bool {
+    crate::platform::is_secure_exec() || crate::platform::getenv(c"MIE_LOCK_OPTIONS").is_some_and(|v| v == b"1")
+}
+
 /// Read `MIE_OPTIONS` from the environment, warning on stderr about rejected items.
 pub fn from_env() -> Options {
-    let secure = crate::platform::is_secure_exec();
+    let secure = strengthen_only();
     match crate::platform::getenv(c"MIE_OPTIONS") {
         None => Options::DEFAULT,
         Some(s) => Options::parse(s, secure, |why, key| {
