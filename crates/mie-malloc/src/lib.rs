@@ -172,10 +172,11 @@ fn memalign_in(align: usize, size: usize, bucket: usize) -> *mut c_void {
 }
 
 fn pvalloc_in(size: usize, bucket: usize) -> *mut c_void {
-    let Some(rounded) = size.max(1).checked_add(platform::PAGE - 1) else {
+    let page = platform::page_size();
+    let Some(rounded) = size.max(1).checked_add(page - 1) else {
         return nomem(core::ptr::null_mut());
     };
-    alloc_in(rounded & !(platform::PAGE - 1), platform::PAGE, bucket)
+    alloc_in(rounded & !(page - 1), page, bucket)
 }
 
 extern "C" fn malloc_cs(size: usize, cs: usize) -> *mut c_void {
@@ -214,7 +215,7 @@ extern "C" fn posix_memalign_cs(out: *mut *mut c_void, align: usize, size: usize
     posix_memalign_in(out, align, size, call_site_bucket(cs))
 }
 extern "C" fn valloc_cs(size: usize, cs: usize) -> *mut c_void {
-    alloc_in(size, platform::PAGE, call_site_bucket(cs))
+    alloc_in(size, platform::page_size(), call_site_bucket(cs))
 }
 extern "C" fn pvalloc_cs(size: usize, cs: usize) -> *mut c_void {
     pvalloc_in(size, call_site_bucket(cs))
@@ -419,7 +420,7 @@ pub extern "C" fn malloc_type_posix_memalign(out: *mut *mut c_void, align: usize
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_valloc(size: usize, id: u64) -> *mut c_void {
-    alloc_in(size, platform::PAGE, type_bucket(id))
+    alloc_in(size, platform::page_size(), type_bucket(id))
 }
 
 #[unsafe(no_mangle)]
@@ -455,7 +456,7 @@ pub extern "C" fn __alloc_token_posix_memalign(out: *mut *mut c_void, align: usi
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn __alloc_token_valloc(size: usize, token: usize) -> *mut c_void {
-    alloc_in(size, platform::PAGE, token_bucket(token))
+    alloc_in(size, platform::page_size(), token_bucket(token))
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn __alloc_token_pvalloc(size: usize, token: usize) -> *mut c_void {

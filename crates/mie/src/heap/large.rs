@@ -18,7 +18,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use crate::platform::{self, lock::Lock, PAGE};
+use crate::platform::{self, lock::Lock};
 
 const EMPTY: usize = 0;
 const LIVE: usize = 1;
@@ -435,11 +435,12 @@ impl Large {
     pub fn alloc(&self, size: usize, align: usize, min_slack: usize, kind: u8) -> (*mut u8, usize, bool) {
         let null = (core::ptr::null_mut(), 0, false);
         // At least one page, so even a zero-byte block owns a unique, mapped address.
-        let Some(body) = size.checked_add(min_slack).and_then(|n| n.max(1).checked_add(PAGE - 1)).map(|n| n & !(PAGE - 1)) else {
+        let page = platform::page_size();
+        let Some(body) = size.checked_add(min_slack).and_then(|n| n.max(1).checked_add(page - 1)).map(|n| n & !(page - 1)) else {
             return null;
         };
-        let extra = align.saturating_sub(PAGE);
-        let Some(total) = body.checked_add(extra).and_then(|n| n.checked_add(2 * PAGE)) else {
+        let extra = align.saturating_sub(page);
+        let Some(total) = body.checked_add(extra).and_then(|n| n.checked_add(2 * page)) else {
             return null;
         };
         if total > isize::MAX as usize {
@@ -449,7 +450,7 @@ impl Large {
         if map.is_null() {
             return null;
         }
-        let addr = (map as usize + PAGE + align - 1) & !(align.max(PAGE) - 1);
+        let addr = (map as usize + page + align - 1) & !(align.max(page) - 1);
         let _g = self.lock.guard();
         let t = self.table();
         let warm = t.take_warm(addr, body);

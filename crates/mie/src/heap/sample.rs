@@ -18,7 +18,10 @@ pub const SLOTS: usize = 64;
 /// The largest block that is sampled.
 pub const MAX_SIZE: usize = PAGE - 16;
 use super::stacks::FRAMES;
-const AREA: usize = 2 * SLOTS * PAGE;
+/// Each slot is one page for the block and one inaccessible guard page after it.
+fn area() -> usize {
+    2 * SLOTS * platform::page_size()
+}
 
 const NEVER: u8 = 0;
 const LIVE: u8 = 1;
@@ -74,7 +77,7 @@ static READY: AtomicBool = AtomicBool::new(false);
 
 /// Reserve the sample area and warm up the unwinder. Called once after the heap is ready.
 pub fn init() {
-    let base = platform::reserve(AREA);
+    let base = platform::reserve(area());
     if base.is_null() {
         return;
     }
@@ -93,16 +96,16 @@ pub fn ready() -> bool {
 #[inline]
 pub fn owns(p: usize) -> bool {
     let base = BASE.load(Ordering::Relaxed);
-    base != 0 && p.wrapping_sub(base) < AREA
+    base != 0 && p.wrapping_sub(base) < area()
 }
 
 fn slot_page(base: usize, i: usize) -> usize {
-    base + 2 * i * PAGE
+    base + 2 * i * platform::page_size()
 }
 
 /// The slot whose page (or guard page after it) holds `p`, an address in the area.
 fn slot_index(base: usize, p: usize) -> usize {
-    (p - base) / (2 * PAGE)
+    (p - base) / (2 * platform::page_size())
 }
 
 /// Place a block of `size` (≤ PAGE - 16) bytes in a guarded slot; null when every slot of
@@ -133,14 +136,15 @@ pub fn alloc(size: usize, bucket: usize, canary_key: u64, kind: u8) -> *mut u8 {
     }
     let Some(i) = pick else { return core::ptr::null_mut() };
     let page = slot_page(base, i);
-    if !platform::commit(page as *mut u8, PAGE) {
+    let pg = platform::page_size();
+    if !platform::commit(page as *mut u8, pg) {
         return core::ptr::null_mut();
     }
     // Right-aligned against the guard page, keeping 16-byte alignment; the few bytes of
     // padding after the block hold a canary checked at free.
-    let p = page + PAGE - ((size + 15) & !15).max(16);
-    let pad = page + PAGE - (p + size);
-    // SAFETY: [p+size, page+PAGE) is inside the page just committed.
+    let p = page + pg - ((size + 15) & !15).max(16);
+    let pad = page + pg - (p + size);
+    // SAFETY: [p+size, page+pg) is inside the page just committed.
     unsafe { super::canary::write(super::canary::pattern(canary_key, p), (p + size) as *mut u8, pad) };
     t.allocs += 1;
     t.live += 1;
@@ -210,7 +214,8 @@ pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
     let base = BASE.load(Ordering::Acquire);
     let i = slot_index(base, p);
     let page = slot_page(base, i);
-    let pad = page + PAGE - (p + size);
+    let pg = platform::page_size();
+    let pad = page + pg - (p + size);
     // SAFETY: the page is committed while the block is live.
     if let Some(off) = unsafe { super::canary::check(super::canary::pattern(canary_key, p), (p + size) as *const u8, pad) } {
         report::fatal(Kind::HeapBufferOverflow, p, func, |o| {
@@ -223,7 +228,7 @@ pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
     let mut stack = [0usize; FRAMES];
     let frames = platform::backtrace_into(&mut stack);
     let _g = LOCK.guard();
-    platform::decommit(page as *mut u8, PAGE);
+    platform::decommit(page as *mut u8, pg);
     // SAFETY: LOCK is held.
     let t = unsafe { &mut *TABLE.0.get() };
     t.seq += 1;
@@ -256,7 +261,7 @@ pub fn on_fault(addr: usize, pc: usize) {
         return;
     }
     let base = BASE.load(Ordering::Acquire);
-    let page_index = (addr - base) / PAGE;
+    let page_index = (addr - base) / platform::page_size();
     let i = page_index / 2;
     let how = "guarded sample: the access hit an inaccessible page";
     // SAFETY: racy read for a report that ends the process.

@@ -18,7 +18,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::layout::{self, BUCKET_SLOTS, META_SLABS_OFF, REGION_SHIFT};
 use super::size_class::{ClassInfo, CLASSES, SLAB_HEADER};
-use crate::platform::{self, lock::Lock, PAGE};
+use crate::platform::{self, lock::Lock};
 use crate::rand::Rng;
 
 const FLAG_EMPTY_RESIDENT: u16 = 1;
@@ -310,13 +310,17 @@ impl Bucket {
                 if (inner.empty_resident as usize + 1) * slab_bytes <= EMPTY_RESIDENT_BYTES.max(slab_bytes) {
                     h.flags |= FLAG_EMPTY_RESIDENT;
                     inner.empty_resident += 1;
-                } else {
-                    // Give the pages back; the addresses stay with this bucket for good.
-                    platform::purge(layout::slot_addr(g.heap_base, region, l.slab, 0) as *mut u8, slab_bytes);
+                } else if platform::purge(layout::slot_addr(g.heap_base, region, l.slab, 0) as *mut u8, slab_bytes) {
+                    // The pages went back to the OS and read as zero again; the addresses stay
+                    // with this bucket for good.
                     // SAFETY: the dirty bitmap has `words` committed words.
                     unsafe { core::ptr::write_bytes(m.dirty(), 0, m.words) };
                     h.flags |= FLAG_PURGED;
                     self.purges.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // A slab smaller than a page cannot be purged alone: it stays resident.
+                    h.flags |= FLAG_EMPTY_RESIDENT;
+                    inner.empty_resident += 1;
                 }
             }
         }
@@ -352,7 +356,8 @@ impl Bucket {
         let k = &CLASSES[region / BUCKET_SLOTS];
         if !inner.initialised {
             inner.first_slab = rng.below(FIRST_SLAB_SPREAD);
-            inner.heap_committed = (inner.first_slab as usize) << k.slab_shift;
+            // Mappings start on a page boundary (slabs may be smaller than a 16/64 KiB page).
+            inner.heap_committed = ((inner.first_slab as usize) << k.slab_shift) & !(platform::page_size() - 1);
             inner.meta_committed = 0;
             inner.initialised = true;
         }
@@ -362,11 +367,12 @@ impl Bucket {
             return false;
         }
         let slab_bytes = 1usize << k.slab_shift;
+        let pg = platform::page_size();
         let region_base = g.heap_base + (region << REGION_SHIFT);
         // Heap pages for the new slab.
         let need = (end + 1) * slab_bytes;
         if need > inner.heap_committed {
-            let to = (inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(layout::REGION_SIZE).max(need);
+            let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(layout::REGION_SIZE).max(need), pg);
             if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
                 return false;
             }
@@ -380,11 +386,11 @@ impl Bucket {
         let meta_have = META_SLABS_OFF + inner.meta_committed;
         if meta_need > meta_have {
             let from = if inner.meta_committed == 0 {
-                META_SLABS_OFF + ((begin * k.meta_stride as usize) & !(PAGE - 1))
+                META_SLABS_OFF + ((begin * k.meta_stride as usize) & !(pg - 1))
             } else {
                 meta_have
             };
-            let to = round_up(meta_need.max(from + COMMIT_CHUNK / 4), PAGE);
+            let to = round_up(meta_need.max(from + COMMIT_CHUNK / 4), pg);
             if !platform::map_at((meta_region + from) as *mut u8, to - from, crate::tag::prot_flags()) {
                 return false;
             }
@@ -394,7 +400,7 @@ impl Bucket {
         // Partial list: one u32 per existing slab.
         let count = end + 1 - begin;
         if count * 4 > inner.partial_committed {
-            let to = round_up(count * 4, PAGE).max(inner.partial_committed + PAGE);
+            let to = round_up(count * 4, pg).max(inner.partial_committed + pg);
             if !platform::map_at((meta_region + inner.partial_committed) as *mut u8, to - inner.partial_committed, crate::tag::prot_flags()) {
                 return false;
             }
@@ -436,7 +442,7 @@ fn settle_tags(addr: usize, len: usize) {
     let mut a = addr;
     while a < addr + len {
         hw.store(a, crate::tag::GRANULE, crate::tag::TAG_OWNED, false);
-        a += PAGE;
+        a += platform::page_size();
     }
 }
 

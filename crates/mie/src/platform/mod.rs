@@ -7,7 +7,25 @@ pub mod lock;
 
 use core::ptr;
 
+/// The smallest page size: the unit of sizes that never depend on the machine (a sampled
+/// block is at most `PAGE - 16` bytes). Alignment of mappings follows `page_size()`.
 pub const PAGE: usize = 4096;
+
+static PAGE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The system's page size (4, 16 or 64 KiB): what mmap, mprotect and madvise align to.
+#[inline]
+pub fn page_size() -> usize {
+    let p = PAGE_SIZE.load(core::sync::atomic::Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let s = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let p = if s > 0 && (s as usize).is_power_of_two() { (s as usize).max(PAGE) } else { PAGE };
+    PAGE_SIZE.store(p, core::sync::atomic::Ordering::Relaxed);
+    p
+}
 
 /// Reserve `len` bytes of address space, inaccessible and not counted against commit.
 pub fn reserve(len: usize) -> *mut u8 {
@@ -97,11 +115,14 @@ pub fn decommit(p: *mut u8, len: usize) -> bool {
 }
 
 /// Give the pages of a range back to the OS; the range stays mapped and reads back as zero.
-pub fn purge(p: *mut u8, len: usize) {
-    // SAFETY: page-aligned range inside an allocator-owned read-write mapping; its contents are dead.
-    unsafe {
-        libc::madvise(p.cast(), len, libc::MADV_DONTNEED);
+/// False (nothing done) unless the range is whole pages and the kernel agreed.
+pub fn purge(p: *mut u8, len: usize) -> bool {
+    let pg = page_size();
+    if (p as usize) & (pg - 1) != 0 || len & (pg - 1) != 0 {
+        return false;
     }
+    // SAFETY: page-aligned range inside an allocator-owned read-write mapping; its contents are dead.
+    unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 }
 }
 
 /// Make a range inaccessible (its pages, if any, stay resident).
