@@ -726,3 +726,48 @@ fn runs_on_64k_pages() {
         assert!(text(&o).contains("mie: heap-buffer-overflow on 0x"), "{}", text(&o));
     }
 }
+
+/// A 39-bit (512 GiB) user address space, as arm64 kernels with three-level page tables
+/// give (qemu -R 0x8000000000): mie detects it at start-up and sizes its regions to fit.
+#[test]
+#[cfg_attr(not(target_arch = "aarch64"), ignore = "the address-space size can only be varied under qemu (arm64 leg)")]
+fn runs_in_a_39_bit_address_space() {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let q = ["-R", "0x8000000000"];
+        let o = qemu_with(&q, &build("legal.c"), &[], "");
+        assert!(o.status.success() && text(&o).contains("legal: ok"), "{}", text(&o));
+        let o = qemu_with(&q, &build("isolation.c"), &[], "");
+        assert!(o.status.success(), "{}", text(&o));
+        let o = qemu_with(&q, &detect_bin(), &["double_free"], "sample_rate=0");
+        assert!(text(&o).contains("mie: double-free on 0x"), "{}", text(&o));
+        // MTE still stops an overflow at the access.
+        let o = qemu_with(&q, &build("mte.c"), &["neighbour_overflow"], "sample_rate=0");
+        assert!(text(&o).contains("mie: heap-buffer-overflow on 0x") && text(&o).contains("MTE tag-check fault"), "{}", text(&o));
+        // Every heap address lies below 2^39.
+        let o = qemu_with(&q, &checked_bin(), &["object_size"], "sample_rate=0");
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}
+
+/// The number of memory mappings stays bounded: at most 4 per (class, bucket) region in use
+/// for any number of small blocks (so at most 1536 in all), and 3 per live large block
+/// (guard, body, guard) plus 2 per quarantined one; far below vm.max_map_count (65530).
+#[test]
+fn mappings_stay_bounded() {
+    let o = run_with(&build("mappings.c"), &[], "");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let nums: Vec<i64> = t
+        .lines()
+        .find(|l| l.starts_with("mappings: before"))
+        .unwrap_or_else(|| panic!("{t}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (before, small, large, freed) = (nums[0], nums[1], nums[2], nums[3]);
+    eprintln!("mappings: {before} at start, +{} for 200000 small blocks, +{} for 300 large blocks, {freed} after freeing", small - before, large - small);
+    assert!(small - before <= 4 * 384, "{t}");
+    assert!(large - small <= 3 * 300, "{t}");
+    assert!(freed - before <= 4 * 384 + 2 * 32, "{t}");
+}

@@ -119,7 +119,7 @@ pub enum Access {
 pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     let a = tag::untag(p);
     let g = super::globals();
-    let place = if a.wrapping_sub(g.geo.heap_base) < layout::HEAP_SIZE {
+    let place = if a.wrapping_sub(g.geo.heap_base) < layout::heap_size() {
         // (Before initialisation the base is 0 and low addresses land here: STATE says no.)
         if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
             return;

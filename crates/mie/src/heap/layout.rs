@@ -2,13 +2,16 @@
 //!
 //! ```text
 //! heap:  | region (class 0, bucket 0) | region (class 0, bucket 1) | ... | region (47, 7) |
-//!          each region: 4 GiB, slabs of 2^slab_shift bytes from a random first slab upward
+//!          each region: 4 GiB (256 MiB in a 39-bit address space), slabs of 2^slab_shift
+//!          bytes from a random first slab upward
 //! meta:  | meta region (0,0) | meta region (0,1) | ...                                   |
-//!          each meta region: 1 GiB: partial-slab list, guard, then per-slab metadata
+//!          each meta region: a quarter of a heap region: partial-slab list, guard, then
+//!          per-slab metadata
 //! ```
 //! A pointer's class, bucket, slab and slot follow from its address by shifts, masks and one
-//! multiply, with no lookup. Address ranges are never reassigned: a region belongs to one
-//! (class, bucket) for the life of the process, and freed slabs keep their addresses.
+//! multiply, with no lookup. Region sizes depend on the address space (`Shape`). Address
+//! ranges are never reassigned: a region belongs to one (class, bucket) for the life of the
+//! process, and freed slabs keep their addresses.
 //!
 //! Nothing is reserved up front: the two bases are chosen at random (far below the kernel's
 //! own mmap area) and each region grows by mapping at its computed address without ever
@@ -19,29 +22,113 @@ use super::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT};
 
 /// Bucket slots per class: slot 0 is the pointer-free data bucket, 1..=7 pointer buckets.
 pub const BUCKET_SLOTS: usize = 8;
-pub const REGION_SHIFT: u32 = 32;
-pub const REGION_SIZE: usize = 1 << REGION_SHIFT;
 pub const REGION_COUNT: usize = CLASS_COUNT * BUCKET_SLOTS;
-pub const HEAP_SIZE: usize = REGION_COUNT << REGION_SHIFT;
-
-pub const META_REGION_SHIFT: u32 = 30;
-pub const META_SIZE: usize = REGION_COUNT << META_REGION_SHIFT;
 /// Slab metadata starts here inside a meta region; below it sits the partial-slab list
 /// (at most 2^18 slabs × 4 bytes = 1 MiB) and at least one MiB of guard.
 pub const META_SLABS_OFF: usize = 2 << 20;
 
-/// Bases are drawn from [LOW, LOW + SPAN) (heap) and [LOW + 2*SPAN, LOW + 3*SPAN) (metadata):
-/// 16 TiB and up, below the 47-bit top where the kernel places mappings by default.
-const BASE_LOW: usize = 1 << 44;
-const BASE_SPAN: usize = 8 << 40;
+/// How big the regions are, chosen at start-up for the address space the process has.
+///
+/// - `LARGE` (47/48-bit user address space, x86-64 and most arm64 kernels): 4 GiB per
+///   (class, bucket) region, 1.5 TiB of heap and 384 GiB of metadata addresses, based at
+///   random in [16, 24) TiB and [32, 40) TiB.
+/// - `SMALL` (39 to 46 bits, e.g. arm64 kernels with 3-level 4 KiB page tables: 512 GiB):
+///   256 MiB per region, 96 GiB of heap and 24 GiB of metadata addresses, based at random in
+///   [64, 256) GiB and [256, 320) GiB.
+///
+/// Nothing is mapped up front either way; only the addresses are set aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub region_shift: u32,
+    heap_window: (usize, usize),
+    meta_window: (usize, usize),
+}
 
-/// Random heap and metadata bases (4 GiB and 1 GiB aligned) from a random word.
-pub fn choose_bases(r: u64) -> (usize, usize) {
-    let heap_slots = (BASE_SPAN - HEAP_SIZE) / REGION_SIZE;
-    let meta_slots = (BASE_SPAN - META_SIZE) >> META_REGION_SHIFT;
-    let heap = BASE_LOW + ((r as usize) % heap_slots) * REGION_SIZE;
-    let meta = BASE_LOW + 2 * BASE_SPAN + ((((r >> 32) as usize) % meta_slots) << META_REGION_SHIFT);
-    (heap, meta)
+impl Shape {
+    pub const LARGE: Shape = Shape { region_shift: 32, heap_window: (16 << 40, 24 << 40), meta_window: (32 << 40, 40 << 40) };
+    pub const SMALL: Shape = Shape { region_shift: 28, heap_window: (64 << 30, 256 << 30), meta_window: (256 << 30, 320 << 30) };
+
+    #[inline(always)]
+    pub const fn region_size(&self) -> usize {
+        1 << self.region_shift
+    }
+    /// Metadata regions are a quarter of heap regions (per-slab metadata is < 1/6 of a slab).
+    #[inline(always)]
+    pub const fn meta_region_shift(&self) -> u32 {
+        self.region_shift - 2
+    }
+    #[inline(always)]
+    pub const fn heap_size(&self) -> usize {
+        REGION_COUNT << self.region_shift
+    }
+    #[inline(always)]
+    pub const fn meta_size(&self) -> usize {
+        REGION_COUNT << self.meta_region_shift()
+    }
+
+    /// Random heap and metadata bases (region aligned) inside the shape's windows.
+    pub fn choose_bases(&self, r: u64) -> (usize, usize) {
+        let heap_slots = (self.heap_window.1 - self.heap_window.0 - self.heap_size()) >> self.region_shift;
+        let meta_slots = (self.meta_window.1 - self.meta_window.0 - self.meta_size()) >> self.meta_region_shift();
+        let heap = self.heap_window.0 + (((r as usize) % heap_slots) << self.region_shift);
+        let meta = self.meta_window.0 + ((((r >> 32) as usize) % meta_slots) << self.meta_region_shift());
+        (heap, meta)
+    }
+
+    /// The highest address this shape may use.
+    fn top(&self) -> usize {
+        self.meta_window.1
+    }
+}
+
+static REGION_SHIFT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(Shape::LARGE.region_shift);
+
+/// The shape in use (set once by `init_shape`, before the heap exists).
+#[inline(always)]
+pub fn shape() -> Shape {
+    if REGION_SHIFT.load(core::sync::atomic::Ordering::Relaxed) == Shape::SMALL.region_shift {
+        Shape::SMALL
+    } else {
+        Shape::LARGE
+    }
+}
+
+/// Pick the shape the address space allows: the large one if its highest address can be
+/// mapped, else the small one. Probes with one inaccessible page, unmapped at once.
+pub fn init_shape() -> Shape {
+    let page = crate::platform::page_size();
+    let fits = |s: &Shape| {
+        let at = (s.top() - page) as *mut u8;
+        let ok = crate::platform::map_at_none(at, page);
+        if ok {
+            crate::platform::release(at, page);
+        }
+        ok
+    };
+    let s = if fits(&Shape::LARGE) { Shape::LARGE } else { Shape::SMALL };
+    REGION_SHIFT.store(s.region_shift, core::sync::atomic::Ordering::Relaxed);
+    s
+}
+
+#[inline(always)]
+pub fn region_shift() -> u32 {
+    REGION_SHIFT.load(core::sync::atomic::Ordering::Relaxed)
+}
+#[inline(always)]
+pub fn region_size() -> usize {
+    1 << region_shift()
+}
+#[inline(always)]
+pub fn meta_region_shift() -> u32 {
+    region_shift() - 2
+}
+#[inline(always)]
+pub fn heap_size() -> usize {
+    REGION_COUNT << region_shift()
+}
+#[inline(always)]
+pub fn meta_size() -> usize {
+    REGION_COUNT << meta_region_shift()
 }
 
 /// Where a small-block pointer lives, decoded from its address alone.
@@ -63,21 +150,26 @@ pub const fn region_of(class: usize, bucket: usize) -> usize {
 
 #[inline]
 pub fn max_slabs(k: &ClassInfo) -> usize {
-    REGION_SIZE >> k.slab_shift
+    region_size() >> k.slab_shift
 }
 
 /// Decode an address relative to the heap base. `None` if it is outside the heap.
 #[inline]
 pub fn decode(heap_base: usize, p: usize) -> Option<Loc> {
+    decode_in(region_shift(), heap_base, p)
+}
+
+#[inline(always)]
+fn decode_in(shift: u32, heap_base: usize, p: usize) -> Option<Loc> {
     let off = p.wrapping_sub(heap_base);
-    if off >= HEAP_SIZE {
+    if off >= REGION_COUNT << shift {
         return None;
     }
-    let region = off >> REGION_SHIFT;
+    let region = off >> shift;
     let class = region / BUCKET_SLOTS;
     // SAFETY-free indexing: region < REGION_COUNT so class < CLASS_COUNT.
     let k = &CLASSES[class];
-    let in_region = off & (REGION_SIZE - 1);
+    let in_region = off & ((1usize << shift) - 1);
     let slab = in_region >> k.slab_shift;
     let in_slab = (in_region & ((1usize << k.slab_shift) - 1)) as u64;
     let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
@@ -87,68 +179,83 @@ pub fn decode(heap_base: usize, p: usize) -> Option<Loc> {
 
 #[inline]
 pub fn slot_addr(heap_base: usize, region: usize, slab: usize, slot: usize) -> usize {
+    slot_addr_in(region_shift(), heap_base, region, slab, slot)
+}
+
+#[inline(always)]
+fn slot_addr_in(shift: u32, heap_base: usize, region: usize, slab: usize, slot: usize) -> usize {
     let k = &CLASSES[region / BUCKET_SLOTS];
-    heap_base + (region << REGION_SHIFT) + (slab << k.slab_shift) + slot * k.size as usize
+    heap_base + (region << shift) + (slab << k.slab_shift) + slot * k.size as usize
 }
 
 #[inline]
 pub fn slab_meta_addr(meta_base: usize, region: usize, slab: usize) -> usize {
     let k = &CLASSES[region / BUCKET_SLOTS];
-    meta_base + (region << META_REGION_SHIFT) + META_SLABS_OFF + slab * k.meta_stride as usize
+    meta_base + (region << meta_region_shift()) + META_SLABS_OFF + slab * k.meta_stride as usize
 }
 
 #[inline]
 pub fn partial_list_addr(meta_base: usize, region: usize) -> usize {
-    meta_base + (region << META_REGION_SHIFT)
+    meta_base + (region << meta_region_shift())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SHAPES: [Shape; 2] = [Shape::LARGE, Shape::SMALL];
+
     #[test]
     fn metadata_fits_its_region() {
-        for k in CLASSES.iter() {
-            let n = max_slabs(k);
-            assert!(n * 4 <= META_SLABS_OFF / 2, "partial list overflows into guard");
-            assert!(META_SLABS_OFF + n * k.meta_stride as usize <= 1 << META_REGION_SHIFT);
+        for sh in SHAPES {
+            for k in CLASSES.iter() {
+                let n = sh.region_size() >> k.slab_shift;
+                assert!(n * 4 <= META_SLABS_OFF / 2, "partial list overflows into guard");
+                assert!(META_SLABS_OFF + n * k.meta_stride as usize <= 1 << sh.meta_region_shift(), "{sh:?} class {}", k.size);
+            }
         }
     }
 
     #[test]
     fn decode_inverts_slot_addr() {
-        let base = 1usize << 44;
-        let mut seed = 7u64;
-        for _ in 0..200_000 {
-            seed = crate::rand::mix64(seed);
-            let region = (seed % REGION_COUNT as u64) as usize;
-            let k = &CLASSES[region / BUCKET_SLOTS];
-            let slab = ((seed >> 20) as usize) % max_slabs(k);
-            let slot = ((seed >> 40) as usize) % k.nslots as usize;
-            let p = slot_addr(base, region, slab, slot);
-            let l = decode(base, p).unwrap();
-            assert_eq!((l.region, l.slab, l.slot, l.interior), (region, slab, slot, 0));
-            assert_eq!((l.class, l.bucket), (region / BUCKET_SLOTS, region % BUCKET_SLOTS));
-            // Every interior byte decodes to the same slot with its offset.
-            let d = ((seed >> 8) as usize) % k.size as usize;
-            let l2 = decode(base, p + d).unwrap();
-            assert_eq!((l2.region, l2.slab, l2.slot, l2.interior), (region, slab, slot, d));
+        for sh in SHAPES {
+            let base = sh.heap_window.0;
+            let rs = sh.region_shift;
+            let mut seed = 7u64;
+            for _ in 0..100_000 {
+                seed = crate::rand::mix64(seed);
+                let region = (seed % REGION_COUNT as u64) as usize;
+                let k = &CLASSES[region / BUCKET_SLOTS];
+                let slab = ((seed >> 20) as usize) % (sh.region_size() >> k.slab_shift);
+                let slot = ((seed >> 40) as usize) % k.nslots as usize;
+                let p = slot_addr_in(rs, base, region, slab, slot);
+                let l = decode_in(rs, base, p).unwrap();
+                assert_eq!((l.region, l.slab, l.slot, l.interior), (region, slab, slot, 0));
+                assert_eq!((l.class, l.bucket), (region / BUCKET_SLOTS, region % BUCKET_SLOTS));
+                // Every interior byte decodes to the same slot with its offset.
+                let d = ((seed >> 8) as usize) % k.size as usize;
+                let l2 = decode_in(rs, base, p + d).unwrap();
+                assert_eq!((l2.region, l2.slab, l2.slot, l2.interior), (region, slab, slot, d));
+            }
+            assert_eq!(decode_in(rs, base, base - 1), None);
+            assert_eq!(decode_in(rs, base, base + sh.heap_size()), None);
         }
-        assert_eq!(decode(base, base - 1), None);
-        assert_eq!(decode(base, base + HEAP_SIZE), None);
     }
 
     #[test]
     fn bases_are_aligned_disjoint_and_in_range() {
-        let mut r = 1u64;
-        for _ in 0..10_000 {
-            r = crate::rand::mix64(r);
-            let (h, m) = choose_bases(r);
-            assert_eq!(h % REGION_SIZE, 0);
-            assert_eq!(m % (1 << META_REGION_SHIFT), 0);
-            assert!(h >= BASE_LOW && h + HEAP_SIZE <= BASE_LOW + BASE_SPAN);
-            assert!(m >= BASE_LOW + 2 * BASE_SPAN && m + META_SIZE <= BASE_LOW + 3 * BASE_SPAN);
-            assert!(m + META_SIZE < 1 << 47);
+        for (sh, va_bits) in [(Shape::LARGE, 47), (Shape::SMALL, 39)] {
+            let mut r = 1u64;
+            for _ in 0..10_000 {
+                r = crate::rand::mix64(r);
+                let (h, m) = sh.choose_bases(r);
+                assert_eq!(h % sh.region_size(), 0);
+                assert_eq!(m % (1 << sh.meta_region_shift()), 0);
+                assert!(h >= sh.heap_window.0 && h + sh.heap_size() <= sh.heap_window.1);
+                assert!(m >= sh.meta_window.0 && m + sh.meta_size() <= sh.meta_window.1);
+                assert!(h + sh.heap_size() <= m, "heap and metadata overlap");
+                assert!(m + sh.meta_size() < 1 << va_bits, "{sh:?} leaves a {va_bits}-bit address space");
+            }
         }
     }
 
@@ -156,11 +263,14 @@ mod tests {
     fn regions_never_overlap() {
         // Property: the address ranges of distinct (class, bucket) pairs are disjoint, so an
         // address can never change owner.
-        for r in 0..REGION_COUNT {
-            let k = &CLASSES[r / BUCKET_SLOTS];
-            let last = slot_addr(0, r, max_slabs(k) - 1, k.nslots as usize - 1) + k.size as usize - 1;
-            assert_eq!(last >> REGION_SHIFT, r);
-            assert_eq!(slot_addr(0, r, 0, 0) >> REGION_SHIFT, r);
+        for sh in SHAPES {
+            let rs = sh.region_shift;
+            for r in 0..REGION_COUNT {
+                let k = &CLASSES[r / BUCKET_SLOTS];
+                let last = slot_addr_in(rs, 0, r, (sh.region_size() >> k.slab_shift) - 1, k.nslots as usize - 1) + k.size as usize - 1;
+                assert_eq!(last >> rs, r);
+                assert_eq!(slot_addr_in(rs, 0, r, 0, 0) >> rs, r);
+            }
         }
     }
 }

@@ -93,7 +93,7 @@ fn init_slow() -> Option<&'static Globals> {
                 g.opts = crate::options::from_env();
                 // Before any heap mapping exists: tagging decides PROT_MTE.
                 tag::init(g.opts.mte);
-                let (heap, meta) = layout::choose_bases(platform::random_u64());
+                let (heap, meta) = layout::init_shape().choose_bases(platform::random_u64());
                 let key = platform::thread_key_create(tcache::thread_exit);
                 if key.is_none() {
                     report::warn(format_args!("cannot create a thread key; every allocation will fail"));
@@ -722,7 +722,7 @@ fn quarantine_push(g: &Globals, tc: &mut TCache, p: usize, size: usize, cap: usi
 
 /// A slot whose quarantine is over goes to the thread's bin, or back to its bucket.
 fn release_slot(g: &Globals, tc: &mut TCache, p: usize) {
-    let region = (p - g.geo.heap_base) >> layout::REGION_SHIFT;
+    let region = (p - g.geo.heap_base) >> layout::region_shift();
     let cap = CLASSES[region / BUCKET_SLOTS].cache_cap as usize;
     let bin = &mut tc.bins[region];
     if bin.n as usize >= cap {
@@ -735,7 +735,7 @@ fn release_slot(g: &Globals, tc: &mut TCache, p: usize) {
 }
 
 fn release_to_bucket(g: &Globals, p: usize) {
-    let region = (p - g.geo.heap_base) >> layout::REGION_SHIFT;
+    let region = (p - g.geo.heap_base) >> layout::region_shift();
     BUCKETS[region].flush(&g.geo, region, &[p | ENTRY_DIRTY]);
 }
 

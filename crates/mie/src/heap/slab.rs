@@ -16,7 +16,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::layout::{self, BUCKET_SLOTS, META_SLABS_OFF, REGION_SHIFT};
+use super::layout::{self, BUCKET_SLOTS, META_SLABS_OFF};
 use super::size_class::{ClassInfo, CLASSES, SLAB_HEADER};
 use crate::platform::{self, lock::Lock};
 use crate::rand::Rng;
@@ -58,7 +58,7 @@ impl SlabMeta {
     /// As `new`, for a caller that already has the region's class.
     #[inline(always)]
     pub fn of(meta_base: usize, k: &ClassInfo, region: usize, slab: usize) -> Self {
-        let base = meta_base + (region << layout::META_REGION_SHIFT) + META_SLABS_OFF + slab * k.meta_stride as usize;
+        let base = meta_base + (region << layout::meta_region_shift()) + META_SLABS_OFF + slab * k.meta_stride as usize;
         SlabMeta { base, words: k.words as usize }
     }
 
@@ -368,11 +368,11 @@ impl Bucket {
         }
         let slab_bytes = 1usize << k.slab_shift;
         let pg = platform::page_size();
-        let region_base = g.heap_base + (region << REGION_SHIFT);
+        let region_base = g.heap_base + (region << layout::region_shift());
         // Heap pages for the new slab.
         let need = (end + 1) * slab_bytes;
         if need > inner.heap_committed {
-            let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(layout::REGION_SIZE).max(need), pg);
+            let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(layout::region_size()).max(need), pg);
             if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
                 return false;
             }
@@ -381,7 +381,7 @@ impl Bucket {
             inner.heap_committed = to;
         }
         // Slab metadata.
-        let meta_region = g.meta_base + (region << layout::META_REGION_SHIFT);
+        let meta_region = g.meta_base + (region << layout::meta_region_shift());
         let meta_need = META_SLABS_OFF + (end + 1) * k.meta_stride as usize;
         let meta_have = META_SLABS_OFF + inner.meta_committed;
         if meta_need > meta_have {
@@ -456,12 +456,12 @@ pub struct Geometry {
 impl Geometry {
     /// Is `addr` (untagged) inside the heap's address range (mapped or not)?
     pub fn holds_heap(&self, addr: usize) -> bool {
-        self.heap_base != 0 && addr.wrapping_sub(self.heap_base) < layout::HEAP_SIZE
+        self.heap_base != 0 && addr.wrapping_sub(self.heap_base) < layout::heap_size()
     }
 
     /// Is `addr` (untagged) inside the metadata's address range (mapped or not)?
     pub fn holds_meta(&self, addr: usize) -> bool {
-        self.meta_base != 0 && addr.wrapping_sub(self.meta_base) < layout::META_SIZE
+        self.meta_base != 0 && addr.wrapping_sub(self.meta_base) < layout::meta_size()
     }
 }
 

@@ -125,6 +125,31 @@ pub fn purge(p: *mut u8, len: usize) -> bool {
     unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 }
 }
 
+/// Map an inaccessible range exactly at `addr` without replacing anything (a probe or a
+/// reservation); false if anything is in the way or the address is out of reach.
+pub fn map_at_none(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: NOREPLACE never touches existing mappings.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    if p != addr.cast() {
+        // Kernels before 4.17 treat NOREPLACE as a hint: not where we asked.
+        release(p.cast(), len);
+        return false;
+    }
+    true
+}
+
 /// Make a range inaccessible (its pages, if any, stay resident).
 pub fn protect_none(p: *mut u8, len: usize) -> bool {
     // SAFETY: callers pass page-aligned ranges inside mappings owned by the allocator.
