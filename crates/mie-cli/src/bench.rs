@@ -458,25 +458,9 @@ fn jnum(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "null".into())
 }
 
-fn jstr(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 /// Medians, ratios and geometric means, machine-readable.
 pub fn json(r: &Results, arch: &str) -> String {
-    let mut s = format!("{{\"arch\":{},\"scale\":{},\"runs\":{},\"workloads\":[\n", jstr(arch), r.scale, r.runs);
+    let mut s = format!("{{\"arch\":{},\"scale\":{},\"runs\":{},\"workloads\":[\n", crate::json::string(arch), r.scale, r.runs);
     let mut rows = Vec::new();
     for (w, wl) in r.workloads.iter().enumerate() {
         let mut cells = Vec::new();
@@ -484,16 +468,16 @@ pub fn json(r: &Results, arch: &str) -> String {
             let c = &r.cells[w][a];
             cells.push(format!(
                 "{}:{{\"median_s\":{},\"peak_rss_kib\":{},\"time_ratio\":{},\"rss_ratio\":{},\"runs\":{},\"error\":{}}}",
-                jstr(&al.name),
+                crate::json::string(&al.name),
                 jnum(c.median_secs()),
                 jnum(c.median_rss()),
                 jnum(r.ratio(w, a, Cell::median_secs)),
                 jnum(r.ratio(w, a, Cell::median_rss)),
                 c.samples.len(),
-                c.error.as_deref().map(jstr).unwrap_or_else(|| "null".into())
+                c.error.as_deref().map(crate::json::string).unwrap_or_else(|| "null".into())
             ));
         }
-        rows.push(format!("{{\"name\":{},\"what\":{},\"results\":{{{}}}}}", jstr(wl.name), jstr(wl.what), cells.join(",")));
+        rows.push(format!("{{\"name\":{},\"what\":{},\"results\":{{{}}}}}", crate::json::string(wl.name), crate::json::string(wl.what), cells.join(",")));
     }
     s.push_str(&rows.join(",\n"));
     s.push_str("\n],\"geomean\":{");
@@ -504,7 +488,7 @@ pub fn json(r: &Results, arch: &str) -> String {
         .map(|(a, al)| {
             format!(
                 "{}:{{\"time\":{},\"rss\":{}}}",
-                jstr(&al.name),
+                crate::json::string(&al.name),
                 jnum(r.geomean_ratio(a, Cell::median_secs)),
                 jnum(r.geomean_ratio(a, Cell::median_rss))
             )

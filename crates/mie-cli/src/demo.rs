@@ -345,23 +345,6 @@ pub fn table(rows: &[Row], arch: &str) -> String {
     s
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 fn outcome_json(o: &Outcome) -> String {
     let result = match o {
         Outcome::Exploited(_) => "exploited",
@@ -370,22 +353,22 @@ fn outcome_json(o: &Outcome) -> String {
         Outcome::NoEffect(_) => "no-effect",
         Outcome::Broken(_) => "error",
     };
-    let mut s = format!("{{\"result\":{}", json_str(result));
+    let mut s = format!("{{\"result\":{}", crate::json::string(result));
     match o {
         Outcome::Stopped { kind, report, at_access } => {
             let _ = write!(
                 s,
                 ",\"kind\":{},\"at_access\":{at_access},\"when\":{},\"report\":{}",
-                json_str(kind),
-                json_str(when(kind, *at_access)),
-                json_str(report)
+                crate::json::string(kind),
+                crate::json::string(when(kind, *at_access)),
+                crate::json::string(report)
             );
         }
         Outcome::Crashed { signal, message } => {
-            let _ = write!(s, ",\"signal\":{signal},\"message\":{}", json_str(message));
+            let _ = write!(s, ",\"signal\":{signal},\"message\":{}", crate::json::string(message));
         }
         Outcome::Exploited(d) | Outcome::NoEffect(d) | Outcome::Broken(d) => {
-            let _ = write!(s, ",\"detail\":{}", json_str(d));
+            let _ = write!(s, ",\"detail\":{}", crate::json::string(d));
         }
     }
     s.push('}');
@@ -399,12 +382,12 @@ pub fn json(rows: &[Row], arch: &str) -> String {
         .map(|r| {
             format!(
                 "{{\"name\":{},\"technique\":{},\"glibc\":{},\"mie\":{}}}",
-                json_str(r.attack.name),
-                json_str(r.attack.technique),
+                crate::json::string(r.attack.name),
+                crate::json::string(r.attack.technique),
                 outcome_json(&r.glibc),
                 outcome_json(&r.mie)
             )
         })
         .collect();
-    format!("{{\"arch\":{},\"attacks\":[\n{}\n]}}\n", json_str(arch), items.join(",\n"))
+    format!("{{\"arch\":{},\"attacks\":[\n{}\n]}}\n", crate::json::string(arch), items.join(",\n"))
 }

@@ -2,9 +2,12 @@
  * SIGABRT (or, for a large block's use after free, SIGSEGV on its inaccessible pages).
  * The line after the error prints "NOT DETECTED" so a silent pass is visible. */
 #include <malloc.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define ADDR_MASK ((1ull << 56) - 1)
 
 static char global_buf[64];
 
@@ -108,7 +111,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(n);
         for (int i = 0; i < 400; i++)
             for (int j = 0; j < 400; j++)
-                if (ps[j] == ps[i] + slot) {
+                /* Compare addresses without the (arm64 MTE) tag in the top byte. */
+                if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + slot) {
                     printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
                     ((volatile char *)ps[j])[-1] = 2; /* even: never a canary byte */
                     free(ps[i]);

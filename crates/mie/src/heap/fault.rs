@@ -138,12 +138,15 @@ fn tag_fault(raw: usize, pc: usize) -> ! {
     // A neighbour's tag tells an overflow (into a live block or into unused slot space);
     // the free tag a use after free; any other mismatch a stale pointer after reuse.
     // `origin`: the block the pointer belongs to, for an overflow or underflow.
+    // Both neighbours can carry the pointer's tag (they are not each other's neighbours):
+    // then the nearer one is where the pointer came from.
+    let nearer_right = from_right && (!from_left || right.is_some_and(|r| r - addr <= addr - slot));
     let (kind, origin) = if mtag == tag::TAG_FREE {
         (Kind::UseAfterFree, None)
+    } else if nearer_right {
+        (Kind::HeapBufferUnderflow, right)
     } else if from_left {
         (Kind::HeapBufferOverflow, left)
-    } else if from_right {
-        (Kind::HeapBufferUnderflow, right)
     } else if mtag == tag::TAG_OWNED {
         (Kind::InvalidAccess, None)
     } else {
