@@ -27,6 +27,7 @@ macro_rules! cs_to {
     (2) => { "mov rdx, [rsp]" };
     (3) => { "mov rcx, [rsp]" };
     (4) => { "mov r8, [rsp]" };
+    (5) => { "mov r9, [rsp]" };
 }
 #[cfg(target_arch = "x86_64")]
 macro_rules! jump {
@@ -39,6 +40,7 @@ macro_rules! cs_to {
     (2) => { "mov x2, x30" };
     (3) => { "mov x3, x30" };
     (4) => { "mov x4, x30" };
+    (5) => { "mov x5, x30" };
 }
 #[cfg(target_arch = "aarch64")]
 macro_rules! jump {

@@ -1,6 +1,7 @@
 //! Bounds-checked memory and string functions: `memcpy`, `memmove`, `mempcpy`, `memset`,
 //! `strcpy`, `stpcpy`, `strncpy`, `strcat`, `strncat`, `memccpy`, `wmemcpy`, `wmemmove`,
-//! `wmemset`, and glibc's `__*_chk` fortify forms of them.
+//! `wmemset`, the reads into a buffer `read`, `pread`, `recv`, `fread`, `fgets`, and glibc's
+//! `__*_chk` fortify forms of them.
 //!
 //! Each works out how many bytes it will read and write, asks the heap whether those ranges
 //! stay inside the blocks the pointers point into (`heap::bounds::check`), and only then
@@ -25,6 +26,11 @@ type NLenFn = unsafe extern "C" fn(*const c_char, usize) -> usize;
 type ChrFn = unsafe extern "C" fn(*const c_void, c_int, usize) -> *mut c_void;
 type WSetFn = unsafe extern "C" fn(*mut libc::wchar_t, libc::wchar_t, usize) -> *mut libc::wchar_t;
 type FailFn = unsafe extern "C" fn() -> !;
+type ReadFn = unsafe extern "C" fn(c_int, *mut c_void, usize) -> isize;
+type PreadFn = unsafe extern "C" fn(c_int, *mut c_void, usize, i64) -> isize;
+type RecvFn = unsafe extern "C" fn(c_int, *mut c_void, usize, c_int) -> isize;
+type FreadFn = unsafe extern "C" fn(*mut c_void, usize, usize, *mut libc::FILE) -> usize;
+type FgetsFn = unsafe extern "C" fn(*mut c_char, c_int, *mut libc::FILE) -> *mut c_char;
 
 /// The C library's implementations (0 until found).
 struct Real {
@@ -36,6 +42,11 @@ struct Real {
     memchr: AtomicUsize,
     wmemset: AtomicUsize,
     chk_fail: AtomicUsize,
+    read: AtomicUsize,
+    pread: AtomicUsize,
+    recv: AtomicUsize,
+    fread: AtomicUsize,
+    fgets: AtomicUsize,
 }
 
 static REAL: Real = Real {
@@ -47,6 +58,11 @@ static REAL: Real = Real {
     memchr: AtomicUsize::new(0),
     wmemset: AtomicUsize::new(0),
     chk_fail: AtomicUsize::new(0),
+    read: AtomicUsize::new(0),
+    pread: AtomicUsize::new(0),
+    recv: AtomicUsize::new(0),
+    fread: AtomicUsize::new(0),
+    fgets: AtomicUsize::new(0),
 };
 static RESOLVING: AtomicBool = AtomicBool::new(false);
 static RESOLVED: AtomicBool = AtomicBool::new(false);
@@ -70,6 +86,11 @@ pub fn resolve() {
         (&REAL.memchr, c"memchr"),
         (&REAL.wmemset, c"wmemset"),
         (&REAL.chk_fail, c"__chk_fail"),
+        (&REAL.read, c"read"),
+        (&REAL.pread, c"pread"),
+        (&REAL.recv, c"recv"),
+        (&REAL.fread, c"fread"),
+        (&REAL.fgets, c"fgets"),
     ] {
         slot.store(find(name), Ordering::Release);
     }
@@ -531,6 +552,107 @@ pub(crate) extern "C" fn wmemset_chk_cs(d: *mut libc::wchar_t, c: libc::wchar_t,
     wmem_set(d, c, n, "__wmemset_chk", cs)
 }
 
+// Reads into a buffer: the destination must hold the most the call may write.
+
+/// The C library's function in `slot`, resolving now if this is a call from before
+/// libmie.so's constructor ran (another library's constructor reading a file).
+#[inline(always)]
+fn real_fn(slot: &AtomicUsize) -> usize {
+    let f = real(slot);
+    if f != 0 {
+        return f;
+    }
+    resolve();
+    real(slot)
+}
+
+fn no_function(func: &'static str) -> ! {
+    mie_core::report::fatal(mie_core::report::Kind::Internal, 0, func, |o| {
+        use core::fmt::Write;
+        let _ = writeln!(o, "  the C library's {func} could not be found (dlsym)");
+    })
+}
+
+pub(crate) extern "C" fn read_cs(fd: c_int, buf: *mut c_void, n: usize, cs: usize) -> isize {
+    w(buf, n, "read", cs);
+    let f = real_fn(&REAL.read);
+    if f == 0 {
+        no_function("read");
+    }
+    // SAFETY: f is the C library's read; the destination range was checked.
+    unsafe { core::mem::transmute::<usize, ReadFn>(f)(fd, buf, n) }
+}
+
+pub(crate) extern "C" fn pread_cs(fd: c_int, buf: *mut c_void, n: usize, off: i64, cs: usize) -> isize {
+    w(buf, n, "pread", cs);
+    let f = real_fn(&REAL.pread);
+    if f == 0 {
+        no_function("pread");
+    }
+    // SAFETY: f is the C library's pread; the destination range was checked.
+    unsafe { core::mem::transmute::<usize, PreadFn>(f)(fd, buf, n, off) }
+}
+
+pub(crate) extern "C" fn recv_cs(fd: c_int, buf: *mut c_void, n: usize, flags: c_int, cs: usize) -> isize {
+    w(buf, n, "recv", cs);
+    let f = real_fn(&REAL.recv);
+    if f == 0 {
+        no_function("recv");
+    }
+    // SAFETY: f is the C library's recv; the destination range was checked.
+    unsafe { core::mem::transmute::<usize, RecvFn>(f)(fd, buf, n, flags) }
+}
+
+pub(crate) extern "C" fn fread_cs(ptr: *mut c_void, size: usize, n: usize, stream: *mut libc::FILE, cs: usize) -> usize {
+    w(ptr, size.saturating_mul(n), "fread", cs);
+    let f = real_fn(&REAL.fread);
+    if f == 0 {
+        no_function("fread");
+    }
+    // SAFETY: f is the C library's fread; the destination range was checked.
+    unsafe { core::mem::transmute::<usize, FreadFn>(f)(ptr, size, n, stream) }
+}
+
+pub(crate) extern "C" fn fgets_cs(s: *mut c_char, n: c_int, stream: *mut libc::FILE, cs: usize) -> *mut c_char {
+    w(s.cast(), n.max(0) as usize, "fgets", cs);
+    let f = real_fn(&REAL.fgets);
+    if f == 0 {
+        no_function("fgets");
+    }
+    // SAFETY: f is the C library's fgets; the destination range was checked.
+    unsafe { core::mem::transmute::<usize, FgetsFn>(f)(s, n, stream) }
+}
+
+pub(crate) extern "C" fn read_chk_cs(fd: c_int, buf: *mut c_void, n: usize, buflen: usize, cs: usize) -> isize {
+    w(buf, n, "__read_chk", cs);
+    fortify(n, buflen);
+    read_cs(fd, buf, n, cs)
+}
+
+pub(crate) extern "C" fn recv_chk_cs(fd: c_int, buf: *mut c_void, n: usize, buflen: usize, flags: c_int, cs: usize) -> isize {
+    w(buf, n, "__recv_chk", cs);
+    fortify(n, buflen);
+    recv_cs(fd, buf, n, flags, cs)
+}
+
+pub(crate) extern "C" fn pread_chk_cs(fd: c_int, buf: *mut c_void, n: usize, off: i64, buflen: usize, cs: usize) -> isize {
+    w(buf, n, "__pread_chk", cs);
+    fortify(n, buflen);
+    pread_cs(fd, buf, n, off, cs)
+}
+
+pub(crate) extern "C" fn fread_chk_cs(ptr: *mut c_void, ptrlen: usize, size: usize, n: usize, stream: *mut libc::FILE, cs: usize) -> usize {
+    w(ptr, size.saturating_mul(n), "__fread_chk", cs);
+    fortify(size.saturating_mul(n), ptrlen);
+    fread_cs(ptr, size, n, stream, cs)
+}
+
+pub(crate) extern "C" fn fgets_chk_cs(s: *mut c_char, size: usize, n: c_int, stream: *mut libc::FILE, cs: usize) -> *mut c_char {
+    w(s.cast(), n.max(0) as usize, "__fgets_chk", cs);
+    fortify(n.max(0) as usize, size);
+    fgets_cs(s, n, stream, cs)
+}
+
 // The exported names.
 entry!(memcpy(d: *mut c_void, s: *const c_void, n: usize) -> *mut c_void, 3 => memcpy_cs);
 entry!(memmove(d: *mut c_void, s: *const c_void, n: usize) -> *mut c_void, 3 => memmove_cs);
@@ -556,6 +678,18 @@ entry!(__strcat_chk(d: *mut c_char, s: *const c_char, dl: usize) -> *mut c_char,
 entry!(__strncat_chk(d: *mut c_char, s: *const c_char, n: usize, dl: usize) -> *mut c_char, 4 => strncat_chk_cs);
 entry!(__wmemcpy_chk(d: *mut libc::wchar_t, s: *const libc::wchar_t, n: usize, dl: usize) -> *mut libc::wchar_t, 4 => wmemcpy_chk_cs);
 entry!(__wmemmove_chk(d: *mut libc::wchar_t, s: *const libc::wchar_t, n: usize, dl: usize) -> *mut libc::wchar_t, 4 => wmemmove_chk_cs);
+entry!(read(fd: c_int, buf: *mut c_void, n: usize) -> isize, 3 => read_cs);
+entry!(pread(fd: c_int, buf: *mut c_void, n: usize, off: i64) -> isize, 4 => pread_cs);
+entry!(pread64(fd: c_int, buf: *mut c_void, n: usize, off: i64) -> isize, 4 => pread_cs);
+entry!(recv(fd: c_int, buf: *mut c_void, n: usize, flags: c_int) -> isize, 4 => recv_cs);
+entry!(fread(p: *mut c_void, size: usize, n: usize, stream: *mut libc::FILE) -> usize, 4 => fread_cs);
+entry!(fgets(s: *mut c_char, n: c_int, stream: *mut libc::FILE) -> *mut c_char, 3 => fgets_cs);
+entry!(__read_chk(fd: c_int, buf: *mut c_void, n: usize, buflen: usize) -> isize, 4 => read_chk_cs);
+entry!(__recv_chk(fd: c_int, buf: *mut c_void, n: usize, buflen: usize, flags: c_int) -> isize, 5 => recv_chk_cs);
+entry!(__pread_chk(fd: c_int, buf: *mut c_void, n: usize, off: i64, buflen: usize) -> isize, 5 => pread_chk_cs);
+entry!(__pread64_chk(fd: c_int, buf: *mut c_void, n: usize, off: i64, buflen: usize) -> isize, 5 => pread_chk_cs);
+entry!(__fread_chk(p: *mut c_void, plen: usize, size: usize, n: usize, stream: *mut libc::FILE) -> usize, 5 => fread_chk_cs);
+entry!(__fgets_chk(s: *mut c_char, size: usize, n: c_int, stream: *mut libc::FILE) -> *mut c_char, 4 => fgets_chk_cs);
 entry!(__wmemset_chk(d: *mut libc::wchar_t, c: libc::wchar_t, n: usize, dl: usize) -> *mut libc::wchar_t, 4 => wmemset_chk_cs);
 
 /// `mie_object_size(p)`: bytes from `p` to the end of its block (0 for a freed block),

@@ -509,7 +509,8 @@ const CHECKED: &[&str] = &[
     "memcpy", "memmove", "mempcpy", "memset", "strcpy", "stpcpy", "strncpy", "strcat", "strncat", "memccpy", "wmemcpy",
     "wmemmove", "wmemset", "__memcpy_chk", "__memmove_chk", "__mempcpy_chk", "__memset_chk", "__strcpy_chk",
     "__stpcpy_chk", "__strncpy_chk", "__strcat_chk", "__strncat_chk", "__wmemcpy_chk", "__wmemmove_chk",
-    "__wmemset_chk",
+    "__wmemset_chk", "read", "pread", "recv", "fread", "fgets", "__read_chk", "__pread_chk", "__recv_chk", "__fread_chk",
+    "__fgets_chk",
 ];
 
 #[test]

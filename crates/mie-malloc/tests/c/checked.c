@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <wchar.h>
 
@@ -33,6 +35,11 @@ wchar_t *__wmemmove_chk(wchar_t *, const wchar_t *, size_t, size_t);
 wchar_t *__wmemset_chk(wchar_t *, wchar_t, size_t, size_t);
 void *mempcpy(void *, const void *, size_t);
 size_t mie_object_size(const void *) __attribute__((weak));
+ssize_t __read_chk(int, void *, size_t, size_t);
+ssize_t __pread_chk(int, void *, size_t, off_t, size_t);
+ssize_t __recv_chk(int, void *, size_t, size_t, int);
+size_t __fread_chk(void *, size_t, size_t, size_t, FILE *);
+char *__fgets_chk(char *, size_t, int, FILE *);
 
 #define N 40
 #define NONE ((size_t)-1)
@@ -77,8 +84,23 @@ static void overflow(const char *f) {
     s40[N] = 0;
     wchar_t ws[N];
     for (int i = 0; i < N; i++) ws[i] = L'w';
+    /* Data sources for the reads into a buffer: /dev/zero and a connected socket pair. */
+    int zfd = open("/dev/zero", O_RDONLY);
+    FILE *zf = fopen("/dev/zero", "r");
+    int sv[2];
+    if (zfd < 0 || !zf || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 || write(sv[1], src, sizeof src) < 0) exit(3);
     protect(d, PROT_READ);
     if (!strcmp(f, "memcpy")) memcpy(d, src, N + 1);
+    else if (!strcmp(f, "read")) read(zfd, d, N + 1);
+    else if (!strcmp(f, "pread")) pread(zfd, d, N + 1, 0);
+    else if (!strcmp(f, "recv")) recv(sv[0], d, N + 1, 0);
+    else if (!strcmp(f, "fread")) fread(d, 1, N + 1, zf);
+    else if (!strcmp(f, "fgets")) fgets(d, N + 1, zf);
+    else if (!strcmp(f, "__read_chk")) __read_chk(zfd, d, N + 1, NONE);
+    else if (!strcmp(f, "__pread_chk")) __pread_chk(zfd, d, N + 1, 0, NONE);
+    else if (!strcmp(f, "__recv_chk")) __recv_chk(sv[0], d, N + 1, NONE, 0);
+    else if (!strcmp(f, "__fread_chk")) __fread_chk(d, NONE, 1, N + 1, zf);
+    else if (!strcmp(f, "__fgets_chk")) __fgets_chk(d, NONE, N + 1, zf);
     else if (!strcmp(f, "memmove")) memmove(d, src, N + 1);
     else if (!strcmp(f, "mempcpy")) mempcpy(d, src, N + 1);
     else if (!strcmp(f, "memset")) memset(d, 0, N + 1);
@@ -160,6 +182,24 @@ static void legal(void) {
         CHECK(__wmemset_chk(wd, L'v', wn, N / sizeof(wchar_t)) == wd);
         free(d);
         free(s);
+    }
+    /* Reads into a buffer of exactly its size. */
+    {
+        char *d = malloc(N);
+        int fd = open("/dev/zero", O_RDONLY);
+        FILE *zf = fopen("/dev/zero", "r");
+        CHECK(fd >= 0 && zf);
+        memset(d, 'r', N);
+        CHECK(read(fd, d, N) == N && all(d, N, 0));
+        memset(d, 'r', N);
+        CHECK(pread(fd, d, N, 0) == N && all(d, N, 0));
+        CHECK(fread(d, 1, N, zf) == N);
+        CHECK(fgets(d, N, zf) == d);
+        CHECK(__read_chk(fd, d, N, N) == N);
+        CHECK(__fread_chk(d, N, 4, N / 4, zf) == N / 4);
+        close(fd);
+        fclose(zf);
+        free(d);
     }
     /* Pointers outside the heap pass through. */
     char a[64], b[64];
