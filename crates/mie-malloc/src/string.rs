@@ -279,7 +279,25 @@ fn fortify(n: usize, dlen: usize) {
 
 // Implementations, reached through the call-site trampolines (argument after the last).
 
+// The three hot ones: when neither pointer can be in mie's memory, a few compares and a tail
+// jump into the C library's function; otherwise the checking version, also by tail call.
+
+#[inline(always)]
+fn either_tracked(d: *const c_void, s: *const c_void) -> bool {
+    bounds::tracked(mie_core::tag::untag(d as usize)) || bounds::tracked(mie_core::tag::untag(s as usize))
+}
+
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+    let f = real(&REAL.memcpy);
+    if f == 0 || either_tracked(d, s) {
+        return memcpy_checked(d, s, n, cs);
+    }
+    // SAFETY: f is the C library's memcpy; neither pointer is in mie's memory.
+    unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+}
+
+#[inline(never)]
+extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     w(d, n, "memcpy", cs);
     r(s, n, "memcpy", cs);
     // SAFETY: both ranges were checked against their blocks (or are outside the heap).
@@ -288,9 +306,19 @@ pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, c
 }
 
 pub(crate) extern "C" fn memmove_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+    let f = real(&REAL.memmove);
+    if f == 0 || either_tracked(d, s) {
+        return memmove_checked(d, s, n, cs);
+    }
+    // SAFETY: f is the C library's memmove; neither pointer is in mie's memory.
+    unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+}
+
+#[inline(never)]
+extern "C" fn memmove_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     w(d, n, "memmove", cs);
     r(s, n, "memmove", cs);
-    // SAFETY: as in memcpy.
+    // SAFETY: both ranges were checked.
     unsafe { moved(d, s, n) };
     d
 }
@@ -304,6 +332,16 @@ pub(crate) extern "C" fn mempcpy_cs(d: *mut c_void, s: *const c_void, n: usize, 
 }
 
 pub(crate) extern "C" fn memset_cs(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
+    let f = real(&REAL.memset);
+    if f == 0 || bounds::tracked(mie_core::tag::untag(d as usize)) {
+        return memset_checked(d, c, n, cs);
+    }
+    // SAFETY: f is the C library's memset; the pointer is not in mie's memory.
+    unsafe { core::mem::transmute::<usize, SetFn>(f)(d, c, n) }
+}
+
+#[inline(never)]
+extern "C" fn memset_checked(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     w(d, n, "memset", cs);
     // SAFETY: the range was checked against its block (or is outside the heap).
     unsafe { set(d, c, n) };

@@ -113,28 +113,33 @@ pub enum Access {
 
 /// Abort with a report unless `[p, p + len)` lies inside the live block `p` points into
 /// (when it points into one). `func` names the checked function, `ret_addr` its caller;
-/// calls from mie's own code are not checked. A pointer outside mie's memory costs three
-/// range compares.
+/// calls from mie's own code are not checked. A pointer outside mie's memory costs a few
+/// range compares, inline; only a pointer into mie's memory takes the out-of-line check.
 #[inline(always)]
 pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
+    if tracked(tag::untag(p)) {
+        check_tracked(p, len, access, func, ret_addr);
+    }
+}
+
+/// Whether `a` (untagged) may lie in memory mie hands out: its heap, sample or zero-size
+/// areas, or the span of its large blocks. Before initialisation the heap base is 0, so low
+/// addresses pass here and are turned away by the state check that follows.
+#[inline(always)]
+pub fn tracked(a: usize) -> bool {
+    a.wrapping_sub(super::globals().geo.heap_base) < layout::heap_size() || sample::owns(a) || zero::owns(a) || large::maybe_live(a)
+}
+
+#[inline(always)]
+fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
+    if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
+        return;
+    }
     let a = tag::untag(p);
     let g = super::globals();
-    let place = if a.wrapping_sub(g.geo.heap_base) < layout::heap_size() {
-        // (Before initialisation the base is 0 and low addresses land here: STATE says no.)
-        if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
-            return;
-        }
-        match layout::decode(g.geo.heap_base, a) {
-            Some(loc) => small_place(g, a, &loc),
-            None => return,
-        }
-    } else if sample::owns(a) || zero::owns(a) || large::maybe_live(a) {
-        if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
-            return;
-        }
-        other_place(a)
-    } else {
-        return;
+    let place = match layout::decode(g.geo.heap_base, a) {
+        Some(loc) => small_place(g, a, &loc),
+        None => other_place(a),
     };
     match place {
         Place::Unknown => {}

@@ -23,6 +23,9 @@ fn area() -> usize {
     2 * SLOTS * platform::page_size()
 }
 
+/// The area's length, published with BASE (0 until then).
+static AREA_LEN: AtomicUsize = AtomicUsize::new(0);
+
 const NEVER: u8 = 0;
 const LIVE: u8 = 1;
 const FREED: u8 = 2;
@@ -81,6 +84,7 @@ pub fn init() {
     if base.is_null() {
         return;
     }
+    AREA_LEN.store(area(), Ordering::Relaxed);
     BASE.store(base as usize, Ordering::Release);
     let mut frames = [0usize; 4];
     platform::backtrace_into(&mut frames);
@@ -96,7 +100,7 @@ pub fn ready() -> bool {
 #[inline]
 pub fn owns(p: usize) -> bool {
     let base = BASE.load(Ordering::Relaxed);
-    base != 0 && p.wrapping_sub(base) < area()
+    base != 0 && p.wrapping_sub(base) < AREA_LEN.load(Ordering::Relaxed)
 }
 
 fn slot_page(base: usize, i: usize) -> usize {
