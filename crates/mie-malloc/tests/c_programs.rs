@@ -531,6 +531,15 @@ fn every_checked_function_stops_an_overflow_before_writing() {
 }
 
 #[test]
+fn checked_calls_option_switches_the_call_checks() {
+    // With checked_calls=0 the copy goes ahead and hits the read-only page (a fault, not
+    // memcpy's report): the option really switches the checks.
+    let o = run_exact(&checked_bin(), &["memcpy"], "checked_calls=0");
+    let t = text(&o);
+    assert!(!t.contains("in memcpy()") && !t.contains("NOT DETECTED"), "{t}");
+}
+
+#[test]
 fn checked_reads_and_dangling_destinations() {
     let b = checked_bin();
     // The source page is inaccessible: the check comes before any read.

@@ -40,6 +40,9 @@ pub struct Options {
     /// Record the allocation and free stack of every block (bounded tables; slower) and
     /// print them in reports.
     pub stacks: bool,
+    /// Range checks at the call in memcpy, strcpy, read and the other exported memory and
+    /// string functions.
+    pub checked_calls: bool,
 }
 
 pub const MAX_BUCKETS: u32 = 7;
@@ -62,6 +65,7 @@ impl Options {
         mte: true,
         sample_rate: 5000,
         stacks: false,
+        checked_calls: true,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -141,6 +145,7 @@ impl Options {
                     o.stacks = n != 0;
                     Ok(())
                 }
+                b"checked_calls" => set_bool(&mut o.checked_calls, n, secure),
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {
@@ -265,9 +270,9 @@ mod tests {
 
     #[test]
     fn privileged_process_only_strengthens() {
-        let (o, w) = parse("canary=0:zero_on_free=0:quarantine=0:buckets=1:quarantine=128:buckets=6", true);
-        assert_eq!(w, 4);
-        assert!(o.canary && o.zero_on_free);
+        let (o, w) = parse("canary=0:zero_on_free=0:quarantine=0:buckets=1:quarantine=128:buckets=6:checked_calls=0", true);
+        assert_eq!(w, 5);
+        assert!(o.canary && o.zero_on_free && o.checked_calls);
         assert_eq!(o.quarantine, 128);
         assert_eq!(o.buckets, 6);
         // Sampling may only become more frequent; recording stacks is always allowed.
