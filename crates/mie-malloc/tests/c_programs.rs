@@ -781,3 +781,34 @@ fn mappings_stay_bounded() {
     assert!(large - small <= 3 * 300, "{t}");
     assert!(freed - before <= 4 * 384 + 2 * 32, "{t}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Reliability: stress and out of memory
+
+#[test]
+fn stress_threads_forks_signals_cross_thread_frees() {
+    // 8 threads on 2 cores, random sizes and alignments, realloc chains, contents checked
+    // before every free, a 1 ms timer signal, short-lived threads, forks with the child
+    // allocating (not under qemu-user, which cannot fork a multithreaded guest reliably).
+    let fork = if cfg!(target_arch = "aarch64") { "0" } else { "1" };
+    let secs = if cfg!(target_arch = "aarch64") { "2" } else { "4" };
+    let o = run_with(&build("stress.c"), &[secs, "8", fork], "");
+    let t = text(&o);
+    eprintln!("{}", t.trim());
+    assert!(o.status.success() && t.contains("stress: ok"), "{:?}\n{t}", o.status);
+}
+
+#[test]
+fn out_of_memory_returns_null_and_the_program_goes_on() {
+    let o = run_with(&build("oom.c"), &[], "");
+    let t = text(&o);
+    eprintln!("{}", t.trim());
+    assert!(o.status.success() && t.contains("oom: ok"), "{:?}\n{t}", o.status);
+}
+
+#[test]
+fn operator_new_out_of_memory_follows_cxx_rules() {
+    let o = run_with(&build("oom_new.cc"), &[], "");
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("oom_new: ok"), "{:?}\n{t}", o.status);
+}

@@ -446,7 +446,10 @@ impl Large {
         if total > isize::MAX as usize {
             return null;
         }
-        let map = platform::reserve(total);
+        let mut map = platform::reserve(total);
+        if map.is_null() && self.relieve() {
+            map = platform::reserve(total);
+        }
         if map.is_null() {
             return null;
         }
@@ -565,6 +568,19 @@ impl Large {
         t.len += 1;
         t.ring_bytes += len;
         Ok(())
+    }
+
+    /// Out of address space or memory (a mapping failed): give the quarantined blocks' address
+    /// ranges and warm pages back to the kernel at once, ending their quarantine early, so that
+    /// what the program freed can serve it again. Returns whether anything was released.
+    pub fn relieve(&self) -> bool {
+        let _g = self.lock.guard();
+        let t = self.table();
+        let had = t.len > 0;
+        while t.len > 0 {
+            t.evict_oldest();
+        }
+        had
     }
 
     pub fn stats(&self) -> Stats {

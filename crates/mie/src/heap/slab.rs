@@ -225,7 +225,8 @@ impl Bucket {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let mut got = 0;
         while got < out.len() {
-            if inner.partial_len == 0 && !self.grow(g, region, inner, rng) {
+            // Out of address space: let the large quarantine go first, then try once more.
+            if inner.partial_len == 0 && !self.grow(g, region, inner, rng) && !(super::large::LARGE.relieve() && self.grow(g, region, inner, rng)) {
                 break;
             }
             let plist = layout::partial_list_addr(g.meta_base, region) as *mut u32;
