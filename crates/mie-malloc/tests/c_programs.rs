@@ -799,6 +799,7 @@ fn stress_threads_forks_signals_cross_thread_frees() {
 }
 
 #[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "qemu-user does not apply a guest's RLIMIT_AS")]
 fn out_of_memory_returns_null_and_the_program_goes_on() {
     let o = run_with(&build("oom.c"), &[], "");
     let t = text(&o);
@@ -807,6 +808,7 @@ fn out_of_memory_returns_null_and_the_program_goes_on() {
 }
 
 #[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "qemu-user does not apply a guest's RLIMIT_AS")]
 fn operator_new_out_of_memory_follows_cxx_rules() {
     let o = run_with(&build("oom_new.cc"), &[], "");
     let t = text(&o);
