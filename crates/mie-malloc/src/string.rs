@@ -17,7 +17,7 @@ use core::arch::naked_asm;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use mie_core::heap::bounds::{self, Access, Place};
+use mie_core::heap::bounds::{self, Access};
 
 type MemFn = unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> *mut c_void;
 type SetFn = unsafe extern "C" fn(*mut c_void, c_int, usize) -> *mut c_void;
@@ -239,18 +239,11 @@ fn r(p: *const c_void, n: usize, func: &'static str, cs: usize) {
 /// in one: an unterminated string in a heap block is a read overflow, reported here.
 #[inline(always)]
 unsafe fn str_len(s: *const c_char, func: &'static str, cs: usize) -> usize {
-    let limit = match bounds::place(s as usize) {
-        Place::Live { start, size } => (start + size).saturating_sub(mie_core::tag::untag(s as usize)),
-        Place::Freed { .. } => {
-            bounds::check(s as usize, 1, Access::Read, func, cs);
-            usize::MAX
-        }
-        Place::Unknown => usize::MAX,
-    };
+    let limit = bounds::scan_limit(s as usize, cs);
     // SAFETY: s is readable up to its NUL or the end of its block.
     let n = unsafe { nlen(s, limit) };
     if n == limit {
-        // No NUL before the block ends: reading the terminator would overrun it.
+        // No NUL before the block ends (or a freed block): reading on would overrun it.
         bounds::check(s as usize, n + 1, Access::Read, func, cs);
     }
     n
@@ -259,10 +252,7 @@ unsafe fn str_len(s: *const c_char, func: &'static str, cs: usize) -> usize {
 /// As `str_len`, but at most `max` bytes (strnlen-style).
 #[inline(always)]
 unsafe fn str_nlen(s: *const c_char, max: usize, func: &'static str, cs: usize) -> usize {
-    let limit = match bounds::place(s as usize) {
-        Place::Live { start, size } => (start + size).saturating_sub(mie_core::tag::untag(s as usize)),
-        _ => usize::MAX,
-    };
+    let limit = bounds::scan_limit(s as usize, cs);
     // SAFETY: s is readable up to its NUL, max bytes or the end of its block.
     let n = unsafe { nlen(s, limit.min(max)) };
     if n == limit && n < max {
@@ -419,10 +409,7 @@ pub(crate) extern "C" fn strncat_cs(d: *mut c_char, s: *const c_char, n: usize, 
 pub(crate) extern "C" fn memccpy_cs(d: *mut c_void, s: *const c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     // The bytes memccpy reads: up to and including the first c, at most n; the search
     // itself must stay inside s's block.
-    let limit = match bounds::place(s as usize) {
-        Place::Live { start, size } => (start + size).saturating_sub(mie_core::tag::untag(s as usize)),
-        _ => usize::MAX,
-    };
+    let limit = bounds::scan_limit(s as usize, cs);
     // SAFETY: searching at most min(n, block rest) readable bytes.
     let found = unsafe { find_byte(s, c, n.min(limit)) };
     let k = match found {

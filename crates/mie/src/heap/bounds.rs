@@ -130,29 +130,40 @@ pub fn tracked(a: usize) -> bool {
     a.wrapping_sub(super::globals().geo.heap_base) < layout::heap_size() || sample::owns(a) || zero::owns(a) || large::maybe_live(a)
 }
 
+/// Whether a call from `ret_addr` about `p` is checked at all: the heap is ready, the
+/// caller is not mie itself, and `checked_calls` is on.
+#[inline(always)]
+fn checking(ret_addr: usize) -> bool {
+    STATE.load(Ordering::Acquire) == READY && !from_mie(ret_addr) && super::globals().opts.checked_calls
+}
+
 #[inline(always)]
 fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
-    if len == 0 || STATE.load(Ordering::Acquire) != READY || from_mie(ret_addr) {
+    if len == 0 || !checking(ret_addr) {
         return;
     }
-    let a = tag::untag(p);
-    let g = super::globals();
-    if !g.opts.checked_calls {
-        return;
-    }
-    let place = match layout::decode(g.geo.heap_base, a) {
-        Some(loc) => small_place(g, a, &loc),
-        None => other_place(a),
-    };
-    match place {
+    match place(p) {
         Place::Unknown => {}
         Place::Live { start, size } => {
-            let off = a - start;
+            let off = tag::untag(p) - start;
             if off.checked_add(len).is_none_or(|end| end > size) {
                 overflow(p, start, size, off, len, access, func, ret_addr);
             }
         }
         Place::Freed { start, size } => freed(p, start, size, len, access, func, ret_addr),
+    }
+}
+
+/// How far a checked function called from `ret_addr` may scan from `p` for a terminator
+/// (a string's NUL, memccpy's byte): to the end of `p`'s block (0 in a freed block) when
+/// the call is checked, without limit otherwise. Scanning up to the limit and finding
+/// nothing means the next read would overrun the block: `check` then reports it.
+#[inline(always)]
+pub fn scan_limit(p: usize, ret_addr: usize) -> usize {
+    if tracked(tag::untag(p)) && checking(ret_addr) {
+        object_size(p)
+    } else {
+        usize::MAX
     }
 }
 

@@ -83,16 +83,6 @@ impl Shape {
 
 static REGION_SHIFT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(Shape::LARGE.region_shift);
 
-/// The shape in use (set once by `init_shape`, before the heap exists).
-#[inline(always)]
-pub fn shape() -> Shape {
-    if REGION_SHIFT.load(core::sync::atomic::Ordering::Relaxed) == Shape::SMALL.region_shift {
-        Shape::SMALL
-    } else {
-        Shape::LARGE
-    }
-}
-
 /// Pick the shape the address space allows: the large one if its highest address can be
 /// mapped, else the small one. Probes with one inaccessible page, unmapped at once.
 pub fn init_shape() -> Shape {
