@@ -297,6 +297,50 @@ fn wild_access_into_unmapped_heap_space_is_reported() {
     assert!(!t.contains("NOT DETECTED"), "{t}");
 }
 
+/// A SIGSEGV sent with kill/raise is not a fault: the process ends by signal 11 as without
+/// mie (core dump action), and when the program has its own handler it runs and mie stays
+/// in front of it.
+#[test]
+fn sent_segv_ends_the_process_as_without_mie() {
+    for mode in ["raise_segv", "kill_segv"] {
+        let o = run_exact(&detect_bin(), &[mode], "");
+        assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{mode}: {:?}\n{}", o.status, text(&o));
+        assert!(!text(&o).contains("alive"), "{}", text(&o));
+    }
+    let o = run_exact(&detect_bin(), &["sent_segv_then_uaf"], "");
+    let t = text(&o);
+    assert!(t.contains("program handler ran 2 times"), "{t}");
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(t.contains("mie: use-after-free on 0x"), "{t}");
+    if !cfg!(target_arch = "aarch64") {
+        // A shell killing itself: rc 139 (128 + SIGSEGV), as without mie.
+        let o = Command::new("bash").args(["-c", "kill -SEGV $$; echo alive"]).env("LD_PRELOAD", lib()).output().unwrap();
+        assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{:?} {}", o.status, text(&o));
+        let o = Command::new("bash").args(["-c", "bash -c 'kill -SEGV $$'; echo rc=$?"]).env("LD_PRELOAD", lib()).output().unwrap();
+        assert!(text(&o).contains("rc=139"), "{}", text(&o));
+    }
+}
+
+/// Faults inside a live block's own memory: execution is a heap error (reported, SIGABRT);
+/// a write to a page the program made read-only is not (SIGSEGV, with a note).
+#[test]
+fn faults_inside_live_blocks_are_named_for_what_they_are() {
+    for (mode, what) in [("exec_small", "of the live 64-byte block"), ("exec_large", "of the live 300000-byte block")] {
+        let o = run_exact(&detect_bin(), &[mode], "");
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
+        assert!(t.contains("mie: heap-execute on 0x") && t.contains("the program jumped into heap memory"), "{mode}\n{t}");
+        assert!(t.contains("execution reached byte 0") && t.contains(what), "{mode}\n{t}");
+        assert!(t.contains("jumped from a call returning to: 0x") && t.contains("(detect_c+0x"), "{mode}\n{t}");
+        assert!(!t.contains("bytes past the end") && !t.contains("unmapped space"), "{mode}\n{t}");
+    }
+    let o = run_exact(&detect_bin(), &["readonly_page"], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGSEGV), "{:?}\n{t}", o.status);
+    assert!(t.contains("mie: access-fault on 0x") && t.contains("changed the page's protection"), "{t}");
+    assert!(t.contains("not a heap error"), "{t}");
+}
+
 #[test]
 fn detections_hold_with_mitigations_switched_off() {
     // Double/invalid free detection does not depend on any option.

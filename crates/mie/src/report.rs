@@ -22,6 +22,9 @@ pub enum Kind {
     InvalidAccess,
     TagCheckFault,
     ZeroSizeAccess,
+    HeapExecute,
+    AccessFault,
+    ForeignFree,
 }
 
 impl Kind {
@@ -40,6 +43,9 @@ impl Kind {
             Kind::InvalidAccess => "invalid-access",
             Kind::TagCheckFault => "tag-check-fault",
             Kind::ZeroSizeAccess => "zero-size-access",
+            Kind::HeapExecute => "heap-execute",
+            Kind::AccessFault => "access-fault",
+            Kind::ForeignFree => "foreign-free",
         }
     }
 }
@@ -96,7 +102,7 @@ impl fmt::Display for Bytes<'_> {
 }
 
 /// Writes a code address with the object (and symbol, when exported) it belongs to.
-pub fn write_code_addr(out: &mut Line, label: &str, addr: usize) {
+pub fn write_code_addr(out: &mut dyn Write, label: &str, addr: usize) {
     let _ = write!(out, "  {label}: {addr:#x}");
     if addr != 0 {
         platform::symbolize(addr, out);
@@ -105,7 +111,7 @@ pub fn write_code_addr(out: &mut Line, label: &str, addr: usize) {
 }
 
 /// Writes one numbered frame of a stack trace.
-pub fn write_frame(out: &mut Line, n: usize, addr: usize) {
+pub fn write_frame(out: &mut dyn Write, n: usize, addr: usize) {
     let _ = write!(out, "    #{n}: {addr:#x}");
     platform::symbolize(addr, out);
     let _ = out.write_str("\n");
@@ -118,10 +124,16 @@ pub fn fatal(kind: Kind, ptr: usize, func: &str, body: impl FnOnce(&mut Line)) -
     stop(kind, format_args!("mie: {} on {:#x} in {}()", kind.name(), ptr, func), body)
 }
 
-/// Print a report for a faulting access (from the SIGSEGV handler) and stop the process.
-#[cold]
-pub fn fault(kind: Kind, addr: usize, how: &str, body: impl FnOnce(&mut Line)) -> ! {
-    stop(kind, format_args!("mie: {} on {:#x} ({})", kind.name(), addr, how), body)
+/// The first line of a report about a faulting access (from the SIGSEGV handler).
+pub fn fault_headline(o: &mut dyn Write, kind: Kind, addr: usize, how: &str) {
+    let _ = writeln!(o, "mie: {} on {:#x} ({})", kind.name(), addr, how);
+}
+
+/// Close a report written into `out` and stop the process.
+pub fn conclude(mut out: Line, kind: Kind) -> ! {
+    let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
+    out.flush();
+    platform::abort()
 }
 
 /// Headline, body, closing line, then abort: the shape every report has.
@@ -130,9 +142,7 @@ fn stop(kind: Kind, headline: fmt::Arguments<'_>, body: impl FnOnce(&mut Line)) 
     let _ = out.write_fmt(headline);
     let _ = out.write_str("\n");
     body(&mut out);
-    let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
-    out.flush();
-    platform::abort()
+    conclude(out, kind)
 }
 
 /// A one-time warning line (options, degraded randomness), never fatal.

@@ -2,6 +2,10 @@
  * SIGABRT (or, for a large block's use after free, SIGSEGV on its inaccessible pages).
  * The line after the error prints "NOT DETECTED" so a silent pass is visible. */
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +16,13 @@
 static char global_buf[64];
 
 static void *volatile sink;
+
+static volatile int program_handler_calls;
+static void program_handler(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)si; (void)uc;
+    program_handler_calls++;
+}
+static void *allocating_thread(void *arg) { (void)arg; free(malloc(32)); return NULL; }
 
 /* One call site, so the churn below uses the same bucket as the block it follows. */
 __attribute__((noinline)) static char *alloc_at_one_site(size_t n) { return malloc(n); }
@@ -140,6 +151,48 @@ int main(int argc, char **argv) {
     } else if (!strcmp(m, "wild_heap_write")) {
         char *p = malloc(64);
         ((volatile char *)p)[(size_t)3 << 30] = 1; /* 3 GiB on: inside mie's heap range, no slab there */
+    } else if (!strcmp(m, "raise_segv")) {
+        /* A SIGSEGV sent to oneself is not a fault: it must end the process (signal 11),
+         * as it does without mie. */
+        raise(SIGSEGV);
+        printf("alive after raise\n");
+        return 0;
+    } else if (!strcmp(m, "kill_segv")) {
+        kill(getpid(), SIGSEGV);
+        printf("alive after kill\n");
+        return 0;
+    } else if (!strcmp(m, "sent_segv_then_uaf")) {
+        /* The program's own SIGSEGV handler, installed after mie's; a new thread makes mie
+         * put itself back in front and chain to it. A sent signal reaches the program's
+         * handler and the program goes on; mie still reports the heap error after it. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = program_handler;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGSEGV, &sa, NULL);
+        pthread_t t;
+        pthread_create(&t, NULL, allocating_thread, NULL);
+        pthread_join(t, NULL);
+        raise(SIGSEGV);
+        kill(getpid(), SIGSEGV);
+        printf("program handler ran %d times\n", program_handler_calls);
+        char *p = malloc(1 << 20);
+        free(p);
+        ((volatile char *)p)[100] = 1;
+    } else if (!strcmp(m, "exec_small") || !strcmp(m, "exec_large")) {
+        /* A corrupted function pointer into a live heap block: the heap is not executable. */
+        size_t n = !strcmp(m, "exec_small") ? 64 : 300000;
+        unsigned char *p = malloc(n);
+        memset(p, 0xc3, n); /* ret, on x86-64 */
+        void (*f)(void) = (void (*)(void))(void *)p;
+        f();
+    } else if (!strcmp(m, "readonly_page")) {
+        /* The program makes a page of its own block read-only and writes to it: not a heap
+         * error, the process gets SIGSEGV as without mie, with a note. */
+        char *p = malloc(1 << 20);
+        char *page = (char *)(((uintptr_t)p + 8191) & ~(uintptr_t)4095);
+        mprotect(page, 4096, PROT_READ);
+        page[10] = 1;
     } else {
         return 2;
     }

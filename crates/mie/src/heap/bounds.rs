@@ -174,7 +174,7 @@ fn verb(a: Access) -> &'static str {
     }
 }
 
-fn describe(o: &mut report::Line, start: usize, state: &str) {
+fn describe(o: &mut dyn Write, start: usize, state: &str) {
     let g = super::globals();
     match layout::decode(g.geo.heap_base, start) {
         Some(l) => describe_slot(o, &l, start, state),

@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::options::Options;
 use crate::platform::{self, lock::Lock};
-use crate::report::{self, Kind, Line};
+use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
 use bucket::Keys;
 pub use kind::Release;
@@ -464,7 +464,7 @@ fn invalid_free(p: usize, who: Caller, why: &str) -> ! {
     })
 }
 
-pub(crate) fn describe_slot(o: &mut Line, l: &Loc, start: usize, state: &str) {
+pub(crate) fn describe_slot(o: &mut dyn Write, l: &Loc, start: usize, state: &str) {
     let k = &CLASSES[l.class];
     let g = globals();
     let usable = if state == "live" {

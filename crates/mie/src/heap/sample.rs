@@ -12,7 +12,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::platform::{self, lock::Lock, PAGE};
-use crate::report::{self, Kind, Line};
+use crate::report::{self, Kind};
 
 pub const SLOTS: usize = 64;
 /// The largest block that is sampled.
@@ -31,7 +31,7 @@ const LIVE: u8 = 1;
 const FREED: u8 = 2;
 
 #[derive(Clone, Copy)]
-struct Slot {
+pub struct Slot {
     state: u8,
     bucket: u8,
     /// How the block was allocated (`heap::kind`).
@@ -253,44 +253,38 @@ pub fn counts() -> (u64, u64, u64) {
     (t.allocs, t.live, t.live_bytes)
 }
 
-fn print_stacks(o: &mut Line, s: &Slot) {
+fn print_stacks(o: &mut dyn Write, s: &Slot) {
     super::stacks::print_stack(o, format_args!("allocated at:"), &s.alloc_stack[..s.alloc_frames]);
     super::stacks::print_stack(o, format_args!("freed at:"), &s.free_stack[..s.free_frames]);
 }
 
-/// From the SIGSEGV handler: a fault inside the sample area is an overflow into a guard
-/// page or a use after free; report it exactly. Returns if the address is not ours.
-pub fn on_fault(addr: usize, pc: usize) {
+/// What the SIGSEGV handler needs about a fault at `addr`: the slot it hit (a copy, read
+/// without the lock: the handler must not wait, and a stale stack only makes a report less
+/// complete) and whether the address is on the slot's guard page. None outside the area.
+pub(crate) fn fault_view(addr: usize) -> Option<(Slot, bool)> {
     if !owns(addr) {
-        return;
+        return None;
     }
-    let base = BASE.load(Ordering::Acquire);
-    let page_index = (addr - base) / platform::page_size();
-    let i = page_index / 2;
-    let how = "guarded sample: the access hit an inaccessible page";
-    // SAFETY: racy read for a report that ends the process.
-    let s = unsafe { (*TABLE.0.get()).slots[i] };
-    if page_index % 2 == 1 {
-        report::fault(Kind::HeapBufferOverflow, addr, how, |o| {
-            let _ = writeln!(
-                o,
-                "  {} bytes past the end of the {}-byte block at {:#x} ({})",
-                addr - (s.addr + s.size),
-                s.size,
-                s.addr,
-                if s.state == LIVE { "live" } else { "freed" }
-            );
-            report::write_code_addr(o, "faulting instruction", pc);
-            print_stacks(o, &s);
-        });
+    let page_index = (addr - BASE.load(Ordering::Acquire)) / platform::page_size();
+    // SAFETY: a racy read of one slot (plain data) for a report.
+    let s = unsafe { (*TABLE.0.get()).slots[(page_index / 2).min(SLOTS - 1)] };
+    Some((s, page_index % 2 == 1))
+}
+
+impl Slot {
+    pub(crate) fn start(&self) -> usize {
+        self.addr
     }
-    report::fault(Kind::UseAfterFree, addr, how, |o| {
-        if s.state == FREED && addr >= s.addr && addr < s.addr + s.size {
-            let _ = writeln!(o, "  {} bytes into the freed {}-byte block at {:#x}", addr - s.addr, s.size, s.addr);
-        } else {
-            let _ = writeln!(o, "  inside the freed guarded slot of the {}-byte block at {:#x}", s.size, s.addr);
-        }
-        report::write_code_addr(o, "faulting instruction", pc);
-        print_stacks(o, &s);
-    });
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+    pub(crate) fn is_live(&self) -> bool {
+        self.state == LIVE
+    }
+    pub(crate) fn is_freed(&self) -> bool {
+        self.state == FREED
+    }
+    pub(crate) fn print_stacks(&self, o: &mut dyn Write) {
+        print_stacks(o, self);
+    }
 }

@@ -84,6 +84,12 @@ impl SlabMeta {
         unsafe { &*((self.base + SLAB_HEADER + 16 * self.words + 8 * (slot / 64)) as *const AtomicU64) }
     }
 
+    /// Whether the slot holds a live block (a relaxed read of its live bit).
+    #[inline]
+    pub fn is_live(&self, slot: usize) -> bool {
+        self.live_word(slot).load(Ordering::Relaxed) & (1u64 << (slot % 64)) != 0
+    }
+
     #[inline]
     fn slack_table(&self) -> usize {
         self.base + SLAB_HEADER + 24 * self.words

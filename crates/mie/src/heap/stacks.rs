@@ -17,7 +17,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::platform;
-use crate::report::{self, Line};
+use crate::report;
 
 pub const FRAMES: usize = 16;
 const DEPOT_BITS: u32 = 16;
@@ -161,7 +161,7 @@ pub fn on_free(p: usize) {
     }
 }
 
-fn print_id(o: &mut Line, prefix: &str, what: &str, id: u32) {
+fn print_id(o: &mut dyn Write, prefix: &str, what: &str, id: u32) {
     if id == 0 {
         return;
     }
@@ -174,7 +174,7 @@ fn print_id(o: &mut Line, prefix: &str, what: &str, id: u32) {
 
 /// Print the recorded allocation (and free) stack of the block at `p`, if stacks are on.
 /// `prefix` names the block when a report shows more than one ("" for the main block).
-pub fn print(o: &mut Line, p: usize, prefix: &str) {
+pub fn print(o: &mut dyn Write, p: usize, prefix: &str) {
     if !READY.load(Ordering::Acquire) {
         return;
     }
@@ -188,7 +188,7 @@ pub fn print(o: &mut Line, p: usize, prefix: &str) {
 
 /// Print a stack, without mie's own leading frames (unless mie is linked into the same
 /// object as the program, as with the Rust global allocator: then all are printed).
-pub fn print_stack(o: &mut Line, title: fmt::Arguments<'_>, frames: &[usize]) {
+pub fn print_stack(o: &mut dyn Write, title: fmt::Arguments<'_>, frames: &[usize]) {
     if frames.is_empty() {
         return;
     }

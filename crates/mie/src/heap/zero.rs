@@ -115,19 +115,12 @@ fn index(p: usize, func: &str, ret_addr: usize) -> usize {
     off / STRIDE
 }
 
-/// From the SIGSEGV handler: any access in the zero-size area is a zero-size access.
-pub fn on_fault(addr: usize, pc: usize) {
+/// For the SIGSEGV handler: the zero-size block an address in the area belongs to, and
+/// whether it is live. None outside the area.
+pub(crate) fn fault_view(addr: usize) -> Option<(usize, bool)> {
     if !owns(addr) {
-        return;
+        return None;
     }
     let block = addr - (addr - BASE.load(Ordering::Relaxed)) % STRIDE;
-    report::fault(Kind::ZeroSizeAccess, addr, "the access hit a zero-size block", |o| {
-        let _ = writeln!(
-            o,
-            "  {} bytes into the zero-size block at {block:#x} ({}): malloc(0) gives no bytes to read or write",
-            addr - block,
-            if is_live(block) { "live" } else { "freed" }
-        );
-        report::write_code_addr(o, "faulting instruction", pc);
-    });
+    Some((block, is_live(block)))
 }

@@ -367,21 +367,71 @@ pub fn current_segv_handler() -> usize {
     }
 }
 
-/// Hand a SIGSEGV that is not mie's to the previous handler (or the default action).
-pub fn chain_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+/// Whether a SIGSEGV that mie passes on gets the default action (ends the process), i.e.
+/// no handler of the program's was installed before mie's.
+pub fn segv_default_action() -> bool {
     // SAFETY: OLD_SEGV was filled by sigaction before our handler was installed.
+    let old = unsafe { &*(*OLD_SEGV.0.get()).as_ptr() };
+    old.sa_sigaction == libc::SIG_DFL
+}
+
+/// Hand a SIGSEGV that is not mie's to the previous handler, or give it the action it
+/// would have had without mie. A fault returns to the faulting instruction, which runs
+/// again under the default action; a signal sent by kill/raise/sigqueue (`si_code <= 0`)
+/// is raised again with the default action (ending the process, core dump included), or
+/// ignored if it was ignored before. mie's handler stays installed whenever the process
+/// goes on.
+///
+/// # Safety
+/// `info` and `uc` must be the arguments the kernel passed to a SIGSEGV handler.
+pub unsafe fn chain_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: OLD_SEGV was filled by sigaction before our handler was installed; info is
+    // the kernel's siginfo; the calls below are async-signal-safe.
     unsafe {
         let old = &*(*OLD_SEGV.0.get()).as_ptr();
-        if old.sa_flags & libc::SA_SIGINFO != 0 && old.sa_sigaction != 0 {
+        let sent = (*info).si_code <= 0;
+        if old.sa_flags & libc::SA_SIGINFO != 0 && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = core::mem::transmute(old.sa_sigaction);
             f(sig, info, uc);
+        } else if old.sa_sigaction == libc::SIG_IGN && sent {
+            // Ignored before mie: still ignored.
         } else if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
-            // Restore the default action; returning re-executes the access, which now kills.
+            // (A fault cannot be ignored: the kernel would deliver it again at once.)
+            let mine = current_segv_handler();
             libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            if sent {
+                // Raise it again for this thread and let it through now: the default
+                // action ends the process here, as it would have without mie.
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::syscall(libc::SYS_gettid), libc::SIGSEGV);
+                let mut set: libc::sigset_t = core::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGSEGV);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+                // Still here (the default action did not end the process, e.g. PID 1 in a
+                // namespace): keep mie's handler.
+                reinstall(mine);
+            }
         } else {
             let f: extern "C" fn(libc::c_int) = core::mem::transmute(old.sa_sigaction);
             f(sig);
         }
+    }
+}
+
+/// Put back a handler address taken from `current_segv_handler` (keeping mie's flags).
+fn reinstall(handler: usize) {
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        return;
+    }
+    const SA_EXPOSE_TAGBITS: libc::c_int = 0x800;
+    // SAFETY: a zeroed sigaction is a valid starting point; the old action is not replaced
+    // in OLD_SEGV (it still holds what mie chains to).
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | SA_EXPOSE_TAGBITS;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGSEGV, &sa, core::ptr::null_mut());
     }
 }
 
@@ -397,6 +447,25 @@ pub fn context_pc(uc: *mut libc::c_void) -> usize {
         return uc.uc_mcontext.pc as usize;
         #[cfg(target_arch = "x86_64")]
         return uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+        #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+        return 0;
+    }
+}
+
+/// The return address a call would have left in a signal's user context (x86-64: the word
+/// at the stack pointer; arm64: the link register). 0 if unknown.
+pub fn context_link(uc: *mut libc::c_void) -> usize {
+    if uc.is_null() {
+        return 0;
+    }
+    // SAFETY: the kernel passes a valid ucontext_t to SA_SIGINFO handlers; on x86-64 the
+    // stack pointer of the interrupted code points at mapped stack memory.
+    unsafe {
+        let uc = &*(uc as *const libc::ucontext_t);
+        #[cfg(target_arch = "aarch64")]
+        return uc.uc_mcontext.regs[30] as usize;
+        #[cfg(target_arch = "x86_64")]
+        return *(uc.uc_mcontext.gregs[libc::REG_RSP as usize] as *const usize);
         #[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
         return 0;
     }
@@ -458,7 +527,7 @@ pub fn object_extent(addr: usize) -> (usize, usize) {
 }
 
 /// Look up the object a code address belongs to (for reports). Never allocates in glibc.
-pub fn symbolize(addr: usize, out: &mut crate::report::Line) {
+pub fn symbolize(addr: usize, out: &mut dyn core::fmt::Write) {
     let mut info: libc::Dl_info = libc::Dl_info {
         dli_fname: ptr::null(),
         dli_fbase: ptr::null_mut(),
@@ -470,7 +539,6 @@ pub fn symbolize(addr: usize, out: &mut crate::report::Line) {
     if !ok || info.dli_fname.is_null() {
         return;
     }
-    use core::fmt::Write;
     // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
     let fname = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
     let base = fname.rsplit(|&c| c == b'/').next().unwrap_or(fname);
