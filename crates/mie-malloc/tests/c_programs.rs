@@ -360,6 +360,17 @@ fn detections_hold_with_mitigations_switched_off() {
     }
 }
 
+/// A new block never shows a freed block's bytes, small or large (large blocks reuse the
+/// pages of freed ones).
+#[test]
+fn no_block_shows_a_previous_blocks_bytes() {
+    let bin = build("stale.c");
+    for opts in ["", "sample_rate=0", "zero_on_free=0:write_after_free_check=0"] {
+        let o = run_with(&bin, &[], opts);
+        assert!(o.status.success() && text(&o).contains("stale: ok"), "options {opts:?}\n{}", text(&o));
+    }
+}
+
 #[test]
 fn legal_patterns() {
     let bin = build("legal.c");

@@ -431,7 +431,7 @@ impl Large {
 
     /// Map a block of `size` bytes aligned to `align`, with at least `min_slack` bytes after it
     /// in the same pages (for the canary). Returns the block, the bytes mapped read-write
-    /// from it (a page multiple) and whether they are fresh (zero) pages; null on exhaustion.
+    /// from it (a page multiple) and whether they read as zero (always); null on exhaustion.
     pub fn alloc(&self, size: usize, align: usize, min_slack: usize, kind: u8) -> (*mut u8, usize, bool) {
         let null = (core::ptr::null_mut(), 0, false);
         // At least one page, so even a zero-byte block owns a unique, mapped address.
@@ -454,23 +454,31 @@ impl Large {
             return null;
         }
         let addr = (map as usize + page + align - 1) & !(align.max(page) - 1);
-        let _g = self.lock.guard();
-        let t = self.table();
-        let warm = t.take_warm(addr, body);
-        let fresh = warm == 0;
-        if warm < body && !platform::commit((addr + warm) as *mut u8, body - warm) {
-            platform::release(map, total);
-            return null;
+        let warm = {
+            let _g = self.lock.guard();
+            let t = self.table();
+            let warm = t.take_warm(addr, body);
+            if warm < body && !platform::commit((addr + warm) as *mut u8, body - warm) {
+                platform::release(map, total);
+                return null;
+            }
+            if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE, kind, warm: 0, warm_at: 0 }) {
+                platform::release(map, total);
+                return null;
+            }
+            t.live_count += 1;
+            t.live_bytes += size;
+            INDEX.insert(addr, addr + size);
+            t.mapped += total;
+            warm
+        };
+        // Pages moved in from a freed block still hold its bytes: clear them (outside the
+        // lock; nobody has the block yet). Cheaper than giving them back to the kernel and
+        // faulting fresh ones in, which is what warm reuse saves.
+        if warm != 0 {
+            platform::zero(addr as *mut u8, warm);
         }
-        if !t.insert(Entry { addr, map: map as usize, map_len: total, body_len: body, req: size, state: LIVE, kind, warm: 0, warm_at: 0 }) {
-            platform::release(map, total);
-            return null;
-        }
-        t.live_count += 1;
-        t.live_bytes += size;
-        INDEX.insert(addr, addr + size);
-        t.mapped += total;
-        (addr as *mut u8, body, fresh)
+        (addr as *mut u8, body, true)
     }
 
     /// Copy of the entry for `p`, if `p` is the start of a live or quarantined large block.

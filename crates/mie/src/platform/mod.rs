@@ -183,6 +183,34 @@ pub fn move_pages_to(from: *mut u8, to: *mut u8, len: usize) -> bool {
     r == to as *mut libc::c_void
 }
 
+/// Fill `[p, p + len)` with zeros, without going through an exported (interposed) `memset`:
+/// inside libmie.so the compiler's calls to `memset` would reach mie's own checked one.
+/// `rep stosb` on x86-64, paired zero-register stores on arm64.
+#[inline]
+pub fn zero(p: *mut u8, len: usize) {
+    // SAFETY (whole fn): callers pass a writable range they own.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("rep stosb", inout("rcx") len => _, inout("rdi") p => _, in("al") 0u8, options(nostack, preserves_flags));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "2: cmp {n}, #16",
+            "b.lo 3f",
+            "stp xzr, xzr, [{p}], #16",
+            "sub {n}, {n}, #16",
+            "b 2b",
+            "3: cbz {n}, 4f",
+            "strb wzr, [{p}], #1",
+            "sub {n}, {n}, #1",
+            "b 3b",
+            "4:",
+            n = inout(reg) len => _,
+            p = inout(reg) p => _,
+            options(nostack),
+        );
+    }
+}
+
 /// Unmap a range entirely.
 pub fn release(p: *mut u8, len: usize) {
     // SAFETY: the range is an allocator-owned mapping that nothing references any more.
