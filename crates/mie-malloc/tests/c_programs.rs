@@ -36,13 +36,39 @@ fn lib() -> PathBuf {
 
 /// Compile a test program once per test run (tests share the binaries).
 fn build(src: &str) -> PathBuf {
+    match src {
+        // The same source without its own operator new.
+        "replaced_new_plain.cc" => build_with("replaced_new.cc", "replaced_new_plain", &["-DNO_REPLACEMENT"]),
+        _ => build_with(src, &src.replace('.', "_"), &[]),
+    }
+}
+
+/// A shared library built from a test source (`flags` select its part).
+fn build_lib(src: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let mut f = vec!["-shared", "-fPIC"];
+    f.extend_from_slice(flags);
+    build_with(src, name, &f)
+}
+
+/// A program linked against a library built by `build_lib` (found through its rpath).
+fn build_linked(src: &str, name: &str, flags: &[&str], lib: &Path) -> PathBuf {
+    let dir = lib.parent().unwrap().to_str().unwrap().to_string();
+    let stem = lib.file_stem().unwrap().to_str().unwrap().trim_start_matches("lib").to_string();
+    let mut f: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    f.extend([format!("-L{dir}"), format!("-l{stem}"), format!("-Wl,-rpath,{dir}")]);
+    let f: Vec<&str> = f.iter().map(|s| s.as_str()).collect();
+    build_with(src, name, &f)
+}
+
+/// Compile `src` (from tests/c) with extra `flags` into `name`, once per test run.
+fn build_with(src: &str, name: &str, flags: &[&str]) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(src) {
+    if let Some(p) = built.get(name) {
         return p.clone();
     }
     let srcp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c").join(src);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(src.replace('.', "_"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let cxx = src.ends_with(".cc");
     let compiler = match (cfg!(target_arch = "aarch64"), cxx) {
         (false, false) => "gcc",
@@ -56,11 +82,12 @@ fn build(src: &str) -> PathBuf {
         .args(["-O1", "-g", "-pthread", "-Wall", "-Wno-alloc-size-larger-than", "-fno-builtin", "-o"])
         .arg(&tmp)
         .arg(&srcp)
+        .args(flags)
         .status()
         .expect("compiler");
-    assert!(status.success(), "compiling {src}");
+    assert!(status.success(), "compiling {src} as {name}");
     std::fs::rename(&tmp, &out).unwrap();
-    built.insert(src.to_string(), out.clone());
+    built.insert(name.to_string(), out.clone());
     out
 }
 
@@ -150,7 +177,12 @@ fn checked_bin() -> PathBuf {
 /// Run `bin` in `mode`; expect SIGABRT and a report whose first line names `kind` and the
 /// function, plus every string in `also`.
 fn expect_report_in(bin: &Path, mode: &str, kind: &str, func: &str, also: &[&str]) -> String {
-    let o = run_exact(bin, &[mode], "");
+    expect_report_with(bin, mode, "", kind, func, also)
+}
+
+/// As `expect_report_in`, with MIE_OPTIONS.
+fn expect_report_with(bin: &Path, mode: &str, options: &str, kind: &str, func: &str, also: &[&str]) -> String {
+    let o = run_exact(bin, &[mode], options);
     let t = text(&o);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: expected SIGABRT, got {:?}\n{t}", o.status);
     assert!(!t.contains("NOT DETECTED"), "{mode}: ran past the error\n{t}");
@@ -669,7 +701,57 @@ fn every_release_matches_its_allocation() {
         ("realloc_of_new", "realloc", "realloc() of a block allocated with operator new"),
         ("delete_of_malloc0", "operator delete", "operator delete() of a block allocated with malloc"),
     ] {
-        expect_report_in(&b, mode, "alloc-dealloc-mismatch", func, &[also, "called from: 0x"]);
+        // Strict: every mismatch stops the program.
+        expect_report_with(&b, mode, "alloc_dealloc_mismatch=2", "alloc-dealloc-mismatch", func, &[also, "called from: 0x"]);
+        // Default: a mismatch at the block's start, in a size the block has, is reported
+        // and the program goes on; one that names more memory than the block has stops it.
+        let fatal = ["sized_delete_wrong_size", "free_sized_wrong_size"].contains(&mode);
+        let o = run_exact(&b, &[mode], "");
+        let t = text(&o);
+        assert!(t.contains("mie: alloc-dealloc-mismatch on 0x") && t.contains(also), "{mode}\n{t}");
+        if fatal {
+            assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {t}");
+        } else {
+            assert!(o.status.success() && t.contains("NOT DETECTED") && t.contains("mie: continuing"), "{mode}: {:?}\n{t}", o.status);
+        }
+        // Off: not even reported (the fatal ones stay fatal).
+        let o = run_exact(&b, &[mode], "alloc_dealloc_mismatch=0");
+        assert_eq!(text(&o).contains("mie: alloc-dealloc-mismatch"), fatal, "{mode}: {}", text(&o));
+    }
+}
+
+/// new char[] released by delete (a third-party benchmark does this): reported once per
+/// call site, not for every one of its 100 releases, and the program finishes; a delete of
+/// a new[] array with a cookie is an interior pointer: fatal in every mode.
+#[test]
+fn harmless_mismatch_is_reported_once_per_call_site() {
+    let b = build("replaced_new_plain.cc");
+    let o = run_exact(&b, &["new_array_delete"], "");
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("new_array_delete: done"), "{:?}\n{t}", o.status);
+    assert_eq!(t.matches("mie: alloc-dealloc-mismatch").count(), 1, "{t}");
+    assert!(t.contains("operator delete() of a block allocated with operator new[]"), "{t}");
+    let o = run_exact(&b, &["new_array_delete"], "alloc_dealloc_mismatch=2");
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{}", text(&o));
+    for opts in ["", "alloc_dealloc_mismatch=0"] {
+        expect_report_with(&b, "delete_interior", opts, "invalid-free", "operator delete", &["bytes inside the block"]);
+    }
+}
+
+/// A program (or a -Bsymbolic library, like LLVM) that replaces operator new with malloc and
+/// keeps the default delete is legal C++: no report, in any mode.
+#[test]
+fn replaced_operator_new_with_default_delete_runs_clean() {
+    let main = build("replaced_new.cc");
+    let lib = build_lib("replaced_new.cc", "libreplacednew.so", &["-DREPLACED_NEW_LIB", "-Wl,-Bsymbolic"]);
+    let with_lib = build_linked("replaced_new.cc", "replaced_new_uses_lib", &["-DNO_REPLACEMENT"], &lib);
+    for opts in ["", "alloc_dealloc_mismatch=2"] {
+        let o = run_with(&main, &[], opts);
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("replaced_new main: ") && !t.contains("mie:"), "{opts}: {:?}\n{t}", o.status);
+        let o = run_with(&with_lib, &["lib"], opts);
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("replaced_new lib: ") && !t.contains("mie:"), "{opts}: {:?}\n{t}", o.status);
     }
 }
 

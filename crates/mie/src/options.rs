@@ -43,6 +43,11 @@ pub struct Options {
     /// Range checks at the call in memcpy, strcpy, read and the other exported memory and
     /// string functions.
     pub checked_calls: bool,
+    /// Releases that do not match their allocation (`new[]`/`delete`, `new`/`free`, ...)
+    /// at the block's start and in a size it has: 0 = not reported, 1 = reported once per
+    /// call site, the program goes on, 2 = fatal. Mismatches that name more memory than
+    /// the block has are always fatal.
+    pub alloc_dealloc_mismatch: u8,
 }
 
 pub const MAX_BUCKETS: u32 = 7;
@@ -66,6 +71,7 @@ impl Options {
         sample_rate: 5000,
         stacks: false,
         checked_calls: true,
+        alloc_dealloc_mismatch: 1,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -146,6 +152,7 @@ impl Options {
                     Ok(())
                 }
                 b"checked_calls" => set_bool(&mut o.checked_calls, n, secure),
+                b"alloc_dealloc_mismatch" => set(&mut o.alloc_dealloc_mismatch, n, 0, 2, secure, d.alloc_dealloc_mismatch as u64, true),
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {

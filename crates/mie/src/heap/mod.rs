@@ -8,6 +8,7 @@ pub mod fault;
 pub mod kind;
 pub mod large;
 pub mod layout;
+pub mod mismatch;
 pub mod quarantine;
 pub mod sample;
 pub mod size_class;
@@ -586,41 +587,13 @@ fn free_small_fast(g: &Globals, p: usize, loc: Loc, who: Caller, r: Release) -> 
     true
 }
 
-/// Stop the process if the block (`kind`, requested `size`, at `p`) may not be released as
-/// `r` says.
+/// Check that the block (`kind`, requested `size`, at `p`) may be released as `r` says; a
+/// mismatch is reported, and stops the process unless it is harmless (see `mismatch`).
 #[inline]
 fn check_release(p: usize, who: Caller, r: Release, kind: u8, size: usize, loc: Option<&Loc>) {
     if !r.accepts(p, kind, size) {
-        release_mismatch(p, who, r, kind, size, loc);
+        mismatch::on_mismatch(p, who, r, kind, size, loc, globals().opts.alloc_dealloc_mismatch);
     }
-}
-
-#[cold]
-#[inline(never)]
-fn release_mismatch(p: usize, who: Caller, r: Release, kind: u8, size: usize, loc: Option<&Loc>) -> ! {
-    report::fatal(Kind::AllocKindMismatch, p, who.func, |o| {
-        if kind != r.kind {
-            let _ = writeln!(
-                o,
-                "  {}() of a block allocated with {}: release it with {}()",
-                who.func,
-                kind::allocated_by(kind),
-                kind::released_by(kind)
-            );
-        } else if let Some(s) = r.size.filter(|&s| s != size) {
-            let _ = writeln!(o, "  {}() names a size of {s} bytes, but the block was allocated with {size} bytes", who.func);
-        } else {
-            let _ = writeln!(o, "  {}() names an alignment of {}, but the block at {p:#x} is not aligned to it", who.func, r.align);
-        }
-        match loc {
-            Some(l) => describe_slot(o, l, p, "live"),
-            None => {
-                let _ = writeln!(o, "  block {p:#x}: {size} bytes requested");
-                stacks::print(o, p, "");
-            }
-        }
-        report::write_code_addr(o, "called from", who.ret_addr);
-    })
 }
 
 #[inline(never)]

@@ -524,6 +524,93 @@ pub fn object_base(addr: usize) -> usize {
     }
 }
 
+/// The address of `name` as the dynamic linker resolves it for the whole process
+/// (`dlsym(RTLD_DEFAULT)`); 0 if undefined. Not for the allocation path: dlsym may allocate.
+pub fn global_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym only reads the loader's tables (a failure sets dlerror state).
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
+/// The address of `name` if the loaded object containing `addr` defines it itself, from
+/// that object's own dynamic symbol table (GNU hash); 0 otherwise. Reads only the loader's
+/// mapped tables: no dlsym, no allocation.
+pub fn own_definition(addr: usize, name: &core::ffi::CStr) -> usize {
+    const RTLD_DL_LINKMAP: libc::c_int = 2;
+    const DT_STRTAB: i64 = 5;
+    const DT_SYMTAB: i64 = 6;
+    const DT_GNU_HASH: i64 = 0x6fff_fef5;
+    #[repr(C)]
+    struct LinkMap {
+        l_addr: usize,
+        l_name: *const libc::c_char,
+        l_ld: *const Dyn,
+    }
+    #[repr(C)]
+    struct Dyn {
+        d_tag: i64,
+        d_val: u64,
+    }
+    let name = name.to_bytes();
+    let mut h: u32 = 5381;
+    for &c in name {
+        h = h.wrapping_mul(33).wrapping_add(c as u32);
+    }
+    // SAFETY: dladdr1 fills the out-structs; a loaded object's dynamic section, symbol, string
+    // and hash tables are mapped for as long as it is loaded, and are read within the bounds
+    // their own headers give.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut map: *mut LinkMap = ptr::null_mut();
+        if libc::dladdr1(addr as *const libc::c_void, &mut info, &mut map as *mut *mut LinkMap as *mut *mut libc::c_void, RTLD_DL_LINKMAP) == 0 || map.is_null() {
+            return 0;
+        }
+        let base = (*map).l_addr;
+        let (mut strtab, mut symtab, mut gnu_hash) = (0usize, 0usize, 0usize);
+        let mut d = (*map).l_ld;
+        while !d.is_null() && (*d).d_tag != 0 {
+            let v = (*d).d_val as usize;
+            // glibc relocates these entries in place on x86-64 and arm64; add the load
+            // base where it has not.
+            let v = if v < base { v + base } else { v };
+            match (*d).d_tag {
+                DT_STRTAB => strtab = v,
+                DT_SYMTAB => symtab = v,
+                DT_GNU_HASH => gnu_hash = v,
+                _ => {}
+            }
+            d = d.add(1);
+        }
+        if strtab == 0 || symtab == 0 || gnu_hash == 0 {
+            return 0;
+        }
+        let hdr = gnu_hash as *const u32;
+        let (nbuckets, symoffset, bloom_size) = (*hdr, *hdr.add(1), *hdr.add(2));
+        if nbuckets == 0 {
+            return 0;
+        }
+        let buckets = (hdr.add(4) as *const u64).add(bloom_size as usize) as *const u32;
+        let chains = buckets.add(nbuckets as usize);
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        if i == 0 || i < symoffset {
+            return 0;
+        }
+        loop {
+            let ch = *chains.add((i - symoffset) as usize);
+            if ch | 1 == h | 1 {
+                let sym = &*(symtab as *const libc::Elf64_Sym).add(i as usize);
+                let s = core::ffi::CStr::from_ptr((strtab + sym.st_name as usize) as *const libc::c_char);
+                if s.to_bytes() == name && sym.st_shndx != 0 && sym.st_value != 0 {
+                    return base + sym.st_value as usize;
+                }
+            }
+            if ch & 1 == 1 {
+                return 0;
+            }
+            i += 1;
+        }
+    }
+}
+
 /// The address range `[start, end)` of the loaded object containing `addr`, from its ELF
 /// program headers (mapped at its base); (0, 0) if unknown.
 pub fn object_extent(addr: usize) -> (usize, usize) {
