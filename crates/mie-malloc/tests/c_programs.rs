@@ -403,6 +403,25 @@ fn no_block_shows_a_previous_blocks_bytes() {
     }
 }
 
+/// A library bound to the C library's allocator (dlopen RTLD_DEEPBIND, as php-cli loads its
+/// extensions) meets mie blocks: the report names the cause and the library, both ways.
+#[test]
+fn deepbind_library_mixing_allocators_is_explained() {
+    let lib = build_lib("deepbind.c", "libdeepbind.so", &["-DDEEPBIND_LIB"]);
+    let bin = build_with("deepbind.c", "deepbind_main", &["-ldl"]);
+    let lib = lib.to_str().unwrap();
+    let o = run_exact(&bin, &["give_to_lib", lib], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
+    assert!(t.contains("mie: foreign-free in free() of the C library"), "{t}");
+    assert!(t.contains("called from: 0x") && t.contains("(libdeepbind.so:lib_free+0x"), "{t}");
+    assert!(t.contains("libdeepbind.so calls the C library's allocator") && t.contains("RTLD_DEEPBIND"), "{t}");
+    let o = run_exact(&bin, &["take_from_lib", lib], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
+    assert!(t.contains("mie: invalid-free on 0x") && t.contains("the C library's own heap") && t.contains("RTLD_DEEPBIND"), "{t}");
+}
+
 #[test]
 fn legal_patterns() {
     let bin = build("legal.c");

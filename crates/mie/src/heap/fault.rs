@@ -23,14 +23,14 @@ pub const SEGV_MTESERR: i32 = 9;
 const JUMPED: usize = 1 << 63;
 
 pub fn install() {
-    platform::install_segv_handler(on_segv);
+    platform::install_handler(libc::SIGSEGV, on_segv);
 }
 
 /// Re-install the handler if something replaced it since (a runtime's own SIGSEGV handler,
 /// e.g. Rust std's stack-overflow guard, installed after ours); the replacement is chained.
 /// Called when a thread attaches its cache: one syscall per new thread.
 pub fn ensure_installed() {
-    if platform::current_segv_handler() != on_segv as *const () as usize {
+    if platform::current_handler(libc::SIGSEGV) != on_segv as *const () as usize {
         install();
     }
 }
@@ -51,16 +51,19 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
             }
             // Not mie's to stop (the program protected its own memory): say what happened
             // only if nobody else handles the signal, then let it take its course.
-            if platform::segv_default_action() {
+            if platform::default_action(libc::SIGSEGV) {
                 let mut o = report::Line::new();
                 f.write(&mut o);
                 let _ = writeln!(o, "mie: not a heap error; the process gets the signal (SIGSEGV)");
                 o.flush();
             }
+        } else if platform::default_action(libc::SIGSEGV) {
+            // A crash inside the C library's own allocator: a mie block may have reached it.
+            super::foreign::explain("the C library's allocator crashed (SIGSEGV)");
         }
     }
     // SAFETY: the arguments are the kernel's, passed on unchanged.
-    unsafe { platform::chain_segv(sig, info, uc) }
+    unsafe { platform::chain(sig, info, uc) }
 }
 
 /// What a hit large mapping means.

@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod bucket;
 pub mod canary;
 pub mod fault;
+pub mod foreign;
 pub mod kind;
 pub mod large;
 pub mod layout;
@@ -113,6 +114,7 @@ fn init_slow() -> Option<&'static Globals> {
                 bounds::init();
                 // Always: guard pages and quarantined large blocks fault on every machine.
                 fault::install();
+                foreign::install();
                 STATE.store(READY, Ordering::Release);
             }
         }
@@ -454,6 +456,11 @@ fn validate(g: &Globals, raw: usize, who: Caller, releasing: bool) -> Block {
             stacks::print(o, p, "");
             report::write_code_addr(o, "called from", who.ret_addr);
         }),
+        None if foreign::in_libc_brk_heap(p) => invalid_free(
+            p,
+            who,
+            "not a block allocated by mie: it lies in the C library's own heap, so the C library's malloc allocated it (a library loaded with dlopen(RTLD_DEEPBIND) calls it directly, and handed the block over?)",
+        ),
         None => invalid_free(p, who, "not a block allocated by mie (stack, global, foreign or already unmapped memory?)"),
     }
 }

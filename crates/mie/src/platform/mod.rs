@@ -365,15 +365,29 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
     }
 }
 
-/// The previous SIGSEGV disposition, for chaining.
+/// The dispositions mie replaced, for chaining: SIGSEGV (fault reports) and SIGABRT (the
+/// C library's allocator stopping on a block it does not own).
 struct OldAction(core::cell::UnsafeCell<core::mem::MaybeUninit<libc::sigaction>>);
-// SAFETY: written once in `install_segv_handler` before the handler can run, read-only after.
+// SAFETY: written in `install_handler` before the handler can run, read-only after.
 unsafe impl Sync for OldAction {}
 static OLD_SEGV: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+static OLD_ABRT: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 
-/// Install `handler` for SIGSEGV (SA_SIGINFO, with the tag bits of the fault address exposed
-/// on arm64), remembering the previous disposition for `chain_segv`.
-pub fn install_segv_handler(handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) -> bool {
+fn old_action(sig: libc::c_int) -> &'static OldAction {
+    if sig == libc::SIGABRT {
+        &OLD_ABRT
+    } else {
+        &OLD_SEGV
+    }
+}
+
+/// A signal handler as mie installs it (SA_SIGINFO).
+pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Install `handler` for `sig` (SIGSEGV or SIGABRT; SA_SIGINFO, on the alternate stack if
+/// any, with the tag bits of a fault address exposed on arm64), remembering the previous
+/// disposition for `chain`.
+pub fn install_handler(sig: libc::c_int, handler: Handler) -> bool {
     const SA_EXPOSE_TAGBITS: libc::c_int = 0x800;
     // SAFETY: a zeroed sigaction is a valid starting point; sigaction copies it.
     unsafe {
@@ -381,63 +395,62 @@ pub fn install_segv_handler(handler: extern "C" fn(libc::c_int, *mut libc::sigin
         sa.sa_sigaction = handler as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | SA_EXPOSE_TAGBITS;
         libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGSEGV, &sa, (*OLD_SEGV.0.get()).as_mut_ptr()) == 0
+        libc::sigaction(sig, &sa, (*old_action(sig).0.get()).as_mut_ptr()) == 0
     }
 }
 
-/// The currently installed SIGSEGV handler address (or SIG_DFL/SIG_IGN).
-pub fn current_segv_handler() -> usize {
+/// The currently installed handler address of `sig` (or SIG_DFL/SIG_IGN).
+pub fn current_handler(sig: libc::c_int) -> usize {
     // SAFETY: querying with a null new action only writes the out-struct.
     unsafe {
         let mut cur: libc::sigaction = core::mem::zeroed();
-        libc::sigaction(libc::SIGSEGV, core::ptr::null(), &mut cur);
+        libc::sigaction(sig, core::ptr::null(), &mut cur);
         cur.sa_sigaction
     }
 }
 
-/// Whether a SIGSEGV that mie passes on gets the default action (ends the process), i.e.
-/// no handler of the program's was installed before mie's.
-pub fn segv_default_action() -> bool {
-    // SAFETY: OLD_SEGV was filled by sigaction before our handler was installed.
-    let old = unsafe { &*(*OLD_SEGV.0.get()).as_ptr() };
+/// Whether `sig`, passed on by mie, gets the default action (ends the process): no handler
+/// of the program's was installed before mie's.
+pub fn default_action(sig: libc::c_int) -> bool {
+    // SAFETY: the old action was filled by sigaction before our handler was installed.
+    let old = unsafe { &*(*old_action(sig).0.get()).as_ptr() };
     old.sa_sigaction == libc::SIG_DFL
 }
 
-/// Hand a SIGSEGV that is not mie's to the previous handler, or give it the action it
-/// would have had without mie. A fault returns to the faulting instruction, which runs
-/// again under the default action; a signal sent by kill/raise/sigqueue (`si_code <= 0`)
-/// is raised again with the default action (ending the process, core dump included), or
-/// ignored if it was ignored before. mie's handler stays installed whenever the process
-/// goes on.
+/// Hand a signal mie does not keep to the previous handler, or give it the action it would
+/// have had without mie. A fault returns to the faulting instruction, which runs again under
+/// the default action; a signal sent by kill/raise/abort/sigqueue (`si_code <= 0`) is raised
+/// again with the default action (ending the process, core dump included), or ignored if it
+/// was ignored before. mie's handler stays installed whenever the process goes on.
 ///
 /// # Safety
-/// `info` and `uc` must be the arguments the kernel passed to a SIGSEGV handler.
-pub unsafe fn chain_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    // SAFETY: OLD_SEGV was filled by sigaction before our handler was installed; info is
-    // the kernel's siginfo; the calls below are async-signal-safe.
+/// `info` and `uc` must be the arguments the kernel passed to a handler for `sig`.
+pub unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the old action was filled by sigaction before our handler was installed; info
+    // is the kernel's siginfo; the calls below are async-signal-safe.
     unsafe {
-        let old = &*(*OLD_SEGV.0.get()).as_ptr();
+        let old = &*(*old_action(sig).0.get()).as_ptr();
         let sent = (*info).si_code <= 0;
         if old.sa_flags & libc::SA_SIGINFO != 0 && old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = core::mem::transmute(old.sa_sigaction);
+            let f: Handler = core::mem::transmute(old.sa_sigaction);
             f(sig, info, uc);
         } else if old.sa_sigaction == libc::SIG_IGN && sent {
             // Ignored before mie: still ignored.
         } else if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
             // (A fault cannot be ignored: the kernel would deliver it again at once.)
-            let mine = current_segv_handler();
-            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            let mine = current_handler(sig);
+            libc::signal(sig, libc::SIG_DFL);
             if sent {
                 // Raise it again for this thread and let it through now: the default
                 // action ends the process here, as it would have without mie.
-                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::syscall(libc::SYS_gettid), libc::SIGSEGV);
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::syscall(libc::SYS_gettid), sig);
                 let mut set: libc::sigset_t = core::mem::zeroed();
                 libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGSEGV);
+                libc::sigaddset(&mut set, sig);
                 libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
                 // Still here (the default action did not end the process, e.g. PID 1 in a
                 // namespace): keep mie's handler.
-                reinstall(mine);
+                reinstall(sig, mine);
             }
         } else {
             let f: extern "C" fn(libc::c_int) = core::mem::transmute(old.sa_sigaction);
@@ -446,8 +459,8 @@ pub unsafe fn chain_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut 
     }
 }
 
-/// Put back a handler address taken from `current_segv_handler` (keeping mie's flags).
-fn reinstall(handler: usize) {
+/// Put back a handler address taken from `current_handler` (keeping mie's flags).
+fn reinstall(sig: libc::c_int, handler: usize) {
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         return;
     }
@@ -459,7 +472,7 @@ fn reinstall(handler: usize) {
         sa.sa_sigaction = handler;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | SA_EXPOSE_TAGBITS;
         libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGSEGV, &sa, core::ptr::null_mut());
+        libc::sigaction(sig, &sa, core::ptr::null_mut());
     }
 }
 
@@ -639,6 +652,65 @@ pub fn object_extent(addr: usize) -> (usize, usize) {
             (base, base + end)
         }
     }
+}
+
+/// The dynamic symbol a code address lies in: (object base, symbol name, symbol address,
+/// symbol size). None if the loader knows no symbol for it.
+pub fn symbol_at(pc: usize) -> Option<(usize, &'static [u8], usize, usize)> {
+    const RTLD_DL_SYMENT: libc::c_int = 1;
+    // SAFETY: dladdr1 fills the out-structs with pointers into the loader's tables, which
+    // stay valid while the object is loaded (names are read as NUL-terminated strings).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *const libc::Elf64_Sym = ptr::null();
+        if libc::dladdr1(pc as *const libc::c_void, &mut info, &mut sym as *mut *const libc::Elf64_Sym as *mut *mut libc::c_void, RTLD_DL_SYMENT) == 0
+            || info.dli_sname.is_null()
+            || sym.is_null()
+        {
+            return None;
+        }
+        let name = core::ffi::CStr::from_ptr(info.dli_sname).to_bytes();
+        Some((info.dli_fbase as usize, name, info.dli_saddr as usize, (*sym).st_size as usize))
+    }
+}
+
+/// The name of the dynamic symbol a code address lies in.
+pub fn symbol_name(pc: usize) -> Option<&'static [u8]> {
+    symbol_at(pc).map(|s| s.1)
+}
+
+/// The file name (without directories) of the loaded object a code address belongs to.
+pub fn object_name(pc: usize) -> Option<&'static [u8]> {
+    // SAFETY: dladdr fills the out-struct; dli_fname points into the loader's tables.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(pc as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let f = core::ffi::CStr::from_ptr(info.dli_fname).to_bytes();
+        Some(f.rsplit(|&c| c == b'/').next().unwrap_or(f))
+    }
+}
+
+/// Where the process's `brk` heap starts (field 47 of /proc/self/stat), read without
+/// allocating. None if it cannot be read.
+pub fn start_brk() -> Option<usize> {
+    let mut buf = [0u8; 1024];
+    // SAFETY: open/read/close on a NUL-terminated path into a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    // The command name (field 2) may hold spaces: count fields after its closing ')'.
+    let rest = &text[text.iter().rposition(|&c| c == b')')? + 1..];
+    let field = rest.split(|&c| c == b' ').filter(|f| !f.is_empty()).nth(47 - 3)?;
+    crate::options::parse_num(field).map(|v| v as usize)
 }
 
 /// Look up the object a code address belongs to (for reports). Never allocates in glibc.

@@ -1,0 +1,94 @@
+//! Blocks that cross into another allocator. A library loaded with `dlopen(RTLD_DEEPBIND)`
+//! looks symbols up in its own dependencies first, so its `malloc` and `free` are the C
+//! library's, whatever is preloaded; every preloaded allocator meets this (Debian's php-cli
+//! loads its pdo, phar and tokenizer extensions that way). When such a library frees a block
+//! mie allocated, the C library stops the program ("free(): invalid pointer", SIGABRT) or
+//! crashes inside its `free` (SIGSEGV). mie cannot change the binding; it says what
+//! happened: a SIGABRT or SIGSEGV with one of the C library's allocator functions on the
+//! stack gets a report naming the library that called it.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::platform;
+use crate::report::{self, Kind, Line};
+
+/// The C library's allocator entry points that can be handed a foreign block.
+const LIBC_ALLOCATOR: [&[u8]; 9] = [
+    b"free",
+    b"cfree",
+    b"__libc_free",
+    b"realloc",
+    b"__libc_realloc",
+    b"reallocarray",
+    b"__libc_reallocarray",
+    b"malloc_usable_size",
+    b"__malloc_usable_size",
+];
+
+/// Base address of the C library (0 until looked up).
+static LIBC_BASE: AtomicUsize = AtomicUsize::new(0);
+
+pub fn install() {
+    LIBC_BASE.store(platform::object_base(libc::getpid as *const () as usize), Ordering::Relaxed);
+    platform::install_handler(libc::SIGABRT, on_abrt);
+}
+
+extern "C" fn on_abrt(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    explain("the C library's allocator stopped the program (SIGABRT)");
+    // SAFETY: the arguments are the kernel's, passed on unchanged.
+    unsafe { platform::chain(sig, info, uc) }
+}
+
+/// If the calling stack runs through one of the C library's allocator functions, print a
+/// report naming the function and the code that called it; true if it did. Called from the
+/// SIGABRT and SIGSEGV handlers, where the process is about to end.
+pub fn explain(what: &str) -> bool {
+    let libc_base = LIBC_BASE.load(Ordering::Relaxed);
+    if libc_base == 0 {
+        return false;
+    }
+    let mut frames = [0usize; 48];
+    let n = platform::backtrace_into(&mut frames);
+    let frames = &frames[..n];
+    let Some(i) = frames.iter().position(|&pc| in_libc_allocator(libc_base, pc)) else { return false };
+    let func = platform::symbol_name(frames[i]).unwrap_or(b"free");
+    // glibc's internal names (__libc_free) for the function the program called (free).
+    let func = func.strip_prefix(b"__libc_").or_else(|| func.strip_prefix(b"__")).unwrap_or(func);
+    let caller = frames.get(i + 1).copied().unwrap_or(0);
+    let mut o = Line::new();
+    let _ = writeln!(o, "mie: {} in {}() of the C library", Kind::ForeignFree.name(), report::Bytes(func));
+    let _ = writeln!(o, "  {what}: its {}() was given memory its own allocator does not own", report::Bytes(func));
+    report::write_code_addr(&mut o, "called from", caller);
+    let obj = platform::object_name(caller);
+    let _ = writeln!(
+        o,
+        "  cause: {} calls the C library's allocator instead of mie's, most likely because it was loaded with dlopen(RTLD_DEEPBIND), which binds a library's malloc and free to the C library before any preloaded allocator; a block allocated by mie elsewhere in the program reached it",
+        report::Bytes(obj.unwrap_or(b"the calling library"))
+    );
+    let _ = writeln!(o, "  what to do: run the program without the library that is loaded this way, or without mie (see mie's README, \"RTLD_DEEPBIND\")");
+    let _ = writeln!(o, "mie: the process ends as the C library decided");
+    o.flush();
+    true
+}
+
+/// Whether `pc` lies inside one of the C library's allocator functions (by its dynamic
+/// symbol and that symbol's size).
+fn in_libc_allocator(libc_base: usize, pc: usize) -> bool {
+    match platform::symbol_at(pc) {
+        Some((base, name, start, size)) => {
+            base == libc_base && pc.wrapping_sub(start) < size.max(1) && LIBC_ALLOCATOR.contains(&name)
+        }
+        None => false,
+    }
+}
+
+/// A pointer mie's `free` does not know: is it in the C library's own heap (its `brk`
+/// area)? Then a block from the C library's `malloc` reached mie (a library bound to the C
+/// library's allocator, RTLD_DEEPBIND, handed it over). Reads /proc: report paths only.
+pub fn in_libc_brk_heap(p: usize) -> bool {
+    let Some(start) = platform::start_brk() else { return false };
+    // SAFETY: sbrk(0) only reads the current program break.
+    let end = unsafe { libc::sbrk(0) } as usize;
+    start != 0 && p >= start && p < end
+}
