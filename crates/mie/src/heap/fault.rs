@@ -47,6 +47,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
             if f.is_fatal() {
                 let mut o = report::Line::new();
                 let kind = f.write(&mut o);
+                super::foreign::add_cause_if_libc_allocator(&mut o, platform::context_pc(uc));
                 report::conclude(o, kind);
             }
             // Not mie's to stop (the program protected its own memory): say what happened
@@ -119,7 +120,7 @@ pub struct TagFault {
 /// would have left (where a jump into the heap came from). None: not about mie's memory.
 pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding> {
     let addr = tag::strip(raw);
-    let exec = pc == addr && addr != 0;
+    let exec = tag::strip(pc) == addr && addr != 0;
     // For an execution fault, `pc` is the address itself: report where the jump came from.
     let pc = if exec && link != 0 { link | JUMPED } else { pc };
     if let Some((slot, guard)) = sample::fault_view(addr) {

@@ -44,22 +44,33 @@ extern "C" fn on_abrt(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
 /// report naming the function and the code that called it; true if it did. Called from the
 /// SIGABRT and SIGSEGV handlers, where the process is about to end.
 pub fn explain(what: &str) -> bool {
-    let libc_base = LIBC_BASE.load(Ordering::Relaxed);
-    if libc_base == 0 {
-        return false;
-    }
-    let mut frames = [0usize; 48];
-    let n = platform::backtrace_into(&mut frames);
-    let frames = &frames[..n];
-    let Some(i) = frames.iter().position(|&pc| in_libc_allocator(libc_base, pc)) else { return false };
-    let func = platform::symbol_name(frames[i]).unwrap_or(b"free");
-    // glibc's internal names (__libc_free) for the function the program called (free).
-    let func = func.strip_prefix(b"__libc_").or_else(|| func.strip_prefix(b"__")).unwrap_or(func);
-    let caller = frames.get(i + 1).copied().unwrap_or(0);
+    let Some((func, caller)) = libc_allocator_on_stack() else { return false };
     let mut o = Line::new();
     let _ = writeln!(o, "mie: {} in {}() of the C library", Kind::ForeignFree.name(), report::Bytes(func));
     let _ = writeln!(o, "  {what}: its {}() was given memory its own allocator does not own", report::Bytes(func));
     report::write_code_addr(&mut o, "called from", caller);
+    write_cause(&mut o, caller);
+    let _ = writeln!(o, "mie: the process ends as the C library decided");
+    o.flush();
+    true
+}
+
+/// For a fault report whose faulting instruction `pc` is in the C library's allocator (with
+/// MTE, its free reads the header it expects before a block and faults there): add the
+/// likely cause.
+pub fn add_cause_if_libc_allocator(o: &mut dyn Write, pc: usize) {
+    let libc_base = LIBC_BASE.load(Ordering::Relaxed);
+    if libc_base == 0 || !in_libc_allocator(libc_base, pc) {
+        return;
+    }
+    if let Some((func, caller)) = libc_allocator_on_stack() {
+        let _ = writeln!(o, "  the fault is in the C library's own {}(), called from:", report::Bytes(func));
+        report::write_code_addr(o, "called from", caller);
+        write_cause(o, caller);
+    }
+}
+
+fn write_cause(o: &mut dyn Write, caller: usize) {
     let obj = platform::object_name(caller);
     let _ = writeln!(
         o,
@@ -67,9 +78,23 @@ pub fn explain(what: &str) -> bool {
         report::Bytes(obj.unwrap_or(b"the calling library"))
     );
     let _ = writeln!(o, "  what to do: run the program without the library that is loaded this way, or without mie (see mie's README, \"RTLD_DEEPBIND\")");
-    let _ = writeln!(o, "mie: the process ends as the C library decided");
-    o.flush();
-    true
+}
+
+/// The first of the C library's allocator functions on the calling stack (by the name the
+/// program calls it) and the return address into its caller.
+fn libc_allocator_on_stack() -> Option<(&'static [u8], usize)> {
+    let libc_base = LIBC_BASE.load(Ordering::Relaxed);
+    if libc_base == 0 {
+        return None;
+    }
+    let mut frames = [0usize; 48];
+    let n = platform::backtrace_into(&mut frames);
+    let frames = &frames[..n];
+    let i = frames.iter().position(|&pc| in_libc_allocator(libc_base, pc))?;
+    let func = platform::symbol_name(frames[i]).unwrap_or(b"free");
+    // glibc's internal names (__libc_free) for the function the program called (free).
+    let func = func.strip_prefix(b"__libc_").or_else(|| func.strip_prefix(b"__")).unwrap_or(func);
+    Some((func, frames.get(i + 1).copied().unwrap_or(0)))
 }
 
 /// Whether `pc` lies inside one of the C library's allocator functions (by its dynamic
@@ -85,10 +110,18 @@ fn in_libc_allocator(libc_base: usize, pc: usize) -> bool {
 
 /// A pointer mie's `free` does not know: is it in the C library's own heap (its `brk`
 /// area)? Then a block from the C library's `malloc` reached mie (a library bound to the C
-/// library's allocator, RTLD_DEEPBIND, handed it over). Reads /proc: report paths only.
+/// library's allocator, RTLD_DEEPBIND, handed it over). For reports only.
 pub fn in_libc_brk_heap(p: usize) -> bool {
-    let Some(start) = platform::start_brk() else { return false };
-    // SAFETY: sbrk(0) only reads the current program break.
-    let end = unsafe { libc::sbrk(0) } as usize;
-    start != 0 && p >= start && p < end
+    // The C library's malloc has `arena` bytes from sbrk (its mmap'ed heaps of other threads
+    // are counted too, so bound the window by the program image when that lies below the
+    // break, as it does unless the dynamic loader was started as the program).
+    let Some(arena) = platform::libc_arena_bytes() else { return false };
+    // SAFETY: sbrk(0) only reads the current program break; getauxval reads the auxv.
+    let (brk, phdr) = unsafe { (libc::sbrk(0) as usize, libc::getauxval(libc::AT_PHDR) as usize) };
+    let image_end = platform::object_extent(phdr).1;
+    let mut lo = brk.saturating_sub(arena);
+    if image_end <= brk {
+        lo = lo.max(image_end);
+    }
+    arena != 0 && p >= lo && p < brk
 }

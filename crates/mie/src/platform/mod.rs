@@ -692,25 +692,23 @@ pub fn object_name(pc: usize) -> Option<&'static [u8]> {
     }
 }
 
-/// Where the process's `brk` heap starts (field 47 of /proc/self/stat), read without
-/// allocating. None if it cannot be read.
-pub fn start_brk() -> Option<usize> {
-    let mut buf = [0u8; 1024];
-    // SAFETY: open/read/close on a NUL-terminated path into a stack buffer.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
+/// Bytes the C library's own malloc holds outside mmap'ed chunks (its `mallinfo2().arena`,
+/// asked of the C library itself, not of an interposed `mallinfo2`). Reports only.
+pub fn libc_arena_bytes() -> Option<usize> {
+    #[repr(C)]
+    struct Mallinfo2 {
+        arena: usize,
+        rest: [usize; 9],
+    }
+    // SAFETY: dlsym reads the loader's tables; the C library's mallinfo2 has this signature.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_NEXT, c"mallinfo2".as_ptr());
+        if f.is_null() {
             return None;
         }
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    let text = buf.get(..usize::try_from(n).ok()?)?;
-    // The command name (field 2) may hold spaces: count fields after its closing ')'.
-    let rest = &text[text.iter().rposition(|&c| c == b')')? + 1..];
-    let field = rest.split(|&c| c == b' ').filter(|f| !f.is_empty()).nth(47 - 3)?;
-    crate::options::parse_num(field).map(|v| v as usize)
+        let f: extern "C" fn() -> Mallinfo2 = core::mem::transmute(f);
+        Some(f().arena)
+    }
 }
 
 /// Look up the object a code address belongs to (for reports). Never allocates in glibc.
