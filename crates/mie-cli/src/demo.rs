@@ -141,7 +141,7 @@ pub enum Outcome {
     /// The attack took control ("PWNED: ..." printed).
     Exploited(String),
     /// mie stopped the program with a report.
-    Stopped { kind: String, report: String, at_access: bool },
+    Stopped { kind: String, report: String, at_access: bool, when: &'static str },
     /// Killed by a signal without a mie report (the allocator's own check, or a crash).
     Crashed { signal: i32, message: String },
     /// Ran to the end; the exploit step did not reach its goal.
@@ -158,7 +158,7 @@ impl Outcome {
     fn label(&self) -> String {
         match self {
             Outcome::Exploited(_) => "EXPLOITED".into(),
-            Outcome::Stopped { kind, at_access, .. } => format!("stopped: {kind} ({})", when(kind, *at_access)),
+            Outcome::Stopped { kind, when, .. } => format!("stopped: {kind} ({when})"),
             Outcome::Crashed { message, .. } if !message.is_empty() => format!("aborted ({})", short(message, 38)),
             Outcome::Crashed { signal, .. } => format!("crashed ({})", signal_name(*signal)),
             Outcome::NoEffect(_) => "no effect".into(),
@@ -175,11 +175,12 @@ impl Outcome {
     }
 }
 
-/// When mie stopped the program, relative to the bug.
-pub fn when(kind: &str, at_access: bool) -> &'static str {
+/// When mie stopped the program, relative to the bug (from the report's kind and text).
+pub fn when(kind: &str, at_access: bool, report: &str) -> &'static str {
     match kind {
         _ if at_access => "at the access",
         "double-free" | "invalid-free" => "at the bad call",
+        "write-after-free" if report.contains("left the quarantine") => "when it left the quarantine",
         "write-after-free" => "when the slot was reused",
         _ => "at free",
     }
@@ -290,7 +291,8 @@ fn classify(status: std::process::ExitStatus, stdout: &str, stderr: &str) -> Out
     if let Some(head) = stderr.lines().find(|l| l.starts_with("mie: ") && !l.starts_with("mie: warning")) {
         let kind = head["mie: ".len()..].split(' ').next().unwrap_or("").to_string();
         let at_access = head.contains("MTE tag-check fault") || head.contains("the access hit");
-        return Outcome::Stopped { kind, report: head.to_string(), at_access };
+        let when = when(&kind, at_access, stderr);
+        return Outcome::Stopped { kind, report: head.to_string(), at_access, when };
     }
     if let Some(sig) = status.signal() {
         let message = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
@@ -355,12 +357,12 @@ fn outcome_json(o: &Outcome) -> String {
     };
     let mut s = format!("{{\"result\":{}", crate::json::string(result));
     match o {
-        Outcome::Stopped { kind, report, at_access } => {
+        Outcome::Stopped { kind, report, at_access, when } => {
             let _ = write!(
                 s,
                 ",\"kind\":{},\"at_access\":{at_access},\"when\":{},\"report\":{}",
                 crate::json::string(kind),
-                crate::json::string(when(kind, *at_access)),
+                crate::json::string(when),
                 crate::json::string(report)
             );
         }

@@ -63,7 +63,7 @@ fn the_lab_exploits_glibc_and_mie_stops_every_attack() {
         // Each program is a real exploit: it takes control under glibc.
         assert!(r.glibc.exploited(), "{name} does not exploit glibc: {:?}\n{table}", r.glibc);
         match &r.mie {
-            Outcome::Stopped { kind, report, at_access } => {
+            Outcome::Stopped { kind, report, at_access, .. } => {
                 assert!(r.attack.kinds.contains(&kind.as_str()), "{name}: report kind {kind} does not match the technique: {report}");
                 if cfg!(target_arch = "aarch64") && MTE_AT_ACCESS.contains(&name) {
                     assert!(*at_access, "{name}: with MTE this must stop at the access: {report}");

@@ -130,7 +130,7 @@ fn size_overflow(func: &'static str, n: usize, m: usize, cs: usize) -> *mut c_vo
     nomem(core::ptr::null_mut())
 }
 
-fn realloc_in(p: *mut c_void, size: usize, bucket: usize, func: &'static str, cs: usize) -> *mut c_void {
+fn realloc_in(p: *mut c_void, size: usize, bucket: usize, func: &'static heap::Func, cs: usize) -> *mut c_void {
     if !p.is_null() && size == 0 {
         // glibc semantics: realloc(p, 0) frees p and returns NULL.
         heap::free(p.cast(), Caller { func, ret_addr: cs });
@@ -188,24 +188,24 @@ extern "C" fn calloc_cs(n: usize, m: usize, cs: usize) -> *mut c_void {
     calloc_in(n, m, call_site_bucket(cs), "calloc", cs)
 }
 extern "C" fn realloc_cs(p: *mut c_void, size: usize, cs: usize) -> *mut c_void {
-    realloc_in(p, size, call_site_bucket(cs), "realloc", cs)
+    realloc_in(p, size, call_site_bucket(cs), &heap::Func("realloc"), cs)
 }
 extern "C" fn reallocarray_cs(p: *mut c_void, n: usize, m: usize, cs: usize) -> *mut c_void {
     match n.checked_mul(m) {
-        Some(total) => realloc_in(p, total, call_site_bucket(cs), "reallocarray", cs),
+        Some(total) => realloc_in(p, total, call_site_bucket(cs), &heap::Func("reallocarray"), cs),
         None => size_overflow("reallocarray", n, m, cs),
     }
 }
 extern "C" fn free_cs(p: *mut c_void, cs: usize) {
-    heap::free(p.cast(), Caller { func: "free", ret_addr: cs })
+    heap::free(p.cast(), mie_core::caller!("free", cs))
 }
 extern "C" fn free_sized_cs(p: *mut c_void, size: usize, cs: usize) {
     let r = heap::Release { kind: heap::kind::MALLOC, size: Some(size), align: 1 };
-    heap::release(p.cast(), Caller { func: "free_sized", ret_addr: cs }, r)
+    heap::release(p.cast(), mie_core::caller!("free_sized", cs), r)
 }
 extern "C" fn free_aligned_sized_cs(p: *mut c_void, align: usize, size: usize, cs: usize) {
     let r = heap::Release { kind: heap::kind::MALLOC, size: Some(size), align };
-    heap::release(p.cast(), Caller { func: "free_aligned_sized", ret_addr: cs }, r)
+    heap::release(p.cast(), mie_core::caller!("free_aligned_sized", cs), r)
 }
 extern "C" fn memalign_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
     memalign_in(align, size, call_site_bucket(cs))
@@ -223,7 +223,7 @@ extern "C" fn pvalloc_cs(size: usize, cs: usize) -> *mut c_void {
     pvalloc_in(size, call_site_bucket(cs))
 }
 extern "C" fn usable_size_cs(p: *mut c_void, cs: usize) -> usize {
-    heap::usable_size(p.cast(), Caller { func: "malloc_usable_size", ret_addr: cs })
+    heap::usable_size(p.cast(), mie_core::caller!("malloc_usable_size", cs))
 }
 
 entry!(malloc(size: usize) -> *mut c_void, 1 => malloc_cs);
@@ -249,44 +249,44 @@ entry!(malloc_usable_size(p: *mut c_void) -> usize, 1 => usable_size_cs);
 use mie_core::heap::kind::{self as akind, Release};
 
 #[inline(always)]
-fn delete_as(p: *mut c_void, func: &'static str, kind: u8, size: Option<usize>, align: usize, cs: usize) {
+fn delete_as(p: *mut c_void, func: &'static heap::Func, kind: u8, size: Option<usize>, align: usize, cs: usize) {
     heap::release(p.cast(), Caller { func, ret_addr: cs }, Release { kind, size, align });
 }
 extern "C" fn delete_cs(p: *mut c_void, cs: usize) {
-    delete_as(p, "operator delete", akind::NEW, None, 1, cs)
+    delete_as(p, &heap::Func("operator delete"), akind::NEW, None, 1, cs)
 }
 extern "C" fn delete_sized_cs(p: *mut c_void, size: usize, cs: usize) {
-    delete_as(p, "operator delete", akind::NEW, Some(size), 1, cs)
+    delete_as(p, &heap::Func("operator delete"), akind::NEW, Some(size), 1, cs)
 }
 extern "C" fn delete_aligned_cs(p: *mut c_void, align: usize, cs: usize) {
-    delete_as(p, "operator delete", akind::NEW_ALIGNED, None, align, cs)
+    delete_as(p, &heap::Func("operator delete"), akind::NEW_ALIGNED, None, align, cs)
 }
 extern "C" fn delete_sized_aligned_cs(p: *mut c_void, size: usize, align: usize, cs: usize) {
-    delete_as(p, "operator delete", akind::NEW_ALIGNED, Some(size), align, cs)
+    delete_as(p, &heap::Func("operator delete"), akind::NEW_ALIGNED, Some(size), align, cs)
 }
 extern "C" fn delete_nothrow_cs(p: *mut c_void, _t: usize, cs: usize) {
-    delete_as(p, "operator delete", akind::NEW, None, 1, cs)
+    delete_as(p, &heap::Func("operator delete"), akind::NEW, None, 1, cs)
 }
 extern "C" fn delete_aligned_nothrow_cs(p: *mut c_void, align: usize, _t: usize, cs: usize) {
-    delete_as(p, "operator delete", akind::NEW_ALIGNED, None, align, cs)
+    delete_as(p, &heap::Func("operator delete"), akind::NEW_ALIGNED, None, align, cs)
 }
 extern "C" fn delete_arr_cs(p: *mut c_void, cs: usize) {
-    delete_as(p, "operator delete[]", akind::NEW_ARRAY, None, 1, cs)
+    delete_as(p, &heap::Func("operator delete[]"), akind::NEW_ARRAY, None, 1, cs)
 }
 extern "C" fn delete_arr_sized_cs(p: *mut c_void, size: usize, cs: usize) {
-    delete_as(p, "operator delete[]", akind::NEW_ARRAY, Some(size), 1, cs)
+    delete_as(p, &heap::Func("operator delete[]"), akind::NEW_ARRAY, Some(size), 1, cs)
 }
 extern "C" fn delete_arr_aligned_cs(p: *mut c_void, align: usize, cs: usize) {
-    delete_as(p, "operator delete[]", akind::NEW_ARRAY_ALIGNED, None, align, cs)
+    delete_as(p, &heap::Func("operator delete[]"), akind::NEW_ARRAY_ALIGNED, None, align, cs)
 }
 extern "C" fn delete_arr_sized_aligned_cs(p: *mut c_void, size: usize, align: usize, cs: usize) {
-    delete_as(p, "operator delete[]", akind::NEW_ARRAY_ALIGNED, Some(size), align, cs)
+    delete_as(p, &heap::Func("operator delete[]"), akind::NEW_ARRAY_ALIGNED, Some(size), align, cs)
 }
 extern "C" fn delete_arr_nothrow_cs(p: *mut c_void, _t: usize, cs: usize) {
-    delete_as(p, "operator delete[]", akind::NEW_ARRAY, None, 1, cs)
+    delete_as(p, &heap::Func("operator delete[]"), akind::NEW_ARRAY, None, 1, cs)
 }
 extern "C" fn delete_arr_aligned_nothrow_cs(p: *mut c_void, align: usize, _t: usize, cs: usize) {
-    delete_as(p, "operator delete[]", akind::NEW_ARRAY_ALIGNED, None, align, cs)
+    delete_as(p, &heap::Func("operator delete[]"), akind::NEW_ARRAY_ALIGNED, None, align, cs)
 }
 
 // operator delete(void*), (void*, size_t), (void*, align_val_t), (void*, size_t, align_val_t),
@@ -410,7 +410,7 @@ pub extern "C" fn malloc_type_calloc(n: usize, m: usize, id: u64) -> *mut c_void
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_realloc(p: *mut c_void, size: usize, id: u64) -> *mut c_void {
-    realloc_in(p, size, type_bucket(id), "malloc_type_realloc", 0)
+    realloc_in(p, size, type_bucket(id), &heap::Func("malloc_type_realloc"), 0)
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_aligned_alloc(align: usize, size: usize, id: u64) -> *mut c_void {
@@ -435,12 +435,12 @@ pub extern "C" fn __alloc_token_calloc(n: usize, m: usize, token: usize) -> *mut
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn __alloc_token_realloc(p: *mut c_void, size: usize, token: usize) -> *mut c_void {
-    realloc_in(p, size, token_bucket(token), "realloc", 0)
+    realloc_in(p, size, token_bucket(token), &heap::Func("realloc"), 0)
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn __alloc_token_reallocarray(p: *mut c_void, n: usize, m: usize, token: usize) -> *mut c_void {
     match n.checked_mul(m) {
-        Some(total) => realloc_in(p, total, token_bucket(token), "reallocarray", 0),
+        Some(total) => realloc_in(p, total, token_bucket(token), &heap::Func("reallocarray"), 0),
         None => size_overflow("reallocarray", n, m, 0),
     }
 }

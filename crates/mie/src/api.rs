@@ -42,7 +42,7 @@ pub unsafe fn checked_copy(dst: *mut u8, src: *const u8, n: usize) {
 /// The mie allocator as a Rust global allocator.
 pub struct Mie;
 
-const RUST_CALLER: Caller = Caller { func: "Rust dealloc", ret_addr: 0 };
+const RUST_CALLER: Caller = crate::caller!("Rust dealloc", 0);
 
 #[inline]
 fn untyped_bucket() -> usize {
@@ -148,12 +148,12 @@ pub fn alloc_typed(layout: Layout, key: TypeKey) -> *mut u8 {
 /// `p` must be null or a live block returned by mie; it must not be used afterwards.
 /// (An invalid `p` is still caught and reported, but the call is not sound.)
 pub unsafe fn free(p: *mut u8) {
-    heap::free(p, Caller { func: "mie::free", ret_addr: 0 })
+    heap::free(p, crate::caller!("mie::free", 0))
 }
 
 /// Bytes usable in a live block (its requested size). Aborts with a report for anything else.
 pub fn usable_size(p: *const u8) -> usize {
-    heap::usable_size(p, Caller { func: "mie::usable_size", ret_addr: 0 })
+    heap::usable_size(p, crate::caller!("mie::usable_size", 0))
 }
 
 /// (slot size, bucket) of the small block containing `p`, or `None` for large blocks and

@@ -25,6 +25,7 @@ pub enum Kind {
     HeapExecute,
     AccessFault,
     ForeignFree,
+    InvalidPointer,
 }
 
 impl Kind {
@@ -46,6 +47,7 @@ impl Kind {
             Kind::HeapExecute => "heap-execute",
             Kind::AccessFault => "access-fault",
             Kind::ForeignFree => "foreign-free",
+            Kind::InvalidPointer => "invalid-pointer",
         }
     }
 }

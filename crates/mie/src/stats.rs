@@ -5,7 +5,7 @@
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
-use crate::heap::{large::LARGE, layout::{BUCKET_SLOTS, REGION_COUNT}, size_class::CLASSES, slab::MAPPED_BYTES, tcache, BUCKETS};
+use crate::heap::{large::LARGE, layout::{BUCKET_SLOTS, REGION_COUNT}, pool::{self, MAPPED_BYTES, POOLS}, size_class::CLASSES, tcache};
 use crate::report::Line;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,7 +18,8 @@ pub struct BucketStats {
 
 #[derive(Clone, Debug)]
 pub struct Stats {
-    /// Bytes requested by live blocks, small and large.
+    /// Bytes in live blocks: a small block counts its whole slot, a large or sampled one
+    /// its requested size.
     pub live_bytes: u64,
     /// Bytes mapped read-write for slabs, metadata, caches and large blocks.
     pub mapped_bytes: u64,
@@ -60,17 +61,15 @@ pub fn snapshot() -> Stats {
         sampled_live_bytes: 0,
         buckets: [BucketStats::default(); REGION_COUNT],
     };
-    let mut live: i64 = 0;
     tcache::for_each(|tc| {
-        live = live.wrapping_add(tc.live_bytes.load(Ordering::Relaxed));
         for r in 0..REGION_COUNT {
             s.buckets[r].allocs += tc.allocs[r].load(Ordering::Relaxed);
             s.buckets[r].frees += tc.frees[r].load(Ordering::Relaxed);
         }
     });
-    for (r, b) in BUCKETS.iter().enumerate() {
-        s.buckets[r].slabs = b.slab_count() as u64;
-        s.buckets[r].purges = b.purges.load(Ordering::Relaxed) as u64;
+    for (r, p) in POOLS.iter().enumerate() {
+        s.buckets[r].slabs = pool::slab_count(r) as u64;
+        s.buckets[r].purges = p.purges.load(Ordering::Relaxed) as u64;
     }
     let l = LARGE.stats();
     s.large_live = l.live_count as u64;
@@ -80,7 +79,8 @@ pub fn snapshot() -> Stats {
     s.sampled_allocs = allocs;
     s.sampled_live = live_blocks;
     s.sampled_live_bytes = live_bytes;
-    s.live_bytes = live.max(0) as u64 + l.live_bytes as u64 + live_bytes;
+    let small: u64 = s.buckets.iter().enumerate().map(|(r, b)| (b.allocs.saturating_sub(b.frees)) * CLASSES[r / BUCKET_SLOTS].size as u64).sum();
+    s.live_bytes = small + l.live_bytes as u64 + live_bytes;
     s.mapped_bytes = (MAPPED_BYTES.load(Ordering::Relaxed) + l.mapped) as u64;
     s
 }

@@ -219,7 +219,7 @@ fn realloc_keeps_contents_and_bucket() {
     // Small-to-small moves keep the bucket; once a block has been large (no buckets there),
     // a later shrink lands in the bucket of the realloc call.
     for (i, size) in [11usize, 20, 100, 1000, 40_000, 200_000, 5_000_000, 64, 9].into_iter().enumerate() {
-        p = mie::heap::realloc(p, size, 1, mie::Caller { func: "realloc", ret_addr: 0 });
+        p = mie::heap::realloc(p, size, 1, mie::caller!("realloc", 0));
         assert!(!p.is_null());
         assert_eq!(usable_size(p), size);
         // SAFETY: p holds at least min(size, 10) of the original bytes.

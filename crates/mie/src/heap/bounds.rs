@@ -8,10 +8,10 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::layout::{self, Loc};
+use super::layout::Loc;
 use super::size_class::CLASSES;
 use super::slab::SlabMeta;
-use super::{describe_slot, large, sample, zero, BUCKETS, READY, STATE};
+use super::{describe_slot, large, pool, record, sample, zero, READY, STATE};
 use crate::report::{self, Kind};
 use crate::tag;
 
@@ -50,7 +50,7 @@ pub fn place(p: usize) -> Place {
     }
     let g = super::globals();
     let a = tag::untag(p);
-    if let Some(loc) = layout::decode(g.geo.heap_base, a) {
+    if let Some(loc) = g.geo.decode(a) {
         return small_place(g, a, &loc);
     }
     if sample::owns(a) || zero::owns(a) || large::maybe_live(a) {
@@ -81,16 +81,16 @@ fn other_place(a: usize) -> Place {
 #[inline(always)]
 fn small_place(g: &super::Globals, a: usize, loc: &Loc) -> Place {
     let k = &CLASSES[loc.class];
-    if loc.bucket > g.keys.pointer_buckets as usize || loc.slot >= k.nslots as usize || !BUCKETS[loc.region].slab_exists(loc.slab) {
+    if loc.bucket > g.keys.pointer_buckets as usize || loc.slot >= k.nslots as usize || !pool::slab_exists(loc.region, loc.slab) {
         // No block here: the access itself faults (unmapped) or hits a slab's unused tail.
         return Place::Unknown;
     }
-    let m = SlabMeta::of(g.geo.meta_base, k, loc.region, loc.slab);
+    let r = SlabMeta::of(&g.geo, k, loc.region, loc.slab).rec(k, loc.slot);
     let start = a - loc.interior;
-    if m.live_word(loc.slot).load(Ordering::Acquire) & (1u64 << (loc.slot % 64)) == 0 {
+    if !record::is_live(r) {
         return Place::Freed { start, size: k.size as usize };
     }
-    Place::Live { start, size: k.size as usize - m.slack(k, loc.slot) }
+    Place::Live { start, size: (k.size as usize).saturating_sub(record::slack(r)) }
 }
 
 /// Bytes from `p` to the end of its live block (0 if `p` is at or past the end, or the
@@ -127,7 +127,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
 /// addresses pass here and are turned away by the state check that follows.
 #[inline(always)]
 pub fn tracked(a: usize) -> bool {
-    a.wrapping_sub(super::globals().geo.heap_base) < layout::heap_size() || sample::owns(a) || zero::owns(a) || large::maybe_live(a)
+    super::globals().geo.holds_heap(a) || sample::owns(a) || zero::owns(a) || large::maybe_live(a)
 }
 
 /// Whether a call from `ret_addr` about `p` is checked at all: the heap is ready, the
@@ -176,7 +176,7 @@ fn verb(a: Access) -> &'static str {
 
 fn describe(o: &mut dyn Write, start: usize, state: &str) {
     let g = super::globals();
-    match layout::decode(g.geo.heap_base, start) {
+    match g.geo.decode(start) {
         Some(l) => describe_slot(o, &l, start, state),
         None => {
             let what = if sample::owns(start) {

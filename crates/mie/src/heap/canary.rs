@@ -23,9 +23,19 @@ pub const TAIL: usize = 16;
 #[inline]
 pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize) {
     let slack = slot_size - usable;
-    // SAFETY: both ranges lie inside the slot (the caller's guarantee).
+    let len = slack.min(MAX_CANARY);
+    // SAFETY: both ranges lie inside the slot (the caller's guarantee); a short canary is
+    // written by merging it into the word that ends where it ends (the block is not handed
+    // out yet, so its own bytes in that word cannot change meanwhile).
     unsafe {
-        write(pat, (slot + usable) as *mut u8, slack.min(MAX_CANARY));
+        if len >= 8 || len == 0 {
+            write(pat, (slot + usable) as *mut u8, len);
+        } else {
+            let a = slot + usable + len - 8;
+            let mask = !0u64 << (8 * (8 - len));
+            let old = (a as *const u64).read_unaligned();
+            (a as *mut u64).write_unaligned((old & !mask) | (word_at(pat, a) & mask));
+        }
         if slack > MAX_CANARY {
             write(pat, (slot + slot_size - TAIL) as *mut u8, TAIL);
         }
@@ -49,6 +59,51 @@ pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize
         }
     }
     None
+}
+
+/// Whether a small block's canaries are intact (the fast check; `check_small` finds the
+/// first bad byte for a report). Whole-word reads only.
+///
+/// # Safety
+/// `[slot, slot + slot_size)` must be the block's own readable slot, `usable >= 8` or the
+/// slot at least 16 bytes (always true of small blocks).
+#[inline(always)]
+pub unsafe fn small_intact(pat: u64, slot: usize, usable: usize, slot_size: usize) -> bool {
+    let slack = slot_size - usable;
+    // SAFETY: both ranges lie inside the slot (the caller's guarantee).
+    unsafe { intact(pat, slot + usable, slack.min(MAX_CANARY)) && (slack <= MAX_CANARY || intact(pat, slot + slot_size - TAIL, TAIL)) }
+}
+
+/// Whether the `len` canary bytes at `end` are intact. Reads whole words: when `len < 8`,
+/// the word that ends where the canary ends, with the block's own bytes in it masked off.
+///
+/// # Safety
+/// `[end, end + len)` must be readable and belong to the block's slot, and for `len < 8`
+/// the 8 bytes before `end + len` too (a small block's slot is at least 16 bytes).
+#[inline(always)]
+pub unsafe fn intact(pat: u64, end: usize, len: usize) -> bool {
+    // SAFETY (whole fn): the reads stay inside [end + len - 8, end + len) or [end, end + len).
+    unsafe {
+        if len >= 8 {
+            let w = word_at(pat, end);
+            let mut diff = 0u64;
+            let mut i = 0;
+            while i + 8 <= len {
+                diff |= ((end + i) as *const u64).read_unaligned() ^ w;
+                i += 8;
+            }
+            if i < len {
+                diff |= ((end + len - 8) as *const u64).read_unaligned() ^ word_at(pat, end + len - 8);
+            }
+            diff == 0
+        } else if len > 0 {
+            let a = end + len - 8;
+            let mask = !0u64 << (8 * (8 - len));
+            ((a as *const u64).read_unaligned() ^ word_at(pat, a)) & mask == 0
+        } else {
+            true
+        }
+    }
 }
 
 /// The canary pattern word for a block: the byte at address `a` is `pattern >> 8*(a % 8)`.
@@ -79,7 +134,7 @@ fn word_at(pat: u64, a: usize) -> u64 {
 ///
 /// # Safety
 /// The range must be writable memory owned by the block's slot.
-#[inline]
+#[inline(always)]
 pub unsafe fn write(pat: u64, end: *mut u8, len: usize) {
     let a = end as usize;
     if len >= 8 {
@@ -153,6 +208,42 @@ mod tests {
             // Bytes between the two canaries (long slack) stay as they were: zero.
             if slot - usable > MAX_CANARY + TAIL {
                 assert!(buf[usable + MAX_CANARY..slot - TAIL].iter().all(|&b| b == 0));
+            }
+        }
+    }
+
+    #[test]
+    fn word_checks_agree_with_the_byte_check() {
+        // Every slot size, usable size and slot alignment: the fast check and the short
+        // write (merged into a word) agree with the byte-exact check and write.
+        for slot in [16usize, 32, 48, 80, 128, 256] {
+            for usable in 0..=slot {
+                let mut buf = vec![0x5au8; slot + 16];
+                let base = (buf.as_mut_ptr() as usize + 15) & !15;
+                let pat = pattern(11, base);
+                if usable < 8 && slot - usable < 8 {
+                    continue;
+                }
+                // SAFETY: the slot lies inside buf.
+                unsafe { write_small(pat, base, usable, slot) };
+                // The block's own bytes are untouched.
+                // SAFETY: as above.
+                assert!((0..usable).all(|i| unsafe { *((base + i) as *const u8) } == 0x5a), "slot {slot} usable {usable}");
+                // SAFETY: as above.
+                unsafe {
+                    assert!(small_intact(pat, base, usable, slot));
+                    assert_eq!(check_small(pat, base, usable, slot), None);
+                }
+                for i in usable..slot {
+                    // SAFETY: i < slot: inside buf.
+                    let b = unsafe { &mut *((base + i) as *mut u8) };
+                    let saved = *b;
+                    *b ^= 0x40;
+                    // SAFETY: as above.
+                    let (fast, exact) = unsafe { (small_intact(pat, base, usable, slot), check_small(pat, base, usable, slot)) };
+                    assert_eq!(fast, exact.is_none(), "slot {slot} usable {usable} byte {i}");
+                    *b = saved;
+                }
             }
         }
     }

@@ -7,11 +7,11 @@
 use core::fmt::Write;
 
 use super::large::{self, Entry};
-use super::layout::{self, Loc};
+use super::layout::Loc;
 use super::sample::{self, Slot};
 use super::size_class::CLASSES;
 use super::slab::SlabMeta;
-use super::{describe_slot, globals, zero, BUCKETS, READY, STATE};
+use super::{describe_slot, globals, pool, zero, READY, STATE};
 use crate::platform;
 use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
@@ -161,11 +161,11 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
     if in_heap && code == SEGV_ACCERR {
         // Mapped slab memory (read-write): the program jumped into it, or changed its
         // protection itself.
-        if let Some(l) = layout::decode(geo.heap_base, addr).filter(slot_exists) {
+        if let Some(l) = geo.decode(addr).filter(slot_exists) {
             let k = &CLASSES[l.class];
             let start = addr - l.interior;
-            let m = SlabMeta::new(geo.meta_base, l.region, l.slab);
-            let live = m.is_live(l.slot);
+            let m = SlabMeta::new(geo, l.region, l.slab);
+            let live = m.is_live(k, l.slot);
             let size = if live { (k.size as usize).saturating_sub(m.slack(k, l.slot)) } else { k.size as usize };
             return Some(Finding::InBlock { addr, pc, start, size, live, large: false, exec, loc: Some(l) });
         }
@@ -175,7 +175,7 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
 
 /// Is the decoded slot inside a slab that exists?
 fn slot_exists(l: &Loc) -> bool {
-    BUCKETS[l.region].slab_exists(l.slab) && l.slot < CLASSES[l.class].nslots as usize
+    pool::slab_exists(l.region, l.slab) && l.slot < CLASSES[l.class].nslots as usize
 }
 
 fn tag_fault(raw: usize, pc: usize) -> TagFault {
@@ -183,7 +183,7 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     let addr = tag::strip(raw);
     let ptag = tag::tag_of(raw);
     let mut f = TagFault { raw, pc, kind: Kind::TagCheckFault, ptag, mtag: 0, loc: None, slot: 0, live: false, origin: 0, meta: false };
-    let Some(l) = layout::decode(g.geo.heap_base, addr).filter(slot_exists) else {
+    let Some(l) = g.geo.decode(addr).filter(slot_exists) else {
         f.meta = g.geo.holds_meta(addr);
         f.kind = if f.meta { Kind::InvalidAccess } else { Kind::TagCheckFault };
         return f;
@@ -192,7 +192,7 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     let k = &CLASSES[l.class];
     let size = k.size as usize;
     let slot = addr - l.interior;
-    let m = SlabMeta::new(g.geo.meta_base, l.region, l.slab);
+    let m = SlabMeta::new(&g.geo, l.region, l.slab);
     // The block the pointer came from: the neighbour whose tag it carries, if any.
     let left = slot.checked_sub(size).filter(|_| l.slot > 0);
     let right = Some(slot + size).filter(|_| l.slot + 1 < k.nslots as usize);
@@ -214,7 +214,7 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     } else {
         (Kind::UseAfterFree, 0)
     };
-    TagFault { kind, mtag, loc: Some(l), slot, live: m.is_live(l.slot), origin, ..f }
+    TagFault { kind, mtag, loc: Some(l), slot, live: m.is_live(k, l.slot), origin, ..f }
 }
 
 impl Finding {
@@ -416,7 +416,7 @@ mod tests {
     use crate::heap::{self, kind, Caller};
     use proptest::prelude::*;
 
-    const WHO: Caller = Caller { func: "test", ret_addr: 0 };
+    const WHO: Caller = crate::caller!("test", 0);
 
     /// What an address is, as the test set it up.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -488,8 +488,8 @@ mod tests {
             add(&stack as *const u64 as usize, &[0], Truth::Elsewhere);
             World {
                 points,
-                heap: (g.geo.heap_base, layout::heap_size()),
-                meta: (g.geo.meta_base, layout::meta_size()),
+                heap: (g.geo.heap_base, g.geo.heap_size()),
+                meta: (g.geo.meta_base, g.geo.meta_size()),
             }
         })
     }

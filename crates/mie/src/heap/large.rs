@@ -488,6 +488,29 @@ impl Large {
         self.table().find(p).map(|e| unsafe { *e })
     }
 
+    /// Whether a large block once started at `p` and was freed, its quarantine over (its
+    /// table entry is kept as a tombstone until the slot is reused: best effort).
+    pub fn was_freed(&self, p: usize) -> bool {
+        let _g = self.lock.guard();
+        let t = self.table();
+        if t.cap == 0 {
+            return false;
+        }
+        let mask = t.cap - 1;
+        let mut i = hash(p) & mask;
+        for _ in 0..t.cap {
+            // SAFETY: i < cap, inside the committed table, read under the lock.
+            let e = unsafe { &*t.slots.add(i) };
+            match e.state {
+                EMPTY => return false,
+                TOMBSTONE if e.addr == p => return true,
+                _ => {}
+            }
+            i = (i + 1) & mask;
+        }
+        false
+    }
+
     /// For the fault handler: the large block (live or quarantined) whose mapping, guard
     /// pages included, contains `addr`. A linear scan, without waiting on the lock (if this
     /// thread faulted while holding it, the answer is None).

@@ -81,8 +81,6 @@ impl Shape {
     }
 }
 
-static REGION_SHIFT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(Shape::LARGE.region_shift);
-
 /// Pick the shape the address space allows: the large one if its highest address can be
 /// mapped, else the small one. Probes with one inaccessible page, unmapped at once.
 pub fn init_shape() -> Shape {
@@ -95,30 +93,11 @@ pub fn init_shape() -> Shape {
         }
         ok
     };
-    let s = if fits(&Shape::LARGE) { Shape::LARGE } else { Shape::SMALL };
-    REGION_SHIFT.store(s.region_shift, core::sync::atomic::Ordering::Relaxed);
-    s
-}
-
-#[inline(always)]
-pub fn region_shift() -> u32 {
-    REGION_SHIFT.load(core::sync::atomic::Ordering::Relaxed)
-}
-#[inline(always)]
-pub fn region_size() -> usize {
-    1 << region_shift()
-}
-#[inline(always)]
-pub fn meta_region_shift() -> u32 {
-    region_shift() - 2
-}
-#[inline(always)]
-pub fn heap_size() -> usize {
-    REGION_COUNT << region_shift()
-}
-#[inline(always)]
-pub fn meta_size() -> usize {
-    REGION_COUNT << meta_region_shift()
+    if fits(&Shape::LARGE) {
+        Shape::LARGE
+    } else {
+        Shape::SMALL
+    }
 }
 
 /// Where a small-block pointer lives, decoded from its address alone.
@@ -133,60 +112,108 @@ pub struct Loc {
     pub interior: usize,
 }
 
-#[inline]
+#[inline(always)]
 pub const fn region_of(class: usize, bucket: usize) -> usize {
     class * BUCKET_SLOTS + bucket
 }
 
-#[inline]
-pub fn max_slabs(k: &ClassInfo) -> usize {
-    region_size() >> k.slab_shift
+/// The two reservations and the region shape, fixed at start-up and passed around by
+/// reference: every address computation is shifts and masks of these.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub heap_base: usize,
+    pub meta_base: usize,
+    pub region_shift: u32,
 }
 
-/// Decode an address relative to the heap base. `None` if it is outside the heap.
-#[inline]
-pub fn decode(heap_base: usize, p: usize) -> Option<Loc> {
-    decode_in(region_shift(), heap_base, p)
-}
+impl Geometry {
+    pub const NONE: Geometry = Geometry { heap_base: 0, meta_base: 0, region_shift: Shape::LARGE.region_shift };
 
-#[inline(always)]
-fn decode_in(shift: u32, heap_base: usize, p: usize) -> Option<Loc> {
-    let off = p.wrapping_sub(heap_base);
-    if off >= REGION_COUNT << shift {
-        return None;
+    pub fn new(shape: Shape, heap_base: usize, meta_base: usize) -> Self {
+        Geometry { heap_base, meta_base, region_shift: shape.region_shift }
     }
-    let region = off >> shift;
-    let class = region / BUCKET_SLOTS;
-    // SAFETY-free indexing: region < REGION_COUNT so class < CLASS_COUNT.
-    let k = &CLASSES[class];
-    let in_region = off & ((1usize << shift) - 1);
-    let slab = in_region >> k.slab_shift;
-    let in_slab = (in_region & ((1usize << k.slab_shift) - 1)) as u64;
-    let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
-    let interior = in_slab as usize - slot * k.size as usize;
-    Some(Loc { region, class, bucket: region % BUCKET_SLOTS, slab, slot, interior })
-}
 
-#[inline]
-pub fn slot_addr(heap_base: usize, region: usize, slab: usize, slot: usize) -> usize {
-    slot_addr_in(region_shift(), heap_base, region, slab, slot)
-}
+    #[inline(always)]
+    pub const fn region_size(&self) -> usize {
+        1 << self.region_shift
+    }
+    #[inline(always)]
+    pub const fn meta_region_shift(&self) -> u32 {
+        self.region_shift - 2
+    }
+    #[inline(always)]
+    pub const fn heap_size(&self) -> usize {
+        REGION_COUNT << self.region_shift
+    }
+    #[inline(always)]
+    pub const fn meta_size(&self) -> usize {
+        REGION_COUNT << self.meta_region_shift()
+    }
+    #[inline(always)]
+    pub fn max_slabs(&self, k: &ClassInfo) -> usize {
+        self.region_size() >> k.slab_shift
+    }
 
-#[inline(always)]
-fn slot_addr_in(shift: u32, heap_base: usize, region: usize, slab: usize, slot: usize) -> usize {
-    let k = &CLASSES[region / BUCKET_SLOTS];
-    heap_base + (region << shift) + (slab << k.slab_shift) + slot * k.size as usize
-}
+    /// Is `addr` (untagged) inside the heap's address range (mapped or not)?
+    #[inline(always)]
+    pub fn holds_heap(&self, addr: usize) -> bool {
+        self.heap_base != 0 && addr.wrapping_sub(self.heap_base) < self.heap_size()
+    }
 
-#[inline]
-pub fn slab_meta_addr(meta_base: usize, region: usize, slab: usize) -> usize {
-    let k = &CLASSES[region / BUCKET_SLOTS];
-    meta_base + (region << meta_region_shift()) + META_SLABS_OFF + slab * k.meta_stride as usize
-}
+    /// Is `addr` (untagged) inside the metadata's address range (mapped or not)?
+    pub fn holds_meta(&self, addr: usize) -> bool {
+        self.meta_base != 0 && addr.wrapping_sub(self.meta_base) < self.meta_size()
+    }
 
-#[inline]
-pub fn partial_list_addr(meta_base: usize, region: usize) -> usize {
-    meta_base + (region << meta_region_shift())
+    /// Decode an (untagged) address. `None` if it is outside the heap.
+    #[inline(always)]
+    pub fn decode(&self, p: usize) -> Option<Loc> {
+        let shift = self.region_shift;
+        let off = p.wrapping_sub(self.heap_base);
+        if off >= REGION_COUNT << shift {
+            return None;
+        }
+        let region = off >> shift;
+        let class = region / BUCKET_SLOTS;
+        // SAFETY: region < REGION_COUNT, so class < CLASS_COUNT.
+        let k = unsafe { CLASSES.get_unchecked(class) };
+        let in_region = off & ((1usize << shift) - 1);
+        let slab = in_region >> k.slab_shift;
+        let in_slab = (in_region & ((1usize << k.slab_shift) - 1)) as u64;
+        let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
+        let interior = in_slab as usize - slot * k.size as usize;
+        Some(Loc { region, class, bucket: region % BUCKET_SLOTS, slab, slot, interior })
+    }
+
+    /// The region of a slot address known to be in the heap.
+    #[inline(always)]
+    pub fn region_of_addr(&self, p: usize) -> usize {
+        (p - self.heap_base) >> self.region_shift
+    }
+
+    #[inline(always)]
+    pub fn slab_base(&self, region: usize, slab: usize) -> usize {
+        // SAFETY-free indexing: callers pass region < REGION_COUNT.
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        self.heap_base + (region << self.region_shift) + (slab << k.slab_shift)
+    }
+
+    #[inline(always)]
+    pub fn slot_addr(&self, region: usize, slab: usize, slot: usize) -> usize {
+        self.slab_base(region, slab) + slot * CLASSES[region / BUCKET_SLOTS].size as usize
+    }
+
+    /// Address of the metadata of `slab` in `region` (class `k`).
+    #[inline(always)]
+    pub fn slab_meta_addr(&self, k: &ClassInfo, region: usize, slab: usize) -> usize {
+        self.meta_base + (region << self.meta_region_shift()) + META_SLABS_OFF + slab * k.meta_stride as usize
+    }
+
+    /// Start of a metadata region (the pool's bookkeeping lives below its slab metadata).
+    #[inline(always)]
+    pub fn meta_region(&self, region: usize) -> usize {
+        self.meta_base + (region << self.meta_region_shift())
+    }
 }
 
 #[cfg(test)]
@@ -210,7 +237,6 @@ mod tests {
     fn decode_inverts_slot_addr() {
         for sh in SHAPES {
             let base = sh.heap_window.0;
-            let rs = sh.region_shift;
             let mut seed = 7u64;
             for _ in 0..100_000 {
                 seed = crate::rand::mix64(seed);
@@ -218,17 +244,19 @@ mod tests {
                 let k = &CLASSES[region / BUCKET_SLOTS];
                 let slab = ((seed >> 20) as usize) % (sh.region_size() >> k.slab_shift);
                 let slot = ((seed >> 40) as usize) % k.nslots as usize;
-                let p = slot_addr_in(rs, base, region, slab, slot);
-                let l = decode_in(rs, base, p).unwrap();
+                let g = Geometry::new(sh, base, 0);
+                let p = g.slot_addr(region, slab, slot);
+                let l = g.decode(p).unwrap();
                 assert_eq!((l.region, l.slab, l.slot, l.interior), (region, slab, slot, 0));
                 assert_eq!((l.class, l.bucket), (region / BUCKET_SLOTS, region % BUCKET_SLOTS));
                 // Every interior byte decodes to the same slot with its offset.
                 let d = ((seed >> 8) as usize) % k.size as usize;
-                let l2 = decode_in(rs, base, p + d).unwrap();
+                let l2 = g.decode(p + d).unwrap();
                 assert_eq!((l2.region, l2.slab, l2.slot, l2.interior), (region, slab, slot, d));
             }
-            assert_eq!(decode_in(rs, base, base - 1), None);
-            assert_eq!(decode_in(rs, base, base + sh.heap_size()), None);
+            let g = Geometry::new(sh, base, 0);
+            assert_eq!(g.decode(base - 1), None);
+            assert_eq!(g.decode(base + sh.heap_size()), None);
         }
     }
 
@@ -255,11 +283,12 @@ mod tests {
         // address can never change owner.
         for sh in SHAPES {
             let rs = sh.region_shift;
+            let g = Geometry::new(sh, 0, 0);
             for r in 0..REGION_COUNT {
                 let k = &CLASSES[r / BUCKET_SLOTS];
-                let last = slot_addr_in(rs, 0, r, (sh.region_size() >> k.slab_shift) - 1, k.nslots as usize - 1) + k.size as usize - 1;
+                let last = g.slot_addr(r, (sh.region_size() >> k.slab_shift) - 1, k.nslots as usize - 1) + k.size as usize - 1;
                 assert_eq!(last >> rs, r);
-                assert_eq!(slot_addr_in(rs, 0, r, 0, 0) >> rs, r);
+                assert_eq!(g.slot_addr(r, 0, 0) >> rs, r);
             }
         }
     }

@@ -7,6 +7,7 @@ use crate::options::MAX_QUARANTINE;
 use crate::rand::Rng;
 
 pub const RANDOM_STAGE: usize = 16;
+const _: () = assert!(RANDOM_STAGE.is_power_of_two());
 
 /// How long the ring may grow: at most `cap` entries and `budget` bytes.
 #[derive(Clone, Copy)]
@@ -66,6 +67,40 @@ impl Quarantine {
         }
     }
 
+    /// `push` and the first `pop_expired` in one: quarantine `p` (slot of `size` bytes) in
+    /// place of the occupant `j` (< RANDOM_STAGE, random) of the random stage, which moves
+    /// to the ring; return the ring's oldest block if the ring is now over its limits (0:
+    /// none). In the steady state exactly one block leaves per block that enters.
+    #[inline(always)]
+    pub fn push_pop(&mut self, p: usize, size: usize, j: usize, Limits { cap, budget }: Limits) -> usize {
+        let j = j & (RANDOM_STAGE - 1);
+        let victim = core::mem::replace(&mut self.random[j], p);
+        let vsize = core::mem::replace(&mut self.random_size[j], size as u32) as usize;
+        self.random_bytes = self.random_bytes + size - vsize;
+        if victim == 0 {
+            return 0;
+        }
+        let i = (self.head + self.len) & (RING - 1);
+        self.ring[i] = victim;
+        self.ring_size[i] = vsize as u32;
+        self.len += 1;
+        self.ring_bytes += vsize;
+        if self.len > cap || self.ring_bytes > budget {
+            let old = self.ring[self.head];
+            self.ring_bytes -= self.ring_size[self.head] as usize;
+            self.head = (self.head + 1) & (RING - 1);
+            self.len -= 1;
+            return old;
+        }
+        0
+    }
+
+    /// Whether the ring is over its limits (another block must leave).
+    #[inline(always)]
+    pub fn over(&self, Limits { cap, budget }: Limits) -> bool {
+        self.len > cap || (self.ring_bytes > budget && self.len > 0)
+    }
+
     /// The oldest block of the ring if the ring is over its limits (at most `cap` entries
     /// and `budget` bytes; cap ≥ 1), else None. Call until None after each push.
     #[inline]
@@ -78,6 +113,29 @@ impl Quarantine {
             return Some(old);
         }
         None
+    }
+
+    /// Take up to `out.len()` blocks out of the quarantine (oldest first after the random
+    /// stage), setting `n` to how many; 0 when it is empty.
+    pub fn drain_some(&mut self, out: &mut [usize], n: &mut usize) {
+        *n = 0;
+        for (e, size) in self.random.iter_mut().zip(self.random_size.iter_mut()) {
+            if *n == out.len() {
+                return;
+            }
+            if *e != 0 {
+                out[*n] = core::mem::replace(e, 0);
+                self.random_bytes -= core::mem::replace(size, 0) as usize;
+                *n += 1;
+            }
+        }
+        while self.len > 0 && *n < out.len() {
+            out[*n] = self.ring[self.head];
+            self.ring_bytes -= self.ring_size[self.head] as usize;
+            self.head = (self.head + 1) & (RING - 1);
+            self.len -= 1;
+            *n += 1;
+        }
     }
 
     /// Empty the quarantine (thread exit, trim), passing every block to `release`.

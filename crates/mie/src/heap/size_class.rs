@@ -6,15 +6,20 @@ pub const CLASS_COUNT: usize = 48;
 pub const MAX_SMALL: usize = 128 << 10;
 /// Classes at or below this size are zeroed on free and checked for writes after free.
 pub const ZERO_MAX: usize = 16 << 10;
-/// Slabs are never smaller than this (16 KiB) nor larger than 1 MiB.
+/// Slabs are never smaller than this (16 KiB); they hold 16 slots up to 4 KiB classes and
+/// are at most 64 KiB above (or one slot, for the largest classes: 128 KiB), so an empty
+/// slab of a big class does not hold much memory. A slot's unused tail in its slab is never
+/// touched, so it costs address space, not memory.
 const MIN_SLAB_SHIFT: u32 = 14;
-const MAX_SLAB_SHIFT: u32 = 20;
+const MAX_SLAB_SHIFT: u32 = 17;
 pub const MAX_SLOTS: usize = 1 << (MIN_SLAB_SHIFT - 4);
 pub const MAX_WORDS: usize = MAX_SLOTS / 64;
 /// `(off * magic) >> MAGIC_SHIFT == off / size` for every offset inside a slab (≤ 1 MiB).
 pub const MAGIC_SHIFT: u32 = 40;
-/// Bytes of per-slab metadata header (see `slab.rs`).
-pub const SLAB_HEADER: usize = 16;
+/// Bytes of per-slab metadata header (see `slab.rs`): one cache line.
+pub const SLAB_HEADER: usize = 64;
+/// Classes up to this size keep 16-bit slot records (their slack fits in 8 bits).
+pub const NARROW_RECORD_MAX: usize = 224;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ClassInfo {
@@ -23,9 +28,14 @@ pub struct ClassInfo {
     pub nslots: u16,
     /// 64-bit words in each per-slab bitmap.
     pub words: u8,
-    /// Bytes per slot in the out-of-line slack table (1, 2 or 4).
-    pub slack_width: u8,
-    /// Bytes of metadata per slab (header, three bitmaps, slack table, tag nibbles), 16-aligned.
+    /// Slot records are 32-bit (else 16-bit).
+    pub wide: bool,
+    /// Offsets inside a slab's metadata: the remote-free bitmap (its own cache lines), the
+    /// owner's free bitmap, the slot records.
+    pub remote_off: u16,
+    pub free_off: u16,
+    pub rec_off: u16,
+    /// Bytes of metadata per slab (header, bitmaps, records), 64-aligned.
     pub meta_stride: u32,
     pub magic: u64,
     /// Thread-cache depth for this class.
@@ -44,25 +54,21 @@ pub const fn class_size(i: usize) -> usize {
 
 const fn make(i: usize) -> ClassInfo {
     let size = class_size(i);
+    let target = if 16 * size <= 64 << 10 { 16 * size } else if size > 64 << 10 { size } else { 64 << 10 };
     let mut shift = MIN_SLAB_SHIFT;
-    while shift < MAX_SLAB_SHIFT && (1usize << shift) < 16 * size {
+    while shift < MAX_SLAB_SHIFT && (1usize << shift) < target {
         shift += 1;
     }
     let nslots = (1usize << shift) / size;
     let words = nslots.div_ceil(64);
-    // Slack can be the whole slot (a zero-byte request), so the width must hold `size`.
-    let slack_width = if size < 256 {
-        1
-    } else if size < 65536 {
-        2
-    } else {
-        4
-    };
-    // Header, three bitmaps, the slack table, then one byte per slot: the previous tag
-    // (low nibble) and how the block was allocated (high nibble).
-    let meta = SLAB_HEADER + 3 * 8 * words + slack_width * nslots + nslots;
-    // Thread-cache bin capacity: a batch (half of it) moves per bucket lock, so small
-    // classes, the most frequent, move many slots at a time.
+    // Slack can be the whole slot (a zero-byte request): narrow records hold up to 255.
+    let wide = size > NARROW_RECORD_MAX;
+    let remote_off = SLAB_HEADER;
+    let free_off = remote_off + (8 * words).next_multiple_of(64);
+    let rec_off = free_off + 8 * words;
+    let meta = rec_off + nslots * if wide { 4 } else { 2 };
+    // Thread-cache bin capacity: a batch (half of it) moves per refill, so small classes,
+    // the most frequent, move many slots at a time.
     let cache_cap = if size <= 256 {
         64
     } else if size <= 1024 {
@@ -79,8 +85,11 @@ const fn make(i: usize) -> ClassInfo {
         slab_shift: shift as u8,
         nslots: nslots as u16,
         words: words as u8,
-        slack_width: slack_width as u8,
-        meta_stride: ((meta + 15) & !15) as u32,
+        wide,
+        remote_off: remote_off as u16,
+        free_off: free_off as u16,
+        rec_off: rec_off as u16,
+        meta_stride: meta.next_multiple_of(64) as u32,
         magic: (1u64 << MAGIC_SHIFT) / size as u64 + 1,
         cache_cap,
     }
@@ -95,6 +104,32 @@ pub static CLASSES: [ClassInfo; CLASS_COUNT] = {
     }
     t
 };
+
+/// Requests up to this size (canary byte included: `need <= FAST_MAX`) take their class
+/// from a table.
+pub const FAST_MAX: usize = 1024;
+
+/// Class by ceil(need / 16), for need <= FAST_MAX.
+static FAST_CLASS: [u8; FAST_MAX / 16 + 1] = {
+    let mut t = [0u8; FAST_MAX / 16 + 1];
+    let mut i = 1;
+    while i <= FAST_MAX / 16 {
+        let mut c = 0;
+        while class_size(c) < i * 16 {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The class for `need` bytes, 1 <= need <= FAST_MAX (a table load).
+#[inline(always)]
+pub fn fast_class(need: usize) -> usize {
+    debug_assert!(need <= FAST_MAX);
+    FAST_CLASS[(need + 15) >> 4] as usize
+}
 
 /// The smallest class holding `size` bytes (`size <= MAX_SMALL`), branch-light:
 /// one compare, then either a shift or a leading-zero count.
@@ -165,16 +200,28 @@ mod tests {
     }
 
     #[test]
+    fn fast_class_table_matches_class_of() {
+        for need in 1..=FAST_MAX {
+            assert_eq!(fast_class(need), class_of(need), "need {need}");
+        }
+    }
+
+    #[test]
     fn slab_geometry() {
         for (i, k) in CLASSES.iter().enumerate() {
             let slab = 1usize << k.slab_shift;
-            assert!(k.nslots as usize >= 8, "class {i} has {} slots", k.nslots);
+            assert!(k.nslots as usize >= if k.size <= 4096 { 16 } else { 1 }, "class {i} has {} slots", k.nslots);
+            assert!(k.size > 4096 || (slab >= 16 * k.size as usize && (slab < 32 * k.size as usize || slab == 1 << MIN_SLAB_SHIFT)), "class {i}");
+            assert!(k.size <= 4096 || slab <= (64 << 10).max((k.size as usize).next_power_of_two()), "class {i}: slab {slab}");
             assert!(k.nslots as usize <= MAX_SLOTS);
             assert!(k.nslots as usize * k.size as usize <= slab);
             assert!(k.words as usize <= MAX_WORDS);
-            assert_eq!(k.meta_stride % 16, 0);
-            // The slack table must hold a slack of the whole slot (zero-byte request).
-            assert!((k.size as u64) < 1u64 << (8 * k.slack_width as u32), "class {i} slack width");
+            assert_eq!(k.meta_stride % 64, 0);
+            assert_eq!(k.remote_off % 64, 0, "the remote bitmap has its own cache lines");
+            // A record holds a slack of the whole slot (zero-byte request).
+            let slack_bits = if k.wide { 24 } else { 8 };
+            assert!((k.size as u64) < 1u64 << slack_bits, "class {i} record width");
+            assert!(k.rec_off as usize + k.nslots as usize * if k.wide { 4 } else { 2 } <= k.meta_stride as usize);
             // Waste at the end of a slab stays below one slot.
             assert!(slab - k.nslots as usize * (k.size as usize) < (k.size as usize));
         }

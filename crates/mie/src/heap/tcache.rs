@@ -1,138 +1,243 @@
-//! Thread caches: per thread, a small stack of ready slots for every (class, bucket), the
-//! thread's quarantine and its statistics. The common malloc and free touch only this and
-//! the slot's atomic live bit: no lock. Batches move between a cache and the central bucket
-//! under the bucket's lock.
+//! Thread caches. Each cache owns slabs (`owner.rs`): per (class, bucket) a bin of shuffled
+//! free slots ready for malloc and a list of its slabs with free slots; its quarantine; its
+//! notification stack (slabs where other threads freed blocks); its statistics. A thread
+//! reaches its cache through one initial-exec TLS word.
 //!
-//! Caches are carved from their own mappings (never from the heap), kept on a registry list
-//! for statistics, and recycled when a thread exits (its cached slots go back to the buckets).
+//! Caches are never unmapped: when a thread exits, its cache gives back what it can and
+//! becomes idle, still owning its non-empty slabs, and the next new thread takes it over.
+//! Frees into an idle cache's slabs are collected by the freeing thread itself ("helping"),
+//! so memory freed after its owner exited is not stranded.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use super::layout::REGION_COUNT;
 use super::quarantine::Quarantine;
-use crate::platform::{self, lock::Lock};
+use crate::platform::{self, lock::Lock, tls};
 use crate::rand::Rng;
 
 /// The largest `cache_cap` of any class.
 pub const BIN_CAP: usize = 64;
+/// Caches that can exist at once (threads beyond this share a locked fallback cache).
+pub const MAX_CACHES: usize = 16384;
 
+/// Free slots ready to be handed out, in random order (a stack: the top is next).
 #[derive(Clone, Copy)]
 pub struct Bin {
     pub n: u32,
     pub slots: [usize; BIN_CAP],
 }
 
-pub struct TCache {
-    pub bins: [Bin; REGION_COUNT],
-    pub quarantine: Quarantine,
-    pub rng: Rng,
-    /// Owner-written counters (relaxed load + store), read by statistics from any thread.
+/// A cache's slabs of one region.
+#[derive(Clone, Copy)]
+pub struct Owned {
+    /// Head of the list of owned slabs with free slots (slab index + 1; 0 = none).
+    pub partial: u32,
+    /// Slabs on that list whose every slot is free.
+    pub empties: u32,
+}
+
+/// Written by other threads (pushes of slabs with new remote frees): its own cache line.
+#[repr(C, align(64))]
+pub struct Notify {
+    pub head: AtomicU32,
+}
+
+/// The part of a cache other threads touch: its notification stack, whether a thread uses
+/// it, its statistics (single writer: the owner; read by anyone).
+#[repr(C)]
+pub struct Shared {
+    pub id: u32,
+    pub notify: Notify,
+    /// A thread uses the cache (or a helper is collecting for it).
+    pub in_use: AtomicBool,
     pub allocs: [AtomicU64; REGION_COUNT],
     pub frees: [AtomicU64; REGION_COUNT],
-    pub live_bytes: AtomicI64,
+    next: AtomicPtr<Entry>,
+}
+
+/// The owner's part: only the thread using the cache touches it (`with_cache`).
+#[repr(C)]
+pub struct TCache {
+    pub id: u32,
     /// Allocations left until the next guarded sample (0 = draw a new distance).
     pub sample_countdown: u32,
     /// Set while this thread places a sampled block (its stack capture must not sample).
     pub in_sample: bool,
-    next: AtomicPtr<TCache>,
-    in_use: AtomicBool,
+    pub rng: Rng,
+    /// Random bits for the quarantine's random stage, used 4 at a time.
+    pub qbits: u64,
+    sh: *const Shared,
+    pub bins: [Bin; REGION_COUNT],
+    pub owned: [Owned; REGION_COUNT],
+    pub quarantine: Quarantine,
+}
+
+/// One cache: both parts, in one mapping.
+#[repr(C)]
+pub struct Entry {
+    pub shared: Shared,
+    local: UnsafeCell<TCache>,
+}
+
+impl Shared {
+    const fn new() -> Self {
+        Shared {
+            id: 0,
+            notify: Notify { head: AtomicU32::new(0) },
+            in_use: AtomicBool::new(false),
+            allocs: [const { AtomicU64::new(0) }; REGION_COUNT],
+            frees: [const { AtomicU64::new(0) }; REGION_COUNT],
+            next: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
 }
 
 impl TCache {
     const fn new() -> Self {
         TCache {
-            bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
-            quarantine: Quarantine::new(),
-            rng: Rng::from_seed(0),
-            allocs: [const { AtomicU64::new(0) }; REGION_COUNT],
-            frees: [const { AtomicU64::new(0) }; REGION_COUNT],
-            live_bytes: AtomicI64::new(0),
+            id: 0,
             sample_countdown: 0,
             in_sample: false,
-            next: AtomicPtr::new(ptr::null_mut()),
-            in_use: AtomicBool::new(false),
+            rng: Rng::from_seed(0),
+            qbits: 0,
+            sh: ptr::null(),
+            bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
+            owned: [Owned { partial: 0, empties: 0 }; REGION_COUNT],
+            quarantine: Quarantine::new(),
         }
     }
 
-    /// Single-writer increment: only the owning thread writes these counters.
-    #[inline]
-    pub fn bump(c: &AtomicU64) {
+    /// The shared part of this cache.
+    #[inline(always)]
+    pub fn shared(&self) -> &Shared {
+        // SAFETY: set when the cache is created to its entry's shared part, never unmapped.
+        unsafe { &*self.sh }
+    }
+
+    /// Count an allocation in `region` (single writer: this thread). Live bytes follow from
+    /// the counts and the class sizes (statistics count a small block's whole slot).
+    #[inline(always)]
+    pub fn count_alloc(&self, region: usize) {
+        // SAFETY: region < REGION_COUNT for every caller (it indexed a bin already).
+        let c = unsafe { self.shared().allocs.get_unchecked(region) };
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
-    #[inline]
-    pub fn add_live(&self, d: i64) {
-        self.live_bytes.store(self.live_bytes.load(Ordering::Relaxed).wrapping_add(d), Ordering::Relaxed);
+    #[inline(always)]
+    pub fn count_free(&self, region: usize) {
+        // SAFETY: as in count_alloc.
+        let c = unsafe { self.shared().frees.get_unchecked(region) };
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
+
+    /// A random index into the quarantine's random stage (4 bits of a buffered random
+    /// word; the word is refilled when its bits run out).
+    #[inline(always)]
+    pub fn stage_index(&mut self) -> usize {
+        if self.qbits <= 0xf {
+            self.qbits = self.rng.next_u64() | 1 << 63;
+        }
+        let j = self.qbits as usize & 0xf;
+        self.qbits >>= 4;
+        j
+    }
+
 }
 
-/// TLS marker for a thread whose cache was already returned (during thread teardown).
-const DEAD: usize = 1;
+/// TLS value of a thread whose cache was already returned (during thread teardown).
+pub const DEAD: usize = 1;
 
-thread_local! {
-    static CURRENT: Cell<*mut TCache> = const { Cell::new(ptr::null_mut()) };
-}
-
-/// Every cache ever created, for statistics. Caches are never unmapped, only recycled.
-static REGISTRY: AtomicPtr<TCache> = AtomicPtr::new(ptr::null_mut());
+/// Caches by id (1-based); never unmapped.
+static CACHES: [AtomicPtr<Entry>; MAX_CACHES + 1] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHES + 1];
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+/// Every cache, for statistics and recycling.
+static REGISTRY: AtomicPtr<Entry> = AtomicPtr::new(ptr::null_mut());
 pub static POOL_LOCK: Lock = Lock::new();
 
-/// The cache used (under a lock) by threads that cannot have their own: during thread
-/// teardown after their cache was returned, or when mapping a cache failed.
-struct Fallback(UnsafeCell<TCache>);
-// SAFETY: only accessed with FALLBACK_LOCK held.
+/// The shared part of the cache with this id (ids come from slab headers).
+#[inline]
+pub fn by_id(id: u32) -> Option<&'static Shared> {
+    let p = CACHES.get(id as usize)?.load(Ordering::Acquire);
+    // SAFETY: registered caches are never unmapped; the shared part is all atomics.
+    (!p.is_null()).then(|| unsafe { &(*p).shared })
+}
+
+/// Cache shared, under a lock, by threads that cannot have their own (during thread
+/// teardown, after their cache was returned, or beyond MAX_CACHES).
+struct Fallback(Entry);
+// SAFETY: the private part is only accessed with FALLBACK_LOCK held; the rest is atomics.
 unsafe impl Sync for Fallback {}
-static FALLBACK: Fallback = Fallback(UnsafeCell::new(TCache::new()));
+static FALLBACK: Fallback = Fallback(Entry { shared: Shared::new(), local: UnsafeCell::new(TCache::new()) });
 pub static FALLBACK_LOCK: Lock = Lock::new();
-static FALLBACK_REGISTERED: AtomicBool = AtomicBool::new(false);
+static FALLBACK_READY: AtomicBool = AtomicBool::new(false);
 
 /// Run `f` with the calling thread's cache. Must not be re-entered from inside `f` (nothing
 /// on the allocation path allocates).
 #[inline(always)]
 pub fn with_cache<R>(f: impl FnOnce(&mut TCache) -> R) -> R {
-    let p = CURRENT.with(|c| c.get());
-    if p as usize > DEAD {
-        // SAFETY: CURRENT holds a live cache owned exclusively by this thread.
-        return f(unsafe { &mut *p });
+    let p = tls::get();
+    if p > DEAD {
+        // SAFETY: the TLS word holds the private part of a cache owned by this thread.
+        return f(unsafe { &mut *(p as *mut TCache) });
     }
     with_cache_slow(p, f)
 }
 
 #[cold]
 #[inline(never)]
-fn with_cache_slow<R>(p: *mut TCache, f: impl FnOnce(&mut TCache) -> R) -> R {
-    if p.is_null() {
+fn with_cache_slow<R>(p: usize, f: impl FnOnce(&mut TCache) -> R) -> R {
+    if p == 0 {
         if let Some(tc) = attach() {
             // SAFETY: attach returned a cache now owned exclusively by this thread.
             return f(unsafe { &mut *tc });
         }
     }
     let _g = FALLBACK_LOCK.guard();
-    // SAFETY: FALLBACK_LOCK serialises every use of the fallback cache.
-    let tc = unsafe { &mut *FALLBACK.0.get() };
-    if !FALLBACK_REGISTERED.swap(true, Ordering::Relaxed) {
-        tc.rng = Rng::from_seed(platform::random_u64());
-        register(tc);
+    let e = &FALLBACK.0 as *const Entry as *mut Entry;
+    if !FALLBACK_READY.load(Ordering::Relaxed) {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = if (id as usize) <= MAX_CACHES { id } else { 0 };
+        // SAFETY: FALLBACK_LOCK is held; the shared id is written before the cache is
+        // published (CACHES, REGISTRY), the private part is ours.
+        unsafe { init_entry(e, id, platform::random_u64()) };
+        FALLBACK_READY.store(true, Ordering::Relaxed);
     }
-    f(tc)
+    // SAFETY: FALLBACK_LOCK serialises every use of the fallback cache's private part.
+    f(unsafe { &mut *FALLBACK.0.local.get() })
 }
 
-fn register(tc: *mut TCache) {
+/// Give a new cache entry its id and seed, and publish it.
+///
+/// # Safety
+/// `e` is a cache entry nobody else can reach yet.
+unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
+    // SAFETY: e is exclusively ours (the caller's guarantee).
+    unsafe {
+        core::ptr::addr_of_mut!((*e).shared.id).write(id);
+        (*e).shared.in_use.store(true, Ordering::Relaxed);
+        let tc = (*e).local.get();
+        (*tc).id = id;
+        (*tc).sh = &(*e).shared;
+        (*tc).rng = Rng::from_seed(seed);
+    }
+    if id != 0 {
+        CACHES[id as usize].store(e, Ordering::Release);
+    }
     let mut head = REGISTRY.load(Ordering::Acquire);
     loop {
-        // SAFETY: tc is a valid cache not yet visible to other threads.
-        unsafe { (*tc).next.store(head, Ordering::Relaxed) };
-        match REGISTRY.compare_exchange_weak(head, tc, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: e is valid; its next field is only read after it is published below.
+        unsafe { (*e).shared.next.store(head, Ordering::Relaxed) };
+        match REGISTRY.compare_exchange_weak(head, e, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return,
             Err(h) => head = h,
         }
     }
 }
 
-/// Give this thread a cache: a recycled one or a freshly mapped one (zeroed memory is a
-/// valid empty cache).
+/// Give this thread a cache: an idle one or a freshly mapped one (zeroed memory is a valid
+/// empty cache).
 fn attach() -> Option<*mut TCache> {
     let g = super::ensure_init()?;
     let tc = {
@@ -141,37 +246,42 @@ fn attach() -> Option<*mut TCache> {
         let mut it = REGISTRY.load(Ordering::Acquire);
         while !it.is_null() {
             // SAFETY: registry entries are never unmapped.
-            let c = unsafe { &*it };
-            if !ptr::eq(it, FALLBACK.0.get()) && !c.in_use.load(Ordering::Relaxed) {
+            let c = unsafe { &(*it).shared };
+            if !ptr::eq(it, &FALLBACK.0) && c.in_use.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 found = it;
                 break;
             }
             it = c.next.load(Ordering::Acquire);
         }
         if found.is_null() {
-            found = platform::map_rw(core::mem::size_of::<TCache>()) as *mut TCache;
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            if id as usize > MAX_CACHES {
+                return None;
+            }
+            found = platform::map_rw(core::mem::size_of::<Entry>()) as *mut Entry;
             if found.is_null() {
                 return None;
             }
-            super::slab::MAPPED_BYTES.fetch_add(core::mem::size_of::<TCache>(), Ordering::Relaxed);
-            register(found);
+            super::pool::MAPPED_BYTES.fetch_add(core::mem::size_of::<Entry>(), Ordering::Relaxed);
+            // SAFETY: a fresh, zeroed mapping (a valid empty entry) nobody else can reach.
+            unsafe { init_entry(found, id, platform::random_u64() ^ platform::thread_id()) };
+        } else {
+            // SAFETY: found is held exclusively (in_use set by us).
+            unsafe { (*(*found).local.get()).rng = Rng::from_seed(platform::random_u64() ^ platform::thread_id()) };
         }
-        // SAFETY: found is a valid cache that no thread uses (in_use is false).
-        unsafe {
-            (*found).in_use.store(true, Ordering::Relaxed);
-            (*found).rng = Rng::from_seed(platform::random_u64() ^ platform::thread_id());
-        }
-        found
+        // SAFETY: found is a valid entry, held by this thread.
+        unsafe { (*found).local.get() }
     };
-    CURRENT.with(|c| c.set(tc));
+    tls::set(tc as usize);
     super::fault::ensure_installed();
-    // May allocate inside glibc (for high key numbers); CURRENT is already set, so that
+    // May allocate inside glibc (for high key numbers); the TLS word is already set, so that
     // allocation is served by this cache.
     platform::thread_key_set(g.tc_key, tc.cast());
     Some(tc)
 }
 
-/// pthread key destructor: the thread is exiting; return its cached and quarantined slots.
+/// pthread key destructor: the thread is exiting; its cache gives back what it holds and
+/// becomes idle.
 ///
 /// # Safety
 /// Called by pthread with the value `attach` stored for this key: this thread's cache.
@@ -180,19 +290,52 @@ pub unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if tc.is_null() {
         return;
     }
+    let Some(g) = super::ensure_init() else { return };
     // SAFETY: arg is this thread's cache (set by attach); nothing else uses it now.
     let c = unsafe { &mut *tc };
-    super::drain_cache(c);
-    CURRENT.with(|x| x.set(DEAD as *mut TCache));
-    c.in_use.store(false, Ordering::Release);
+    super::owner::drain(g, c, "thread exit");
+    super::owner::give_back_empties(g, c);
+    tls::set(DEAD);
+    release(c, g);
 }
 
-/// Visit every cache (statistics).
-pub fn for_each(mut f: impl FnMut(&TCache)) {
+/// Mark a cache idle; if frees arrived meanwhile and nobody is collecting them, collect them
+/// first (SeqCst pairs with `help`: either the freeing thread sees the cache idle, or we see
+/// its notification).
+fn release(c: &mut TCache, g: &'static super::Globals) {
+    let s = c.shared() as *const Shared;
+    // SAFETY: the shared part outlives the cache's use; only atomics are touched.
+    let s = unsafe { &*s };
+    loop {
+        s.in_use.store(false, Ordering::SeqCst);
+        if s.notify.head.load(Ordering::SeqCst) == 0 || s.in_use.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+            return;
+        }
+        super::owner::collect(g, c, "free");
+    }
+}
+
+/// After notifying cache `id` of a remote free: if no thread uses it, collect for it.
+pub fn help(id: u32) {
+    let Some(e) = CACHES.get(id as usize).map(|c| c.load(Ordering::Acquire)).filter(|e| !e.is_null()) else { return };
+    // SAFETY: registered entries are never unmapped.
+    let s = unsafe { &(*e).shared };
+    if s.in_use.load(Ordering::SeqCst) || s.in_use.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+        return;
+    }
+    let Some(g) = super::ensure_init() else { return };
+    // SAFETY: in_use was false and we set it: the private part is ours until released.
+    let c = unsafe { &mut *(*e).local.get() };
+    super::owner::collect(g, c, "free");
+    release(c, g);
+}
+
+/// Visit every cache's shared part (statistics).
+pub fn for_each(mut f: impl FnMut(&Shared)) {
     let mut it = REGISTRY.load(Ordering::Acquire);
     while !it.is_null() {
         // SAFETY: registry entries are never unmapped.
-        let c = unsafe { &*it };
+        let c = unsafe { &(*it).shared };
         f(c);
         it = c.next.load(Ordering::Acquire);
     }

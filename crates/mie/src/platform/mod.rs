@@ -4,6 +4,7 @@
 //! Nothing in this module allocates. Failures are returned as `false`/null, never panics.
 
 pub mod lock;
+pub mod tls;
 
 use core::ptr;
 

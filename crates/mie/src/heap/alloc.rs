@@ -1,0 +1,343 @@
+//! malloc. The common case (a small block, a slot waiting in the thread's bin) takes no lock
+//! and no atomic read-modify-write: pop the slot, check its record says free (and, if it
+//! held a block before, that it is still zero: a write after free), tag it (MTE), store its
+//! record, write its canary.
+
+use core::fmt::Write;
+
+use super::layout::{region_of, Loc};
+use super::owner;
+use super::record;
+use super::sample;
+use super::size_class::{self, ClassInfo, CLASSES, MAX_SMALL, ZERO_MAX};
+use super::slab::SlabMeta;
+use super::tcache::{self, with_cache, TCache};
+use super::{canary, kind, large::LARGE, stacks, zero, Globals};
+use crate::report::{self, Kind};
+use crate::platform::tls;
+use crate::tag;
+
+/// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`, recording the
+/// allocation `kind` its release must match; also whether the first `size` bytes are known
+/// to be zero. Null on exhaustion (errno is left to the C front end).
+#[inline(always)]
+pub fn alloc_as(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    if align <= 16 {
+        let r = malloc_fast(size, bucket, kind);
+        if !r.0.is_null() {
+            return r;
+        }
+    }
+    alloc_general(size, align, bucket, kind)
+}
+
+/// The common malloc, in one straight line: a small block (up to 1 KiB) from the slot on
+/// top of the thread's bin. Null when anything needs the general path (no cache yet, empty
+/// bin, a sample due, zero or bigger sizes, stacks recorded); it then does the same work.
+#[inline(always)]
+fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    let none = (core::ptr::null_mut(), false);
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD || size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
+        return none;
+    }
+    // SAFETY: a live TLS word is this thread's own cache (attached after init).
+    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    let g = super::globals();
+    let class = size_class::fast_class(size + g.opts.canary as usize);
+    let region = region_of(class, bucket);
+    // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
+    let (k, bin) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
+    if bin.n == 0 || tc.sample_countdown <= 1 || g.opts.stacks {
+        return none;
+    }
+    let n = bin.n - 1;
+    // SAFETY: n < BIN_CAP.
+    let p = unsafe { *bin.slots.get_unchecked(n as usize) };
+    let (slab, slot) = slab_slot(g, k, region, p);
+    let m = SlabMeta::of(&g.geo, k, region, slab);
+    let r = m.rec(k, slot);
+    if !record::allocatable(r) {
+        return none; // the general path reports it
+    }
+    bin.n = n;
+    tc.sample_countdown -= 1;
+    let slot_size = k.size as usize;
+    if record::state(r) == record::FREED && g.opts.zero_on_free && g.opts.write_after_free_check {
+        check_still_zero(g, p, slot_size, "malloc", false);
+    }
+    let (user, t) = if tag::enabled() {
+        let t = tag_block(p, k, region, slab, slot, record::tag(r));
+        (tag::with_tag(p, t), t)
+    } else {
+        (p, record::tag(r).wrapping_add(1))
+    };
+    m.set_rec(k, slot, record::live(kind, t, slot_size - size));
+    if g.opts.canary {
+        // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag.
+        unsafe { canary::write_small(canary::pattern(g.canary_key, p), user, size, slot_size) };
+    }
+    tc.count_alloc(region);
+    (user as *mut u8, g.opts.zero_on_free || record::state(r) == record::FREE_CLEAN)
+}
+
+/// Everything `malloc_fast` leaves: first use, empty bins, samples, large, aligned.
+#[inline(never)]
+fn alloc_general(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    let Some(g) = super::ensure_init() else { return (core::ptr::null_mut(), false) };
+    let r = alloc_in(g, size, align, bucket, kind);
+    if g.opts.stacks && !r.0.is_null() {
+        stacks::on_alloc(tag::untag(r.0 as usize));
+    }
+    r
+}
+
+/// A malloc-kind block of `size` bytes in a slot with room for `room` (≥ size) bytes, so
+/// that a block growing by realloc can grow in place for a while. It reports `size`.
+pub fn alloc_with_room(size: usize, room: usize, bucket: usize) -> *mut u8 {
+    let Some(g) = super::ensure_init() else { return core::ptr::null_mut() };
+    let r = alloc_sized(g, size, room.max(size), 16, bucket, kind::MALLOC).0;
+    if g.opts.stacks && !r.is_null() {
+        stacks::on_alloc(tag::untag(r as usize));
+    }
+    r
+}
+
+#[inline(always)]
+fn alloc_in(g: &Globals, size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    alloc_sized(g, size, size, align, bucket, kind)
+}
+
+#[inline(always)]
+fn alloc_sized(g: &Globals, size: usize, room: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    if size == 0 && align <= 16 && kind == kind::MALLOC {
+        // A unique address with no accessible bytes behind it (a 1-byte block if the
+        // zero-size area cannot be had).
+        let z = zero::alloc();
+        if !z.is_null() {
+            return (z, true);
+        }
+    }
+    if let Some(need) = room.checked_add(g.opts.canary as usize) {
+        if need <= MAX_SMALL {
+            if let Some(class) = size_class::class_for(need, align) {
+                let sampling = g.opts.sample_rate != 0 && align <= 16 && size <= sample::MAX_SIZE;
+                let r = with_cache(|tc| {
+                    if g.opts.sample_rate == 0 {
+                        tc.sample_countdown = u32::MAX; // never due: the fast path takes every block
+                    } else if sampling && sample_due(g, tc) {
+                        return None;
+                    }
+                    Some(alloc_small(g, tc, class, bucket, size, kind))
+                });
+                return match r {
+                    Some(r) => r,
+                    None => alloc_sampled(g, class, bucket, size, kind),
+                };
+            }
+        }
+    }
+    alloc_large(g, size, align, kind)
+}
+
+#[inline(always)]
+fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: usize, kind: u8) -> (*mut u8, bool) {
+    let region = region_of(class, bucket);
+    // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
+    let (k, bin) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
+    if bin.n == 0 && !owner::refill(g, tc, region) {
+        return (core::ptr::null_mut(), false);
+    }
+    // SAFETY: as above.
+    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
+    bin.n -= 1;
+    // SAFETY: n < BIN_CAP after the decrement.
+    let p = unsafe { *bin.slots.get_unchecked(bin.n as usize) };
+    let (slab, slot) = slab_slot(g, k, region, p);
+    let m = SlabMeta::of(&g.geo, k, region, slab);
+    let r = m.rec(k, slot);
+    if !record::allocatable(r) {
+        corrupt_slot(g, p, r);
+    }
+    let slot_size = k.size as usize;
+    let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
+    if record::state(r) == record::FREED && zeroed_class && g.opts.write_after_free_check {
+        check_still_zero(g, p, slot_size, "malloc", false);
+    }
+    let (user, t) = if tag::enabled() {
+        let t = tag_block(p, k, region, slab, slot, record::tag(r));
+        (tag::with_tag(p, t), t)
+    } else {
+        // Without MTE the tag field counts generations of the slot.
+        (p, record::tag(r).wrapping_add(1))
+    };
+    m.set_rec(k, slot, record::live(kind, t, slot_size - size));
+    if g.opts.canary {
+        // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag.
+        unsafe { canary::write_small(canary::pattern(g.canary_key, p), user, size, slot_size) };
+    }
+    tc.count_alloc(region);
+    (user as *mut u8, zeroed_class || record::state(r) == record::FREE_CLEAN)
+}
+
+/// The slab and slot of a slot address in `region` (a multiply, no division).
+#[inline(always)]
+pub fn slab_slot(g: &Globals, k: &ClassInfo, region: usize, p: usize) -> (usize, usize) {
+    let off = p - g.geo.heap_base - (region << g.geo.region_shift);
+    let in_slab = (off & ((1usize << k.slab_shift) - 1)) as u64;
+    (off >> k.slab_shift, ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize)
+}
+
+/// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.
+fn tag_block(p: usize, k: &ClassInfo, region: usize, slab: usize, slot: usize, previous: u8) -> u8 {
+    let size = k.size as usize;
+    let slab_mask = (1usize << k.slab_shift) - 1;
+    // Neighbouring granules exist inside the slab, or in the adjacent slab if it exists.
+    let left = (slot > 0 || super::pool::slab_exists(region, slab.wrapping_sub(1))).then(|| p - tag::GRANULE);
+    let end = p + size;
+    let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || super::pool::slab_exists(region, slab + 1)).then_some(end);
+    tag::policy::tag_new_block(&mut tag::hw(), p, size, left, right, previous, false)
+}
+
+/// Count down to the next guarded sample; the distance is random with mean `sample_rate`.
+#[inline(always)]
+fn sample_due(g: &Globals, tc: &mut TCache) -> bool {
+    if tc.sample_countdown > 1 {
+        tc.sample_countdown -= 1;
+        return false;
+    }
+    sample_draw(g, tc)
+}
+
+/// The countdown reached 1 (this allocation is the sample) or 0 (not started): draw the
+/// next distance, uniform in 1..2*rate.
+#[cold]
+fn sample_draw(g: &Globals, tc: &mut TCache) -> bool {
+    let due = tc.sample_countdown == 1;
+    let rate = g.opts.sample_rate;
+    tc.sample_countdown = if rate == 1 { 1 } else { tc.rng.below(2 * rate - 1) + 1 };
+    if due && !tc.in_sample && sample::ready() {
+        tc.in_sample = true;
+        return true;
+    }
+    false
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_sampled(g: &Globals, class: usize, bucket: usize, size: usize, kind: u8) -> (*mut u8, bool) {
+    let p = sample::alloc(size, bucket, g.canary_key, kind);
+    with_cache(|tc| {
+        tc.in_sample = false;
+        if p.is_null() {
+            alloc_small(g, tc, class, bucket, size, kind)
+        } else {
+            (p, true)
+        }
+    })
+}
+
+fn alloc_large(g: &Globals, size: usize, align: usize, kind: u8) -> (*mut u8, bool) {
+    let slack = g.opts.canary as usize;
+    let (p, body, fresh) = LARGE.alloc(size, align.max(16), slack, kind);
+    if p.is_null() {
+        return (p, false);
+    }
+    if g.opts.canary {
+        let len = (body - size).min(canary::MAX_CANARY);
+        // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
+        unsafe { canary::write(canary::pattern(g.canary_key, p as usize), p.add(size), len) };
+    }
+    (p, fresh)
+}
+
+/// The write-after-free check: a slot zeroed at free must still be zero. `p` is the slot
+/// (untagged); with MTE its memory carries the free tag. `leaving`: the slot is leaving the
+/// quarantine (else it is being handed out again).
+#[inline]
+pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, leaving: bool) {
+    let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+    // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
+    // multiple of 16 (slot sizes are).
+    if !unsafe { all_zero(view, len) } {
+        // SAFETY: as above.
+        let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
+        write_after_free(g, p, words, func, leaving);
+    }
+}
+
+/// Whether `len` bytes (a multiple of 16) at `p` are all zero: 16-byte vector loads, four
+/// independent accumulators per 64 bytes.
+///
+/// # Safety
+/// `[p, p + len)` must be readable.
+#[inline(always)]
+pub unsafe fn all_zero(p: usize, len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of x86-64; the caller guarantees the range.
+    unsafe {
+        use core::arch::x86_64::*;
+        let ld = |o: usize| _mm_loadu_si128((p + o) as *const __m128i);
+        let mut i = 0;
+        let (mut a, mut b, mut c, mut d) = (_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128());
+        while i + 64 <= len {
+            a = _mm_or_si128(a, ld(i));
+            b = _mm_or_si128(b, ld(i + 16));
+            c = _mm_or_si128(c, ld(i + 32));
+            d = _mm_or_si128(d, ld(i + 48));
+            i += 64;
+        }
+        while i < len {
+            a = _mm_or_si128(a, ld(i));
+            i += 16;
+        }
+        let acc = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
+        _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is part of arm64; the caller guarantees the range.
+    unsafe {
+        use core::arch::aarch64::*;
+        let ld = |o: usize| vld1q_u8((p + o) as *const u8);
+        let mut i = 0;
+        let (mut a, mut b, mut c, mut d) = (vdupq_n_u8(0), vdupq_n_u8(0), vdupq_n_u8(0), vdupq_n_u8(0));
+        while i + 64 <= len {
+            a = vorrq_u8(a, ld(i));
+            b = vorrq_u8(b, ld(i + 16));
+            c = vorrq_u8(c, ld(i + 32));
+            d = vorrq_u8(d, ld(i + 48));
+            i += 64;
+        }
+        while i < len {
+            a = vorrq_u8(a, ld(i));
+            i += 16;
+        }
+        vmaxvq_u8(vorrq_u8(vorrq_u8(a, b), vorrq_u8(c, d))) == 0
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, leaving: bool) -> ! {
+    let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;
+    let l = g.geo.decode(p).unwrap_or(Loc { region: 0, class: 0, bucket: 0, slab: 0, slot: 0, interior: 0 });
+    report::fatal(Kind::WriteAfterFree, p, func, |o| {
+        let _ = writeln!(o, "  a freed block was modified while it was free: byte {first} of the {}-byte slot is not zero", CLASSES[l.class].size);
+        let _ = writeln!(
+            o,
+            "  found {}",
+            if leaving { "when the block left the quarantine, where it waited after it was freed" } else { "when the slot was about to be handed out again" }
+        );
+        super::validate::describe_slot(o, &l, p, "free");
+        let _ = writeln!(o, "  hint: a dangling pointer wrote to this block after it was freed");
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn corrupt_slot(g: &Globals, p: usize, r: u32) -> ! {
+    let _ = g;
+    report::fatal(Kind::Internal, p, "malloc", |o| {
+        let _ = writeln!(o, "  a slot ready to be handed out has record {r:#x}, not a free slot's: allocator metadata is corrupted");
+    })
+}

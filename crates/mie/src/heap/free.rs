@@ -1,0 +1,200 @@
+//! free. The common case, a valid small block, is one straight path: decode the address,
+//! load the slot's record, check state, kind, size, tag and canary, then release it. In a
+//! slab the calling thread owns that is plain stores and the quarantine (no atomic, no
+//! lock); in another thread's slab, one compare-and-swap of the record and one `fetch_or` of
+//! its remote-free bit. Anything unusual (and every error) goes to `validate`, which finds
+//! out what is wrong and reports it.
+
+use core::sync::atomic::Ordering;
+
+use super::canary::{self, MAX_CANARY, TAIL};
+use super::kind::Release;
+use super::layout::Loc;
+use super::owner;
+use super::pool;
+use super::record;
+use super::size_class::{ClassInfo, CLASSES, ZERO_MAX};
+use super::slab::SlabMeta;
+use super::tcache::{self, with_cache, TCache};
+use super::{stacks, validate, Caller, Globals};
+use crate::platform::{self, tls};
+use crate::tag;
+
+pub fn free(p: *mut u8, who: Caller) {
+    release(p, who, Release::FREE)
+}
+
+/// Release a block the way `r` says it was allocated (`delete[]`, sized `free_sized`, ...):
+/// a block allocated otherwise, or of another size, is a mismatch (`mismatch.rs`).
+#[inline(always)]
+pub fn release(p: *mut u8, who: Caller, r: Release) {
+    if p.is_null() {
+        return;
+    }
+    if !free_fast(p as usize, who, r) {
+        validate::free_full(p, who, r)
+    }
+}
+
+/// The common free, in one straight line: a valid small block. False, having changed
+/// nothing, for anything else (the general path then finds out what it is, and reports).
+#[inline(always)]
+fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD {
+        return false;
+    }
+    let g = super::globals();
+    let p = tag::untag(raw);
+    let Some(loc) = g.geo.decode(p) else { return false };
+    // SAFETY: decode returns class < CLASS_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(loc.class) };
+    if loc.interior != 0 || loc.slot >= k.nslots as usize || loc.bucket > g.keys.pointer_buckets as usize || !pool::slab_exists(loc.region, loc.slab) || g.opts.stacks {
+        return false;
+    }
+    let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+    let rec = m.rec(k, loc.slot);
+    let slot_size = k.size as usize;
+    let slack = record::slack(rec);
+    if !record::is_live(rec) || slack > slot_size {
+        return false;
+    }
+    let usable = slot_size - slack;
+    if !r.accepts(p, record::kind(rec), usable) || (tag::enabled() && tag::tag_of(raw) != record::tag(rec)) {
+        return false;
+    }
+    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
+    if g.opts.canary && !unsafe { canary::small_intact(canary::pattern(g.canary_key, p), raw, usable, slot_size) } {
+        return false;
+    }
+    // SAFETY: a live TLS word is this thread's own cache.
+    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    if m.owner() != tc.id {
+        free_remote(g, tc, raw, p, loc, m, rec, usable, who);
+        return true;
+    }
+    if g.opts.canary && loc.slot > 0 && !tag::enabled() && !before_intact(g, k, m, loc, p) {
+        return false;
+    }
+    // The record first: a thread racing to free the block too sees it freed (not a
+    // cleared canary under a live record).
+    m.set_rec(k, loc.slot, record::freed(rec));
+    scrub(g, k, raw, p, usable);
+    tc.count_free(loc.region);
+    owner::quarantine(g, tc, p, slot_size, who.func);
+    true
+}
+
+/// Release a small block that has been validated (live, matching, canary intact).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn release_valid(g: &Globals, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
+    with_cache(|tc| {
+        if m.owner() == tc.id {
+            free_local(g, tc, raw, p, loc, m, rec, usable, who)
+        } else {
+            free_remote(g, tc, raw, p, loc, m, rec, usable, who)
+        }
+    })
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
+    // SAFETY: decode returned class < CLASS_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(loc.class) };
+    if g.opts.canary && loc.slot > 0 && !tag::enabled() && !before_intact(g, k, m, loc, p) {
+        validate::underflow(g, p, loc, m.rec(k, loc.slot - 1), who);
+    }
+    if g.opts.stacks {
+        stacks::on_free(p);
+    }
+    m.set_rec(k, loc.slot, record::freed(rec));
+    scrub(g, k, raw, p, usable);
+    tc.count_free(loc.region);
+    owner::quarantine(g, tc, p, k.size as usize, who.func);
+}
+
+/// A free in a slab another cache owns: claim the record with a compare-and-swap (so two
+/// frees of one block can never both succeed), clear the slot, set its remote bit, and
+/// tell the owner. The owner collects it into its quarantine.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
+    let k = &CLASSES[loc.class];
+    if !m.cas_rec(k, loc.slot, rec, record::remote_freed(rec)) {
+        validate::concurrent_double_free(g, p, &loc, who);
+    }
+    if g.opts.stacks {
+        stacks::on_free(p);
+    }
+    scrub(g, k, raw, p, usable);
+    let bit = 1u64 << (loc.slot % 64);
+    if m.remote_word(k, loc.slot / 64).fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+        validate::concurrent_double_free(g, p, &loc, who);
+    }
+    owner::notify(&g.geo, m, loc.region, loc.slab);
+    tc.count_free(loc.region);
+}
+
+/// Clear a freed slot: zero what the block and its canary used (the rest of the slot is
+/// zero already), and with MTE give the whole slot the free tag (zeroing in the same pass).
+#[inline(always)]
+fn scrub(g: &Globals, k: &ClassInfo, raw: usize, p: usize, usable: usize) {
+    let slot_size = k.size as usize;
+    let zero = g.opts.zero_on_free && slot_size <= ZERO_MAX;
+    if tag::enabled() {
+        // Dangling pointers fault from now on.
+        tag::policy::tag_freed_slot(&mut tag::hw(), p, slot_size, zero);
+    } else if zero {
+        let slack = slot_size - usable;
+        // Slots are multiples of 16 bytes: rounding up to whole words stays inside.
+        let len = ((usable + slack.min(MAX_CANARY)).min(slot_size) + 7) & !7;
+        zero_words(raw, len);
+        if slack > MAX_CANARY {
+            zero_words(raw + slot_size - TAIL, TAIL);
+        }
+    }
+}
+
+/// Zero `len` (a multiple of 8) bytes at `p`: pairs of word stores for short ranges (the
+/// volatile stores keep the compiler from turning them into a call to the exported,
+/// checked `memset`), the platform's block fill above.
+#[inline(always)]
+fn zero_words(p: usize, len: usize) {
+    if len > 256 {
+        return platform::zero(p as *mut u8, len);
+    }
+    let mut i = 0;
+    // SAFETY (both loops): [p, p + len) lies inside the slot being freed, owned by the caller.
+    while i + 16 <= len {
+        unsafe {
+            core::ptr::write_volatile((p + i) as *mut u64, 0);
+            core::ptr::write_volatile((p + i + 8) as *mut u64, 0);
+        }
+        i += 16;
+    }
+    if i < len {
+        unsafe { core::ptr::write_volatile((p + i) as *mut u64, 0) };
+    }
+}
+
+/// A write just before a block lands in the end of the previous slot: that slot's canary if
+/// it is live, zeros if it is free. Whether those bytes are intact (checked when the block
+/// is freed, by the slab's owner only: nobody else changes the previous slot meanwhile).
+#[inline(always)]
+fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) -> bool {
+    let prev = m.rec(k, loc.slot - 1);
+    if record::is_live(prev) {
+        let n = record::slack(prev).min(8);
+        let start = p - k.size as usize;
+        // SAFETY: the n bytes before p are the previous slot's canary (a live block there
+        // has at least n bytes of slack, whose end always holds canary bytes).
+        n == 0 || unsafe { canary::intact(canary::pattern(g.canary_key, start), p - n, n) }
+    } else if record::state(prev) == record::REMOTE_FREED || !g.opts.zero_on_free || k.size as usize > ZERO_MAX {
+        true
+    } else {
+        // SAFETY: the 8 bytes before p are the end of the previous (free) slot of this slab.
+        unsafe { ((p - 8) as *const u64).read() == 0 }
+    }
+}

@@ -1,0 +1,345 @@
+//! Thread-owned slabs. A cache hands out the slots of slabs it owns and changes their
+//! records with plain stores; another thread that frees a block there marks the record with
+//! one compare-and-swap, sets the slot's bit in the slab's remote-free bitmap and, the first
+//! time since the owner last looked, pushes the slab on the owner's notification stack.
+//! The owner collects those bits (one swap per 64 slots) when it refills.
+//!
+//! A slot's way around: free bitmap -> bin (refill) -> live (malloc) -> quarantine (free,
+//! or collection of a remote free) -> bin or free bitmap (expiry). A slab whose every slot
+//! is back in the free bitmap is empty; a cache keeps one empty slab per region and gives
+//! the others back to the pool.
+
+use core::sync::atomic::Ordering;
+
+use super::layout::{Geometry, BUCKET_SLOTS};
+use super::pool::POOLS;
+use super::quarantine;
+use super::record;
+use super::size_class::{ClassInfo, CLASSES, ZERO_MAX};
+use super::slab::{from_id, slab_id, SlabMeta, IN_PARTIAL, QUEUED};
+use super::tcache::{self, TCache};
+use super::Globals;
+
+/// Empty slabs a cache keeps per region before giving more back to the pool.
+const KEEP_EMPTY: u32 = 1;
+/// Partial slabs looked at when choosing where to take slots from.
+const CHOICES: usize = 4;
+
+/// Fill the (empty) bin of `region`: collect remote frees first, then take slots from an
+/// owned slab with free slots, else from a slab taken from the pool. False: no memory.
+#[cold]
+#[inline(never)]
+pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
+    collect(g, tc, "malloc");
+    if tc.bins[region].n > 0 {
+        return true;
+    }
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    let slab = match pick_partial(&g.geo, k, tc, region) {
+        Some(s) => s,
+        None => {
+            let Some(s) = POOLS[region].take(&g.geo, region, tc.id, &mut tc.rng) else { return false };
+            partial_push(&g.geo, k, tc, region, s);
+            tc.owned[region].empties += 1;
+            s
+        }
+    };
+    take_slots(&g.geo, k, tc, region, slab);
+    tc.bins[region].n > 0
+}
+
+/// Among the first few owned partial slabs, two picked at random: the fuller one (so
+/// slabs fill up and others can empty out; placement stays random).
+fn pick_partial(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize) -> Option<usize> {
+    let head = tc.owned[region].partial;
+    if head == 0 {
+        return None;
+    }
+    let mut cand = [0usize; CHOICES];
+    let mut n = 0;
+    let mut s = head;
+    while s != 0 && n < CHOICES {
+        cand[n] = s as usize - 1;
+        n += 1;
+        s = SlabMeta::of(g, k, region, s as usize - 1).header().link.load(Ordering::Relaxed);
+    }
+    let a = cand[tc.rng.below(n as u32) as usize];
+    let b = cand[tc.rng.below(n as u32) as usize];
+    let free = |x: usize| SlabMeta::of(g, k, region, x).header().nfree.load(Ordering::Relaxed);
+    Some(if free(b) < free(a) { b } else { a })
+}
+
+/// Move up to half a bin of free slots of `slab` into the bin, a bitmap word at a time
+/// from a random word, then shuffle them.
+fn take_slots(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
+    let m = SlabMeta::of(g, k, region, slab);
+    let h = m.header();
+    let mut nfree = h.nfree.load(Ordering::Relaxed);
+    if nfree == k.nslots as u32 {
+        tc.owned[region].empties -= 1;
+    }
+    let want = (k.cache_cap as usize / 2).max(1);
+    let base = g.slab_base(region, slab);
+    let size = k.size as usize;
+    let words = k.words as usize;
+    let mut got = 0;
+    let mut w = tc.rng.below(words as u32) as usize;
+    for _ in 0..words {
+        let fw = m.free_word(k, w);
+        let mut bits = fw.load(Ordering::Relaxed);
+        while bits != 0 && got < want {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            tc.bins[region].slots[got] = base + (w * 64 + b) * size;
+            got += 1;
+        }
+        let taken = fw.load(Ordering::Relaxed) & !bits;
+        fw.store(bits, Ordering::Relaxed);
+        nfree -= taken.count_ones();
+        if got == want {
+            break;
+        }
+        w = if w + 1 == words { 0 } else { w + 1 };
+    }
+    h.nfree.store(nfree, Ordering::Relaxed);
+    if nfree == 0 {
+        partial_remove(g, k, tc, region, slab);
+    }
+    // Fisher-Yates over the batch.
+    let bin = &mut tc.bins[region];
+    for i in (1..got).rev() {
+        let j = tc.rng.below(i as u32 + 1) as usize;
+        bin.slots.swap(i, j);
+    }
+    bin.n = got as u32;
+}
+
+fn partial_push(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
+    let h = SlabMeta::of(g, k, region, slab);
+    let head = tc.owned[region].partial;
+    h.header().prev.store(0, Ordering::Relaxed);
+    h.header().link.store(head, Ordering::Relaxed);
+    h.header().flags.store(IN_PARTIAL, Ordering::Relaxed);
+    if head != 0 {
+        SlabMeta::of(g, k, region, head as usize - 1).header().prev.store(slab as u32 + 1, Ordering::Relaxed);
+    }
+    tc.owned[region].partial = slab as u32 + 1;
+}
+
+fn partial_remove(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
+    let h = SlabMeta::of(g, k, region, slab);
+    let (prev, next) = (h.header().prev.load(Ordering::Relaxed), h.header().link.load(Ordering::Relaxed));
+    if prev != 0 {
+        SlabMeta::of(g, k, region, prev as usize - 1).header().link.store(next, Ordering::Relaxed);
+    } else {
+        tc.owned[region].partial = next;
+    }
+    if next != 0 {
+        SlabMeta::of(g, k, region, next as usize - 1).header().prev.store(prev, Ordering::Relaxed);
+    }
+    h.header().flags.store(0, Ordering::Relaxed);
+}
+
+/// A slot leaves the quarantine: its zero fill is checked (a write after free is found now,
+/// whatever happens to the slot next), then it goes to its bin, or to its slab's free
+/// bitmap when the bin is full. `func` names the call it happens in, for reports.
+#[inline(always)]
+pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
+    let region = g.geo.region_of_addr(p);
+    // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
+    if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX {
+        super::alloc::check_still_zero(g, p, k.size as usize, func, true);
+    }
+    // SAFETY: as above.
+    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
+    if bin.n >= k.cache_cap as u32 {
+        return expire_to_full_bin(g, k, tc, region, p);
+    }
+    // SAFETY: n < cache_cap <= BIN_CAP.
+    unsafe { *bin.slots.get_unchecked_mut(bin.n as usize) = p };
+    bin.n += 1;
+}
+
+/// The bin is full: half of it goes back to the free bitmaps first.
+#[cold]
+#[inline(never)]
+fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
+    let cap = k.cache_cap as u32;
+    let half = cap / 2;
+    for i in half as usize..tc.bins[region].n as usize {
+        let e = tc.bins[region].slots[i];
+        to_bitmap(&g.geo, k, tc, region, e);
+    }
+    let bin = &mut tc.bins[region];
+    bin.n = half;
+    bin.slots[bin.n as usize] = p;
+    bin.n += 1;
+}
+
+/// Return an owned free slot to its slab's free bitmap; an emptied slab beyond the one kept
+/// per region goes back to the pool.
+fn to_bitmap(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
+    let slab = (p - g.slab_base(region, 0)) >> k.slab_shift;
+    let m = SlabMeta::of(g, k, region, slab);
+    let slot = ((((p - g.slab_base(region, slab)) as u64) * k.magic) >> super::size_class::MAGIC_SHIFT) as usize;
+    let fw = m.free_word(k, slot / 64);
+    fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
+    let h = m.header();
+    let nfree = h.nfree.load(Ordering::Relaxed) + 1;
+    h.nfree.store(nfree, Ordering::Relaxed);
+    if h.flags.load(Ordering::Relaxed) & IN_PARTIAL == 0 {
+        partial_push(g, k, tc, region, slab);
+    }
+    if nfree == k.nslots as u32 {
+        tc.owned[region].empties += 1;
+        if tc.owned[region].empties > KEEP_EMPTY {
+            give_back(g, k, tc, region, slab);
+        }
+    }
+}
+
+/// Give an empty owned slab back to its pool, unless it is on this cache's notification
+/// stack (it then comes back through `collect`, and is given back later).
+fn give_back(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
+    let m = SlabMeta::of(g, k, region, slab);
+    if m.header().state.compare_exchange(tc.id as u64, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return;
+    }
+    partial_remove(g, k, tc, region, slab);
+    tc.owned[region].empties -= 1;
+    POOLS[region].give(g, region, slab);
+}
+
+/// Put a freed slot in the quarantine; slots whose delay is over leave it (`expire`).
+#[inline(always)]
+pub fn quarantine(g: &Globals, tc: &mut TCache, p: usize, slot_size: usize, func: &'static str) {
+    let cap = g.opts.quarantine as usize;
+    if cap == 0 {
+        return expire(g, tc, p, func);
+    }
+    let limits = quarantine::Limits { cap, budget: g.opts.quarantine_bytes };
+    let j = tc.stage_index();
+    let old = tc.quarantine.push_pop(p, slot_size, j, limits);
+    if old != 0 {
+        expire(g, tc, old, func);
+        if tc.quarantine.over(limits) {
+            quarantine_overflow(g, tc, limits, func);
+        }
+    }
+}
+
+/// More than one block must leave (the byte budget, with blocks of different sizes).
+#[cold]
+#[inline(never)]
+fn quarantine_overflow(g: &Globals, tc: &mut TCache, limits: quarantine::Limits, func: &'static str) {
+    while let Some(old) = tc.quarantine.pop_expired(limits) {
+        expire(g, tc, old, func);
+    }
+}
+
+/// Collect the slots other threads freed in this cache's slabs: they enter the quarantine
+/// as if freed here. A collected slot whose record is not REMOTE_FREED was also freed by
+/// its owner at the same time (the owner's plain store overwrote the remote mark): a double
+/// free, reported.
+pub fn collect(g: &Globals, tc: &mut TCache, func: &'static str) {
+    let mut id = tc.shared().notify.head.swap(0, Ordering::Acquire);
+    while id != 0 {
+        let (region, slab) = from_id(id);
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        let m = SlabMeta::of(&g.geo, k, region, slab);
+        // Read the link before clearing QUEUED: from then on the slab may be pushed again.
+        id = m.header().next.load(Ordering::Relaxed);
+        m.header().state.fetch_and(!QUEUED, Ordering::AcqRel);
+        for w in 0..k.words as usize {
+            let mut bits = m.remote_word(k, w).swap(0, Ordering::Acquire);
+            while bits != 0 {
+                let slot = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let r = m.rec(k, slot);
+                let p = g.geo.slot_addr(region, slab, slot);
+                if record::state(r) != record::REMOTE_FREED {
+                    super::validate::racing_double_free(g, p, region, slab, slot);
+                }
+                m.set_rec(k, slot, record::freed(r));
+                quarantine(g, tc, p, k.size as usize, func);
+            }
+        }
+    }
+}
+
+/// Tell the owner of `slab` that a slot of it was freed by another thread (its remote bit
+/// is set): push the slab on the owner's stack unless it is there already.
+#[inline]
+pub fn notify(g: &Geometry, m: SlabMeta, region: usize, slab: usize) {
+    let h = m.header();
+    let old = h.state.fetch_or(QUEUED, Ordering::AcqRel);
+    if old & QUEUED != 0 {
+        return;
+    }
+    let owner = old as u32;
+    let Some(c) = tcache::by_id(owner) else {
+        // In the pool (the owner collected everything and gave the slab back meanwhile).
+        h.state.fetch_and(!QUEUED, Ordering::AcqRel);
+        return;
+    };
+    let id = slab_id(region, slab);
+    let mut head = c.notify.head.load(Ordering::Relaxed);
+    loop {
+        h.next.store(head, Ordering::Relaxed);
+        match c.notify.head.compare_exchange_weak(head, id, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => head = now,
+        }
+    }
+    let _ = g;
+    tcache::help(owner);
+}
+
+/// Give back everything a cache holds: collect remote frees, empty the quarantine (each
+/// slot checked) and the bins into the free bitmaps, give empty slabs to the pools beyond
+/// the one kept per region. Thread exit, trim, and collection for idle caches.
+pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
+    collect(g, tc, func);
+    let mut pending = [0usize; 64];
+    loop {
+        let mut n = 0;
+        tc.quarantine.drain_some(&mut pending, &mut n);
+        if n == 0 {
+            break;
+        }
+        for &p in &pending[..n] {
+            expire(g, tc, p, func);
+        }
+    }
+    for region in 0..tc.bins.len() {
+        let n = tc.bins[region].n as usize;
+        if n == 0 {
+            continue;
+        }
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        for i in 0..n {
+            let p = tc.bins[region].slots[i];
+            to_bitmap(&g.geo, k, tc, region, p);
+        }
+        tc.bins[region].n = 0;
+    }
+}
+
+/// Give every empty owned slab back to its pool (trim): the kept ones too.
+pub fn give_back_empties(g: &Globals, tc: &mut TCache) {
+    for region in 0..tc.owned.len() {
+        if tc.owned[region].empties == 0 {
+            continue;
+        }
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        let mut s = tc.owned[region].partial;
+        while s != 0 {
+            let slab = s as usize - 1;
+            s = SlabMeta::of(&g.geo, k, region, slab).header().link.load(Ordering::Relaxed);
+            if SlabMeta::of(&g.geo, k, region, slab).header().nfree.load(Ordering::Relaxed) == k.nslots as u32 {
+                give_back(&g.geo, k, tc, region, slab);
+            }
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The pool of one (size class, bucket): the slabs no thread owns. Every slab in a pool is
+//! empty; a thread cache takes one when its own slabs of the region are full and gives one
+//! back when it has more empty slabs than it keeps. Slabs are created here (their heap and
+//! metadata committed at their fixed addresses, never reassigned to another region).
+//!
+//! Empty slabs keep their pages (resident) while the process-wide budget of resident empty
+//! slab memory allows; beyond it the oldest are purged (`MADV_DONTNEED`, runs of
+//! neighbouring slabs in one call). A purged slab reads as zero, so its records go back to
+//! FREE_CLEAN (no write-after-free check needed when it is used again).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::layout::{Geometry, BUCKET_SLOTS, META_SLABS_OFF, REGION_COUNT};
+use super::size_class::{ClassInfo, CLASSES};
+use super::slab::{SlabMeta, PURGED, RESIDENT};
+use crate::platform::{self, lock::Lock};
+use crate::rand::Rng;
+
+/// Heap and metadata are committed in chunks of at least this size.
+const COMMIT_CHUNK: usize = 256 << 10;
+/// Bytes of empty slabs kept resident in all pools together before the oldest are purged.
+pub const EMPTY_BUDGET: usize = 4 << 20;
+/// Slabs before the first one used in a region: a random number in 0..FIRST_SLAB_SPREAD.
+const FIRST_SLAB_SPREAD: u32 = 256;
+/// The most slabs one purge call covers.
+const PURGE_RUN: usize = 64;
+
+struct Inner {
+    initialised: bool,
+    first_slab: u32,
+    /// Slabs created: first_slab..end.
+    end: u32,
+    heap_committed: usize,
+    meta_committed: usize,
+    /// Resident empty slabs, newest at the head (slab index + 1; 0 = none).
+    resident_head: u32,
+    resident_tail: u32,
+    resident: u32,
+    /// Purged empty slabs (a stack).
+    purged_head: u32,
+    purged: u32,
+}
+
+pub struct Pool {
+    pub lock: Lock,
+    inner: UnsafeCell<Inner>,
+    pub purges: AtomicU32,
+}
+
+// SAFETY: `inner` is only accessed with `lock` held; the other fields are atomics.
+unsafe impl Sync for Pool {}
+
+pub static POOLS: [Pool; REGION_COUNT] = [const { Pool::new() }; REGION_COUNT];
+
+/// Per region: first slab | end << 32, published (Release) after a new slab's metadata is
+/// initialised, so a lock-free reader (free, the fault handler) can trust it. Dense, so
+/// the check on every free reads a line that is almost never written.
+static SLABS: [AtomicU64; REGION_COUNT] = [const { AtomicU64::new(0) }; REGION_COUNT];
+
+/// Bytes mapped for slabs and metadata (statistics).
+pub static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of resident empty slabs in all pools.
+static RESIDENT_EMPTY: AtomicUsize = AtomicUsize::new(0);
+
+/// Is `slab` a created slab of `region`? Lock-free: one load.
+#[inline(always)]
+pub fn slab_exists(region: usize, slab: usize) -> bool {
+    // SAFETY-free: region < REGION_COUNT for every decoded address.
+    let v = SLABS[region].load(Ordering::Acquire);
+    let (begin, end) = (v as u32 as usize, (v >> 32) as usize);
+    slab.wrapping_sub(begin) < end.wrapping_sub(begin)
+}
+
+/// Slabs created in `region` (statistics).
+pub fn slab_count(region: usize) -> usize {
+    let v = SLABS[region].load(Ordering::Acquire);
+    ((v >> 32) as usize).saturating_sub(v as u32 as usize)
+}
+
+impl Pool {
+    pub const fn new() -> Self {
+        Pool {
+            lock: Lock::new(),
+            inner: UnsafeCell::new(Inner {
+                initialised: false,
+                first_slab: 0,
+                end: 0,
+                heap_committed: 0,
+                meta_committed: 0,
+                resident_head: 0,
+                resident_tail: 0,
+                resident: 0,
+                purged_head: 0,
+                purged: 0,
+            }),
+            purges: AtomicU32::new(0),
+        }
+    }
+
+    /// An empty slab for cache `owner`: a resident one, else a purged one, else a new one.
+    /// Its free bitmap is full and it belongs to `owner` when this returns. None: out of
+    /// address space or memory.
+    pub fn take(&self, g: &Geometry, region: usize, owner: u32, rng: &mut Rng) -> Option<usize> {
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        let slab = {
+            let _guard = self.lock.guard();
+            // SAFETY: we hold the lock.
+            let inner = unsafe { &mut *self.inner.get() };
+            if inner.resident_head != 0 {
+                let s = inner.resident_head as usize - 1;
+                self.unlink_resident(g, k, region, inner, s);
+                RESIDENT_EMPTY.fetch_sub(1 << k.slab_shift, Ordering::Relaxed);
+                s
+            } else if inner.purged_head != 0 {
+                let s = inner.purged_head as usize - 1;
+                let m = SlabMeta::of(g, k, region, s);
+                inner.purged_head = m.header().link.load(Ordering::Relaxed);
+                inner.purged -= 1;
+                m.header().flags.store(0, Ordering::Relaxed);
+                settle_tags(g.slab_base(region, s), 1 << k.slab_shift);
+                s
+            } else {
+                // Out of address space: let the large quarantine go first, then try once more.
+                self.grow(g, region, inner, rng).or_else(|| if super::large::LARGE.relieve() { self.grow(g, region, inner, rng) } else { None })?
+            }
+        };
+        let h = SlabMeta::of(g, k, region, slab);
+        // Pool slabs have no live block, so nobody can notify about them; a free that raced
+        // with the slab's way into the pool may still be clearing the queued bit it set.
+        while h.header().state.compare_exchange(0, owner as u64, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+        Some(slab)
+    }
+
+    /// Take back an empty slab its owner has released (state already 0: no owner).
+    pub fn give(&self, g: &Geometry, region: usize, slab: usize) {
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        let _guard = self.lock.guard();
+        // SAFETY: we hold the lock.
+        let inner = unsafe { &mut *self.inner.get() };
+        let m = SlabMeta::of(g, k, region, slab);
+        let h = m.header();
+        h.flags.store(RESIDENT, Ordering::Relaxed);
+        h.prev.store(0, Ordering::Relaxed);
+        h.link.store(inner.resident_head, Ordering::Relaxed);
+        if inner.resident_head != 0 {
+            SlabMeta::of(g, k, region, inner.resident_head as usize - 1).header().prev.store(slab as u32 + 1, Ordering::Relaxed);
+        } else {
+            inner.resident_tail = slab as u32 + 1;
+        }
+        inner.resident_head = slab as u32 + 1;
+        inner.resident += 1;
+        let total = RESIDENT_EMPTY.fetch_add(1 << k.slab_shift, Ordering::Relaxed) + (1 << k.slab_shift);
+        if total > EMPTY_BUDGET {
+            self.purge_oldest(g, k, region, inner, total - EMPTY_BUDGET);
+        }
+    }
+
+    /// Purge every resident empty slab of this pool (malloc_trim).
+    pub fn trim(&self, g: &Geometry, region: usize) {
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        let _guard = self.lock.guard();
+        // SAFETY: we hold the lock.
+        let inner = unsafe { &mut *self.inner.get() };
+        self.purge_oldest(g, k, region, inner, usize::MAX);
+    }
+
+    fn unlink_resident(&self, g: &Geometry, k: &ClassInfo, region: usize, inner: &mut Inner, s: usize) {
+        let h = SlabMeta::of(g, k, region, s);
+        let (prev, next) = (h.header().prev.load(Ordering::Relaxed), h.header().link.load(Ordering::Relaxed));
+        if prev != 0 {
+            SlabMeta::of(g, k, region, prev as usize - 1).header().link.store(next, Ordering::Relaxed);
+        } else {
+            inner.resident_head = next;
+        }
+        if next != 0 {
+            SlabMeta::of(g, k, region, next as usize - 1).header().prev.store(prev, Ordering::Relaxed);
+        } else {
+            inner.resident_tail = prev;
+        }
+        h.header().flags.store(0, Ordering::Relaxed);
+        inner.resident -= 1;
+    }
+
+    /// Purge resident empty slabs, oldest first, until `bytes` are given back or none is
+    /// left; each purge also takes the resident empty neighbours of its slab (one call).
+    fn purge_oldest(&self, g: &Geometry, k: &ClassInfo, region: usize, inner: &mut Inner, mut bytes: usize) {
+        let slab_bytes = 1usize << k.slab_shift;
+        if slab_bytes < platform::page_size() {
+            return; // smaller than a page: cannot be purged alone; they stay resident
+        }
+        let is_resident = |s: usize| -> bool {
+            slab_exists(region, s) && SlabMeta::of(g, k, region, s).header().flags.load(Ordering::Relaxed) & RESIDENT != 0
+        };
+        while bytes > 0 && inner.resident_tail != 0 {
+            let victim = inner.resident_tail as usize - 1;
+            let (mut lo, mut hi) = (victim, victim + 1);
+            while hi - lo < PURGE_RUN && lo > 0 && is_resident(lo - 1) {
+                lo -= 1;
+            }
+            while hi - lo < PURGE_RUN && is_resident(hi) {
+                hi += 1;
+            }
+            for s in lo..hi {
+                self.unlink_resident(g, k, region, inner, s);
+            }
+            let n = hi - lo;
+            RESIDENT_EMPTY.fetch_sub(n * slab_bytes, Ordering::Relaxed);
+            bytes = bytes.saturating_sub(n * slab_bytes);
+            let purged = platform::purge(g.slab_base(region, lo) as *mut u8, n * slab_bytes);
+            if purged {
+                self.purges.fetch_add(n as u32, Ordering::Relaxed);
+            }
+            for s in lo..hi {
+                let m = SlabMeta::of(g, k, region, s);
+                if purged {
+                    // The pages read as zero again: no slot needs a write-after-free check.
+                    m.clear_records(k);
+                }
+                m.header().flags.store(PURGED, Ordering::Relaxed);
+                m.header().link.store(inner.purged_head, Ordering::Relaxed);
+                inner.purged_head = s as u32 + 1;
+                inner.purged += 1;
+            }
+        }
+    }
+
+    /// Create the next slab of this region: commit its memory and metadata and initialise
+    /// its free bitmap (all slots free). It is owned by nobody yet (state 0).
+    fn grow(&self, g: &Geometry, region: usize, inner: &mut Inner, rng: &mut Rng) -> Option<usize> {
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        let pg = platform::page_size();
+        if !inner.initialised {
+            inner.first_slab = rng.below(FIRST_SLAB_SPREAD);
+            inner.end = inner.first_slab;
+            // Mappings start on a page boundary (slabs may be smaller than a 16/64 KiB page).
+            inner.heap_committed = ((inner.first_slab as usize) << k.slab_shift) & !(pg - 1);
+            inner.meta_committed = 0;
+            inner.initialised = true;
+        }
+        let (begin, end) = (inner.first_slab as usize, inner.end as usize);
+        if end >= g.max_slabs(k) {
+            return None;
+        }
+        let slab_bytes = 1usize << k.slab_shift;
+        let region_base = g.heap_base + (region << g.region_shift);
+        // Heap pages for the new slab.
+        let need = (end + 1) * slab_bytes;
+        if need > inner.heap_committed {
+            let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(g.region_size()).max(need), pg);
+            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
+                return None;
+            }
+            MAPPED_BYTES.fetch_add(to - inner.heap_committed, Ordering::Relaxed);
+            settle_tags(region_base + inner.heap_committed, to - inner.heap_committed);
+            inner.heap_committed = to;
+        }
+        // Slab metadata.
+        let meta_region = g.meta_region(region);
+        let meta_need = META_SLABS_OFF + (end + 1) * k.meta_stride as usize;
+        let meta_have = META_SLABS_OFF + inner.meta_committed;
+        if meta_need > meta_have {
+            let from = if inner.meta_committed == 0 { META_SLABS_OFF + ((begin * k.meta_stride as usize) & !(pg - 1)) } else { meta_have };
+            let to = round_up(meta_need.max(from + COMMIT_CHUNK / 4), pg);
+            if !platform::map_at((meta_region + from) as *mut u8, to - from, crate::tag::prot_flags()) {
+                return None;
+            }
+            MAPPED_BYTES.fetch_add(to - from, Ordering::Relaxed);
+            inner.meta_committed = to - META_SLABS_OFF;
+        }
+        let m = SlabMeta::of(g, k, region, end);
+        let n = k.nslots as usize;
+        for w in 0..k.words as usize {
+            let bits = if (w + 1) * 64 <= n { u64::MAX } else { (1u64 << (n % 64)) - 1 };
+            m.free_word(k, w).store(bits, Ordering::Relaxed);
+        }
+        m.header().nfree.store(n as u32, Ordering::Relaxed);
+        inner.end = end as u32 + 1;
+        SLABS[region].store(begin as u64 | (inner.end as u64) << 32, Ordering::Release);
+        Some(end)
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Give every page of fresh or purged heap memory its owned tag (0, what the kernel gives such
+/// pages anyway) while the pool lock is held, one granule per page. This makes the tag
+/// storage of each page exist before several threads tag slots on it at once: qemu-user 7.2
+/// allocates a page's tag storage lazily and can lose concurrent first tag writes otherwise.
+fn settle_tags(addr: usize, len: usize) {
+    if !crate::tag::enabled() {
+        return;
+    }
+    use crate::tag::TagStore;
+    let mut hw = crate::tag::hw();
+    let mut a = addr;
+    while a < addr + len {
+        hw.store(a, crate::tag::GRANULE, crate::tag::TAG_OWNED, false);
+        a += platform::page_size();
+    }
+}
+
+#[inline]
+fn round_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}

@@ -1,0 +1,184 @@
+//! realloc and the queries about a block (usable size, where it lives).
+
+use super::kind::Release;
+use super::large::LARGE;
+use super::record;
+use super::size_class::{self, CLASSES, MAX_SMALL};
+use super::slab::SlabMeta;
+use super::tcache::with_cache;
+use super::validate::{self, Block, Use};
+use super::{alloc, canary, free, pool, sample, zero, Caller, Globals};
+use crate::tag;
+
+/// Usable size of a live block (the requested size). Aborts for anything else: no oracle.
+pub fn usable_size(p: *const u8, who: Caller) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    let a = tag::untag(p as usize);
+    let Some(g) = super::ensure_init() else { validate::invalid(a, who, Use::Query, "mie's heap is not initialised") };
+    if sample::owns(a) {
+        return sample::validate(a, who.func, who.ret_addr, false).0;
+    }
+    if zero::owns(a) {
+        zero::validate(a, who.func, who.ret_addr, false);
+        return 0;
+    }
+    match validate::validate(g, p as usize, who, Use::Query) {
+        Block::Small { usable, .. } => usable,
+        Block::Large { entry } => entry.req,
+    }
+}
+
+/// Resize a block. A small block keeps its bucket (its type) when it moves; a large one
+/// moves to `default_bucket`. `p` is validated first (a non-block aborts with a report), so
+/// every access below is to a live block: the function is safe to call with any pointer.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *mut u8 {
+    if p.is_null() {
+        return alloc::alloc_as(size, 16, default_bucket, super::kind::MALLOC).0;
+    }
+    let raw = p as usize;
+    let addr = tag::untag(raw);
+    let Some(g) = super::ensure_init() else { validate::invalid(addr, who, Use::Release, "mie's heap is not initialised") };
+    let extra = g.opts.canary as usize;
+    // A guarded sample always moves (it keeps its bucket, as a slab block does).
+    let (old_usable, bucket) = if sample::owns(addr) {
+        let (size, bucket, kind) = sample::validate(addr, who.func, who.ret_addr, true);
+        validate::check_release(g, addr, who, Release::FREE, kind, size, None);
+        (size, bucket)
+    } else if zero::owns(addr) {
+        zero::validate(addr, who.func, who.ret_addr, true);
+        (0, default_bucket)
+    } else {
+        match validate::validate(g, raw, who, Use::Release) {
+            Block::Small { loc, rec, usable } => {
+                let k = &CLASSES[loc.class];
+                validate::check_release(g, addr, who, Release::FREE, record::kind(rec), usable, Some(&loc));
+                let slot_size = k.size as usize;
+                if g.opts.canary {
+                    let m = SlabMeta::new(&g.geo, loc.region, loc.slab);
+                    validate::check_small_canary(g, addr, raw, usable, &loc, m, rec, who);
+                }
+                // In place when the new size fits the slot and would not use a class of
+                // less than half the slot (then the block moves to a smaller class).
+                let fits_here = size.checked_add(extra).is_some_and(|n| n <= slot_size) && size_class::class_of(size + extra) + 4 > loc.class;
+                if fits_here && resize_small_in_place(g, addr, raw, &loc, rec, usable, size) {
+                    return p;
+                }
+                (usable, loc.bucket)
+            }
+            Block::Large { entry } => {
+                validate::check_release(g, addr, who, Release::FREE, entry.kind, entry.req, None);
+                if g.opts.canary {
+                    validate::check_canary(g, addr, addr, entry.req, entry.body_len - entry.req, None, who);
+                }
+                if size.checked_add(extra).is_some_and(|n| n <= entry.body_len) && size > MAX_SMALL && size >= entry.body_len / 2 {
+                    LARGE.resize(addr, size);
+                    if g.opts.canary {
+                        let len = (entry.body_len - size).min(canary::MAX_CANARY);
+                        // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
+                        unsafe { canary::write(canary::pattern(g.canary_key, addr), p.add(size), len) };
+                    }
+                    return p;
+                }
+                (entry.req, default_bucket)
+            }
+        }
+    };
+    let q = alloc::alloc_with_room(size, grown(size, old_usable), bucket);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: both blocks are live and distinct; we copy at most the smaller usable size.
+    unsafe { copy(p, q, old_usable.min(size)) };
+    free::free(p, who);
+    q
+}
+
+/// The size to allocate when a block of `old` bytes grows to `new`: with 25% headroom
+/// (within the small classes), so a block grown step by step passes through half as many
+/// size classes and moves half as often. The block still reports `new` bytes.
+fn grown(new: usize, old: usize) -> usize {
+    if new > old && old > 0 && new <= MAX_SMALL / 2 {
+        (new + new / 4).min(MAX_SMALL / 2).max(new)
+    } else {
+        new
+    }
+}
+
+/// Copy within mie without going through the exported (checked) memcpy.
+///
+/// # Safety
+/// Both ranges valid for `n` bytes and disjoint.
+unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
+    let mut i = 0;
+    // SAFETY: the caller guarantees both ranges; unaligned word moves, then bytes.
+    unsafe {
+        while i + 8 <= n {
+            core::ptr::write_volatile(dst.add(i) as *mut u64, (src.add(i) as *const u64).read_unaligned());
+            i += 8;
+        }
+        while i < n {
+            core::ptr::write_volatile(dst.add(i), *src.add(i));
+            i += 1;
+        }
+    }
+}
+
+/// Change a small block's requested size in place: `p` is the block's address, `mem` its
+/// tagged pointer, `rec` its record. False if the slot's record changed meanwhile.
+fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout::Loc, rec: u32, old: usize, new: usize) -> bool {
+    let k = &CLASSES[loc.class];
+    let slot_size = k.size as usize;
+    if !pool::slab_exists(loc.region, loc.slab) {
+        return false;
+    }
+    let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+    let old_end = (old + (slot_size - old).min(canary::MAX_CANARY)).min(slot_size);
+    let new_rec = record::live(record::kind(rec), record::tag(rec), slot_size - new);
+    // The owner changes records with plain stores; anyone else must not race with it.
+    let mine = with_cache(|tc| m.owner() == tc.id);
+    if mine {
+        m.set_rec(k, loc.slot, new_rec);
+    } else if !m.cas_rec(k, loc.slot, rec, new_rec) {
+        return false;
+    }
+    if new < old_end {
+        // Keep the zero-beyond-the-block invariant the write-after-free check relies on.
+        for a in mem + new..mem + old_end {
+            // SAFETY: [p+new, p+old_end) lies inside the slot.
+            unsafe { core::ptr::write_volatile(a as *mut u8, 0) };
+        }
+        if slot_size - old > canary::MAX_CANARY {
+            for a in mem + slot_size - canary::TAIL..mem + slot_size {
+                // SAFETY: the slot's last TAIL bytes.
+                unsafe { core::ptr::write_volatile(a as *mut u8, 0) };
+            }
+        }
+    }
+    if g.opts.canary {
+        // SAFETY: [mem, mem+slot_size) is the block's slot.
+        unsafe { canary::write_small(canary::pattern(g.canary_key, p), mem, new, slot_size) };
+    }
+    true
+}
+
+/// Where an address is, for tests and tools: (class size, bucket) of a small block.
+/// A guarded sample slot answers as one page-sized slot of the bucket it serves.
+pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
+    let g = super::ensure_init()?;
+    if let Some(bucket) = sample::bucket_of(tag::untag(p as usize)) {
+        return Some((sample::MAX_SIZE, bucket));
+    }
+    let l = g.geo.decode(tag::untag(p as usize))?;
+    Some((CLASSES[l.class].size as usize, l.bucket))
+}
+
+/// Address of the out-of-line metadata of the slab holding small block `p` (diagnostics and
+/// the tests that show a heap pointer cannot reach metadata). `None` for other pointers.
+pub fn slab_metadata_of(p: *const u8) -> Option<usize> {
+    let g = super::ensure_init()?;
+    let l = g.geo.decode(tag::untag(p as usize))?;
+    pool::slab_exists(l.region, l.slab).then(|| g.geo.slab_meta_addr(&CLASSES[l.class], l.region, l.slab))
+}

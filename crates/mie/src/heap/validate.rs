@@ -1,0 +1,325 @@
+//! The slow path of every release and query: finds out exactly what a pointer is (a live
+//! small, sampled, zero-size or large block, or what else), reports anything wrong with a
+//! clear message and stops the process. Never answers for a non-block, nor for a pointer
+//! whose tag is not its block's: no oracle.
+
+use core::fmt::Write;
+
+use super::kind::Release;
+use super::large::{self, LARGE};
+use super::layout::Loc;
+use super::pool;
+use super::record;
+use super::size_class::CLASSES;
+use super::slab::SlabMeta;
+use super::{bucket, canary, foreign, free, mismatch, sample, stacks, zero, Caller, Globals};
+use crate::report::{self, Kind};
+use crate::tag::{self, TagStore};
+
+/// A validated live block.
+pub enum Block {
+    Small { loc: Loc, rec: u32, usable: usize },
+    Large { entry: large::Entry },
+}
+
+/// What a call does with the pointer it validates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Gives the block back (free, delete, realloc): a freed block is a double free.
+    Release,
+    /// Only asks about it (malloc_usable_size): a freed block is a use after free.
+    Query,
+}
+
+/// The full free: every pointer the fast path did not take.
+#[inline(never)]
+pub fn free_full(p: *mut u8, who: Caller, r: Release) {
+    let raw = p as usize;
+    let addr = tag::untag(raw);
+    let Some(g) = super::ensure_init() else { invalid(addr, who, Use::Release, "mie's heap is not initialised") };
+    if sample::owns(addr) {
+        let (size, _, kind) = sample::validate(addr, who.func, who.ret_addr, true);
+        check_release(g, addr, who, r, kind, size, None);
+        return sample::free(addr, g.canary_key, who.func, who.ret_addr);
+    }
+    if zero::owns(addr) {
+        zero::validate(addr, who.func, who.ret_addr, true);
+        check_release(g, addr, who, r, super::kind::MALLOC, 0, None);
+        return zero::free(addr, who.func, who.ret_addr);
+    }
+    match validate(g, raw, who, Use::Release) {
+        Block::Small { loc, rec, usable } => {
+            check_release(g, addr, who, r, record::kind(rec), usable, Some(&loc));
+            let m = SlabMeta::new(&g.geo, loc.region, loc.slab);
+            if g.opts.canary {
+                check_small_canary(g, addr, raw, usable, &loc, m, rec, who);
+            }
+            free::release_valid(g, raw, addr, loc, m, rec, usable, who)
+        }
+        Block::Large { entry } => {
+            check_release(g, addr, who, r, entry.kind, entry.req, None);
+            free_large(g, entry.addr, entry, who)
+        }
+    }
+}
+
+/// Check that the block (`kind`, requested `size`, at `p`) may be released as `r` says; a
+/// mismatch is reported, and stops the process unless it is harmless (see `mismatch`).
+#[inline]
+pub fn check_release(g: &Globals, p: usize, who: Caller, r: Release, kind: u8, size: usize, loc: Option<&Loc>) {
+    if !r.accepts(p, kind, size) {
+        mismatch::on_mismatch(p, who, r, kind, size, loc, g.opts.alloc_dealloc_mismatch);
+    }
+}
+
+/// Resolve `raw` (as the caller passed it, tag included) to a live block or report and stop.
+pub fn validate(g: &Globals, raw: usize, who: Caller, how: Use) -> Block {
+    let p = tag::untag(raw);
+    if let Some(loc) = g.geo.decode(p) {
+        let k = &CLASSES[loc.class];
+        if loc.bucket > g.keys.pointer_buckets as usize || !pool::slab_exists(loc.region, loc.slab) {
+            invalid(p, who, how, "the address is inside mie's heap reservation but in no slab that exists");
+        }
+        if loc.slot >= k.nslots as usize {
+            invalid(p, who, how, "the address is in the unused tail of a slab, not in any block");
+        }
+        let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+        let rec = m.rec(k, loc.slot);
+        let state = state_name(rec);
+        if loc.interior != 0 {
+            let start = p - loc.interior;
+            let kind = if how == Use::Release { Kind::InvalidFree } else { Kind::InvalidPointer };
+            report::fatal(kind, p, who.func, |o| {
+                let _ = writeln!(o, "  pointer is {} bytes inside the block at {start:#x}, not at its start", loc.interior);
+                describe_slot(o, &loc, start, state);
+                report::write_code_addr(o, "called from", who.ret_addr);
+            });
+        }
+        if !record::is_live(rec) {
+            let never = record::state(rec) == record::FREE_CLEAN;
+            let kind = match (how, never) {
+                (Use::Release, false) => Kind::DoubleFree,
+                (Use::Release, true) => Kind::InvalidFree,
+                (Use::Query, false) => Kind::UseAfterFree,
+                (Use::Query, true) => Kind::InvalidPointer,
+            };
+            report::fatal(kind, p, who.func, |o| {
+                if never {
+                    let _ = writeln!(o, "  no block was ever allocated at this address (a slot that was never handed out)");
+                } else if record::state(rec) == record::REMOTE_FREED {
+                    let _ = writeln!(o, "  the block is not allocated: another thread already freed it");
+                } else {
+                    let _ = writeln!(o, "  the block is not allocated: it was already freed");
+                }
+                if how == Use::Query {
+                    let _ = writeln!(o, "  {}() asked about it: only a live block can be asked about", who.func);
+                }
+                describe_slot(o, &loc, p, state);
+                report::write_code_addr(o, "called from", who.ret_addr);
+            });
+        }
+        if tag::enabled() && tag::tag_of(raw) != record::tag(rec) {
+            let kind = if how == Use::Release { Kind::InvalidFree } else { Kind::InvalidPointer };
+            let mem = tag::hw().load(p);
+            report::fatal(kind, raw, who.func, |o| {
+                let _ = writeln!(
+                    o,
+                    "  tag mismatch: the pointer carries tag {:#x}, the block's memory tag is {mem:#x} (a stale or forged pointer)",
+                    tag::tag_of(raw)
+                );
+                describe_slot(o, &loc, p, "live");
+                report::write_code_addr(o, "called from", who.ret_addr);
+            });
+        }
+        let usable = (k.size as usize).saturating_sub(record::slack(rec));
+        return Block::Small { loc, rec, usable };
+    }
+    if tag::enabled() && tag::tag_of(raw) != 0 {
+        invalid(raw, who, how, "a tagged pointer that is not in mie's heap (large blocks are untagged)");
+    }
+    match LARGE.lookup(p) {
+        Some(e) if e.is_live() => Block::Large { entry: e },
+        Some(e) => {
+            let kind = if how == Use::Release { Kind::DoubleFree } else { Kind::UseAfterFree };
+            report::fatal(kind, p, who.func, |o| {
+                let _ = writeln!(o, "  large block of {} bytes was already freed (it is in the large quarantine)", e.req);
+                stacks::print(o, p, "");
+                report::write_code_addr(o, "called from", who.ret_addr);
+            })
+        }
+        None if LARGE.was_freed(p) => {
+            let kind = if how == Use::Release { Kind::DoubleFree } else { Kind::UseAfterFree };
+            report::fatal(kind, p, who.func, |o| {
+                let _ = writeln!(o, "  a large block at this address was freed (its quarantine is over: its memory is unmapped)");
+                report::write_code_addr(o, "called from", who.ret_addr);
+            })
+        }
+        None if foreign::in_libc_brk_heap(p) => invalid(
+            p,
+            who,
+            how,
+            "not a block allocated by mie: it lies in the C library's own heap, so the C library's malloc allocated it (a library loaded with dlopen(RTLD_DEEPBIND) calls it directly, and handed the block over?)",
+        ),
+        None => invalid(p, who, how, "not a block allocated by mie (stack, global or foreign memory)"),
+    }
+}
+
+fn state_name(rec: u32) -> &'static str {
+    match record::state(rec) {
+        record::FREE_CLEAN => "never allocated",
+        record::FREED => "free",
+        record::REMOTE_FREED => "freed by another thread",
+        _ => "live",
+    }
+}
+
+/// A pointer that is no block: invalid-free for a release, invalid-pointer for a query.
+pub fn invalid(p: usize, who: Caller, how: Use, why: &str) -> ! {
+    let kind = if how == Use::Release { Kind::InvalidFree } else { Kind::InvalidPointer };
+    report::fatal(kind, p, who.func, |o| {
+        let _ = writeln!(o, "  {why}");
+        report::write_code_addr(o, "called from", who.ret_addr);
+    })
+}
+
+pub fn describe_slot(o: &mut dyn Write, l: &Loc, start: usize, state: &str) {
+    let k = &CLASSES[l.class];
+    let g = super::globals();
+    let _ = write!(o, "  block {start:#x}: ");
+    if state == "live" && pool::slab_exists(l.region, l.slab) {
+        let m = SlabMeta::of(&g.geo, k, l.region, l.slab);
+        let _ = write!(o, "{} bytes requested, ", (k.size as usize).saturating_sub(m.slack(k, l.slot)));
+    }
+    let _ = writeln!(
+        o,
+        "{}-byte slot (size class #{}), bucket {} ({}), slab {} slot {}, state: {}",
+        k.size,
+        l.class,
+        l.bucket,
+        if l.bucket == bucket::DATA_BUCKET { "data" } else { "pointer" },
+        l.slab,
+        l.slot,
+        state
+    );
+    stacks::print(o, start, "");
+}
+
+/// The canary check of a small block being released. A broken canary while the block's
+/// record has changed since it was validated is not an overflow: another thread released the
+/// block meanwhile (and cleared its slot): a double free.
+#[allow(clippy::too_many_arguments)]
+pub fn check_small_canary(g: &Globals, p: usize, mem: usize, usable: usize, loc: &Loc, m: SlabMeta, rec: u32, who: Caller) {
+    let k = &CLASSES[loc.class];
+    let slot_size = k.size as usize;
+    // SAFETY: [mem, mem + slot_size) is the block's slot.
+    if unsafe { canary::small_intact(canary::pattern(g.canary_key, p), mem, usable, slot_size) } {
+        return;
+    }
+    if m.rec(k, loc.slot) != rec {
+        concurrent_double_free(g, p, loc, who);
+    }
+    check_canary(g, p, mem, usable, slot_size - usable, Some(loc), who);
+}
+
+/// Check the canary of the block at `p` (untagged), reading through `mem` (its tagged pointer).
+pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
+    let pat = canary::pattern(g.canary_key, p);
+    let bad = if loc.is_some() {
+        // SAFETY: [mem, mem+usable+slack) is the block's slot.
+        unsafe { canary::check_small(pat, mem, usable, usable + slack) }
+    } else {
+        // SAFETY: [mem+usable, ...) lies inside the large block's committed pages.
+        unsafe { canary::check(pat, (mem + usable) as *const u8, slack.min(canary::MAX_CANARY)) }
+    };
+    if let Some(off) = bad {
+        report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
+            let _ = writeln!(
+                o,
+                "  the slack canary after the block was overwritten: byte {} past the end of the {}-byte block (address {:#x})",
+                off,
+                usable,
+                p + usable + off
+            );
+            match loc {
+                Some(l) => describe_slot(o, l, p, "live"),
+                None => {
+                    let _ = writeln!(o, "  block {p:#x}: {usable} bytes requested, large allocation (own mapping)");
+                    stacks::print(o, p, "");
+                }
+            }
+            report::write_code_addr(o, "detected in a call from", who.ret_addr);
+            let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
+            if loc.is_some() && off + canary::TAIL >= slack {
+                let _ = writeln!(
+                    o,
+                    "  or a write just before the block in the next slot ({:#x}) ran backwards into this one (underflow)",
+                    p + usable + slack
+                );
+            }
+        });
+    }
+}
+
+/// The bytes just before the block at `p` (the end of the previous slot, `prev` its record)
+/// were overwritten: found when the block is freed.
+#[cold]
+#[inline(never)]
+pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller) -> ! {
+    let _ = g;
+    report::fatal(Kind::HeapBufferUnderflow, p, who.func, |o| {
+        let k = &CLASSES[loc.class];
+        let prev_start = p - k.size as usize;
+        if record::is_live(prev) {
+            let _ = writeln!(
+                o,
+                "  the bytes just before the block (the canary at the end of the previous slot, {prev_start:#x}) were overwritten: a write before the start of this block, or past the end of the block before it"
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "  the bytes just before the block (the end of the free previous slot, {prev_start:#x}) are not zero: a write before the start of this block"
+            );
+        }
+        describe_slot(o, &loc, p, "live");
+        report::write_code_addr(o, "detected in a call from", who.ret_addr);
+    })
+}
+
+/// Two releases of one block raced, and this one lost.
+#[cold]
+#[inline(never)]
+pub fn concurrent_double_free(g: &Globals, p: usize, loc: &Loc, who: Caller) -> ! {
+    let _ = g;
+    report::fatal(Kind::DoubleFree, p, who.func, |o| {
+        let _ = writeln!(o, "  the block was freed concurrently by another thread");
+        describe_slot(o, loc, p, "free");
+        report::write_code_addr(o, "called from", who.ret_addr);
+    })
+}
+
+/// Found by the owner when it collected a remote free: the block was also freed by the
+/// owner at the same time (the owner's free overwrote the remote mark).
+#[cold]
+#[inline(never)]
+pub fn racing_double_free(g: &Globals, p: usize, region: usize, slab: usize, slot: usize) -> ! {
+    let l = g.geo.decode(p).unwrap_or(Loc { region, class: region / super::layout::BUCKET_SLOTS, bucket: 0, slab, slot, interior: 0 });
+    report::fatal(Kind::DoubleFree, p, "free", |o| {
+        let _ = writeln!(o, "  the block was freed twice at the same time, by two threads (found when the second free was collected)");
+        describe_slot(o, &l, p, "free");
+    })
+}
+
+pub fn free_large(g: &Globals, p: usize, e: large::Entry, who: Caller) {
+    if g.opts.canary {
+        check_canary(g, p, p, e.req, e.body_len - e.req, None, who);
+    }
+    if g.opts.stacks {
+        stacks::on_free(p);
+    }
+    if let Err(e) = LARGE.free(p, g.opts.large_quarantine as usize, g.opts.large_quarantine_bytes) {
+        report::fatal(Kind::DoubleFree, p, who.func, |o| {
+            let _ = writeln!(o, "  large block of {} bytes was freed concurrently or twice", e.req);
+            report::write_code_addr(o, "called from", who.ret_addr);
+        });
+    }
+}
