@@ -251,7 +251,7 @@ pub fn trim() {
     let Some(g) = ensure_init() else { return };
     tcache::with_cache(|tc| {
         owner::drain(g, tc, "malloc_trim");
-        owner::give_back_empties(g, tc);
+        owner::give_back(g, tc, true);
     });
     for (region, p) in POOLS.iter().enumerate().take(REGION_COUNT) {
         p.trim(&g.geo, region);

@@ -7,7 +7,11 @@
 //! A slot's way around: free bitmap -> bin (refill) -> live (malloc) -> quarantine (free,
 //! or collection of a remote free) -> bin or free bitmap (expiry). A slab whose every slot
 //! is back in the free bitmap is empty; a cache keeps one empty slab per region and gives
-//! the others back to the pool.
+//! the others back to the pool. A thread that exits gives back all its slabs with free
+//! slots (its bins and quarantine drained first: no slot of a slab it gives back is held
+//! anywhere else), as partial slabs that any thread takes before an empty one, collecting
+//! the frees that reached them meanwhile. While a cache runs, only empty slabs go back: a
+//! partial one may still have slots in its bins or quarantine.
 
 use core::sync::atomic::Ordering;
 
@@ -20,8 +24,10 @@ use super::slab::{from_id, slab_id, SlabMeta, IN_PARTIAL, QUEUED};
 use super::tcache::{self, TCache};
 use super::Globals;
 
-/// Empty slabs a cache keeps per region before giving more back to the pool.
+/// Empty slabs a cache keeps per region before giving more back to the pool (only slabs of
+/// at most `KEEP_EMPTY_MAX` bytes: a big empty slab goes back at once).
 const KEEP_EMPTY: u32 = 1;
+const KEEP_EMPTY_MAX: usize = 16 << 10;
 /// Partial slabs looked at when choosing where to take slots from.
 const CHOICES: usize = 4;
 
@@ -31,21 +37,27 @@ const CHOICES: usize = 4;
 #[inline(never)]
 pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
     collect(g, tc, "malloc");
-    if tc.bins[region].n > 0 {
-        return true;
-    }
     let k = &CLASSES[region / BUCKET_SLOTS];
-    let slab = match pick_partial(&g.geo, k, tc, region) {
-        Some(s) => s,
-        None => {
-            let Some(s) = POOLS[region].take(&g.geo, region, tc.id, &mut tc.rng) else { return false };
-            partial_push(&g.geo, k, tc, region, s);
-            tc.owned[region].empties += 1;
-            s
+    loop {
+        if tc.bins[region].n > 0 {
+            return true;
         }
-    };
-    take_slots(&g.geo, k, tc, region, slab);
-    tc.bins[region].n > 0
+        if let Some(s) = pick_partial(&g.geo, k, tc, region) {
+            take_slots(&g.geo, k, tc, region, s);
+            return tc.bins[region].n > 0;
+        }
+        let Some((s, partial)) = POOLS[region].take(&g.geo, region, tc.id, &mut tc.rng) else { return false };
+        let nfree = SlabMeta::of(&g.geo, k, region, s).header().nfree.load(Ordering::Relaxed);
+        if nfree > 0 {
+            partial_push(&g.geo, k, tc, region, s);
+            tc.owned[region].empties += (nfree == k.nslots as u32) as u32;
+        }
+        if partial {
+            // Frees that reached the slab while no cache owned it. (Their expiry may move
+            // slots around, even give this slab back: the loop looks again.)
+            collect_slab(g, tc, region, s, "malloc");
+        }
+    }
 }
 
 /// Among the first few owned partial slabs, two picked at random: the fuller one (so
@@ -193,22 +205,25 @@ fn to_bitmap(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, p: usi
     }
     if nfree == k.nslots as u32 {
         tc.owned[region].empties += 1;
-        if tc.owned[region].empties > KEEP_EMPTY {
-            give_back(g, k, tc, region, slab);
+        if tc.owned[region].empties > KEEP_EMPTY || 1usize << k.slab_shift > KEEP_EMPTY_MAX {
+            release(g, k, tc, region, slab);
         }
     }
 }
 
-/// Give an empty owned slab back to its pool, unless it is on this cache's notification
-/// stack (it then comes back through `collect`, and is given back later).
-fn give_back(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
+/// Give an owned slab with free slots back to its pool (empty, or partial when the cache
+/// holds none of its slots in bins or quarantine), unless it is on this cache's notification
+/// stack (it then comes back through `collect`, and may be given back later).
+fn release(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
     let m = SlabMeta::of(g, k, region, slab);
     if m.header().state.compare_exchange(tc.id as u64, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
         return;
     }
+    let nfree = m.header().nfree.load(Ordering::Relaxed);
     partial_remove(g, k, tc, region, slab);
-    tc.owned[region].empties -= 1;
-    POOLS[region].give(g, region, slab);
+    let empty = nfree == k.nslots as u32;
+    tc.owned[region].empties -= empty as u32;
+    POOLS[region].give(g, region, slab, empty);
 }
 
 /// Put a freed slot in the quarantine; slots whose delay is over leave it (`expire`).
@@ -251,19 +266,26 @@ pub fn collect(g: &Globals, tc: &mut TCache, func: &'static str) {
         // Read the link before clearing QUEUED: from then on the slab may be pushed again.
         id = m.header().next.load(Ordering::Relaxed);
         m.header().state.fetch_and(!QUEUED, Ordering::AcqRel);
-        for w in 0..k.words as usize {
-            let mut bits = m.remote_word(k, w).swap(0, Ordering::Acquire);
-            while bits != 0 {
-                let slot = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let r = m.rec(k, slot);
-                let p = g.geo.slot_addr(region, slab, slot);
-                if record::state(r) != record::REMOTE_FREED {
-                    super::validate::racing_double_free(g, p, region, slab, slot);
-                }
-                m.set_rec(k, slot, record::freed(r));
-                quarantine(g, tc, p, k.size as usize, func);
+        collect_slab(g, tc, region, slab, func);
+    }
+}
+
+/// Collect the remote frees of one slab this cache owns.
+fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: &'static str) {
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    let m = SlabMeta::of(&g.geo, k, region, slab);
+    for w in 0..k.words as usize {
+        let mut bits = m.remote_word(k, w).swap(0, Ordering::Acquire);
+        while bits != 0 {
+            let slot = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let r = m.rec(k, slot);
+            let p = g.geo.slot_addr(region, slab, slot);
+            if record::state(r) != record::REMOTE_FREED {
+                super::validate::racing_double_free(g, p, region, slab, slot);
             }
+            m.set_rec(k, slot, record::freed(r));
+            quarantine(g, tc, p, k.size as usize, func);
         }
     }
 }
@@ -326,19 +348,21 @@ pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
     }
 }
 
-/// Give every empty owned slab back to its pool (trim): the kept ones too.
-pub fn give_back_empties(g: &Globals, tc: &mut TCache) {
+/// Give owned slabs with free slots back to their pools: only the empty ones (`empties_only`,
+/// trim) or every one (thread exit, after `drain`: no slot is held in bins or quarantine).
+pub fn give_back(g: &Globals, tc: &mut TCache, empties_only: bool) {
     for region in 0..tc.owned.len() {
-        if tc.owned[region].empties == 0 {
+        if tc.owned[region].partial == 0 || (empties_only && tc.owned[region].empties == 0) {
             continue;
         }
         let k = &CLASSES[region / BUCKET_SLOTS];
         let mut s = tc.owned[region].partial;
         while s != 0 {
             let slab = s as usize - 1;
-            s = SlabMeta::of(&g.geo, k, region, slab).header().link.load(Ordering::Relaxed);
-            if SlabMeta::of(&g.geo, k, region, slab).header().nfree.load(Ordering::Relaxed) == k.nslots as u32 {
-                give_back(&g.geo, k, tc, region, slab);
+            let h = SlabMeta::of(&g.geo, k, region, slab);
+            s = h.header().link.load(Ordering::Relaxed);
+            if !empties_only || h.header().nfree.load(Ordering::Relaxed) == k.nslots as u32 {
+                release(&g.geo, k, tc, region, slab);
             }
         }
     }

@@ -1,7 +1,8 @@
-//! The pool of one (size class, bucket): the slabs no thread owns. Every slab in a pool is
-//! empty; a thread cache takes one when its own slabs of the region are full and gives one
-//! back when it has more empty slabs than it keeps. Slabs are created here (their heap and
-//! metadata committed at their fixed addresses, never reassigned to another region).
+//! The pool of one (size class, bucket): the slabs no thread owns. A thread cache takes one
+//! when its own slabs of the region are full: a partial slab (given back by a cache that
+//! had more free slots than it used, or by a thread that exited) before an empty one, an
+//! empty one before a new one. Slabs are created here (their heap and metadata committed at
+//! their fixed addresses, never reassigned to another region).
 //!
 //! Empty slabs keep their pages (resident) while the process-wide budget of resident empty
 //! slab memory allows; beyond it the oldest are purged (`MADV_DONTNEED`, runs of
@@ -13,14 +14,14 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::layout::{Geometry, BUCKET_SLOTS, META_SLABS_OFF, REGION_COUNT};
 use super::size_class::{ClassInfo, CLASSES};
-use super::slab::{SlabMeta, PURGED, RESIDENT};
+use super::slab::{SlabMeta, PARTIAL, PURGED, RESIDENT};
 use crate::platform::{self, lock::Lock};
 use crate::rand::Rng;
 
 /// Heap and metadata are committed in chunks of at least this size.
 const COMMIT_CHUNK: usize = 256 << 10;
 /// Bytes of empty slabs kept resident in all pools together before the oldest are purged.
-pub const EMPTY_BUDGET: usize = 4 << 20;
+pub const EMPTY_BUDGET: usize = 1 << 20;
 /// Slabs before the first one used in a region: a random number in 0..FIRST_SLAB_SPREAD.
 const FIRST_SLAB_SPREAD: u32 = 256;
 /// The most slabs one purge call covers.
@@ -40,6 +41,9 @@ struct Inner {
     /// Purged empty slabs (a stack).
     purged_head: u32,
     purged: u32,
+    /// Partial slabs (live blocks and free slots; a stack).
+    partial_head: u32,
+    partial: u32,
 }
 
 pub struct Pool {
@@ -93,21 +97,32 @@ impl Pool {
                 resident: 0,
                 purged_head: 0,
                 purged: 0,
+                partial_head: 0,
+                partial: 0,
             }),
             purges: AtomicU32::new(0),
         }
     }
 
-    /// An empty slab for cache `owner`: a resident one, else a purged one, else a new one.
-    /// Its free bitmap is full and it belongs to `owner` when this returns. None: out of
-    /// address space or memory.
-    pub fn take(&self, g: &Geometry, region: usize, owner: u32, rng: &mut Rng) -> Option<usize> {
+    /// A slab for cache `owner`: a partial one, else an empty resident one, a purged one, a
+    /// new one. It belongs to `owner` when this returns; true if it is a partial slab (its
+    /// remote-free bits must be collected). None: out of address space or memory.
+    pub fn take(&self, g: &Geometry, region: usize, owner: u32, rng: &mut Rng) -> Option<(usize, bool)> {
         let k = &CLASSES[region / BUCKET_SLOTS];
+        let mut partial = false;
         let slab = {
             let _guard = self.lock.guard();
             // SAFETY: we hold the lock.
             let inner = unsafe { &mut *self.inner.get() };
-            if inner.resident_head != 0 {
+            if inner.partial_head != 0 {
+                let s = inner.partial_head as usize - 1;
+                let m = SlabMeta::of(g, k, region, s);
+                inner.partial_head = m.header().link.load(Ordering::Relaxed);
+                inner.partial -= 1;
+                m.header().flags.store(0, Ordering::Relaxed);
+                partial = true;
+                s
+            } else if inner.resident_head != 0 {
                 let s = inner.resident_head as usize - 1;
                 self.unlink_resident(g, k, region, inner, s);
                 RESIDENT_EMPTY.fetch_sub(1 << k.slab_shift, Ordering::Relaxed);
@@ -131,17 +146,26 @@ impl Pool {
         while h.header().state.compare_exchange(0, owner as u64, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             core::hint::spin_loop();
         }
-        Some(slab)
+        Some((slab, partial))
     }
 
-    /// Take back an empty slab its owner has released (state already 0: no owner).
-    pub fn give(&self, g: &Geometry, region: usize, slab: usize) {
+    /// Take back a slab its owner has released (state already 0: no owner): `empty` when
+    /// every slot is free, else it still holds live blocks (whose frees meanwhile set its
+    /// remote bits, collected by the next owner).
+    pub fn give(&self, g: &Geometry, region: usize, slab: usize, empty: bool) {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let _guard = self.lock.guard();
         // SAFETY: we hold the lock.
         let inner = unsafe { &mut *self.inner.get() };
         let m = SlabMeta::of(g, k, region, slab);
         let h = m.header();
+        if !empty {
+            h.flags.store(PARTIAL, Ordering::Relaxed);
+            h.link.store(inner.partial_head, Ordering::Relaxed);
+            inner.partial_head = slab as u32 + 1;
+            inner.partial += 1;
+            return;
+        }
         h.flags.store(RESIDENT, Ordering::Relaxed);
         h.prev.store(0, Ordering::Relaxed);
         h.link.store(inner.resident_head, Ordering::Relaxed);

@@ -44,6 +44,8 @@ pub const IN_PARTIAL: u32 = 1;
 /// Pool flags: the slab is on the resident (pages kept) or the purged empty list.
 pub const RESIDENT: u32 = 2;
 pub const PURGED: u32 = 4;
+/// Pool flag: the slab is on the pool's partial list (it holds live blocks).
+pub const PARTIAL: u32 = 8;
 
 /// A slab's id in notifications: region and slab index in one non-zero u32.
 #[inline(always)]

@@ -294,7 +294,9 @@ pub unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     // SAFETY: arg is this thread's cache (set by attach); nothing else uses it now.
     let c = unsafe { &mut *tc };
     super::owner::drain(g, c, "thread exit");
-    super::owner::give_back_empties(g, c);
+    // The thread is gone: its slabs with free slots go back to the pools, where any thread
+    // takes them (full ones stay with the idle cache until frees reach them).
+    super::owner::give_back(g, c, false);
     tls::set(DEAD);
     release(c, g);
 }
