@@ -6,7 +6,7 @@
 
 use core::fmt::Write;
 
-use super::large::{self, Entry};
+use super::large::{self, Info};
 use super::layout::Loc;
 use super::sample::{self, Slot};
 use super::size_class::CLASSES;
@@ -88,7 +88,7 @@ pub enum Finding {
     /// In the zero-size area (`malloc(0)` addresses).
     Zero { addr: usize, pc: usize, block: usize, live: bool },
     /// In a large block's mapping, outside its accessible body.
-    Large { addr: usize, pc: usize, e: Entry, hit: LargeHit },
+    Large { addr: usize, pc: usize, e: Info, hit: LargeHit },
     /// Inside mapped memory of a block (small, large or sampled), where bounds and lifetime
     /// allow the access: it faulted for another reason. `exec`: the program jumped there.
     InBlock { addr: usize, pc: usize, start: usize, size: usize, live: bool, large: bool, exec: bool, loc: Option<Loc> },

@@ -42,11 +42,23 @@ pub struct Shape {
     pub region_shift: u32,
     heap_window: (usize, usize),
     meta_window: (usize, usize),
+    /// Where large blocks get their addresses (`large/window.rs`).
+    pub large_window: (usize, usize),
 }
 
 impl Shape {
-    pub const LARGE: Shape = Shape { region_shift: 32, heap_window: (16 << 40, 24 << 40), meta_window: (32 << 40, 40 << 40) };
-    pub const SMALL: Shape = Shape { region_shift: 28, heap_window: (64 << 30, 256 << 30), meta_window: (256 << 30, 320 << 30) };
+    pub const LARGE: Shape = Shape {
+        region_shift: 32,
+        heap_window: (16 << 40, 24 << 40),
+        meta_window: (32 << 40, 40 << 40),
+        large_window: (2 << 40, 14 << 40),
+    };
+    pub const SMALL: Shape = Shape {
+        region_shift: 28,
+        heap_window: (64 << 30, 256 << 30),
+        meta_window: (256 << 30, 320 << 30),
+        large_window: (8 << 30, 64 << 30),
+    };
 
     #[inline(always)]
     pub const fn region_size(&self) -> usize {
@@ -124,13 +136,15 @@ pub struct Geometry {
     pub heap_base: usize,
     pub meta_base: usize,
     pub region_shift: u32,
+    /// The address window of large blocks.
+    pub large_window: (usize, usize),
 }
 
 impl Geometry {
-    pub const NONE: Geometry = Geometry { heap_base: 0, meta_base: 0, region_shift: Shape::LARGE.region_shift };
+    pub const NONE: Geometry = Geometry { heap_base: 0, meta_base: 0, region_shift: Shape::LARGE.region_shift, large_window: (0, 0) };
 
     pub fn new(shape: Shape, heap_base: usize, meta_base: usize) -> Self {
-        Geometry { heap_base, meta_base, region_shift: shape.region_shift }
+        Geometry { heap_base, meta_base, region_shift: shape.region_shift, large_window: shape.large_window }
     }
 
     #[inline(always)]
@@ -273,6 +287,8 @@ mod tests {
                 assert!(m >= sh.meta_window.0 && m + sh.meta_size() <= sh.meta_window.1);
                 assert!(h + sh.heap_size() <= m, "heap and metadata overlap");
                 assert!(m + sh.meta_size() < 1 << va_bits, "{sh:?} leaves a {va_bits}-bit address space");
+                // The large-block window is below both, and above the first 4 GiB.
+                assert!(sh.large_window.0 >= 4 << 30 && sh.large_window.1 <= sh.heap_window.0);
             }
         }
     }

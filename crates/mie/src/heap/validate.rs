@@ -19,7 +19,7 @@ use crate::tag::{self, TagStore};
 /// A validated live block.
 pub enum Block {
     Small { loc: Loc, rec: u32, usable: usize },
-    Large { entry: large::Entry },
+    Large { entry: large::Info },
 }
 
 /// What a call does with the pointer it validates.
@@ -309,7 +309,7 @@ pub fn racing_double_free(g: &Globals, p: usize, region: usize, slab: usize, slo
     })
 }
 
-pub fn free_large(g: &Globals, p: usize, e: large::Entry, who: Caller) {
+pub fn free_large(g: &Globals, p: usize, e: large::Info, who: Caller) {
     if g.opts.canary {
         check_canary(g, p, p, e.req, e.body_len - e.req, None, who);
     }
