@@ -20,8 +20,14 @@ use crate::rand::Rng;
 
 /// Heap and metadata are committed in chunks of at least this size.
 const COMMIT_CHUNK: usize = 256 << 10;
-/// Bytes of empty slabs kept resident in all pools together before the oldest are purged.
-pub const EMPTY_BUDGET: usize = 1 << 20;
+/// Bytes of empty slabs kept resident in all pools together before the oldest are purged:
+/// a sixteenth of the slab memory mapped, within these bounds.
+const EMPTY_BUDGET_MIN: usize = 1 << 20;
+const EMPTY_BUDGET_MAX: usize = 64 << 20;
+
+fn empty_budget() -> usize {
+    (MAPPED_BYTES.load(Ordering::Relaxed) / 16).clamp(EMPTY_BUDGET_MIN, EMPTY_BUDGET_MAX)
+}
 /// Slabs before the first one used in a region: a random number in 0..FIRST_SLAB_SPREAD.
 const FIRST_SLAB_SPREAD: u32 = 256;
 /// The most slabs one purge call covers.
@@ -177,8 +183,9 @@ impl Pool {
         inner.resident_head = slab as u32 + 1;
         inner.resident += 1;
         let total = RESIDENT_EMPTY.fetch_add(1 << k.slab_shift, Ordering::Relaxed) + (1 << k.slab_shift);
-        if total > EMPTY_BUDGET {
-            self.purge_oldest(g, k, region, inner, total - EMPTY_BUDGET);
+        let budget = empty_budget();
+        if total > budget {
+            self.purge_oldest(g, k, region, inner, total - budget);
         }
     }
 
