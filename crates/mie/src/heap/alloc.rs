@@ -184,7 +184,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
 #[inline(always)]
 pub fn slab_slot(g: &Globals, k: &ClassInfo, region: usize, p: usize) -> (usize, usize) {
     let off = p - g.geo.heap_base - (region << g.geo.region_shift);
-    let in_slab = (off & ((1usize << k.slab_shift) - 1)) as u64;
+    let in_slab = (off & k.slab_mask as usize) as u64;
     (off >> k.slab_shift, ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize)
 }
 

@@ -112,22 +112,39 @@ pub enum Access {
 }
 
 /// Abort with a report unless `[p, p + len)` lies inside the live block `p` points into
-/// (when it points into one). `func` names the checked function, `ret_addr` its caller;
-/// calls from mie's own code are not checked. A pointer outside mie's memory costs a few
-/// range compares, inline; only a pointer into mie's memory takes the out-of-line check.
+/// (when it points into one). `func` names the checked function, `ret_addr` its caller.
+/// The cost is in the order of the questions: is checking on (one load), is the pointer in
+/// mie's memory at all (one compare), is it in a live small block whose requested size
+/// covers the range (one decode, one record load). Only a range that fails (or a pointer
+/// into a large, sampled or zero-size block) takes the out-of-line path, which also lets
+/// calls from mie's own code and `checked_calls=0` through.
 #[inline(always)]
 pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
-    if tracked(tag::untag(p)) {
-        check_tracked(p, len, access, func, ret_addr);
+    let g = super::globals();
+    let a = tag::untag(p);
+    if !g.opts.checked_calls || !g.geo.tracks(a) || len == 0 {
+        return;
     }
+    if let Some(loc) = g.geo.decode(a) {
+        // SAFETY: decode returns class < CLASS_COUNT.
+        let k = unsafe { CLASSES.get_unchecked(loc.class) };
+        if loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize && pool::slab_exists(loc.region, loc.slab) {
+            let r = SlabMeta::of(&g.geo, k, loc.region, loc.slab).rec(k, loc.slot);
+            let size = (k.size as usize).wrapping_sub(record::slack(r));
+            if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {
+                return;
+            }
+        }
+    }
+    check_tracked(p, len, access, func, ret_addr);
 }
 
-/// Whether `a` (untagged) may lie in memory mie hands out: its heap, sample or zero-size
-/// areas, or the span of its large blocks. Before initialisation the heap base is 0, so low
-/// addresses pass here and are turned away by the state check that follows.
+/// Whether `a` (untagged) may lie in memory mie hands out (and checks are on): one compare.
+/// Before initialisation nothing is tracked.
 #[inline(always)]
 pub fn tracked(a: usize) -> bool {
-    super::globals().geo.holds_heap(a) || sample::owns(a) || zero::owns(a) || large::maybe_live(a)
+    let g = super::globals();
+    g.opts.checked_calls && g.geo.tracks(a)
 }
 
 /// Whether a call from `ret_addr` about `p` is checked at all: the heap is ready, the
@@ -137,19 +154,21 @@ fn checking(ret_addr: usize) -> bool {
     STATE.load(Ordering::Acquire) == READY && !from_mie(ret_addr) && super::globals().opts.checked_calls
 }
 
-#[inline(always)]
+/// The full check: where `p` is, and a report if the range leaves its block.
+#[cold]
+#[inline(never)]
 fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
-    if len == 0 || !checking(ret_addr) {
+    let fits = match place(p) {
+        Place::Unknown => true,
+        Place::Live { start, size } => (tag::untag(p) - start).checked_add(len).is_some_and(|end| end <= size),
+        Place::Freed { .. } => false,
+    };
+    if fits || !checking(ret_addr) {
         return;
     }
     match place(p) {
         Place::Unknown => {}
-        Place::Live { start, size } => {
-            let off = tag::untag(p) - start;
-            if off.checked_add(len).is_none_or(|end| end > size) {
-                overflow(p, start, size, off, len, access, func, ret_addr);
-            }
-        }
+        Place::Live { start, size } => overflow(p, start, size, tag::untag(p) - start, len, access, func, ret_addr),
         Place::Freed { start, size } => freed(p, start, size, len, access, func, ret_addr),
     }
 }

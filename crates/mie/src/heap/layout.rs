@@ -138,13 +138,38 @@ pub struct Geometry {
     pub region_shift: u32,
     /// The address window of large blocks.
     pub large_window: (usize, usize),
+    /// Precomputed from the above, so that decoding is loads, masks and one multiply.
+    heap_span: usize,
+    region_mask: usize,
+    /// Start of the slab metadata of region 0 (the metadata base plus the offset below it).
+    meta_slabs: usize,
+    track_span: usize,
 }
 
 impl Geometry {
-    pub const NONE: Geometry = Geometry { heap_base: 0, meta_base: 0, region_shift: Shape::LARGE.region_shift, large_window: (0, 0) };
+    pub const NONE: Geometry = Geometry {
+        heap_base: 0,
+        meta_base: 0,
+        region_shift: 0,
+        large_window: (0, 0),
+        heap_span: 0,
+        region_mask: 0,
+        meta_slabs: 0,
+        track_span: 0,
+    };
 
     pub fn new(shape: Shape, heap_base: usize, meta_base: usize) -> Self {
-        Geometry { heap_base, meta_base, region_shift: shape.region_shift, large_window: shape.large_window }
+        let heap_span = REGION_COUNT << shape.region_shift;
+        Geometry {
+            heap_base,
+            meta_base,
+            region_shift: shape.region_shift,
+            large_window: shape.large_window,
+            heap_span,
+            region_mask: (1 << shape.region_shift) - 1,
+            meta_slabs: meta_base + META_SLABS_OFF,
+            track_span: (heap_base + heap_span).saturating_sub(shape.large_window.0),
+        }
     }
 
     #[inline(always)]
@@ -157,7 +182,7 @@ impl Geometry {
     }
     #[inline(always)]
     pub const fn heap_size(&self) -> usize {
-        REGION_COUNT << self.region_shift
+        self.heap_span
     }
     #[inline(always)]
     pub const fn meta_size(&self) -> usize {
@@ -174,6 +199,14 @@ impl Geometry {
         self.heap_base != 0 && addr.wrapping_sub(self.heap_base) < self.heap_size()
     }
 
+    /// Is `addr` (untagged) anywhere in the memory mie hands out: large blocks, guarded
+    /// samples and zero-size blocks (all in the large-block window) or the heap? One
+    /// compare; false before initialisation.
+    #[inline(always)]
+    pub fn tracks(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.large_window.0) < self.track_span
+    }
+
     /// Is `addr` (untagged) inside the metadata's address range (mapped or not)?
     pub fn holds_meta(&self, addr: usize) -> bool {
         self.meta_base != 0 && addr.wrapping_sub(self.meta_base) < self.meta_size()
@@ -182,18 +215,17 @@ impl Geometry {
     /// Decode an (untagged) address. `None` if it is outside the heap.
     #[inline(always)]
     pub fn decode(&self, p: usize) -> Option<Loc> {
-        let shift = self.region_shift;
         let off = p.wrapping_sub(self.heap_base);
-        if off >= REGION_COUNT << shift {
+        if off >= self.heap_span {
             return None;
         }
-        let region = off >> shift;
+        let region = off >> self.region_shift;
         let class = region / BUCKET_SLOTS;
         // SAFETY: region < REGION_COUNT, so class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(class) };
-        let in_region = off & ((1usize << shift) - 1);
+        let in_region = off & self.region_mask;
         let slab = in_region >> k.slab_shift;
-        let in_slab = (in_region & ((1usize << k.slab_shift) - 1)) as u64;
+        let in_slab = (in_region & k.slab_mask as usize) as u64;
         let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
         let interior = in_slab as usize - slot * k.size as usize;
         Some(Loc { region, class, bucket: region % BUCKET_SLOTS, slab, slot, interior })
@@ -220,7 +252,7 @@ impl Geometry {
     /// Address of the metadata of `slab` in `region` (class `k`).
     #[inline(always)]
     pub fn slab_meta_addr(&self, k: &ClassInfo, region: usize, slab: usize) -> usize {
-        self.meta_base + (region << self.meta_region_shift()) + META_SLABS_OFF + slab * k.meta_stride as usize
+        self.meta_slabs + (region << (self.region_shift - 2)) + slab * k.meta_stride as usize
     }
 
     /// Start of a metadata region (the pool's bookkeeping lives below its slab metadata).

@@ -80,7 +80,7 @@ static READY: AtomicBool = AtomicBool::new(false);
 
 /// Reserve the sample area and warm up the unwinder. Called once after the heap is ready.
 pub fn init() {
-    let base = platform::reserve(area());
+    let base = super::large::LARGE.reserve_area(area());
     if base.is_null() {
         return;
     }

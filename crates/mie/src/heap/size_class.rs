@@ -25,6 +25,8 @@ pub const NARROW_RECORD_MAX: usize = 224;
 pub struct ClassInfo {
     pub size: u32,
     pub slab_shift: u8,
+    /// (1 << slab_shift) - 1.
+    pub slab_mask: u32,
     pub nslots: u16,
     /// 64-bit words in each per-slab bitmap.
     pub words: u8,
@@ -83,6 +85,7 @@ const fn make(i: usize) -> ClassInfo {
     ClassInfo {
         size: size as u32,
         slab_shift: shift as u8,
+        slab_mask: (1u32 << shift) - 1,
         nslots: nslots as u16,
         words: words as u8,
         wide,

@@ -282,6 +282,21 @@ impl Large {
         None
     }
 
+    /// An inaccessible reservation of `len` bytes in the large-block window (for the guarded
+    /// sample area and the zero-size area, so that every address mie hands out lies in one
+    /// span and a range check of a foreign pointer is one compare). Null if none could be made.
+    pub fn reserve_area(&self, len: usize) -> *mut u8 {
+        let _g = self.lock.guard();
+        let t = self.table();
+        for _ in 0..4 {
+            let Some(addr) = t.window.take(len, 0, platform::page_size()) else { break };
+            if platform::map_at_none(addr as *mut u8, len) {
+                return addr as *mut u8;
+            }
+        }
+        core::ptr::null_mut()
+    }
+
     /// The block at `p`, if `p` is the start of a live or quarantined large block.
     pub fn lookup(&self, p: usize) -> Option<Info> {
         let _g = self.lock.guard();
