@@ -8,6 +8,7 @@
 pub mod heap;
 pub mod options;
 pub mod platform;
+pub mod prf;
 pub mod rand;
 pub mod report;
 pub mod stats;

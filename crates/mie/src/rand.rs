@@ -1,5 +1,10 @@
-//! Randomness: a fast per-thread generator for placement decisions (seeded from the kernel's
-//! CSPRNG) and the keyed hash that maps type ids and call sites to buckets.
+//! Randomness: `SecureRng`, the per-thread placement generator (the keyed PRF in counter
+//! mode: its outputs cannot be predicted from earlier ones); `Rng` (wyrand), a fast
+//! generator for tests and simulations where nothing is secret; `mix64` and `keyed_hash`
+//! for spreading non-secret values over tables. Secrets themselves (canaries, buckets) come
+//! from `prf`.
+
+use crate::prf::Prf;
 
 /// A strong 64-bit finaliser (from the SplitMix64 family); used to spread seeds and keys.
 #[inline]
@@ -37,6 +42,56 @@ impl Rng {
     }
 }
 
+/// Placement randomness that what it produced does not predict: the keyed PRF in counter
+/// mode (a thread's own counter, started at a random point), eight outputs per batch.
+/// Slot order, first slabs, quarantine order and sampling distances come from here; an
+/// attacker who watches addresses learns past outputs and nothing about the next.
+pub struct SecureRng {
+    buf: [u64; 8],
+    left: usize,
+    ctr: u64,
+    prf: &'static Prf,
+}
+
+static UNKEYED: Prf = Prf::NONE;
+
+impl SecureRng {
+    /// Before a thread's cache is set up (never drawn from: `new` replaces it).
+    pub const UNSEEDED: SecureRng = SecureRng { buf: [0; 8], left: 0, ctr: 0, prf: &UNKEYED };
+
+    pub fn new(prf: &'static Prf, start: u64) -> Self {
+        SecureRng { buf: [0; 8], left: 0, ctr: start, prf }
+    }
+
+    /// 32 random bits (a batch gives sixteen).
+    #[inline]
+    pub fn next_u32(&mut self) -> u32 {
+        if self.left == 0 {
+            self.refill();
+        }
+        self.left -= 1;
+        (self.buf[self.left / 2] >> (32 * (self.left & 1))) as u32
+    }
+
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        (self.next_u32() as u64) << 32 | self.next_u32() as u64
+    }
+
+    #[cold]
+    fn refill(&mut self) {
+        self.prf.batch(self.ctr, &mut self.buf);
+        self.ctr = self.ctr.wrapping_add(4);
+        self.left = 16;
+    }
+
+    /// Uniform in `0..n` (n > 0), as `Rng::below`.
+    #[inline]
+    pub fn below(&mut self, n: u32) -> u32 {
+        ((self.next_u32() as u64 * n as u64) >> 32) as u32
+    }
+}
+
 /// Keyed 64-bit hash of one word. Two rounds of multiply-xorshift with secret per-process
 /// keys: an attacker who does not know the keys cannot predict which bucket a type or call
 /// site lands in, and two different inputs collide only by chance.
@@ -64,6 +119,29 @@ mod tests {
         for c in seen {
             assert!((9_000..11_000).contains(&c), "skewed: {seen:?}");
         }
+    }
+
+    #[test]
+    fn secure_rng_is_uniform_and_streams_differ() {
+        let prf: &'static Prf = Box::leak(Box::new(Prf::random()));
+        let mut r = SecureRng::new(prf, 12345);
+        let mut seen = [0u32; 7];
+        for _ in 0..70_000 {
+            seen[r.below(7) as usize] += 1;
+        }
+        for c in seen {
+            assert!((9_000..11_000).contains(&c), "skewed: {seen:?}");
+        }
+        // Every bit position takes both values; two streams from different starts differ.
+        let (mut or, mut and) = (0u64, !0u64);
+        let mut s = SecureRng::new(prf, 999);
+        for _ in 0..64 {
+            let (x, y) = (r.next_u64(), s.next_u64());
+            assert_ne!(x, y);
+            or |= x;
+            and &= x;
+        }
+        assert_eq!((or, and), (!0, 0));
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
     m.set_rec(k, slot, record::live(kind, t, slot_size - size));
     if g.opts.canary {
         // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag.
-        unsafe { canary::write_small(canary::pattern(g.canary_key, p), user, size, slot_size) };
+        unsafe { canary::write_small(canary::pattern(&g.canary, p), user, size, slot_size) };
     }
     tc.count_alloc(region);
     (user as *mut u8, g.opts.zero_on_free || record::state(r) == record::FREE_CLEAN)
@@ -174,7 +174,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     m.set_rec(k, slot, record::live(kind, t, slot_size - size));
     if g.opts.canary {
         // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag.
-        unsafe { canary::write_small(canary::pattern(g.canary_key, p), user, size, slot_size) };
+        unsafe { canary::write_small(canary::pattern(&g.canary, p), user, size, slot_size) };
     }
     tc.count_alloc(region);
     (user as *mut u8, zeroed_class || record::state(r) == record::FREE_CLEAN)
@@ -226,7 +226,7 @@ fn sample_draw(g: &Globals, tc: &mut TCache) -> bool {
 #[cold]
 #[inline(never)]
 fn alloc_sampled(g: &Globals, class: usize, bucket: usize, size: usize, kind: u8) -> (*mut u8, bool) {
-    let p = sample::alloc(size, bucket, g.canary_key, kind);
+    let p = sample::alloc(size, bucket, &g.canary, kind);
     with_cache(|tc| {
         tc.in_sample = false;
         if p.is_null() {
@@ -246,7 +246,7 @@ fn alloc_large(g: &Globals, size: usize, align: usize, kind: u8) -> (*mut u8, bo
     if g.opts.canary {
         let len = (body - size).min(canary::MAX_CANARY);
         // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
-        unsafe { canary::write(canary::pattern(g.canary_key, p as usize), p.add(size), len) };
+        unsafe { canary::write(canary::pattern(&g.canary, p as usize), p.add(size), len) };
     }
     (p, fresh)
 }

@@ -1,13 +1,29 @@
 //! Type buckets: which of a size class's buckets an allocation goes to.
 //!
 //! Bucket 0 holds pointer-free data; buckets 1..=N (N = option `buckets`) hold everything
-//! else. A typed allocation picks its bucket by a keyed hash of its type hash; an untyped one
-//! by a keyed hash of its call site. Keys are random per process, so an attacker cannot plan
-//! which types share a bucket.
+//! else. A typed allocation picks its bucket by a keyed PRF of its type hash; an untyped one
+//! by the PRF of its call site. The key is random per process, and the function cannot be
+//! solved from observed (site, bucket) pairs, so an attacker who sees which sites share a
+//! bucket still cannot plan which others do.
 
-use crate::rand::keyed_hash;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::prf::Prf;
 
 pub const DATA_BUCKET: usize = 0;
+
+/// The call-site table: entries hold `site << BUCKET_BITS | bucket`, for sites below
+/// 2^SITE_BITS (every code address on today's machines); bucket 0 marks an empty entry.
+const BUCKET_BITS: u32 = 16;
+const SITE_BITS: u32 = 64 - BUCKET_BITS;
+const SITE_SLOTS: usize = 512;
+static SITES: [AtomicU64; SITE_SLOTS] = [const { AtomicU64::new(0) }; SITE_SLOTS];
+
+/// A site's entry: return addresses differ in their low bits; fold in a few higher ones.
+#[inline(always)]
+fn site_slot(site: u64) -> usize {
+    ((site ^ (site >> 9) ^ (site >> 18)) as usize) & (SITE_SLOTS - 1)
+}
 
 /// Layout-semantics bits of an Apple-style `malloc_type_id_t` (DESIGN.md §4).
 const LAYOUT_MASK: u64 = 0xffff << 48;
@@ -15,8 +31,7 @@ const GENERIC_DATA: u64 = 1 << 56;
 
 #[derive(Clone, Copy)]
 pub struct Keys {
-    pub k0: u64,
-    pub k1: u64,
+    pub prf: Prf,
     pub pointer_buckets: u32,
     pub token_half: u64,
 }
@@ -24,14 +39,28 @@ pub struct Keys {
 impl Keys {
     #[inline]
     fn pointer_bucket(&self, x: u64) -> usize {
-        let h = keyed_hash(x, self.k0, self.k1);
+        let h = self.prf.eval(x);
         1 + (((h >> 32) * self.pointer_buckets as u64) >> 32) as usize
     }
 
-    /// Untyped allocation: bucket from the caller's return address.
+    /// Untyped allocation: bucket from the caller's return address. The PRF takes ten AES
+    /// rounds of latency on the allocation's critical path, so recent answers are kept in a
+    /// small process-wide table (one word per entry: the site above, the bucket below).
     #[inline]
     pub fn for_call_site(&self, ret_addr: usize) -> usize {
-        self.pointer_bucket(ret_addr as u64)
+        let site = ret_addr as u64;
+        if site >> SITE_BITS != 0 {
+            return self.pointer_bucket(site);
+        }
+        let e = &SITES[site_slot(site)];
+        let d = e.load(Ordering::Relaxed) ^ (site << BUCKET_BITS);
+        // A hit leaves only the bucket (never 0: pointer buckets start at 1).
+        if d.wrapping_sub(1) < (1 << BUCKET_BITS) - 1 {
+            return d as usize;
+        }
+        let b = self.pointer_bucket(site);
+        e.store(site << BUCKET_BITS | b as u64, Ordering::Relaxed);
+        b
     }
 
     /// Apple-style type descriptor: pure data (only the "generic data" layout bit) goes to
@@ -79,7 +108,7 @@ mod tests {
     use super::*;
 
     fn keys(n: u32) -> Keys {
-        Keys { k0: 0x1234_5678_9abc_def1, k1: 0x0fed_cba9_8765_4321, pointer_buckets: n, token_half: 1 << 63 }
+        Keys { prf: Prf::random(), pointer_buckets: n, token_half: 1 << 63 }
     }
 
     #[test]
@@ -88,7 +117,7 @@ mod tests {
             let k = keys(n);
             let mut seen = [0usize; 8];
             for site in 0..10_000usize {
-                let b = k.for_call_site(0x5555_0000 + site * 5);
+                let b = k.pointer_bucket(0x5555_0000 + site as u64 * 5);
                 assert!((1..=n as usize).contains(&b));
                 seen[b] += 1;
             }
@@ -97,6 +126,20 @@ mod tests {
                 assert!(count > expect * 8 / 10, "bucket {b} underused: {seen:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_call_site_table_answers_as_the_function_does() {
+        // Sites no other test uses (the table is process-wide, keyed by site only).
+        let k = keys(7);
+        for round in 0..3 {
+            for i in 0..4000u64 {
+                let site = 0x7777_0000_0000 + i * 24;
+                assert_eq!(k.for_call_site(site as usize), k.pointer_bucket(site), "round {round} site {site:#x}");
+            }
+        }
+        // Sites the table cannot hold go straight to the function.
+        assert_eq!(k.for_call_site(usize::MAX - 3), k.pointer_bucket(u64::MAX - 3));
     }
 
     #[test]

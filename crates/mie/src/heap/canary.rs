@@ -108,8 +108,8 @@ pub unsafe fn intact(pat: u64, end: usize, len: usize) -> bool {
 
 /// The canary pattern word for a block: the byte at address `a` is `pattern >> 8*(a % 8)`.
 #[inline]
-pub fn pattern(key: u64, block: usize) -> u64 {
-    let x = crate::rand::mix64(key ^ block as u64);
+pub fn pattern(prf: &crate::prf::Prf, block: usize) -> u64 {
+    let x = prf.eval(block as u64);
     // Force every byte non-zero.
     x | 0x0101_0101_0101_0101
 }
@@ -195,7 +195,7 @@ mod tests {
         for (usable, slot) in [(20usize, 32usize), (200, 256), (1000, 1280), (1, 1024)] {
             let mut buf = vec![0u8; slot];
             let base = buf.as_mut_ptr() as usize;
-            let pat = pattern(5, base);
+            let pat = pattern(&crate::prf::Prf::random(), base);
             // SAFETY: the slot is buf.
             unsafe { write_small(pat, base, usable, slot) };
             // SAFETY: as above.
@@ -220,7 +220,7 @@ mod tests {
             for usable in 0..=slot {
                 let mut buf = vec![0x5au8; slot + 16];
                 let base = (buf.as_mut_ptr() as usize + 15) & !15;
-                let pat = pattern(11, base);
+                let pat = pattern(&crate::prf::Prf::random(), base);
                 if usable < 8 && slot - usable < 8 {
                     continue;
                 }
@@ -250,8 +250,9 @@ mod tests {
 
     #[test]
     fn pattern_has_no_zero_bytes_and_detects_any_single_byte_change() {
+        let prf = crate::prf::Prf::random();
         for b in 0..1000usize {
-            let pat = pattern(0xdead_beef, b * 16);
+            let pat = pattern(&prf, b * 16);
             assert!(pat.to_ne_bytes().iter().all(|&x| x != 0));
         }
         // Every length and start alignment: the word path and the byte path write the same
@@ -260,7 +261,7 @@ mod tests {
             for len in 0..=40 {
                 let mut buf = [0u8; 64];
                 let base = buf.as_ptr() as usize;
-                let pat = pattern(99, base + start);
+                let pat = pattern(&crate::prf::Prf::random(), base + start);
                 // SAFETY: the range lies inside buf.
                 unsafe { write(pat, buf.as_mut_ptr().add(start), len) };
                 for (i, &b) in buf.iter().enumerate() {

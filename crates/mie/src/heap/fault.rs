@@ -214,7 +214,12 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     } else {
         (Kind::UseAfterFree, 0)
     };
-    TagFault { kind, mtag, loc: Some(l), slot, live: m.is_live(k, l.slot), origin, ..f }
+    let live = m.is_live(k, l.slot);
+    // This thread was releasing the block when its memory changed tag under it: another
+    // thread released it at the same moment.
+    let racing = kind == Kind::UseAfterFree && super::tcache::freeing() == slot;
+    let kind = if racing { Kind::DoubleFree } else { kind };
+    TagFault { kind, mtag, loc: Some(l), slot, live, origin, ..f }
 }
 
 impl Finding {
@@ -376,6 +381,9 @@ impl TagFault {
         };
         let _ = writeln!(o, "  pointer tag {ptag:#x}, memory tag {mtag:#x}");
         match self.kind {
+            Kind::DoubleFree => {
+                let _ = writeln!(o, "  this thread was freeing the block at {slot:#x} when another thread freed it too (the fault is in mie's free, reading the block)");
+            }
             Kind::UseAfterFree if mtag == tag::TAG_FREE => {
                 let _ = writeln!(o, "  the block at {slot:#x} was freed: access through a dangling pointer");
             }
@@ -474,12 +482,12 @@ mod tests {
             let zf = heap::alloc_as(0, 16, 1, kind::MALLOC).0 as usize;
             heap::free(zf as *mut u8, WHO);
             add(zf, &[0, 1], Truth::Zero);
-            let s = sample::alloc(40, 1, g.canary_key, kind::MALLOC) as usize;
+            let s = sample::alloc(40, 1, &g.canary, kind::MALLOC) as usize;
             if s != 0 {
                 add(s, &[0, 39], Truth::SampleLive);
                 add(s, &[40 + 16, 100], Truth::SampleGuard);
-                let sf = sample::alloc(64, 2, g.canary_key, kind::MALLOC) as usize;
-                sample::free(sf, g.canary_key, "test", 0);
+                let sf = sample::alloc(64, 2, &g.canary, kind::MALLOC) as usize;
+                sample::free(sf, &g.canary, "test", 0);
                 add(sf, &[0, 63], Truth::SampleFreed);
             }
             add(g.geo.meta_base, &[0, 1 << 20, 5 << 20], Truth::Meta);

@@ -63,12 +63,15 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     if !r.accepts(p, record::kind(rec), usable) || (tag::enabled() && tag::tag_of(raw) != record::tag(rec)) {
         return false;
     }
-    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
-    if g.opts.canary && !unsafe { canary::small_intact(canary::pattern(g.canary_key, p), raw, usable, slot_size) } {
-        return false;
-    }
     // SAFETY: a live TLS word is this thread's own cache.
     let tc = unsafe { &mut *(tcp as *mut TCache) };
+    if tag::enabled() {
+        tc.freeing = p;
+    }
+    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
+    if g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), raw, usable, slot_size) } {
+        return false;
+    }
     if m.owner() != tc.id {
         free_remote(g, tc, raw, p, loc, m, rec, usable, who);
         return true;
@@ -80,6 +83,7 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     // cleared canary under a live record).
     m.set_rec(k, loc.slot, record::freed(rec));
     scrub(g, k, raw, p, usable);
+    tc.freeing = 0;
     tc.count_free(loc.region);
     owner::quarantine(g, tc, p, slot_size, who.func);
     true
@@ -106,11 +110,15 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
     if g.opts.canary && loc.slot > 0 && !tag::enabled() && !before_intact(g, k, m, loc, p) {
         validate::underflow(g, p, loc, m.rec(k, loc.slot - 1), who);
     }
+    if tag::enabled() {
+        tc.freeing = p;
+    }
     if g.opts.stacks {
         stacks::on_free(p);
     }
     m.set_rec(k, loc.slot, record::freed(rec));
     scrub(g, k, raw, p, usable);
+    tc.freeing = 0;
     tc.count_free(loc.region);
     owner::quarantine(g, tc, p, k.size as usize, who.func);
 }
@@ -122,6 +130,9 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
 #[allow(clippy::too_many_arguments)]
 fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
     let k = &CLASSES[loc.class];
+    if tag::enabled() {
+        tc.freeing = p;
+    }
     if !m.cas_rec(k, loc.slot, rec, record::remote_freed(rec)) {
         validate::concurrent_double_free(g, p, &loc, who);
     }
@@ -129,6 +140,7 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: 
         stacks::on_free(p);
     }
     scrub(g, k, raw, p, usable);
+    tc.freeing = 0;
     let bit = 1u64 << (loc.slot % 64);
     if m.remote_word(k, loc.slot / 64).fetch_or(bit, Ordering::AcqRel) & bit != 0 {
         validate::concurrent_double_free(g, p, &loc, who);
@@ -190,7 +202,7 @@ fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) ->
         let start = p - k.size as usize;
         // SAFETY: the n bytes before p are the previous slot's canary (a live block there
         // has at least n bytes of slack, whose end always holds canary bytes).
-        n == 0 || unsafe { canary::intact(canary::pattern(g.canary_key, start), p - n, n) }
+        n == 0 || unsafe { canary::intact(canary::pattern(&g.canary, start), p - n, n) }
     } else if record::state(prev) == record::REMOTE_FREED || !g.opts.zero_on_free || k.size as usize > ZERO_MAX {
         true
     } else {

@@ -59,7 +59,10 @@ pub use validate::describe_slot;
 pub struct Globals {
     pub geo: Geometry,
     pub keys: Keys,
-    pub canary_key: u64,
+    /// Keyed PRF for block canaries.
+    pub canary: crate::prf::Prf,
+    /// Keyed PRF behind every thread's placement generator.
+    pub placement: crate::prf::Prf,
     pub opts: Options,
     pub tc_key: libc::pthread_key_t,
 }
@@ -71,8 +74,9 @@ unsafe impl Sync for GlobalCell {}
 
 static G: GlobalCell = GlobalCell(UnsafeCell::new(Globals {
     geo: Geometry::NONE,
-    keys: Keys { k0: 0, k1: 0, pointer_buckets: 1, token_half: 1 << 63 },
-    canary_key: 0,
+    keys: Keys { prf: crate::prf::Prf::NONE, pointer_buckets: 1, token_half: 1 << 63 },
+    canary: crate::prf::Prf::NONE,
+    placement: crate::prf::Prf::NONE,
     opts: Options::DEFAULT,
     tc_key: 0,
 }));
@@ -124,12 +128,12 @@ fn init_slow() -> Option<&'static Globals> {
                 g.geo = Geometry::new(shape, heap, meta);
                 g.tc_key = key;
                 g.keys = Keys {
-                    k0: platform::random_u64(),
-                    k1: platform::random_u64(),
+                    prf: crate::prf::Prf::random(),
                     pointer_buckets: g.opts.buckets,
                     token_half: bucket::token_half(g.opts.alloc_token_max),
                 };
-                g.canary_key = platform::random_u64();
+                g.canary = crate::prf::Prf::random();
+                g.placement = crate::prf::Prf::random();
                 bounds::init();
                 // Always: guard pages and quarantined large blocks fault on every machine.
                 fault::install();

@@ -16,7 +16,7 @@ use super::layout::{Geometry, BUCKET_SLOTS, META_SLABS_OFF, REGION_COUNT};
 use super::size_class::{ClassInfo, CLASSES};
 use super::slab::{SlabMeta, PARTIAL, PURGED, RESIDENT};
 use crate::platform::{self, lock::Lock};
-use crate::rand::Rng;
+use crate::rand::SecureRng;
 
 /// Heap and metadata are committed in chunks of at least this size.
 const COMMIT_CHUNK: usize = 256 << 10;
@@ -113,7 +113,7 @@ impl Pool {
     /// A slab for cache `owner`: a partial one, else an empty resident one, a purged one, a
     /// new one. It belongs to `owner` when this returns; true if it is a partial slab (its
     /// remote-free bits must be collected). None: out of address space or memory.
-    pub fn take(&self, g: &Geometry, region: usize, owner: u32, rng: &mut Rng) -> Option<(usize, bool)> {
+    pub fn take(&self, g: &Geometry, region: usize, owner: u32, rng: &mut SecureRng) -> Option<(usize, bool)> {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let mut partial = false;
         let slab = {
@@ -260,7 +260,7 @@ impl Pool {
 
     /// Create the next slab of this region: commit its memory and metadata and initialise
     /// its free bitmap (all slots free). It is owned by nobody yet (state 0).
-    fn grow(&self, g: &Geometry, region: usize, inner: &mut Inner, rng: &mut Rng) -> Option<usize> {
+    fn grow(&self, g: &Geometry, region: usize, inner: &mut Inner, rng: &mut SecureRng) -> Option<usize> {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let pg = platform::page_size();
         if !inner.initialised {

@@ -4,6 +4,7 @@
 //! entries and bytes (so the delay has a floor). Entries are slot addresses of small blocks.
 
 use crate::options::MAX_QUARANTINE;
+#[cfg(test)]
 use crate::rand::Rng;
 
 pub const RANDOM_STAGE: usize = 16;
@@ -52,7 +53,7 @@ impl Quarantine {
     /// Quarantine `p` (whose slot is `size` bytes): it replaces a random occupant of the
     /// random stage, which moves on to the FIFO ring. Afterwards, `pop_expired` gives the
     /// blocks whose delay is over.
-    #[inline]
+    #[cfg(test)]
     pub fn push(&mut self, p: usize, size: usize, rng: &mut Rng) {
         let j = rng.below(RANDOM_STAGE as u32) as usize;
         let victim = core::mem::replace(&mut self.random[j], p);

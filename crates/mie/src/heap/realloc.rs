@@ -78,7 +78,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
                     if g.opts.canary {
                         let len = (entry.body_len - size).min(canary::MAX_CANARY);
                         // SAFETY: [p+size, p+size+len) lies inside the block's committed pages.
-                        unsafe { canary::write(canary::pattern(g.canary_key, addr), p.add(size), len) };
+                        unsafe { canary::write(canary::pattern(&g.canary, addr), p.add(size), len) };
                     }
                     return p;
                 }
@@ -159,7 +159,7 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout:
     }
     if g.opts.canary {
         // SAFETY: [mem, mem+slot_size) is the block's slot.
-        unsafe { canary::write_small(canary::pattern(g.canary_key, p), mem, new, slot_size) };
+        unsafe { canary::write_small(canary::pattern(&g.canary, p), mem, new, slot_size) };
     }
     true
 }

@@ -114,7 +114,7 @@ fn slot_index(base: usize, p: usize) -> usize {
 
 /// Place a block of `size` (≤ PAGE - 16) bytes in a guarded slot; null when every slot of
 /// this bucket is busy (the caller then allocates normally).
-pub fn alloc(size: usize, bucket: usize, canary_key: u64, kind: u8) -> *mut u8 {
+pub fn alloc(size: usize, bucket: usize, canary: &crate::prf::Prf, kind: u8) -> *mut u8 {
     let base = BASE.load(Ordering::Acquire);
     if base == 0 || size > MAX_SIZE {
         return core::ptr::null_mut();
@@ -149,7 +149,7 @@ pub fn alloc(size: usize, bucket: usize, canary_key: u64, kind: u8) -> *mut u8 {
     let p = page + pg - ((size + 15) & !15).max(16);
     let pad = page + pg - (p + size);
     // SAFETY: [p+size, page+pg) is inside the page just committed.
-    unsafe { super::canary::write(super::canary::pattern(canary_key, p), (p + size) as *mut u8, pad) };
+    unsafe { super::canary::write(super::canary::pattern(canary, p), (p + size) as *mut u8, pad) };
     t.allocs += 1;
     t.live += 1;
     t.live_bytes += size as u64;
@@ -213,7 +213,7 @@ pub fn validate(p: usize, func: &str, ret_addr: usize, releasing: bool) -> (usiz
 }
 
 /// Free a validated sampled block: check its canary, drop the page, keep it inaccessible.
-pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
+pub fn free(p: usize, canary: &crate::prf::Prf, func: &str, ret_addr: usize) {
     let size = validate(p, func, ret_addr, true).0;
     let base = BASE.load(Ordering::Acquire);
     let i = slot_index(base, p);
@@ -221,7 +221,7 @@ pub fn free(p: usize, canary_key: u64, func: &str, ret_addr: usize) {
     let pg = platform::page_size();
     let pad = page + pg - (p + size);
     // SAFETY: the page is committed while the block is live.
-    if let Some(off) = unsafe { super::canary::check(super::canary::pattern(canary_key, p), (p + size) as *const u8, pad) } {
+    if let Some(off) = unsafe { super::canary::check(super::canary::pattern(canary, p), (p + size) as *const u8, pad) } {
         report::fatal(Kind::HeapBufferOverflow, p, func, |o| {
             let _ = writeln!(o, "  the canary after the guarded {size}-byte block was overwritten: byte {off} past its end");
             report::write_code_addr(o, "detected in a call from", ret_addr);

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use super::layout::REGION_COUNT;
 use super::quarantine::Quarantine;
 use crate::platform::{self, lock::Lock, tls};
-use crate::rand::Rng;
+use crate::rand::SecureRng;
 
 /// The largest `cache_cap` of any class.
 pub const BIN_CAP: usize = 64;
@@ -65,7 +65,11 @@ pub struct TCache {
     pub sample_countdown: u32,
     /// Set while this thread places a sampled block (its stack capture must not sample).
     pub in_sample: bool,
-    pub rng: Rng,
+    pub rng: SecureRng,
+    /// With MTE: the block this thread is releasing, while its canary is read (through the
+    /// caller's tagged pointer). A tag fault on it then means another thread freed it at
+    /// the same moment: a double free (`fault.rs`). 0 otherwise.
+    pub freeing: usize,
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
@@ -100,7 +104,8 @@ impl TCache {
             id: 0,
             sample_countdown: 0,
             in_sample: false,
-            rng: Rng::from_seed(0),
+            rng: SecureRng::UNSEEDED,
+            freeing: 0,
             qbits: 0,
             sh: ptr::null(),
             bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
@@ -148,6 +153,23 @@ impl TCache {
 
 /// TLS value of a thread whose cache was already returned (during thread teardown).
 pub const DEAD: usize = 1;
+
+/// The block this thread is releasing (see `TCache::freeing`), or 0. Reads only this
+/// thread's cache: safe in a signal handler.
+pub fn freeing() -> usize {
+    let tcp = tls::get();
+    if tcp <= DEAD {
+        return 0;
+    }
+    // SAFETY: a live TLS word is this thread's own cache; one word read.
+    unsafe { (*(tcp as *const TCache)).freeing }
+}
+
+/// Mark the block this thread is releasing (the slow path; the thread's first free may
+/// come before it has a cache, so this attaches one, as the release will anyway).
+pub fn set_freeing(p: usize) {
+    with_cache(|tc| tc.freeing = p);
+}
 
 /// Caches by id (1-based); never unmapped.
 static CACHES: [AtomicPtr<Entry>; MAX_CACHES + 1] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHES + 1];
@@ -220,7 +242,7 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         let tc = (*e).local.get();
         (*tc).id = id;
         (*tc).sh = &(*e).shared;
-        (*tc).rng = Rng::from_seed(seed);
+        (*tc).rng = SecureRng::new(&super::globals().placement, seed);
     }
     if id != 0 {
         CACHES[id as usize].store(e, Ordering::Release);
@@ -264,10 +286,10 @@ fn attach() -> Option<*mut TCache> {
             }
             super::pool::MAPPED_BYTES.fetch_add(core::mem::size_of::<Entry>(), Ordering::Relaxed);
             // SAFETY: a fresh, zeroed mapping (a valid empty entry) nobody else can reach.
-            unsafe { init_entry(found, id, platform::random_u64() ^ platform::thread_id()) };
+            unsafe { init_entry(found, id, platform::random_u64()) };
         } else {
             // SAFETY: found is held exclusively (in_use set by us).
-            unsafe { (*(*found).local.get()).rng = Rng::from_seed(platform::random_u64() ^ platform::thread_id()) };
+            unsafe { (*(*found).local.get()).rng = SecureRng::new(&super::globals().placement, platform::random_u64()) };
         }
         // SAFETY: found is a valid entry, held by this thread.
         unsafe { (*found).local.get() }

@@ -40,7 +40,7 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
     if sample::owns(addr) {
         let (size, _, kind) = sample::validate(addr, who.func, who.ret_addr, true);
         check_release(g, addr, who, r, kind, size, None);
-        return sample::free(addr, g.canary_key, who.func, who.ret_addr);
+        return sample::free(addr, &g.canary, who.func, who.ret_addr);
     }
     if zero::owns(addr) {
         zero::validate(addr, who.func, who.ret_addr, true);
@@ -211,8 +211,15 @@ pub fn describe_slot(o: &mut dyn Write, l: &Loc, start: usize, state: &str) {
 pub fn check_small_canary(g: &Globals, p: usize, mem: usize, usable: usize, loc: &Loc, m: SlabMeta, rec: u32, who: Caller) {
     let k = &CLASSES[loc.class];
     let slot_size = k.size as usize;
+    if tag::enabled() {
+        super::tcache::set_freeing(p);
+    }
     // SAFETY: [mem, mem + slot_size) is the block's slot.
-    if unsafe { canary::small_intact(canary::pattern(g.canary_key, p), mem, usable, slot_size) } {
+    let intact = unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, slot_size) };
+    if tag::enabled() {
+        super::tcache::set_freeing(0);
+    }
+    if intact {
         return;
     }
     if m.rec(k, loc.slot) != rec {
@@ -223,7 +230,7 @@ pub fn check_small_canary(g: &Globals, p: usize, mem: usize, usable: usize, loc:
 
 /// Check the canary of the block at `p` (untagged), reading through `mem` (its tagged pointer).
 pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
-    let pat = canary::pattern(g.canary_key, p);
+    let pat = canary::pattern(&g.canary, p);
     let bad = if loc.is_some() {
         // SAFETY: [mem, mem+usable+slack) is the block's slot.
         unsafe { canary::check_small(pat, mem, usable, usable + slack) }
