@@ -288,7 +288,13 @@ fn usable_size_never_answers_for_a_non_block() {
 #[test]
 fn overflows_caught_by_canary() {
     expect_report("overflow", "heap-buffer-overflow", "free", &["byte 0 past the end of the 20-byte block", "20 bytes requested"]);
-    expect_report("off_by_one_nul", "heap-buffer-overflow", "free", &["byte 0 past the end of the 16-byte block"]);
+    if cfg!(target_arch = "aarch64") {
+        // A 16-byte block fills its granule: the byte after it carries the free tag (slack),
+        // so with MTE the NUL's store itself faults.
+        expect_fault("off_by_one_nul", "heap-buffer-overflow", &["the access is 0 bytes past the end of the 16-byte block"]);
+    } else {
+        expect_report("off_by_one_nul", "heap-buffer-overflow", "free", &["byte 0 past the end of the 16-byte block"]);
+    }
     expect_report("overflow_on_realloc", "heap-buffer-overflow", "realloc", &["byte 0 past the end of the 100-byte block"]);
     expect_report("large_overflow", "heap-buffer-overflow", "free", &["large allocation"]);
 }
@@ -302,6 +308,9 @@ fn write_after_free_caught() {
         // Without tags, the zeroed slot is checked when it leaves the quarantine (and again
         // when it is handed out): here the churn of frees pushes it out of the quarantine.
         expect_report("write_after_free", "write-after-free", "free", &["byte 8 of the", "modified while it was free", "left the quarantine"]);
+        // A block that never leaves the quarantine before the program ends: checked at exit.
+        let t = expect_report("write_after_free_at_exit", "write-after-free", "exit", &["byte 8 of the", "at exit: the block was still waiting"]);
+        assert!(t.contains("exiting\n"), "{t}");
     }
 }
 
@@ -555,6 +564,29 @@ mod mte {
             &["MTE tag-check fault", "the access is 0 bytes past its slot, in the next block", "faulting instruction: 0x", "(mte_c+0x"],
         );
         assert!(t.contains("neighbours 0x"), "{t}");
+    }
+
+    /// Only the block's own granules carry its tag: the first access that faults is at the
+    /// requested size rounded up to 16 (in the slot's slack, or the next slot when the block
+    /// fills its slot), for reads and writes.
+    #[test]
+    fn first_fault_is_at_the_end_of_the_blocks_granules() {
+        for (size, how) in [(20usize, "write"), (32, "write"), (32, "read"), (64, "write"), (100, "write"), (1000, "write"), (1000, "read"), (4000, "write")] {
+            let mode = format!("granule_edge {size} {how}");
+            let o = run_exact(&mte_bin(), &["granule_edge", &size.to_string(), how], "");
+            let t = text(&o);
+            let edge = size.div_ceil(16) * 16;
+            assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
+            assert!(t.contains(&format!("accessed {edge} bytes\n")), "{mode}: faulted before the edge\n{t}");
+            let block = t.lines().find_map(|l| l.strip_prefix("block 0x")).and_then(|h| usize::from_str_radix(h.trim(), 16).ok()).unwrap();
+            assert!(t.contains(&format!("mie: heap-buffer-overflow on {:#x} (MTE tag-check fault", block + edge)), "{mode}\n{t}");
+            let slot = t.lines().find_map(|l| l.split_once("-byte slot (size class").map(|(a, _)| a.rsplit(' ').next().unwrap().parse::<usize>().unwrap())).unwrap();
+            if edge < slot {
+                assert!(t.contains(&format!("the access is {} bytes past the end of the {size}-byte block", edge - size)), "{mode}\n{t}");
+            } else {
+                assert!(t.contains("the access is 0 bytes past its slot, in "), "{mode}\n{t}");
+            }
+        }
     }
 
     #[test]
@@ -811,10 +843,63 @@ fn replaced_operator_new_with_default_delete_runs_clean() {
     }
 }
 
+/// One bug, one name, on both architectures: each bug shape and the report kind it must get,
+/// whichever mechanism finds it (a check in free, a checked call, a guard page, an MTE fault).
+#[test]
+fn every_bug_shape_is_named_the_same_on_both_architectures() {
+    let detect = detect_bin();
+    let checked = checked_bin();
+    // Without MTE a write to a freed slot is found when the slot's zeros are checked (write
+    // after free); with MTE the write itself faults, before anything is written.
+    let waf = if cfg!(target_arch = "aarch64") { "use-after-free" } else { "write-after-free" };
+    let table: &[(&Path, &str, &str)] = &[
+        (&detect, "double_free", "double-free"),
+        (&detect, "double_free_delayed", "double-free"),
+        (&detect, "realloc_freed", "double-free"),
+        (&detect, "large_double_free", "double-free"),
+        (&detect, "zero_double_free", "double-free"),
+        (&detect, "interior_free", "invalid-free"),
+        (&detect, "misaligned_free", "invalid-free"),
+        (&detect, "stack_free", "invalid-free"),
+        (&detect, "foreign_free", "invalid-free"),
+        (&detect, "realloc_interior", "invalid-free"),
+        (&detect, "usable_size_freed", "use-after-free"),
+        (&detect, "usable_size_foreign", "invalid-pointer"),
+        (&detect, "overflow", "heap-buffer-overflow"),
+        (&detect, "off_by_one_nul", "heap-buffer-overflow"),
+        (&detect, "large_overflow", "heap-buffer-overflow"),
+        (&detect, "large_guard_overflow", "heap-buffer-overflow"),
+        (&detect, "underflow_short", "heap-buffer-underflow"),
+        (&detect, "underflow_long", "heap-buffer-underflow"),
+        (&detect, "underflow_free_neighbour", "heap-buffer-underflow"),
+        (&detect, "large_use_after_free", "use-after-free"),
+        (&detect, "write_after_free", waf),
+        (&detect, "exec_small", "heap-execute"),
+        (&detect, "exec_large", "heap-execute"),
+        (&detect, "wild_heap_write", "invalid-access"),
+        (&detect, "zero_write", "zero-size-access"),
+        (&checked, "read_memcpy", "heap-buffer-overflow"),
+        (&checked, "large_memcpy", "heap-buffer-overflow"),
+        (&checked, "freed_memcpy", "use-after-free"),
+        (&checked, "underflow_memcpy_free", "heap-buffer-underflow"),
+        (&checked, "underflow_memcpy_live", "heap-buffer-underflow"),
+    ];
+    let mut wrong = Vec::new();
+    for &(bin, mode, kind) in table {
+        let o = run_exact(bin, &[mode], "");
+        let t = text(&o);
+        let first = t.lines().find(|l| l.starts_with("mie: ")).unwrap_or("(no report)");
+        if o.status.signal() != Some(libc::SIGABRT) || !first.starts_with(&format!("mie: {kind} on 0x")) || t.contains("NOT DETECTED") {
+            wrong.push(format!("{mode}: expected {kind}, got {:?}: {first}\n{t}", o.status));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 #[test]
 fn underflow_lands_on_the_previous_slots_canary() {
     // Short slack (40 of 48 bytes) and long slack (1100 of 1280: the tail canary).
-    for (mode, n, slack) in [("underflow_short", 40, 8), ("underflow_long", 1100, 180)] {
+    for (mode, n) in [("underflow_short", 40), ("underflow_long", 1100)] {
         if cfg!(target_arch = "aarch64") {
             // With MTE the byte before a block carries its neighbour's tag: the write faults.
             let o = run_exact(&detect_bin(), &[mode], "");
@@ -823,9 +908,11 @@ fn underflow_lands_on_the_previous_slots_canary() {
             assert!(t.contains("mie: heap-buffer-underflow on 0x") && t.contains("the access is 1 bytes before it"), "{mode}\n{t}");
             continue;
         }
-        let t = expect_report(mode, "heap-buffer-overflow", "free", &[&format!("byte {} past the end of the {n}-byte block", slack - 1), "ran backwards into this one (underflow)"]);
+        // The previous block's canary is intact up to the slot's last byte: the write was
+        // before the next block, which the report names (found when the first is freed).
+        let t = expect_report(mode, "heap-buffer-underflow", "free", &["a write 1 byte before the block at 0x", &format!(": {n} bytes requested")]);
         let second = t.lines().find_map(|l| l.split("second ").nth(1)).expect("second block printed").trim().to_string();
-        assert!(t.contains(&format!("the block in the next slot ({second})")), "{t}");
+        assert!(t.contains(&format!("mie: heap-buffer-underflow on {second}")), "{t}");
     }
 }
 

@@ -216,6 +216,21 @@ static void legal(void) {
     printf(fails ? "legal: %d failures\n" : "legal: ok\n", fails);
 }
 
+/* Two blocks of N bytes in neighbouring slots (48 bytes apart), from one call site. */
+__attribute__((noinline)) static char *one_site(size_t n) { return malloc(n); }
+static int neighbours(char **first, char **second) {
+    static char *ps[400];
+    for (int i = 0; i < 400; i++) ps[i] = one_site(N);
+    for (int i = 0; i < 400; i++)
+        for (int j = 0; j < 400; j++)
+            if (((uintptr_t)ps[j] & ((1ull << 56) - 1)) == ((uintptr_t)ps[i] & ((1ull << 56) - 1)) + 48) {
+                *first = ps[i];
+                *second = ps[j];
+                return 1;
+            }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     const char *m = argv[1];
@@ -238,6 +253,14 @@ int main(int argc, char **argv) {
         char *big = malloc(300000);
         char src[64] = {0};
         memcpy(big + 299990, src, 11);
+    } else if (!strcmp(m, "underflow_memcpy_free") || !strcmp(m, "underflow_memcpy_live")) {
+        /* A source that starts 3 bytes before a live block (in the slot before it, free or
+           live): an underflow of that block. */
+        char *a, *b, d[64];
+        if (!neighbours(&a, &b)) return 3;
+        if (!strcmp(m, "underflow_memcpy_free")) free(a);
+        printf("block %p\n", (void *)b);
+        memcpy(d, b - 3, 16);
     } else if (!strcmp(m, "freed_memcpy")) {
         char *d = malloc(N);
         free(d);

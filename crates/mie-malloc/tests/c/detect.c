@@ -91,6 +91,14 @@ int main(int argc, char **argv) {
         free(p);
         ((volatile char *)p)[8] = 'X';
         for (int i = 0; i < 100000; i++) free(alloc_at_one_site(48));
+    } else if (!strcmp(m, "write_after_free_at_exit")) {
+        /* Write through a dangling pointer, then exit while the block still waits in the
+           quarantine: the exit check finds it. */
+        char *p = malloc(48);
+        free(p);
+        ((volatile char *)p)[8] = 'X';
+        printf("exiting\n");
+        exit(0);
     } else if (!strcmp(m, "large_double_free")) {
         char *p = malloc(1 << 20);
         free(p);
@@ -127,6 +135,23 @@ int main(int argc, char **argv) {
                     printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
                     ((volatile char *)ps[j])[-1] = 2; /* even: never a canary byte */
                     free(ps[i]);
+                    printf("NOT DETECTED: %s\n", m);
+                    return 0;
+                }
+        printf("no neighbouring slots found\n");
+        return 3;
+    } else if (!strcmp(m, "underflow_free_neighbour")) {
+        /* One byte written just before a block whose previous slot is free: found when the
+           block is freed (x86-64: the free slot's zero tail is checked), or at the write (MTE). */
+        char *ps[400];
+        for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(40);
+        for (int i = 0; i < 400; i++)
+            for (int j = 0; j < 400; j++)
+                if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
+                    free(ps[i]);
+                    printf("block %p\n", (void *)ps[j]);
+                    ((volatile char *)ps[j])[-1] = 2;
+                    free(ps[j]);
                     printf("NOT DETECTED: %s\n", m);
                     return 0;
                 }

@@ -31,6 +31,18 @@ int main(int argc, char **argv) {
                 }
         printf("no neighbours found\n");
         return 3;
+    } else if (!strcmp(m, "granule_edge") && argc == 4) {
+        /* Every byte of the block's granules is accessible (read and written back, so the
+           canary stays intact); the first byte past them faults, read or write. */
+        size_t n = strtoul(argv[2], NULL, 10), edge = (n + 15) & ~(size_t)15;
+        volatile char *p = one_site(n);
+        printf("block %p\n", (void *)p);
+        for (size_t i = 0; i < edge; i++) p[i] = p[i];
+        printf("accessed %zu bytes\n", edge);
+        if (!strcmp(argv[3], "read"))
+            printf("read %d\n", p[edge]);
+        else
+            p[edge] = 'X';
     } else if (!strcmp(m, "read_after_free")) {
         char *p = one_site(64);
         p[0] = 7;

@@ -64,10 +64,10 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
     tc.sample_countdown -= 1;
     let slot_size = k.size as usize;
     if record::state(r) == record::FREED && g.opts.zero_on_free && g.opts.write_after_free_check {
-        check_still_zero(g, p, slot_size, "malloc", false);
+        check_still_zero(g, p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
-        let t = tag_block(p, k, region, slab, slot, record::tag(r));
+        let t = tag_block(p, size, k, region, slab, slot, record::tag(r));
         (tag::with_tag(p, t), t)
     } else {
         (p, record::tag(r).wrapping_add(1))
@@ -162,10 +162,10 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     let slot_size = k.size as usize;
     let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
     if record::state(r) == record::FREED && zeroed_class && g.opts.write_after_free_check {
-        check_still_zero(g, p, slot_size, "malloc", false);
+        check_still_zero(g, p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
-        let t = tag_block(p, k, region, slab, slot, record::tag(r));
+        let t = tag_block(p, size, k, region, slab, slot, record::tag(r));
         (tag::with_tag(p, t), t)
     } else {
         // Without MTE the tag field counts generations of the slot.
@@ -189,14 +189,15 @@ pub fn slab_slot(g: &Globals, k: &ClassInfo, region: usize, p: usize) -> (usize,
 }
 
 /// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.
-fn tag_block(p: usize, k: &ClassInfo, region: usize, slab: usize, slot: usize, previous: u8) -> u8 {
-    let size = k.size as usize;
+fn tag_block(p: usize, size: usize, k: &ClassInfo, region: usize, slab: usize, slot: usize, previous: u8) -> u8 {
+    let slot_size = k.size as usize;
     let slab_mask = (1usize << k.slab_shift) - 1;
-    // Neighbouring granules exist inside the slab, or in the adjacent slab if it exists.
-    let left = (slot > 0 || super::pool::slab_exists(region, slab.wrapping_sub(1))).then(|| p - tag::GRANULE);
-    let end = p + size;
+    // The neighbouring slots' first granules (their blocks' tags), inside the slab or in the
+    // adjacent slab if it exists.
+    let left = (slot > 0 || super::pool::slab_exists(region, slab.wrapping_sub(1))).then(|| p - slot_size);
+    let end = p + slot_size;
     let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || super::pool::slab_exists(region, slab + 1)).then_some(end);
-    tag::policy::tag_new_block(&mut tag::hw(), p, size, left, right, previous, false)
+    tag::policy::tag_new_block(&mut tag::hw(), p, tag::policy::tagged_len(size), slot_size, left, right, previous, false)
 }
 
 /// Count down to the next guarded sample; the distance is random with mean `sample_rate`.
@@ -251,18 +252,28 @@ fn alloc_large(g: &Globals, size: usize, align: usize, kind: u8) -> (*mut u8, bo
     (p, fresh)
 }
 
+/// When a write-after-free check runs (for the report).
+#[derive(Clone, Copy)]
+pub enum Found {
+    /// The slot is about to be handed out again.
+    Handout,
+    /// The block is leaving the quarantine.
+    Leaving,
+    /// At process exit, still quarantined or cached.
+    Exit,
+}
+
 /// The write-after-free check: a slot zeroed at free must still be zero. `p` is the slot
-/// (untagged); with MTE its memory carries the free tag. `leaving`: the slot is leaving the
-/// quarantine (else it is being handed out again).
+/// (untagged); with MTE its memory carries the free tag.
 #[inline]
-pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, leaving: bool) {
+pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
     let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
     // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
     // multiple of 16 (slot sizes are).
     if !unsafe { all_zero(view, len) } {
         // SAFETY: as above.
         let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
-        write_after_free(g, p, words, func, leaving);
+        write_after_free(g, p, words, func, when);
     }
 }
 
@@ -318,7 +329,7 @@ pub unsafe fn all_zero(p: usize, len: usize) -> bool {
 
 #[cold]
 #[inline(never)]
-fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, leaving: bool) -> ! {
+fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, when: Found) -> ! {
     let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;
     let l = g.geo.decode(p).unwrap_or(Loc { region: 0, class: 0, bucket: 0, slab: 0, slot: 0, interior: 0 });
     report::fatal(Kind::WriteAfterFree, p, func, |o| {
@@ -326,7 +337,11 @@ fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, le
         let _ = writeln!(
             o,
             "  found {}",
-            if leaving { "when the block left the quarantine, where it waited after it was freed" } else { "when the slot was about to be handed out again" }
+            match when {
+                Found::Leaving => "when the block left the quarantine, where it waited after it was freed",
+                Found::Handout => "when the slot was about to be handed out again",
+                Found::Exit => "at exit: the block was still waiting in the quarantine or the thread's cache",
+            }
         );
         super::validate::describe_slot(o, &l, p, "free");
         let _ = writeln!(o, "  hint: a dangling pointer wrote to this block after it was freed");

@@ -166,10 +166,36 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
     if fits || !checking(ret_addr) {
         return;
     }
+    let a = tag::untag(p);
     match place(p) {
         Place::Unknown => {}
-        Place::Live { start, size } => overflow(p, start, size, tag::untag(p) - start, len, access, func, ret_addr),
-        Place::Freed { start, size } => freed(p, start, size, len, access, func, ret_addr),
+        Place::Live { start, size } if a - start < size => overflow(p, start, size, a - start, len, access, func, ret_addr),
+        // Past the end of a live block, or in a free slot: if the range reaches a live block
+        // in the next slot, it starts before that block (an underflow of it).
+        Place::Live { start, size } | Place::Freed { start, size } => {
+            if let Some((next, next_size)) = next_live(a, len) {
+                underflow(p, next, next_size, len, access, func, ret_addr);
+            }
+            match place(p) {
+                Place::Live { .. } => overflow(p, start, size, a - start, len, access, func, ret_addr),
+                _ => freed(p, start, size, len, access, func, ret_addr),
+            }
+        }
+    }
+}
+
+/// The live small block in the slot after `a`'s, if `[a, a + len)` reaches into it.
+fn next_live(a: usize, len: usize) -> Option<(usize, usize)> {
+    let g = super::globals();
+    let loc = g.geo.decode(a)?;
+    let k = &CLASSES[loc.class];
+    let next = a - loc.interior + k.size as usize;
+    if a.saturating_add(len) <= next || loc.slot + 1 >= k.nslots as usize {
+        return None;
+    }
+    match place(next) {
+        Place::Live { start, size } if start == next => Some((start, size)),
+        _ => None,
     }
 }
 
@@ -231,6 +257,23 @@ fn overflow(p: usize, start: usize, size: usize, off: usize, len: usize, access:
                 Access::Read => "stopped before reading past the end of the block",
             }
         );
+        describe(o, start, "live");
+        report::write_code_addr(o, "called from", ret_addr);
+    })
+}
+
+#[cold]
+#[inline(never)]
+fn underflow(p: usize, start: usize, size: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) -> ! {
+    report::fatal(Kind::HeapBufferUnderflow, p, func, |o| {
+        let before = start - tag::untag(p);
+        let _ = writeln!(
+            o,
+            "  {func} would {} {len} bytes starting {before} byte{} before the {size}-byte block at {start:#x}",
+            verb(access),
+            if before == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(o, "  stopped before the access: the range starts in the slot before the block");
         describe(o, start, "live");
         report::write_code_addr(o, "called from", ret_addr);
     })

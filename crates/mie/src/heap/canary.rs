@@ -14,6 +14,19 @@ pub const MAX_CANARY: usize = 64;
 /// before a block, an underflow, is caught like an overflow of its neighbour.
 pub const TAIL: usize = 16;
 
+/// The end of the canaries' part of a small slot of `slot_size` bytes holding `usable`:
+/// the slot's end, or with MTE the end of the block's last granule (the slack past it
+/// carries the free tag, so any access there faults at once; only the bytes inside the last
+/// granule need a canary).
+#[inline(always)]
+pub fn span(usable: usize, slot_size: usize) -> usize {
+    if crate::tag::enabled() {
+        crate::tag::policy::tagged_len(usable)
+    } else {
+        slot_size
+    }
+}
+
 /// Write a small block's canaries: after the block (up to `MAX_CANARY` bytes) and, when the
 /// slack is longer, at the end of the slot. `slot` is the slot's start as the block's
 /// (tagged) pointer; the pattern belongs to the block's untagged address.
@@ -22,6 +35,7 @@ pub const TAIL: usize = 16;
 /// `[slot, slot + slot_size)` must be the block's own writable slot.
 #[inline]
 pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize) {
+    let slot_size = span(usable, slot_size);
     let slack = slot_size - usable;
     let len = slack.min(MAX_CANARY);
     // SAFETY: both ranges lie inside the slot (the caller's guarantee); a short canary is
@@ -48,6 +62,7 @@ pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize
 /// `[slot, slot + slot_size)` must be the block's own readable slot.
 #[inline]
 pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize) -> Option<usize> {
+    let slot_size = span(usable, slot_size);
     let slack = slot_size - usable;
     // SAFETY: both ranges lie inside the slot (the caller's guarantee).
     unsafe {
@@ -69,6 +84,7 @@ pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize
 /// slot at least 16 bytes (always true of small blocks).
 #[inline(always)]
 pub unsafe fn small_intact(pat: u64, slot: usize, usable: usize, slot_size: usize) -> bool {
+    let slot_size = span(usable, slot_size);
     let slack = slot_size - usable;
     // SAFETY: both ranges lie inside the slot (the caller's guarantee).
     unsafe { intact(pat, slot + usable, slack.min(MAX_CANARY)) && (slack <= MAX_CANARY || intact(pat, slot + slot_size - TAIL, TAIL)) }

@@ -112,6 +112,9 @@ pub struct TagFault {
     live: bool,
     /// The neighbouring block the pointer belongs to (overflow/underflow), or 0.
     origin: usize,
+    /// For an access past the end of the pointer's own block, inside its slot (its slack):
+    /// the block's end. 0 otherwise.
+    own_end: usize,
     meta: bool,
 }
 
@@ -182,8 +185,20 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     let g = globals();
     let addr = tag::strip(raw);
     let ptag = tag::tag_of(raw);
-    let mut f = TagFault { raw, pc, kind: Kind::TagCheckFault, ptag, mtag: 0, loc: None, slot: 0, live: false, origin: 0, meta: false };
-    let Some(l) = g.geo.decode(addr).filter(slot_exists) else {
+    let mut f = TagFault { raw, pc, kind: Kind::TagCheckFault, ptag, mtag: 0, loc: None, slot: 0, live: false, origin: 0, own_end: 0, meta: false };
+    let decoded = g.geo.decode(addr);
+    if let Some(l) = decoded.filter(|l| pool::slab_exists(l.region, l.slab) && l.slot == CLASSES[l.class].nslots as usize) {
+        // A slab's unused tail (shorter than a slot): past the end of its last slot.
+        let k = &CLASSES[l.class];
+        let last = addr - l.interior - k.size as usize;
+        let m = SlabMeta::new(&g.geo, l.region, l.slab);
+        let mtag = tag::hw().load(addr);
+        if m.is_live(k, l.slot - 1) && tag::hw().load(last) == ptag {
+            let last_loc = Loc { slot: l.slot - 1, interior: 0, ..l };
+            return TagFault { kind: Kind::HeapBufferOverflow, mtag, loc: Some(last_loc), slot: last, live: true, origin: last, ..f };
+        }
+    }
+    let Some(l) = decoded.filter(slot_exists) else {
         f.meta = g.geo.holds_meta(addr);
         f.kind = if f.meta { Kind::InvalidAccess } else { Kind::TagCheckFault };
         return f;
@@ -203,7 +218,16 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     // Both neighbours can carry the pointer's tag (they are not each other's neighbours):
     // then the nearer one is where the pointer came from.
     let nearer_right = from_right && (!from_left || right.is_some_and(|r| r.wrapping_sub(addr) <= addr.wrapping_sub(slot)));
-    let (kind, origin) = if mtag == tag::TAG_FREE {
+    // An access in the first granule after a block that carries the pointer's tag is the
+    // most common overflow of all (a few bytes past a block that fills its slot).
+    // And symmetrically, the last granule before a block is the common underflow.
+    let touching_left = from_left && addr - slot < tag::GRANULE;
+    let touching_right = from_right && right.is_some_and(|r| r - addr <= tag::GRANULE);
+    let (kind, origin) = if touching_right && (!touching_left || nearer_right) {
+        (Kind::HeapBufferUnderflow, right.unwrap_or(0))
+    } else if touching_left {
+        (Kind::HeapBufferOverflow, left.unwrap_or(0))
+    } else if mtag == tag::TAG_FREE {
         (Kind::UseAfterFree, 0)
     } else if nearer_right {
         (Kind::HeapBufferUnderflow, right.unwrap_or(0))
@@ -215,6 +239,12 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
         (Kind::UseAfterFree, 0)
     };
     let live = m.is_live(k, l.slot);
+    let rec = m.rec(k, l.slot);
+    let end = slot + size.saturating_sub(super::record::slack(rec));
+    if live && super::record::tag(rec) == ptag && addr >= end {
+        // The block's own pointer, past its tagged granules: into its slot's slack.
+        return TagFault { kind: Kind::HeapBufferOverflow, mtag, loc: Some(l), slot, live, origin: slot, own_end: end, ..f };
+    }
     // This thread was releasing the block when its memory changed tag under it: another
     // thread released it at the same moment.
     let racing = kind == Kind::UseAfterFree && super::tcache::freeing() == slot;
@@ -393,13 +423,26 @@ impl TagFault {
             Kind::InvalidAccess => {
                 let _ = writeln!(o, "  the granule belongs to the allocator (an unused slot or slab space), not to a block");
             }
-            Kind::HeapBufferOverflow => {
+            Kind::HeapBufferOverflow if self.own_end != 0 => {
                 let _ = writeln!(
                     o,
-                    "  the pointer belongs to the block at {origin:#x}; the access is {} bytes past its slot, in the next {}",
-                    addr.wrapping_sub(slot),
-                    if mtag == tag::TAG_OWNED { "slot (unused)" } else { "block" }
+                    "  the access is {} bytes past the end of the {}-byte block at {slot:#x}, in its slot's unused tail",
+                    addr.wrapping_sub(self.own_end),
+                    self.own_end - slot
                 );
+            }
+            Kind::HeapBufferOverflow => {
+                let past = addr.wrapping_sub(origin + CLASSES[l.class].size as usize);
+                let into = if slot == origin {
+                    "the slab's unused tail"
+                } else if mtag == tag::TAG_OWNED {
+                    "the next slot (unused)"
+                } else if mtag == tag::TAG_FREE {
+                    "the next slot (free)"
+                } else {
+                    "the next block"
+                };
+                let _ = writeln!(o, "  the pointer belongs to the block at {origin:#x}; the access is {past} bytes past its slot, in {into}");
             }
             _ => {
                 let _ = writeln!(o, "  the pointer belongs to the block at {origin:#x}; the access is {} bytes before it", origin.saturating_sub(addr));

@@ -156,8 +156,8 @@ fn scrub(g: &Globals, k: &ClassInfo, raw: usize, p: usize, usable: usize) {
     let slot_size = k.size as usize;
     let zero = g.opts.zero_on_free && slot_size <= ZERO_MAX;
     if tag::enabled() {
-        // Dangling pointers fault from now on.
-        tag::policy::tag_freed_slot(&mut tag::hw(), p, slot_size, zero);
+        // Dangling pointers fault from now on. The slack carries the free tag already.
+        tag::policy::tag_freed_slot(&mut tag::hw(), p, tag::policy::tagged_len(usable), zero);
     } else if zero {
         let slack = slot_size - usable;
         // Slots are multiples of 16 bytes: rounding up to whole words stays inside.

@@ -105,6 +105,23 @@ pub fn globals() -> &'static Globals {
     unsafe { &*G.0.get() }
 }
 
+/// At process exit (the C library runs `.fini_array` entries from `exit`): check the freed
+/// blocks the exiting thread still holds for writes after free (`owner::check_at_exit`).
+extern "C" fn at_exit() {
+    if STATE.load(Ordering::Acquire) != READY {
+        return;
+    }
+    let tcp = crate::platform::tls::get();
+    if tcp > tcache::DEAD {
+        // SAFETY: a live TLS word is this thread's own cache, not in use during `exit`.
+        owner::check_at_exit(globals(), unsafe { &*(tcp as *const tcache::TCache) });
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static AT_EXIT: extern "C" fn() = at_exit;
+
 #[cold]
 fn init_slow() -> Option<&'static Globals> {
     {

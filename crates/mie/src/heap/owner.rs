@@ -161,7 +161,7 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
     let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
     if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX {
-        super::alloc::check_still_zero(g, p, k.size as usize, func, true);
+        super::alloc::check_still_zero(g, p, k.size as usize, func, super::alloc::Found::Leaving);
     }
     // SAFETY: as above.
     let bin = unsafe { tc.bins.get_unchecked_mut(region) };
@@ -171,6 +171,33 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     // SAFETY: n < cache_cap <= BIN_CAP.
     unsafe { *bin.slots.get_unchecked_mut(bin.n as usize) = p };
     bin.n += 1;
+}
+
+/// At process exit, the exiting thread's freed blocks that wait in its quarantine or bins
+/// may never be handed out again: check their zero fill once (bounded by the quarantine's
+/// and the bins' capacities). Other threads may still run: their caches are not touched
+/// (a thread that exits drains its own quarantine through `expire`).
+pub fn check_at_exit(g: &Globals, tc: &TCache) {
+    if !(g.opts.zero_on_free && g.opts.write_after_free_check) {
+        return;
+    }
+    let check = |p: usize| {
+        let region = g.geo.region_of_addr(p);
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        if k.size as usize <= ZERO_MAX {
+            super::alloc::check_still_zero(g, p, k.size as usize, "exit", super::alloc::Found::Exit);
+        }
+    };
+    tc.quarantine.for_each(check);
+    for (region, bin) in tc.bins.iter().enumerate() {
+        let k = &CLASSES[region / BUCKET_SLOTS];
+        for &p in &bin.slots[..bin.n as usize] {
+            let (slab, slot) = super::alloc::slab_slot(g, k, region, p);
+            if record::state(SlabMeta::of(&g.geo, k, region, slab).rec(k, slot)) == record::FREED {
+                check(p);
+            }
+        }
+    }
 }
 
 /// The bin is full: half of it goes back to the free bitmaps first.

@@ -139,6 +139,14 @@ impl Quarantine {
         }
     }
 
+    /// Every block in the quarantine, left in place.
+    pub fn for_each(&self, mut f: impl FnMut(usize)) {
+        self.random.iter().filter(|&&e| e != 0).for_each(|&e| f(e));
+        for i in 0..self.len {
+            f(self.ring[(self.head + i) & (RING - 1)]);
+        }
+    }
+
     /// Empty the quarantine (thread exit, trim), passing every block to `release`.
     pub fn drain(&mut self, mut release: impl FnMut(usize)) {
         for (e, size) in self.random.iter_mut().zip(self.random_size.iter_mut()) {

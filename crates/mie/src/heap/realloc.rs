@@ -8,7 +8,7 @@ use super::slab::SlabMeta;
 use super::tcache::with_cache;
 use super::validate::{self, Block, Use};
 use super::{alloc, canary, free, pool, sample, zero, Caller, Globals};
-use crate::tag;
+use crate::tag::{self, TagStore};
 
 /// Usable size of a live block (the requested size). Aborts for anything else: no oracle.
 pub fn usable_size(p: *const u8, who: Caller) -> usize {
@@ -135,7 +135,9 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout:
         return false;
     }
     let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
-    let old_end = (old + (slot_size - old).min(canary::MAX_CANARY)).min(slot_size);
+    // What the old block's canary used (with MTE: its last granule only).
+    let old_span = canary::span(old, slot_size);
+    let old_end = (old + (old_span - old).min(canary::MAX_CANARY)).min(old_span);
     let new_rec = record::live(record::kind(rec), record::tag(rec), slot_size - new);
     // The owner changes records with plain stores; anyone else must not race with it.
     let mine = with_cache(|tc| m.owner() == tc.id);
@@ -150,12 +152,19 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout:
             // SAFETY: [p+new, p+old_end) lies inside the slot.
             unsafe { core::ptr::write_volatile(a as *mut u8, 0) };
         }
-        if slot_size - old > canary::MAX_CANARY {
-            for a in mem + slot_size - canary::TAIL..mem + slot_size {
+        if old_span - old > canary::MAX_CANARY {
+            for a in mem + old_span - canary::TAIL..mem + old_span {
                 // SAFETY: the slot's last TAIL bytes.
                 unsafe { core::ptr::write_volatile(a as *mut u8, 0) };
             }
         }
+    }
+    if tag::enabled() {
+        // The block's granules carry its tag, the slack beyond them the free tag (its bytes
+        // are zero: never written, or cleared just above).
+        let (was, now) = (tag::policy::tagged_len(old), tag::policy::tagged_len(new));
+        let t = if now > was { tag::tag_of(mem) } else { tag::TAG_FREE };
+        tag::hw().store(p + was.min(now), was.abs_diff(now), t, false);
     }
     if g.opts.canary {
         // SAFETY: [mem, mem+slot_size) is the block's slot.

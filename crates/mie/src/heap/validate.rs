@@ -238,6 +238,27 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
         // SAFETY: [mem+usable, ...) lies inside the large block's committed pages.
         unsafe { canary::check(pat, (mem + usable) as *const u8, slack.min(canary::MAX_CANARY)) }
     };
+    if let (Some(off), Some(l)) = (bad, loc) {
+        // Intact right after the block, broken only near the end of the slot, where the
+        // next slot's live block starts: a write before that block, not past this one.
+        let k = &CLASSES[l.class];
+        let next = p + usable + slack;
+        let m = SlabMeta::new(&g.geo, l.region, l.slab);
+        if off > 0 && off + canary::TAIL >= slack && l.slot + 1 < k.nslots as usize && m.is_live(k, l.slot + 1) {
+            let next_loc = Loc { slot: l.slot + 1, ..*l };
+            report::fatal(Kind::HeapBufferUnderflow, next, who.func, |o| {
+                let _ = writeln!(
+                    o,
+                    "  a write {} byte{} before the block at {next:#x}: it landed in the canary at the end of the previous slot, whose bytes from the previous block's end up to there are intact",
+                    slack - off,
+                    if slack - off == 1 { "" } else { "s" }
+                );
+                describe_slot(o, &next_loc, next, "live");
+                let _ = writeln!(o, "  found when the block before it ({p:#x}, {usable} bytes) was released");
+                report::write_code_addr(o, "detected in a call from", who.ret_addr);
+            });
+        }
+    }
     if let Some(off) = bad {
         report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
             let _ = writeln!(
@@ -256,13 +277,6 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
             }
             report::write_code_addr(o, "detected in a call from", who.ret_addr);
             let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
-            if loc.is_some() && off + canary::TAIL >= slack {
-                let _ = writeln!(
-                    o,
-                    "  or a write just before the block in the next slot ({:#x}) ran backwards into this one (underflow)",
-                    p + usable + slack
-                );
-            }
         });
     }
 }

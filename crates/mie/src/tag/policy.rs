@@ -2,13 +2,17 @@
 
 use super::{TagStore, RESERVED, TAG_FREE};
 
-/// Tag a slot for a new block: exclude the reserved tags, the tags of the granules just
-/// before and just after the slot (when those exist), and the slot's previous tag. Returns
-/// the tag; the whole slot carries it afterwards.
+/// Tag a slot for a new block: exclude the reserved tags, the tags of the neighbouring
+/// blocks (`left`, `right`: an address in each neighbour's first granule, when those
+/// exist), and the slot's previous tag. Returns the tag. The block's own granules (the first
+/// `used` bytes of the slot) carry it; the rest of the slot (its slack) carries the free
+/// tag, so an access 16 bytes or more past the block's end faults at the access.
+#[allow(clippy::too_many_arguments)]
 pub fn tag_new_block<S: TagStore>(
     s: &mut S,
     slot: usize,
-    size: usize,
+    used: usize,
+    slot_size: usize,
     left: Option<usize>,
     right: Option<usize>,
     previous: u8,
@@ -22,8 +26,17 @@ pub fn tag_new_block<S: TagStore>(
         exclude |= 1 << s.load(r);
     }
     let t = s.random(exclude);
-    s.store(slot, size, t, zero);
+    s.store(slot, used, t, zero);
+    if used < slot_size {
+        s.store(slot + used, slot_size - used, TAG_FREE, false);
+    }
     t
+}
+
+/// The bytes of a block of `size` bytes that carry its tag: whole granules.
+#[inline(always)]
+pub const fn tagged_len(size: usize) -> usize {
+    (size + super::GRANULE - 1) & !(super::GRANULE - 1)
 }
 
 /// Retag a freed slot with the reserved free tag (zeroing it too when asked), so any access
@@ -62,13 +75,13 @@ mod tests {
                 tag_freed_slot(&mut s, slot, SIZE, false);
                 live[i] = false;
             } else {
-                let left = (i > 0).then(|| slot - 16);
+                let left = (i > 0).then(|| slot - SIZE);
                 let right = (i + 1 < SLOTS).then(|| slot + SIZE);
-                let t = tag_new_block(&mut s, slot, SIZE, left, right, prev[i], false);
+                let t = tag_new_block(&mut s, slot, SIZE, SIZE, left, right, prev[i], false);
                 assert!(t != TAG_OWNED && t != TAG_FREE, "reserved tag {t} handed out");
                 assert_ne!(t, prev[i], "slot {i} got its previous tag again");
                 if i > 0 && live[i - 1] {
-                    assert_ne!(s.load(slot - 16), t, "equal to left neighbour");
+                    assert_ne!(s.load(slot - SIZE), t, "equal to left neighbour");
                 }
                 if i + 1 < SLOTS && live[i + 1] {
                     assert_ne!(s.load(slot + SIZE), t, "equal to right neighbour");
@@ -91,11 +104,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_blocks_granules_carry_its_tag() {
+        let base = 0x4000;
+        let mut mem = vec![TAG_OWNED; 16];
+        let mut s = SoftTags::new(base, &mut mem, 3);
+        for size in [1usize, 15, 16, 17, 20, 32, 33, 100] {
+            let slot_size = tagged_len(size) + 32;
+            let t = tag_new_block(&mut s, base, tagged_len(size), slot_size, None, None, 0, false);
+            for g in 0..slot_size / 16 {
+                let want = if g * 16 < size { t } else { TAG_FREE };
+                assert_eq!(s.load(base + 16 * g), want, "size {size} granule {g}");
+            }
+        }
+    }
+
+    #[test]
     fn freed_slot_gets_free_tag() {
         let base = 0x2000;
         let mut mem = vec![0u8; 8];
         let mut s = SoftTags::new(base, &mut mem, 1);
-        let t = tag_new_block(&mut s, base, 64, None, None, 0, false);
+        let t = tag_new_block(&mut s, base, 64, 64, None, None, 0, false);
         assert!((1..=14).contains(&t));
         tag_freed_slot(&mut s, base, 64, true);
         assert!((0..4).all(|g| s.load(base + 16 * g) == TAG_FREE));
