@@ -24,11 +24,14 @@ const USAGE: &str = "usage:
       the protection lab: build classic heap attacks (cc), run each under glibc and under
       mie, print what happened side by side; exit status 1 if any attack succeeds under mie
   mie bench [--quick] [--scale N] [--runs N] [--only W,W] [--alloc A,A]
-            [--mie-options OPTS]... [--out DIR] [--lib PATH] [--keep DIR] [--instructions]
+            [--mie-options OPTS]... [--compare NAME=PATH]... [--out DIR] [--lib PATH]
+            [--keep DIR] [--instructions]
       allocator workloads under glibc, jemalloc, mimalloc, tcmalloc, scudo and mie, interleaved;
       prints median time and peak RSS as ratios to glibc and writes results.csv,
       results.json and bench.svg to DIR (default ./mie-bench). --quick: scale 1, 3 runs
-      (default: scale 3, 5 runs). Each --mie-options adds a column of mie with those options.
+      (default: scale 3, 5 runs). Each --mie-options adds a column of mie with those options;
+      each --compare adds a column for another malloc library (say, an earlier build of
+      libmie.so), measured in the same interleaved rounds.
       --instructions: instead, instructions per hot-path operation (malloc+free, cross-thread
       free, checked memcpy) counted by valgrind's callgrind, written to DIR/instructions.txt.
   mie lib
@@ -172,6 +175,7 @@ fn bench(args: &[OsString]) -> ! {
     let mut only: Option<Vec<String>> = None;
     let mut alloc_filter: Option<Vec<String>> = None;
     let mut variants: Vec<String> = Vec::new();
+    let mut compare: Vec<Allocator> = Vec::new();
     let mut out_dir = PathBuf::from("mie-bench");
     let mut lib = None;
     let mut keep = None;
@@ -195,6 +199,13 @@ fn bench(args: &[OsString]) -> ! {
             "--only" => only = Some(list(value("workload names"))),
             "--alloc" => alloc_filter = Some(list(value("allocator names"))),
             "--mie-options" => variants.push(value("options (K=V:K=V)")),
+            "--compare" => {
+                let v = value("NAME=PATH");
+                let Some((name, path)) = v.split_once('=').filter(|(n, p)| !n.is_empty() && std::path::Path::new(p).is_file()) else {
+                    die(&format!("--compare needs NAME=PATH of an existing library, not {v}"))
+                };
+                compare.push(Allocator { name: name.to_string(), lib: Some(PathBuf::from(path)), env: vec![] });
+            }
             "--out" => out_dir = PathBuf::from(value("a directory")),
             "--lib" => lib = Some(PathBuf::from(value("a path"))),
             "--keep" => keep = Some(PathBuf::from(value("a directory"))),
@@ -223,6 +234,7 @@ fn bench(args: &[OsString]) -> ! {
     for v in &variants {
         allocators.push(Allocator { name: format!("mie({v})"), lib: Some(lib.clone()), env: mie_env(v) });
     }
+    allocators.extend(compare);
     if let Some(f) = &alloc_filter {
         for name in f {
             if !allocators.iter().any(|a| &a.name == name) && !bench::peers(arch).iter().any(|p| p.0 == name) {

@@ -10,7 +10,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::layout::REGION_COUNT;
 use super::quarantine::Quarantine;
@@ -258,6 +258,15 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
     }
 }
 
+/// Threads that hold a cache now.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many threads use the heap now (hold a cache).
+#[inline]
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
 /// Give this thread a cache: an idle one or a freshly mapped one (zeroed memory is a valid
 /// empty cache).
 fn attach() -> Option<*mut TCache> {
@@ -295,6 +304,7 @@ fn attach() -> Option<*mut TCache> {
         unsafe { (*found).local.get() }
     };
     tls::set(tc as usize);
+    THREADS.fetch_add(1, Ordering::Relaxed);
     super::fault::ensure_installed();
     // May allocate inside glibc (for high key numbers); the TLS word is already set, so that
     // allocation is served by this cache.
@@ -320,6 +330,7 @@ pub unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     // takes them (full ones stay with the idle cache until frees reach them).
     super::owner::give_back(g, c, false);
     tls::set(DEAD);
+    THREADS.fetch_sub(1, Ordering::Relaxed);
     release(c, g);
 }
 

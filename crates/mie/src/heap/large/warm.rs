@@ -19,6 +19,11 @@ const MIN_BUDGET: usize = 8 << 20;
 const MAX_BUDGET: usize = 1 << 30;
 /// Pieces one block can be assembled from (its last piece may be fresh memory).
 pub const MAX_PIECES: usize = 16;
+/// Warm pieces one block takes while more than one thread uses the heap: every piece is one
+/// `mremap` when the block is made and one when it is freed, and each of those flushes the
+/// TLB of every CPU the process runs on (an inter-processor interrupt). A single-threaded
+/// program pays no such interrupts and takes up to MAX_PIECES - 1 (fewer page faults).
+pub const THREADED_PIECES: usize = 2;
 
 #[derive(Clone, Copy)]
 struct Spare {
@@ -100,16 +105,17 @@ impl Warm {
     }
 
     /// Move warm pages into `[addr, addr + body)` (an inaccessible reserved range): the best
-    /// single spare that covers it, else the biggest spares, up to MAX_PIECES - 1 of them.
+    /// single spare that covers it, else the biggest spares, up to `limit` of them.
     /// Fills `pieces` and returns (pieces used, bytes covered from offset 0); the rest of the
     /// body is left to the caller.
-    pub fn take(&mut self, addr: usize, body: usize, pieces: &mut [Piece; MAX_PIECES]) -> (usize, usize) {
+    pub fn take(&mut self, addr: usize, body: usize, pieces: &mut [Piece; MAX_PIECES], limit: usize) -> (usize, usize) {
+        let limit = limit.min(MAX_PIECES - 1);
         if self.n == 0 {
             return (0, 0);
         }
         let mut covered = 0;
         let mut used = 0;
-        while covered < body && used < MAX_PIECES - 1 && self.n > 0 {
+        while covered < body && used < limit && self.n > 0 {
             let want = body - covered;
             // The smallest spare that covers the rest, else the largest.
             let mut best: Option<usize> = None;
