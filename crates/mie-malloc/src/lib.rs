@@ -15,8 +15,7 @@
 use core::arch::naked_asm;
 use core::ffi::{c_int, c_void};
 
-use mie_core::heap::{self, Caller};
-use mie_core::{platform, report};
+use mie_core::sys::{self as heap, platform, report, Caller};
 
 // ---------------------------------------------------------------------------------------
 // Trampolines
@@ -133,10 +132,12 @@ fn size_overflow(func: &'static str, n: usize, m: usize, cs: usize) -> *mut c_vo
 fn realloc_in(p: *mut c_void, size: usize, bucket: usize, func: &'static heap::Func, cs: usize) -> *mut c_void {
     if !p.is_null() && size == 0 {
         // glibc semantics: realloc(p, 0) frees p and returns NULL.
-        heap::free(p.cast(), Caller { func, ret_addr: cs });
+        // SAFETY: realloc(p, 0) frees p: the C contract makes p null or a live block.
+        unsafe { heap::free(p.cast(), Caller { func, ret_addr: cs }) };
         return core::ptr::null_mut();
     }
-    let q = heap::realloc(p.cast(), size, bucket, Caller { func, ret_addr: cs });
+    // SAFETY: the C contract of realloc: p is null or a live block, replaced by the result.
+    let q = unsafe { heap::realloc(p.cast(), size, bucket, Caller { func, ret_addr: cs }) };
     if q.is_null() {
         return nomem(q.cast());
     }
@@ -197,15 +198,18 @@ extern "C" fn reallocarray_cs(p: *mut c_void, n: usize, m: usize, cs: usize) -> 
     }
 }
 extern "C" fn free_cs(p: *mut c_void, cs: usize) {
-    heap::free(p.cast(), mie_core::caller!("free", cs))
+    // SAFETY: the C contract of free: p is null or a live block, not used afterwards.
+    unsafe { heap::free(p.cast(), mie_core::caller!("free", cs)) }
 }
 extern "C" fn free_sized_cs(p: *mut c_void, size: usize, cs: usize) {
-    let r = heap::Release { kind: heap::kind::MALLOC, size: Some(size), align: 1 };
-    heap::release(p.cast(), mie_core::caller!("free_sized", cs), r)
+    let r = heap::Release { kind: akind::MALLOC, size: Some(size), align: 1 };
+    // SAFETY: as free.
+    unsafe { heap::release(p.cast(), mie_core::caller!("free_sized", cs), r) }
 }
 extern "C" fn free_aligned_sized_cs(p: *mut c_void, align: usize, size: usize, cs: usize) {
-    let r = heap::Release { kind: heap::kind::MALLOC, size: Some(size), align };
-    heap::release(p.cast(), mie_core::caller!("free_aligned_sized", cs), r)
+    let r = heap::Release { kind: akind::MALLOC, size: Some(size), align };
+    // SAFETY: as free.
+    unsafe { heap::release(p.cast(), mie_core::caller!("free_aligned_sized", cs), r) }
 }
 extern "C" fn memalign_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
     memalign_in(align, size, call_site_bucket(cs))
@@ -246,11 +250,13 @@ entry!(malloc_usable_size(p: *mut c_void) -> usize, 1 => usable_size_cs);
 // new (scalar or array, aligned or not), and a sized or aligned delete must name the block's
 // size and an alignment it has: anything else is reported as an alloc-dealloc mismatch.
 
-use mie_core::heap::kind::{self as akind, Release};
+use mie_core::sys::kind::{self as akind};
+use mie_core::sys::Release;
 
 #[inline(always)]
 fn delete_as(p: *mut c_void, func: &'static heap::Func, kind: u8, size: Option<usize>, align: usize, cs: usize) {
-    heap::release(p.cast(), Caller { func, ret_addr: cs }, Release { kind, size, align });
+    // SAFETY: the C++ contract of operator delete: p is null or a live block from new.
+    unsafe { heap::release(p.cast(), Caller { func, ret_addr: cs }, Release { kind, size, align }) };
 }
 extern "C" fn delete_cs(p: *mut c_void, cs: usize) {
     delete_as(p, &heap::Func("operator delete"), akind::NEW, None, 1, cs)
@@ -327,10 +333,10 @@ const NEW_ALIGNED_FLAG: usize = 1 << 41;
 pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_is_token: c_int) -> *mut c_void {
     let bucket = if key_is_token != 0 { token_bucket(key) } else { call_site_bucket(key) };
     let kind = match (align & NEW_ARRAY_FLAG != 0, align & NEW_ALIGNED_FLAG != 0) {
-        (false, false) => heap::kind::NEW,
-        (true, false) => heap::kind::NEW_ARRAY,
-        (false, true) => heap::kind::NEW_ALIGNED,
-        (true, true) => heap::kind::NEW_ARRAY_ALIGNED,
+        (false, false) => akind::NEW,
+        (true, false) => akind::NEW_ARRAY,
+        (false, true) => akind::NEW_ALIGNED,
+        (true, true) => akind::NEW_ARRAY_ALIGNED,
     };
     let align = align & (NEW_ARRAY_FLAG - 1);
     heap::alloc_as(size, align.max(1).next_power_of_two(), bucket, kind).0.cast()

@@ -17,7 +17,7 @@ use core::arch::naked_asm;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use mie_core::heap::bounds::{self, Access};
+use mie_core::sys::bounds::{self, Access};
 
 type MemFn = unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> *mut c_void;
 type SetFn = unsafe extern "C" fn(*mut c_void, c_int, usize) -> *mut c_void;
@@ -220,7 +220,7 @@ fn chk_fail() -> ! {
         // SAFETY: f is the C library's __chk_fail, which never returns.
         unsafe { core::mem::transmute::<usize, FailFn>(f)() }
     }
-    mie_core::platform::abort()
+    mie_core::sys::platform::abort()
 }
 
 // Checks.
@@ -274,7 +274,7 @@ fn fortify(n: usize, dlen: usize) {
 
 #[inline(always)]
 fn either_tracked(d: *const c_void, s: *const c_void) -> bool {
-    bounds::tracked(mie_core::tag::untag(d as usize)) || bounds::tracked(mie_core::tag::untag(s as usize))
+    bounds::tracked(mie_core::sys::tag::untag(d as usize)) || bounds::tracked(mie_core::sys::tag::untag(s as usize))
 }
 
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
@@ -323,7 +323,7 @@ pub(crate) extern "C" fn mempcpy_cs(d: *mut c_void, s: *const c_void, n: usize, 
 
 pub(crate) extern "C" fn memset_cs(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memset);
-    if f == 0 || bounds::tracked(mie_core::tag::untag(d as usize)) {
+    if f == 0 || bounds::tracked(mie_core::sys::tag::untag(d as usize)) {
         return memset_checked(d, c, n, cs);
     }
     // SAFETY: f is the C library's memset; the pointer is not in mie's memory.
@@ -592,7 +592,7 @@ fn real_fn(slot: &AtomicUsize) -> usize {
 }
 
 fn no_function(func: &'static str) -> ! {
-    mie_core::report::fatal(mie_core::report::Kind::Internal, 0, func, |o| {
+    mie_core::sys::report::fatal(mie_core::sys::report::Kind::Internal, 0, func, |o| {
         use core::fmt::Write;
         let _ = writeln!(o, "  the C library's {func} could not be found (dlsym)");
     })

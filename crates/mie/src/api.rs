@@ -151,6 +151,17 @@ pub unsafe fn free(p: *mut u8) {
     heap::free(p, crate::caller!("mie::free", 0))
 }
 
+/// Resize a block from [`alloc_typed`] (or any mie block) to `new_size` bytes, as C's
+/// `realloc`: a small block keeps its bucket when it moves (a large block, which has none,
+/// goes to the untyped bucket). Null on exhaustion, and then `p` is untouched.
+///
+/// # Safety
+/// `p` must be null or a live block returned by mie; after a non-null return it must not be
+/// used (the returned block replaces it).
+pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    heap::realloc(p, new_size, untyped_bucket(), crate::caller!("mie::realloc", 0))
+}
+
 /// Bytes usable in a live block (its requested size). Aborts with a report for anything else.
 pub fn usable_size(p: *const u8) -> usize {
     heap::usable_size(p, crate::caller!("mie::usable_size", 0))

@@ -1,6 +1,6 @@
 //! Randomness: `SecureRng`, the per-thread placement generator (the keyed PRF in counter
-//! mode: its outputs cannot be predicted from earlier ones); `Rng` (wyrand), a fast
-//! generator for tests and simulations where nothing is secret; `mix64` and `keyed_hash`
+//! mode: its outputs cannot be predicted from earlier ones); `Rng` (wyrand, tests only), a fast
+//! generator for simulations where nothing is secret; `mix64` and `keyed_hash`
 //! for spreading non-secret values over tables. Secrets themselves (canaries, buckets) come
 //! from `prf`.
 
@@ -16,13 +16,15 @@ pub const fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// wyrand: one multiply per output, passes PractRand; state seeded from getrandom.
-/// Placement randomness only needs to be unpredictable without the seed, not a CSPRNG.
+/// wyrand: one multiply per output, passes PractRand. For tests and simulations only: its
+/// state can be worked out from its outputs, so nothing secret may come from it.
+#[cfg(test)]
 #[derive(Clone, Copy)]
 pub struct Rng {
     state: u64,
 }
 
+#[cfg(test)]
 impl Rng {
     pub const fn from_seed(seed: u64) -> Self {
         Rng { state: seed }

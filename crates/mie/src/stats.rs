@@ -26,6 +26,8 @@ pub struct Stats {
     pub large_live: u64,
     pub large_live_bytes: u64,
     pub large_quarantined: u64,
+    /// Pages of freed large blocks kept for reuse (`heap/large/warm.rs`).
+    pub large_warm_bytes: u64,
     /// Guarded samples: allocations so far, live blocks and their bytes.
     pub sampled_allocs: u64,
     pub sampled_live: u64,
@@ -56,6 +58,7 @@ pub fn snapshot() -> Stats {
         large_live: 0,
         large_live_bytes: 0,
         large_quarantined: 0,
+        large_warm_bytes: 0,
         sampled_allocs: 0,
         sampled_live: 0,
         sampled_live_bytes: 0,
@@ -75,6 +78,7 @@ pub fn snapshot() -> Stats {
     s.large_live = l.live_count as u64;
     s.large_live_bytes = l.live_bytes as u64;
     s.large_quarantined = l.quarantined as u64;
+    s.large_warm_bytes = l.warm as u64;
     let (allocs, live_blocks, live_bytes) = crate::heap::sample::counts();
     s.sampled_allocs = allocs;
     s.sampled_live = live_blocks;
@@ -92,8 +96,8 @@ pub fn print() {
     let _ = writeln!(o, "mie: stats: live {} bytes in {} blocks, mapped {} bytes", s.live_bytes, s.live_blocks(), s.mapped_bytes);
     let _ = writeln!(
         o,
-        "mie: stats: large: {} live ({} bytes), {} in quarantine",
-        s.large_live, s.large_live_bytes, s.large_quarantined
+        "mie: stats: large: {} live ({} bytes), {} in quarantine, {} bytes of warm pages",
+        s.large_live, s.large_live_bytes, s.large_quarantined, s.large_warm_bytes
     );
     let _ = writeln!(
         o,

@@ -197,7 +197,7 @@ fn stats_track_live_bytes() {
     let key = TypeKey::from_raw(0xfeed, true);
     let ps: Vec<_> = (0..1000).map(|_| alloc_typed(layout(1000), key)).collect();
     let mid = mie::stats();
-    let class = (0..48).find(|&c| mie::heap::size_class::class_size(c) >= 1001).unwrap();
+    let class = (0..48).find(|&c| mie::sys::size_class::class_size(c) >= 1001).unwrap();
     let b = mid.bucket(class, 0);
     // A block picked for guarded sampling is counted with the samples, not its class.
     assert!(b.allocs - before.bucket(class, 0).allocs + (mid.sampled_allocs - before.sampled_allocs) >= 1000);
@@ -217,9 +217,10 @@ fn realloc_keeps_contents_and_bucket() {
     // SAFETY: 10 fresh bytes.
     unsafe { std::ptr::copy_nonoverlapping(b"0123456789".as_ptr(), p, 10) };
     // Small-to-small moves keep the bucket; once a block has been large (no buckets there),
-    // a later shrink lands in the bucket of the realloc call.
+    // a later shrink lands in the untyped bucket.
     for (i, size) in [11usize, 20, 100, 1000, 40_000, 200_000, 5_000_000, 64, 9].into_iter().enumerate() {
-        p = mie::heap::realloc(p, size, 1, mie::caller!("realloc", 0));
+        // SAFETY: p is the live block from the previous step.
+        p = unsafe { mie::realloc(p, size) };
         assert!(!p.is_null());
         assert_eq!(usable_size(p), size);
         // SAFETY: p holds at least min(size, 10) of the original bytes.

@@ -11,7 +11,7 @@ const KEY: TypeKey = TypeKey::from_raw(0x5eed_0001, true);
 
 fn slabs_of_class(size: usize) -> u64 {
     let s = mie::stats();
-    let class = (0..48).find(|&c| mie::heap::size_class::class_size(c) > size).unwrap();
+    let class = (0..48).find(|&c| mie::sys::size_class::class_size(c) > size).unwrap();
     (0..8).map(|b| s.bucket(class, b).slabs).sum()
 }
 

@@ -49,7 +49,7 @@ use large::LARGE;
 use layout::{Geometry, REGION_COUNT};
 use pool::POOLS;
 
-pub use alloc::{alloc_as, alloc_with_room};
+pub use alloc::alloc_as;
 pub use free::{free, release};
 pub use kind::Release;
 pub use realloc::{owner_of, realloc, slab_metadata_of, usable_size};
@@ -250,7 +250,7 @@ impl core::fmt::Display for Func {
 #[macro_export]
 macro_rules! caller {
     ($name:literal, $ret:expr) => {
-        $crate::heap::Caller { func: &$crate::heap::Func($name), ret_addr: $ret }
+        $crate::sys::Caller { func: &$crate::sys::Func($name), ret_addr: $ret }
     };
 }
 

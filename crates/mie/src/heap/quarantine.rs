@@ -46,10 +46,6 @@ impl Quarantine {
         }
     }
 
-    pub fn bytes(&self) -> usize {
-        self.random_bytes + self.ring_bytes
-    }
-
     /// Quarantine `p` (whose slot is `size` bytes): it replaces a random occupant of the
     /// random stage, which moves on to the FIFO ring. Afterwards, `pop_expired` gives the
     /// blocks whose delay is over.
@@ -139,6 +135,11 @@ impl Quarantine {
         }
     }
 
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.random_bytes + self.ring_bytes
+    }
+
     /// Every block in the quarantine, left in place.
     pub fn for_each(&self, mut f: impl FnMut(usize)) {
         self.random.iter().filter(|&&e| e != 0).for_each(|&e| f(e));
@@ -147,7 +148,8 @@ impl Quarantine {
         }
     }
 
-    /// Empty the quarantine (thread exit, trim), passing every block to `release`.
+    /// Empty the quarantine, passing every block to `release`.
+    #[cfg(test)]
     pub fn drain(&mut self, mut release: impl FnMut(usize)) {
         for (e, size) in self.random.iter_mut().zip(self.random_size.iter_mut()) {
             if *e != 0 {

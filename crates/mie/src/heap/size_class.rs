@@ -12,7 +12,9 @@ pub const ZERO_MAX: usize = 16 << 10;
 /// touched, so it costs address space, not memory.
 const MIN_SLAB_SHIFT: u32 = 14;
 const MAX_SLAB_SHIFT: u32 = 17;
+#[cfg(test)]
 pub const MAX_SLOTS: usize = 1 << (MIN_SLAB_SHIFT - 4);
+#[cfg(test)]
 pub const MAX_WORDS: usize = MAX_SLOTS / 64;
 /// `(off * magic) >> MAGIC_SHIFT == off / size` for every offset inside a slab (≤ 1 MiB).
 pub const MAGIC_SHIFT: u32 = 40;

@@ -151,30 +151,6 @@ pub fn map_at_none(addr: *mut u8, len: usize) -> bool {
     true
 }
 
-/// Make a range inaccessible (its pages, if any, stay resident).
-pub fn protect_none(p: *mut u8, len: usize) -> bool {
-    // SAFETY: callers pass page-aligned ranges inside mappings owned by the allocator.
-    unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
-}
-
-/// Move the pages of `[from, from + len)` to a new address chosen by the kernel, leaving
-/// the source range mapped, with its protection, but without pages (`MREMAP_DONTUNMAP`,
-/// Linux 5.7+). The page table entries move as they are, so the pages stay writable and
-/// are not faulted in again. `Err(errno)` if the kernel refuses: EINVAL where the flag is
-/// unknown, EFAULT where the range is not one mapping.
-pub fn move_pages_out(from: *mut u8, len: usize) -> Result<*mut u8, i32> {
-    const MREMAP_DONTUNMAP: libc::c_int = 4;
-    // SAFETY: a page-aligned, allocator-owned private anonymous range; the kernel picks a
-    // free destination, so no other mapping is touched. The new-address argument is passed
-    // as null explicitly: recent kernels read it as a placement hint even without FIXED.
-    let r = unsafe { libc::mremap(from.cast(), len, len, libc::MREMAP_MAYMOVE | MREMAP_DONTUNMAP, core::ptr::null_mut::<libc::c_void>()) };
-    if r == libc::MAP_FAILED {
-        Err(errno())
-    } else {
-        Ok(r.cast())
-    }
-}
-
 /// Move the pages of the mapping `[from, from + len)` to `to`, replacing what was mapped
 /// there; the source range is unmapped.
 pub fn move_pages_to(from: *mut u8, to: *mut u8, len: usize) -> bool {
@@ -311,11 +287,13 @@ pub fn is_secure_exec() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
+#[cfg(target_arch = "aarch64")]
 pub fn hwcap2() -> u64 {
     // SAFETY: getauxval is a plain read of the auxiliary vector.
     unsafe { libc::getauxval(libc::AT_HWCAP2) as u64 }
 }
 
+#[cfg(target_arch = "aarch64")]
 /// Enable the tagged-address ABI with synchronous MTE tag-check faults; `include` is the
 /// set of tags IRG may generate. Threads created afterwards inherit the setting.
 pub fn mte_enable_sync(include: u64) -> bool {

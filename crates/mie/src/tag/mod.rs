@@ -4,12 +4,14 @@
 //! Tag plan (4-bit tags, 16-byte granules):
 //! - `TAG_OWNED` (0): memory the allocator owns and no live pointer may reach: metadata,
 //!   never-used slots, slab tails, purged pages (which the kernel resets to 0 anyway).
-//! - `TAG_FREE` (15): freed slots, from the moment they are freed until they are reused.
-//! - 1..=14: live blocks. A new block's tag differs from both neighbours' and from the slot's
+//! - `TAG_FREE` (15): freed slots, from the moment they are freed until they are reused, and
+//!   the slack of a live block's slot (past its last granule).
+//! - 1..=14: live blocks (their own granules: the requested size rounded up to 16). A new block's tag differs from both neighbours' and from the slot's
 //!   previous tag, so an overflow into a neighbour and the first reuse after free always fault.
 
 pub mod none;
 pub mod policy;
+#[cfg(test)]
 pub mod soft;
 
 #[cfg(target_arch = "aarch64")]

@@ -1,0 +1,61 @@
+//! The interface the C ABI crate (`mie-malloc`, which builds `libmie.so`) is written
+//! against. It is not the Rust API (that is the crate root) and is hidden from the
+//! documentation; the allocator's internals stay private to this crate.
+//!
+//! Soundness: safe code must not be able to corrupt the heap through mie. So every
+//! function here that gives a block back (and so lets its memory be reused) is `unsafe`;
+//! the rest only allocate, read mie's own metadata, or report and stop the process.
+
+pub use crate::heap::kind;
+pub use crate::heap::{alloc, alloc_as, alloc_zeroed_flag, ensure_init, owner_of, slab_metadata_of, trim, usable_size, Caller, Func, Globals, Release};
+
+/// Range checks of the checked C functions (they read only mie's metadata).
+pub mod bounds {
+    pub use crate::heap::bounds::{check, object_size, scan_limit, tracked, Access};
+}
+
+pub mod platform {
+    pub use crate::platform::{abort, page_size, set_errno};
+}
+
+pub mod report {
+    pub use crate::report::{fatal, write_code_addr, Kind};
+}
+
+pub mod tag {
+    pub use crate::tag::untag;
+}
+
+/// Size classes (for tests that check where blocks land).
+pub mod size_class {
+    pub use crate::heap::size_class::class_size;
+}
+
+/// Free `p` as `free` does (null is ignored; anything but a live mie block is reported and
+/// stops the process).
+///
+/// # Safety
+/// `p` must be null or a live block from mie that nothing uses afterwards: its memory is
+/// reused.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8, who: Caller) {
+    crate::heap::free(p, who)
+}
+
+/// Release `p` the way `r` says it was allocated (`delete[]`, sized frees, ...).
+///
+/// # Safety
+/// As `free`.
+#[inline(always)]
+pub unsafe fn release(p: *mut u8, who: Caller, r: Release) {
+    crate::heap::release(p, who, r)
+}
+
+/// Resize `p` as `realloc` does (the old block is released when the block moves).
+///
+/// # Safety
+/// As `free`, for `p`; the returned block replaces it.
+#[inline(always)]
+pub unsafe fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *mut u8 {
+    crate::heap::realloc(p, size, default_bucket, who)
+}
