@@ -64,6 +64,25 @@ fn find_lib(explicit: Option<PathBuf>) -> PathBuf {
     ))
 }
 
+/// `mie run --help`: the flags and every MIE_OPTIONS key.
+fn run_help() -> String {
+    let mut s = String::from(
+        "mie run [--stats] [--options K=V:K=V] [--lib PATH] [--] PROGRAM [ARGS...]\n\
+         \n\
+         Runs PROGRAM with libmie.so preloaded (children inherit it).\n\
+         \x20 --stats            print allocator statistics when the program exits (stats=1)\n\
+         \x20 --options K=V:...  options, added after those already in MIE_OPTIONS\n\
+         \x20                    (--options=K=V works too; -o is short for --options)\n\
+         \x20 --lib PATH         use this libmie.so (default: `mie lib`)\n\
+         \n\
+         Options (MIE_OPTIONS=\"key=value:key=value\"):\n",
+    );
+    for (k, what) in mie::options::KEYS {
+        s.push_str(&format!("  {k:<24} {what}\n"));
+    }
+    s
+}
+
 fn run(args: &[OsString]) -> ! {
     let mut stats = false;
     let mut extra: Vec<String> = Vec::new();
@@ -76,6 +95,10 @@ fn run(args: &[OsString]) -> ! {
                 i += 1;
                 break;
             }
+            "--help" | "-h" => {
+                print!("{}", run_help());
+                exit(0);
+            }
             "--stats" => stats = true,
             "--options" | "-o" => {
                 i += 1;
@@ -86,6 +109,8 @@ fn run(args: &[OsString]) -> ! {
                 i += 1;
                 lib = Some(PathBuf::from(args.get(i).unwrap_or_else(|| die("--lib needs a path"))));
             }
+            s if s.starts_with("--options=") => extra.push(s["--options=".len()..].to_string()),
+            s if s.starts_with("--lib=") => lib = Some(PathBuf::from(&s["--lib=".len()..])),
             s if s.starts_with('-') => die(&format!("unknown flag {s}\n{USAGE}")),
             _ => break,
         }
@@ -343,6 +368,7 @@ fn main() {
         Some("bench") => bench(&args[1..]),
         Some("lib") => println!("{}", find_lib(None).display()),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),
+        Some("--version" | "version") => println!("mie {}", env!("CARGO_PKG_VERSION")),
         Some(other) => die(&format!("unknown command '{other}'\n{USAGE}")),
         None => die(USAGE),
     }

@@ -513,12 +513,37 @@ fn cxx_new_delete() {
 #[test]
 fn options_warn_once_and_stats_print() {
     let bin = build("legal.c");
-    let o = run_with(&bin, &[], "nosuch=1:stats=1");
+    let o = run_with(&bin, &[], "nosuch=1:stat=1:stats=1");
     let t = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success());
     assert_eq!(t.matches("unknown option: 'nosuch'").count(), 1, "{t}");
-    assert!(t.contains("mie: stats: live "), "{t}");
-    assert!(t.contains("class   bucket"), "{t}");
+    assert!(t.contains("unknown option: 'stat' (MIE_OPTIONS); did you mean 'stats'? Options: buckets canary "), "{t}");
+    // Statistics: every line carries the process id; stats=1 lists only classes with live
+    // blocks, stats=2 all.
+    let pid_lines: Vec<&str> = t.lines().filter(|l| l.contains("]: stats: ")).collect();
+    assert!(pid_lines.iter().all(|l| l.starts_with("mie[") && l[4..].split(']').next().unwrap().parse::<u32>().is_ok()), "{t}");
+    assert!(t.contains("]: stats: live ") && t.contains("class   bucket"), "{t}");
+    let rows = |t: &str| t.lines().filter(|l| l.contains("]: stats: ") && l.split_whitespace().nth(2).is_some_and(|w| w.parse::<u32>().is_ok())).count();
+    let o2 = run_with(&bin, &[], "stats=2");
+    let t2 = String::from_utf8_lossy(&o2.stderr);
+    assert!(rows(&t2) > rows(&t), "stats=2 shows no more rows than stats=1\n{t}\n{t2}");
+    assert!(t.contains("more class/bucket rows with no live blocks"), "{t}");
+}
+
+/// A typo in MIE_OPTIONS is reported by the first process under mie, not again by every
+/// program it starts with the same options (a pipeline warns once).
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "under qemu libmie is preloaded by the loader, not LD_PRELOAD")]
+fn an_option_typo_is_reported_once_per_process_tree() {
+    let bin = build("legal.c");
+    let script = format!("{0} | cat >/dev/null; {0} >/dev/null; {0} | {0} >/dev/null", bin.display());
+    let o = Command::new("sh").args(["-c", &script]).env("LD_PRELOAD", lib()).env("MIE_OPTIONS", "sample_rat=10").output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("unknown option: 'sample_rat'").count(), 1, "{t}");
+    // Run alone (its parent is not under mie), the program says it itself.
+    let o = run_with(&bin, &[], "sample_rat=10");
+    assert_eq!(text(&o).matches("unknown option: 'sample_rat'").count(), 1);
 }
 
 #[test]

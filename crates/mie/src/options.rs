@@ -5,6 +5,8 @@
 //! process an option is accepted only if it makes the allocator stricter, never weaker: there
 //! is no environment "off switch" for an attacker to flip.
 
+use core::fmt::Write;
+
 use crate::report;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +27,9 @@ pub struct Options {
     pub large_quarantine: u32,
     /// Byte budget of the large quarantine (address space, not memory: pages are dropped).
     pub large_quarantine_bytes: usize,
-    /// Print statistics to stderr at exit.
-    pub stats: bool,
+    /// Print statistics to stderr at exit: 1 = totals and the size classes with live
+    /// blocks, 2 = every size class and bucket used.
+    pub stats: u8,
     /// Report and abort (instead of returning NULL/ENOMEM) when calloc/reallocarray sizes overflow.
     pub overflow_abort: bool,
     /// LLVM AllocToken: number of token ids (0 = 2^64, clang's default); ids in the upper
@@ -50,6 +53,53 @@ pub struct Options {
     pub alloc_dealloc_mismatch: u8,
 }
 
+/// Every option, with what it does (the warning for an unknown key and `mie run --help`
+/// list them).
+pub const KEYS: &[(&str, &str)] = &[
+    ("buckets", "pointer buckets per size class, 1..7 (default 3)"),
+    ("canary", "slack canaries checked at free (default 1)"),
+    ("zero_on_free", "zero small blocks when freed (default 1)"),
+    ("write_after_free_check", "check freed blocks are still zero when reused (default 1)"),
+    ("quarantine", "freed blocks each thread delays before reuse (default 64)"),
+    ("quarantine_bytes", "byte budget of that delay (default 1m)"),
+    ("large_quarantine", "freed large blocks kept inaccessible (default 32)"),
+    ("large_quarantine_bytes", "address space budget of those (default 256m)"),
+    ("stats", "statistics at exit: 1 short, 2 every class (default 0)"),
+    ("overflow_abort", "calloc/reallocarray size overflow aborts instead of NULL (default 0)"),
+    ("alloc_token_max", "LLVM alloc-token id count, 0 = 2^64 (default 0)"),
+    ("mte", "memory tagging on arm64 with MTE (default 1)"),
+    ("sample_rate", "one small allocation in N gets a guard page, 0 = off (default 5000)"),
+    ("stacks", "record allocation and free stacks for reports (default 0)"),
+    ("checked_calls", "range checks in memcpy, strcpy, read and the like (default 1)"),
+    ("alloc_dealloc_mismatch", "harmless mismatches: 0 silent, 1 report once, 2 fatal (default 1)"),
+];
+
+/// The known key closest to `key` (edit distance at most 3), for "did you mean".
+pub fn nearest_key(key: &[u8]) -> Option<&'static str> {
+    KEYS.iter().map(|&(k, _)| (edit_distance(key, k.as_bytes()), k)).filter(|&(d, _)| d <= 3).min_by_key(|&(d, _)| d).map(|(_, k)| k)
+}
+
+/// Levenshtein distance of two short byte strings (keys are under 32 bytes; longer input
+/// is cut there), without allocating.
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    const N: usize = 32;
+    let (a, b) = (&a[..a.len().min(N)], &b[..b.len().min(N)]);
+    let mut prev = [0usize; N + 1];
+    let mut cur = [0usize; N + 1];
+    for (j, p) in prev.iter_mut().enumerate().take(b.len() + 1) {
+        *p = j;
+    }
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let sub = prev[j - 1] + (a[i - 1] != b[j - 1]) as usize;
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 pub const MAX_BUCKETS: u32 = 7;
 pub const MAX_QUARANTINE: u32 = 1024;
 pub const MAX_LARGE_QUARANTINE: u32 = 256;
@@ -64,7 +114,7 @@ impl Options {
         quarantine_bytes: 1 << 20,
         large_quarantine: 32,
         large_quarantine_bytes: 256 << 20,
-        stats: false,
+        stats: 0,
         overflow_abort: false,
         alloc_token_max: 0,
         mte: true,
@@ -119,10 +169,7 @@ impl Options {
                     d.large_quarantine_bytes as u64,
                     true,
                 ),
-                b"stats" => {
-                    o.stats = n != 0;
-                    Ok(())
-                }
+                b"stats" => set(&mut o.stats, n, 0, 2, false, 0, true),
                 b"overflow_abort" => {
                     if secure && n == 0 {
                         Err("ignored in a privileged process (would weaken)")
@@ -230,15 +277,48 @@ pub fn strengthen_only() -> bool {
     crate::platform::is_secure_exec() || crate::platform::getenv(c"MIE_LOCK_OPTIONS").is_some_and(|v| v == b"1")
 }
 
-/// Read `MIE_OPTIONS` from the environment, warning on stderr about rejected items.
+/// Read `MIE_OPTIONS` from the environment, warning on stderr about rejected items. A
+/// process whose parent runs under mie with the same `MIE_OPTIONS` stays quiet: the parent
+/// has said it (a pipeline warns once, not once per program).
 pub fn from_env() -> Options {
     let secure = strengthen_only();
-    match crate::platform::getenv(c"MIE_OPTIONS") {
-        None => Options::DEFAULT,
-        Some(s) => Options::parse(s, secure, |why, key| {
+    let Some(s) = crate::platform::getenv(c"MIE_OPTIONS") else { return Options::DEFAULT };
+    let mut quiet: Option<bool> = None;
+    Options::parse(s, secure, |why, key| {
+        if *quiet.get_or_insert_with(|| parent_has_said_it(s)) {
+            return;
+        }
+        if why == "unknown option" {
+            let mut line = report::Line::new();
+            let _ = write!(line, "mie: warning: unknown option: '{}' (MIE_OPTIONS)", report::Bytes(key));
+            if let Some(k) = nearest_key(key) {
+                let _ = write!(line, "; did you mean '{k}'?");
+            }
+            let _ = write!(line, " Options:");
+            for (k, _) in KEYS {
+                let _ = write!(line, " {k}");
+            }
+            let _ = writeln!(line, " (mie run --help says what each does)");
+            line.flush();
+        } else {
             report::warn(format_args!("{}: '{}' (MIE_OPTIONS)", why, report::Bytes(key)));
-        }),
-    }
+        }
+    })
+}
+
+/// Whether the parent process runs under mie (libmie preloaded) with this same
+/// `MIE_OPTIONS` value, so it has warned about it already.
+fn parent_has_said_it(value: &[u8]) -> bool {
+    let mut found_options = false;
+    let mut under_mie = false;
+    crate::platform::for_each_parent_env(|entry| {
+        if let Some(v) = entry.strip_prefix(b"MIE_OPTIONS=") {
+            found_options = v == value;
+        } else if let Some(v) = entry.strip_prefix(b"LD_PRELOAD=") {
+            under_mie = v.windows(6).any(|w| w == b"libmie");
+        }
+    });
+    found_options && under_mie
 }
 
 #[cfg(test)]
@@ -249,6 +329,21 @@ mod tests {
         let mut warnings = 0;
         let o = Options::parse(s.as_bytes(), secure, |_, _| warnings += 1);
         (o, warnings)
+    }
+
+    #[test]
+    fn unknown_keys_get_the_nearest_known_one() {
+        assert_eq!(nearest_key(b"stat"), Some("stats"));
+        assert_eq!(nearest_key(b"sampel_rate"), Some("sample_rate"));
+        assert_eq!(nearest_key(b"quarantine_byte"), Some("quarantine_bytes"));
+        assert_eq!(nearest_key(b"canaries"), Some("canary"));
+        assert_eq!(nearest_key(b"completely_different"), None);
+        assert_eq!(edit_distance(b"kitten", b"sitting"), 3);
+        // Every key parses (the list and the parser agree).
+        for (k, _) in KEYS {
+            let (_, w) = parse(&format!("{k}=1"), false);
+            assert_eq!(w, 0, "{k}");
+        }
     }
 
     #[test]
@@ -264,7 +359,7 @@ mod tests {
         assert!(!o.canary);
         assert_eq!(o.quarantine_bytes, 2 << 20);
         assert_eq!(o.large_quarantine, 16);
-        assert!(o.stats);
+        assert_eq!(o.stats, 1);
     }
 
     #[test]

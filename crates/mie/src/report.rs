@@ -52,7 +52,9 @@ impl Kind {
     }
 }
 
-/// A bounded text buffer that flushes to stderr when full.
+/// A text buffer that writes to stderr one line at a time (each line with one `write`, so
+/// lines from processes sharing a terminal or pipe do not interleave mid-line); a line
+/// longer than the buffer goes out in pieces.
 pub struct Line {
     buf: [u8; 1024],
     len: usize,
@@ -77,15 +79,15 @@ impl Default for Line {
 
 impl Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut bytes = s.as_bytes();
-        while !bytes.is_empty() {
+        for &b in s.as_bytes() {
             if self.len == self.buf.len() {
                 self.flush();
             }
-            let n = bytes.len().min(self.buf.len() - self.len);
-            self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
-            self.len += n;
-            bytes = &bytes[n..];
+            self.buf[self.len] = b;
+            self.len += 1;
+            if b == b'\n' {
+                self.flush();
+            }
         }
         Ok(())
     }

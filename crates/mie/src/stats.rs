@@ -89,30 +89,44 @@ pub fn snapshot() -> Stats {
     s
 }
 
-/// Print statistics to stderr (`mie_stats_print`, `malloc_stats`, `MIE_OPTIONS=stats=1`).
+/// Print every statistic to stderr (`mie_stats_print`, `malloc_stats`).
 pub fn print() {
+    print_level(2)
+}
+
+/// Print statistics to stderr, every line prefixed with the process id (several processes
+/// of a pipeline may print at once): level 1 lists the size classes that hold live blocks,
+/// level 2 every class and bucket ever used (`MIE_OPTIONS=stats=1` / `stats=2`).
+pub fn print_level(level: u8) {
     let s = snapshot();
     let mut o = Line::new();
-    let _ = writeln!(o, "mie: stats: live {} bytes in {} blocks, mapped {} bytes", s.live_bytes, s.live_blocks(), s.mapped_bytes);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let _ = writeln!(o, "mie[{pid}]: stats: live {} bytes in {} blocks, mapped {} bytes", s.live_bytes, s.live_blocks(), s.mapped_bytes);
     let _ = writeln!(
         o,
-        "mie: stats: large: {} live ({} bytes), {} in quarantine, {} bytes of warm pages",
+        "mie[{pid}]: stats: large: {} live ({} bytes), {} in quarantine, {} bytes of warm pages",
         s.large_live, s.large_live_bytes, s.large_quarantined, s.large_warm_bytes
     );
     let _ = writeln!(
         o,
-        "mie: stats: guarded samples: {} so far, {} live ({} bytes)",
+        "mie[{pid}]: stats: guarded samples: {} so far, {} live ({} bytes)",
         s.sampled_allocs, s.sampled_live, s.sampled_live_bytes
     );
-    let _ = writeln!(o, "mie: stats: {:>8} {:>8} {:>12} {:>12} {:>10} {:>7} {:>7}", "class", "bucket", "allocs", "frees", "live", "slabs", "purged");
+    let _ = writeln!(o, "mie[{pid}]: stats: {:>8} {:>8} {:>12} {:>12} {:>10} {:>7} {:>7}", "class", "bucket", "allocs", "frees", "live", "slabs", "purged");
+    let mut hidden = 0;
     for (r, b) in s.buckets.iter().enumerate() {
         if b.allocs == 0 && b.slabs == 0 {
+            continue;
+        }
+        if level < 2 && b.allocs.wrapping_sub(b.frees) as i64 <= 0 {
+            hidden += 1;
             continue;
         }
         let (class, bucket) = (r / BUCKET_SLOTS, r % BUCKET_SLOTS);
         let _ = writeln!(
             o,
-            "mie: stats: {:>8} {:>6}{} {:>12} {:>12} {:>10} {:>7} {:>7}",
+            "mie[{pid}]: stats: {:>8} {:>6}{} {:>12} {:>12} {:>10} {:>7} {:>7}",
             CLASSES[class].size,
             bucket,
             if bucket == 0 { "d" } else { "p" },
@@ -122,6 +136,9 @@ pub fn print() {
             b.slabs,
             b.purges
         );
+    }
+    if hidden > 0 {
+        let _ = writeln!(o, "mie[{pid}]: stats: ({hidden} more class/bucket rows with no live blocks: stats=2 shows them)");
     }
     o.flush();
 }

@@ -171,7 +171,7 @@ fn init_slow() -> Option<&'static Globals> {
         if opts.stacks {
             stacks::init();
         }
-        if opts.stats {
+        if opts.stats != 0 {
             // SAFETY: registering a plain extern "C" function.
             unsafe { libc::atexit(stats_at_exit) };
         }
@@ -181,7 +181,7 @@ fn init_slow() -> Option<&'static Globals> {
 }
 
 extern "C" fn stats_at_exit() {
-    crate::stats::print();
+    crate::stats::print_level(globals().opts.stats);
 }
 
 // Fork: take every allocator lock so the child starts with consistent metadata.

@@ -281,6 +281,68 @@ pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     Some(unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
 }
 
+/// Call `f` with each entry (`NAME=value`) of the parent process's initial environment
+/// (`/proc/<ppid>/environ`), without allocating; entries longer than 4 KiB are skipped.
+/// Nothing is called when the file cannot be read (another user's process, no /proc).
+pub fn for_each_parent_env(mut f: impl FnMut(&[u8])) {
+    let mut path = *b"/proc/\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    // SAFETY: getppid has no preconditions.
+    let mut ppid = unsafe { libc::getppid() } as u32;
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    loop {
+        digits[n] = b'0' + (ppid % 10) as u8;
+        n += 1;
+        ppid /= 10;
+        if ppid == 0 {
+            break;
+        }
+    }
+    let mut at = 6;
+    for i in (0..n).rev() {
+        path[at] = digits[i];
+        at += 1;
+    }
+    path[at..at + 8].copy_from_slice(b"/environ");
+    // SAFETY: path is NUL-terminated (the buffer's tail is zero).
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut have = 0;
+    let mut skipping = false;
+    loop {
+        // SAFETY: reading into the free tail of buf.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().add(have).cast(), buf.len() - have) };
+        if r < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            break;
+        }
+        have += r as usize;
+        let mut start = 0;
+        while let Some(end) = buf[start..have].iter().position(|&c| c == 0) {
+            if !skipping {
+                f(&buf[start..start + end]);
+            }
+            skipping = false;
+            start += end + 1;
+        }
+        if start == 0 && have == buf.len() {
+            // One entry fills the buffer: skip it up to its end.
+            skipping = true;
+            have = 0;
+        } else {
+            buf.copy_within(start..have, 0);
+            have -= start;
+        }
+    }
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+}
+
 /// True for set-uid/set-gid and similar processes, where the environment is untrusted.
 pub fn is_secure_exec() -> bool {
     // SAFETY: getauxval is a plain read of the auxiliary vector.
