@@ -25,9 +25,19 @@ impl Prf {
 
     /// A fresh function with keys from the kernel's CSPRNG.
     pub fn random() -> Prf {
-        let mut p = Prf { keys: [[0; 2]; 11], sip: [platform::random_u64(), platform::random_u64()], aes: has_aes() };
-        for k in p.keys.iter_mut() {
-            *k = [platform::random_u64(), platform::random_u64()];
+        // All the key material in one getrandom call.
+        let mut w = [0u64; 24];
+        let mut b = [0u8; 24 * 8];
+        if platform::random_bytes(&mut b) {
+            for (x, c) in w.iter_mut().zip(b.chunks_exact(8)) {
+                *x = u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+            }
+        } else {
+            w.iter_mut().for_each(|x| *x = platform::random_u64());
+        }
+        let mut p = Prf { keys: [[0; 2]; 11], sip: [w[22], w[23]], aes: has_aes() };
+        for (k, pair) in p.keys.iter_mut().zip(w.chunks_exact(2)) {
+            *k = [pair[0], pair[1]];
         }
         p
     }
@@ -59,8 +69,22 @@ impl Prf {
 
 }
 
-/// Whether the CPU has AES instructions.
+/// Whether the CPU has AES instructions (asked once: CPUID traps to the hypervisor in a VM).
 fn has_aes() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static KNOWN: AtomicU8 = AtomicU8::new(0);
+    match KNOWN.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let yes = cpu_has_aes();
+            KNOWN.store(1 + yes as u8, Ordering::Relaxed);
+            yes
+        }
+    }
+}
+
+fn cpu_has_aes() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: CPUID leaf 1 exists on every x86-64 CPU (newer compilers call it safe).

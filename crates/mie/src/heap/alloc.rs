@@ -214,10 +214,18 @@ fn sample_due(g: &Globals, tc: &mut TCache) -> bool {
 /// next distance, uniform in 1..2*rate.
 #[cold]
 fn sample_draw(g: &Globals, tc: &mut TCache) -> bool {
-    let due = tc.sample_countdown == 1;
     let rate = g.opts.sample_rate;
-    tc.sample_countdown = if rate == 1 { 1 } else { tc.rng.below(2 * rate - 1) + 1 };
-    if due && !tc.in_sample && sample::ready() {
+    let draw = |tc: &mut TCache| if rate == 1 { 1 } else { tc.rng.below(2 * rate - 1) + 1 };
+    if tc.sample_countdown == 0 {
+        // The thread's first allocation: it counts as the first step of the first distance.
+        let d = draw(tc);
+        if d > 1 {
+            tc.sample_countdown = d - 1;
+            return false;
+        }
+    }
+    tc.sample_countdown = draw(tc);
+    if !tc.in_sample && sample::ready() {
         tc.in_sample = true;
         return true;
     }

@@ -165,9 +165,6 @@ fn init_slow() -> Option<&'static Globals> {
         platform::at_fork(fork_prepare, fork_parent, fork_child);
         // SAFETY: READY is set; the globals are read-only from here on.
         let opts = unsafe { &(*G.0.get()).opts };
-        if opts.sample_rate != 0 {
-            sample::init();
-        }
         if opts.stacks {
             stacks::init();
         }
@@ -219,6 +216,8 @@ unsafe extern "C" fn fork_child() {
     tcache::FALLBACK_LOCK.reset();
     tcache::POOL_LOCK.reset();
     INIT_LOCK.reset();
+    tcache::after_fork_child();
+    sample::after_fork_child();
 }
 
 /// How a call is identified in reports: the function name and the caller's address. Two

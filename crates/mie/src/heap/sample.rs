@@ -9,7 +9,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::platform::{self, lock::Lock, PAGE};
 use crate::report::{self, Kind};
@@ -75,25 +75,46 @@ unsafe impl Sync for Shared {}
 static TABLE: Shared = Shared(UnsafeCell::new(Table { slots: [EMPTY; SLOTS], seq: 0, allocs: 0, live: 0, live_bytes: 0 }));
 pub static LOCK: Lock = Lock::new();
 static BASE: AtomicUsize = AtomicUsize::new(0);
-/// Sampling starts only once the stack unwinder is loaded (its first use allocates).
-static READY: AtomicBool = AtomicBool::new(false);
+/// The sample area is set up at the first sample, not at start-up (a short-lived process
+/// never pays for it): reserving the area and the unwinder's first use, which loads its
+/// tables and allocates.
+static STATE: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = 0;
+const SETTING_UP: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
 
-/// Reserve the sample area and warm up the unwinder. Called once after the heap is ready.
-pub fn init() {
-    let base = super::large::LARGE.reserve_area(area());
-    if base.is_null() {
-        return;
-    }
-    AREA_LEN.store(area(), Ordering::Relaxed);
-    BASE.store(base as usize, Ordering::Release);
-    let mut frames = [0usize; 4];
-    platform::backtrace_into(&mut frames);
-    READY.store(true, Ordering::Release);
+/// In a fork child: a set-up another thread had begun will never finish there; begin again.
+pub fn after_fork_child() {
+    let _ = STATE.compare_exchange(SETTING_UP, UNSET, Ordering::Relaxed, Ordering::Relaxed);
 }
 
+/// Whether sampling can go on (the area is ready, or not set up yet).
 #[inline]
 pub fn ready() -> bool {
-    READY.load(Ordering::Relaxed)
+    STATE.load(Ordering::Relaxed) != FAILED
+}
+
+/// Set up the area on first use; false while another thread does it, or if it failed.
+/// Runs outside any allocator lock or borrowed thread cache: the unwinder's first use
+/// allocates, and those allocations are served normally (this thread is placing a sample,
+/// so none of them is sampled).
+#[cold]
+fn set_up() -> bool {
+    if STATE.compare_exchange(UNSET, SETTING_UP, Ordering::Acquire, Ordering::Acquire).is_err() {
+        return STATE.load(Ordering::Acquire) == READY;
+    }
+    let base = super::large::LARGE.reserve_area(area());
+    if base.is_null() {
+        STATE.store(FAILED, Ordering::Release);
+        return false;
+    }
+    let mut frames = [0usize; 4];
+    platform::backtrace_into(&mut frames);
+    AREA_LEN.store(area(), Ordering::Relaxed);
+    BASE.store(base as usize, Ordering::Release);
+    STATE.store(READY, Ordering::Release);
+    true
 }
 
 /// Is `p` inside the sample area? One compare.
@@ -115,10 +136,10 @@ fn slot_index(base: usize, p: usize) -> usize {
 /// Place a block of `size` (≤ PAGE - 16) bytes in a guarded slot; null when every slot of
 /// this bucket is busy (the caller then allocates normally).
 pub fn alloc(size: usize, bucket: usize, canary: &crate::prf::Prf, kind: u8) -> *mut u8 {
-    let base = BASE.load(Ordering::Acquire);
-    if base == 0 || size > MAX_SIZE {
+    if size > MAX_SIZE || (STATE.load(Ordering::Acquire) != READY && !set_up()) {
         return core::ptr::null_mut();
     }
+    let base = BASE.load(Ordering::Acquire);
     let mut stack = [0usize; FRAMES];
     let frames = platform::backtrace_into(&mut stack);
     let _g = LOCK.guard();

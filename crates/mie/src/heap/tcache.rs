@@ -261,6 +261,11 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
 /// Threads that hold a cache now.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
+/// In a fork child only the forking thread exists.
+pub fn after_fork_child() {
+    THREADS.store((tls::get() > DEAD) as usize, Ordering::Relaxed);
+}
+
 /// How many threads use the heap now (hold a cache).
 #[inline]
 pub fn threads() -> usize {
