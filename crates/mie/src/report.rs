@@ -105,19 +105,40 @@ impl fmt::Display for Bytes<'_> {
     }
 }
 
-/// Writes a code address with the object (and symbol, when exported) it belongs to.
+/// Writes a code address with the object and function it belongs to, and, when the object
+/// has line tables, the `addr2line` command that gives the source line. Address 0 (a call
+/// that could not name its caller, as Rust's global allocator cannot): the first frame of
+/// the current stack outside the allocator.
 pub fn write_code_addr(out: &mut dyn Write, label: &str, addr: usize) {
+    let addr = if addr == 0 { first_caller_frame() } else { addr };
     let _ = write!(out, "  {label}: {addr:#x}");
-    if addr != 0 {
-        platform::symbolize(addr, out);
+    if addr == 0 {
+        let _ = out.write_str(" (unknown)\n");
+        return;
     }
+    // Every labelled address is a return address but the faulting instruction itself.
+    let ret = label != "faulting instruction";
+    platform::symbolize(addr, ret, out);
     let _ = out.write_str("\n");
+    platform::symbols::lookup(addr, ret, |s| {
+        if s.has_lines {
+            // The return address is one past the call: ask for the call's line.
+            let _ = writeln!(out, "    source line: addr2line -Cfpie {} {:#x}", Bytes(s.path), s.vaddr.saturating_sub(ret as usize));
+        }
+    });
+}
+
+/// The first frame of the calling stack that is not the allocator's (0 if none).
+fn first_caller_frame() -> usize {
+    let mut frames = [0usize; 24];
+    let n = platform::backtrace_into(&mut frames);
+    frames[..n].iter().copied().find(|&pc| !platform::symbols::is_allocator_frame(pc) && pc != 0).unwrap_or(0)
 }
 
 /// Writes one numbered frame of a stack trace.
 pub fn write_frame(out: &mut dyn Write, n: usize, addr: usize) {
     let _ = write!(out, "    #{n}: {addr:#x}");
-    platform::symbolize(addr, out);
+    platform::symbolize(addr, true, out);
     let _ = out.write_str("\n");
 }
 

@@ -61,3 +61,41 @@ fn threads_share_and_free_across() {
     let s = mie::stats();
     assert!(s.mapped_bytes > 0);
 }
+
+/// A double free through the Rust global allocator (which cannot pass its caller's address)
+/// is reported with the first frame outside the allocator as "called from", named.
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "re-runs its own executable, which under qemu is the arm64 loader")]
+fn rust_double_free_report_names_the_caller() {
+    if std::env::var_os("MIE_TEST_CHILD").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let o = std::process::Command::new(exe)
+        .args(["--exact", "double_free_child", "--nocapture", "--test-threads=1"])
+        .env("MIE_TEST_CHILD", "1")
+        .env("MIE_OPTIONS", "sample_rate=0")
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert!(t.contains("mie: double-free on 0x"), "{t}");
+    let line = t.lines().find(|l| l.starts_with("  called from: ")).unwrap_or_else(|| panic!("{t}"));
+    assert!(!line.contains(": 0x0 ") && line.contains("global_alloc::free_twice+0x"), "{line}\n{t}");
+}
+
+#[test]
+fn double_free_child() {
+    if std::env::var_os("MIE_TEST_CHILD").is_none() {
+        return;
+    }
+    free_twice(Box::into_raw(Box::new([7u64; 4])));
+}
+
+#[inline(never)]
+fn free_twice(p: *mut [u64; 4]) {
+    // SAFETY: none: this is the bug the parent test expects mie to stop.
+    unsafe {
+        drop(Box::from_raw(p));
+        drop(Box::from_raw(std::hint::black_box(p)));
+    }
+}

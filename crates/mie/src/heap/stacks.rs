@@ -186,14 +186,13 @@ pub fn print(o: &mut dyn Write, p: usize, prefix: &str) {
     print_id(o, prefix, "freed", r.free.load(Ordering::Relaxed));
 }
 
-/// Print a stack, without mie's own leading frames (unless mie is linked into the same
-/// object as the program, as with the Rust global allocator: then all are printed).
+/// Print a stack, without the allocator's own leading frames (mie's, in libmie.so or
+/// linked into a Rust program, and Rust's allocation shims).
 pub fn print_stack(o: &mut dyn Write, title: fmt::Arguments<'_>, frames: &[usize]) {
     if frames.is_empty() {
         return;
     }
-    let own = platform::object_base(print_stack as *const () as usize);
-    let skip = frames.iter().take_while(|&&pc| platform::object_base(pc) == own).count();
+    let skip = frames.iter().take_while(|&&pc| platform::symbols::is_allocator_frame(pc)).count();
     let frames = if skip == frames.len() { frames } else { &frames[skip..] };
     let _ = writeln!(o, "  {title}");
     for (n, &pc) in frames.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! Nothing in this module allocates. Failures are returned as `false`/null, never panics.
 
 pub mod lock;
+pub mod symbols;
 pub mod tls;
 
 use core::ptr;
@@ -752,29 +753,31 @@ pub fn libc_arena_bytes() -> Option<usize> {
     }
 }
 
-/// Look up the object a code address belongs to (for reports). Never allocates in glibc.
-pub fn symbolize(addr: usize, out: &mut dyn core::fmt::Write) {
-    let mut info: libc::Dl_info = libc::Dl_info {
-        dli_fname: ptr::null(),
-        dli_fbase: ptr::null_mut(),
-        dli_sname: ptr::null(),
-        dli_saddr: ptr::null_mut(),
-    };
-    // SAFETY: dladdr only reads loader tables and fills the out-struct.
-    let ok = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } != 0;
-    if !ok || info.dli_fname.is_null() {
-        return;
+/// Write ` (object+0xoffset, function+0xoffset)` for a code address (the function where
+/// the object's symbol table names it); `ret` as in `symbols::lookup`. Never allocates.
+pub fn symbolize(addr: usize, ret: bool, out: &mut dyn core::fmt::Write) {
+    symbols::lookup(addr, ret, |s| {
+        let obj = s.path.rsplit(|&c| c == b'/').next().unwrap_or(s.path);
+        let obj = if s.path == b"/proc/self/exe" { program_name() } else { obj };
+        let _ = write!(out, " ({}+{:#x}", crate::report::Bytes(obj), s.vaddr);
+        if let Some((f, off)) = s.func {
+            let _ = out.write_str(", ");
+            symbols::write_demangled(out, f);
+            let _ = write!(out, "+{off:#x}");
+        }
+        let _ = write!(out, ")");
+    });
+}
+
+/// The program's file name (from the auxiliary vector's AT_EXECFN), for reports.
+pub fn program_name() -> &'static [u8] {
+    // SAFETY: AT_EXECFN points at the NUL-terminated path the program was executed with,
+    // on the initial stack for the life of the process.
+    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+    if p.is_null() {
+        return b"program";
     }
-    // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
-    let fname = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
-    let base = fname.rsplit(|&c| c == b'/').next().unwrap_or(fname);
-    let _ = write!(out, " ({}", crate::report::Bytes(base));
-    if !info.dli_sname.is_null() {
-        // SAFETY: dli_sname is a NUL-terminated symbol name owned by the loader.
-        let s = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) }.to_bytes();
-        let _ = write!(out, ":{}+{:#x}", crate::report::Bytes(s), addr.wrapping_sub(info.dli_saddr as usize));
-    } else {
-        let _ = write!(out, "+{:#x}", addr.wrapping_sub(info.dli_fbase as usize));
-    }
-    let _ = write!(out, ")");
+    // SAFETY: as above.
+    let full = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+    full.rsplit(|&c| c == b'/').next().unwrap_or(full)
 }
