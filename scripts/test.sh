@@ -2,9 +2,22 @@
 # The whole test suite: x86-64 natively, then arm64 under qemu-aarch64 -cpu max (MTE emulated).
 # libmie.so is a cdylib that `cargo test` does not build by itself, so each leg builds the
 # workspace first; the C-program tests then preload target/.../libmie.so.
-# Set MIE_SKIP_ARM64=1 to run the x86-64 leg only (.ci/run installs the arm64 tools).
+# The arm64 tools (Debian packages) are installed on first use when running as root;
+# MIE_SKIP_ARM64=1 runs the x86-64 leg only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+for tool in gcc g++; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++ libc6-dev
+        else
+            echo "the C tests need $tool (apt-get install gcc g++)" >&2
+            exit 1
+        fi
+    fi
+done
 
 echo "== x86-64"
 cargo build --workspace
@@ -14,12 +27,21 @@ if [ "${MIE_SKIP_ARM64:-0}" = 1 ]; then
     echo "== arm64: skipped (MIE_SKIP_ARM64=1)"
     exit 0
 fi
-for tool in /usr/bin/rustc aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ qemu-aarch64; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "arm64 leg needs $tool: run 'bash scripts/setup-arm64.sh' (or set MIE_SKIP_ARM64=1)" >&2
+arm64_ready() {
+    for tool in /usr/bin/rustc aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ qemu-aarch64; do
+        command -v "$tool" >/dev/null 2>&1 || return 1
+    done
+    dpkg -s libstd-rust-web-dev:arm64 >/dev/null 2>&1
+}
+if ! arm64_ready; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing the arm64 tools (scripts/setup-arm64.sh)"
+        bash scripts/setup-arm64.sh
+    else
+        echo "the arm64 leg needs its tools: run 'sudo bash scripts/setup-arm64.sh' (or set MIE_SKIP_ARM64=1)" >&2
         exit 1
     fi
-done
+fi
 echo "== arm64 (qemu-aarch64 -cpu max)"
 # Debian's rustc-web carries the arm64 standard library; rustup's toolchain has none.
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc

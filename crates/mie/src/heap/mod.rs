@@ -9,7 +9,7 @@
 //! | `tcache.rs`, `quarantine.rs` | thread caches (bins, quarantine, notification stack) |
 //! | `slab.rs`, `record.rs`, `pool.rs` | slab metadata, per-slot records, the pools of empty slabs |
 //! | `layout.rs`, `size_class.rs`, `bucket.rs` | addresses, classes, type buckets |
-//! | `large.rs`, `sample.rs`, `zero.rs` | large blocks, guarded samples, `malloc(0)` |
+//! | `large/`, `sample.rs`, `zero.rs` | large blocks, guarded samples, `malloc(0)` |
 //! | `canary.rs`, `kind.rs`, `stacks.rs` | canaries, allocation kinds, allocation stacks |
 //! | `fault.rs`, `foreign.rs`, `bounds.rs` | the SIGSEGV/SIGABRT handlers, range checks at the call |
 

@@ -45,31 +45,57 @@ pub fn lookup(addr: usize, ret: bool, f: impl FnOnce(&Site<'_>)) {
     // SAFETY: map is the loader's link map entry for the object, live while it is loaded.
     let bias = unsafe { (*map).l_addr };
     let vaddr = addr.wrapping_sub(bias);
-    // SAFETY: dli_fname is null or a NUL-terminated path owned by the loader.
-    let name = if info.dli_fname.is_null() { &b""[..] } else { unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes() };
-    // The loader names the program by argv[0], which may be relative (or empty): then the
-    // file is /proc/self/exe. An absolute name is used as it is (when the dynamic loader was
-    // started as the program, /proc/self/exe is the loader, not the program).
-    let main = !name.starts_with(b"/") && (name.is_empty() || !name.contains(&b'/') || bias == main_bias());
-    let path: &CStr = if main {
-        c"/proc/self/exe"
-    } else {
-        // SAFETY: as above, NUL-terminated.
-        unsafe { CStr::from_ptr(info.dli_fname) }
-    };
-    // The program's real path, for the addr2line line (the file is opened as /proc/self/exe,
-    // which stays right even if the path was replaced since).
-    let mut real = [0u8; 512];
+    // The file: the loader's name for the object (for the program, argv[0], which may be
+    // relative or empty), else /proc/self/exe (not the program itself when the dynamic loader
+    // was started as the program). A candidate is taken only if its ELF header is the one
+    // mapped at the object's base, so a moved or replaced file never lends its names.
+    let mut fname: Option<&CStr> = None;
+    if !info.dli_fname.is_null() {
+        // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+        let c = unsafe { CStr::from_ptr(info.dli_fname) };
+        if !c.is_empty() {
+            fname = Some(c);
+        }
+    }
+    // SAFETY: an object's first page (its ELF header) is mapped at its base while loaded.
+    let header = (!info.dli_fbase.is_null()).then(|| unsafe { core::slice::from_raw_parts(info.dli_fbase as *const u8, 64) });
+    let mut mapped = None;
+    let mut path: &CStr = c"";
+    for cand in [fname, Some(c"/proc/self/exe")].into_iter().flatten() {
+        if let Some(m) = Mapped::open(cand) {
+            if header.is_none() || m.bytes().get(..64) == header {
+                path = cand;
+                mapped = Some(m);
+                break;
+            }
+        }
+    }
+    if mapped.is_none() {
+        path = fname.unwrap_or(c"");
+    }
+    // The path to show (for the addr2line line): /proc/self/exe resolved, a relative name
+    // made absolute.
+    let mut buf = [0u8; 512];
     let mut shown = path.to_bytes();
-    if main {
-        // SAFETY: readlink writes at most real.len() bytes into the local buffer.
-        let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), real.as_mut_ptr().cast(), real.len()) };
-        if n > 0 && (n as usize) < real.len() {
-            shown = &real[..n as usize];
+    if shown == b"/proc/self/exe" {
+        // SAFETY: readlink writes at most buf.len() bytes into the local buffer.
+        let n = unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 && (n as usize) < buf.len() {
+            shown = &buf[..n as usize];
+        }
+    } else if !shown.starts_with(b"/") && mapped.is_some() {
+        // SAFETY: getcwd writes a NUL-terminated path of at most buf.len() bytes.
+        if !unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) }.is_null() {
+            let cwd = buf.iter().position(|&c| c == 0).unwrap_or(0);
+            let rel = shown.strip_prefix(b"./").unwrap_or(shown);
+            if cwd + 1 + rel.len() <= buf.len() {
+                buf[cwd] = b'/';
+                buf[cwd + 1..cwd + 1 + rel.len()].copy_from_slice(rel);
+                shown = &buf[..cwd + 1 + rel.len()];
+            }
         }
     }
     let mut site = Site { path: shown, vaddr, func: None, has_lines: false };
-    let mapped = Mapped::open(path);
     if let Some(m) = &mapped {
         if let Some(elf) = Elf::parse(m.bytes()) {
             site.has_lines = elf.has_section(b".debug_line");
@@ -100,26 +126,6 @@ pub fn is_allocator_frame(addr: usize) -> bool {
             });
     });
     yes
-}
-
-/// The load bias of the program itself: where its program headers are (AT_PHDR) minus
-/// where its PT_PHDR entry says they belong.
-fn main_bias() -> usize {
-    const PT_PHDR: u32 = 6;
-    // SAFETY: getauxval reads the auxiliary vector; AT_PHDR/AT_PHNUM describe the program's
-    // program header table, mapped for the life of the process.
-    unsafe {
-        let phdr = libc::getauxval(libc::AT_PHDR) as usize;
-        let n = libc::getauxval(libc::AT_PHNUM) as usize;
-        for i in 0..n {
-            let h = (phdr + i * 56) as *const u8;
-            if (h as *const u32).read_unaligned() == PT_PHDR {
-                let vaddr = (h.add(16) as *const u64).read_unaligned() as usize;
-                return phdr.wrapping_sub(vaddr);
-            }
-        }
-    }
-    usize::MAX
 }
 
 /// A file mapped read-only.
