@@ -32,6 +32,17 @@ macro_rules! cs_to {
 macro_rules! jump {
     () => { "jmp {0}" };
 }
+/// The caller's stack pointer at the call (just above the return address).
+#[cfg(target_arch = "x86_64")]
+macro_rules! sp_to {
+    (2) => { "lea rdx, [rsp + 8]" };
+    (3) => { "lea rcx, [rsp + 8]" };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! sp_to {
+    (2) => { "mov x2, sp" };
+    (3) => { "mov x3, sp" };
+}
 
 #[cfg(target_arch = "aarch64")]
 macro_rules! cs_to {
@@ -44,6 +55,20 @@ macro_rules! cs_to {
 #[cfg(target_arch = "aarch64")]
 macro_rules! jump {
     () => { "b {0}" };
+}
+
+/// Export `$name` taking `$args`, passing the caller's return address as argument `$n` and
+/// its stack pointer as argument `$m` of `$target`.
+macro_rules! entry_sp {
+    ($name:ident ($($a:ident : $t:ty),*) -> $r:ty, $n:tt, $m:tt => $target:path) => {
+        /// # Safety
+        /// A C ABI entry point: callers follow the C/C++ contract of this function.
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            naked_asm!(cs_to!($n), sp_to!($m), jump!(), sym $target)
+        }
+    };
 }
 
 /// Export `$name` taking `$args`, passing the caller's return address as argument `$n`
@@ -182,14 +207,22 @@ fn pvalloc_in(size: usize, bucket: usize) -> *mut c_void {
     alloc_in(rounded & !(page - 1), page, bucket)
 }
 
-extern "C" fn malloc_cs(size: usize, cs: usize) -> *mut c_void {
-    alloc_in(size, 16, call_site_bucket(cs))
+/// The bucket for malloc, calloc and realloc: these are what allocation wrappers call, so
+/// they pass the caller's stack pointer too (`heap/wrappers.rs`).
+#[inline(always)]
+fn wrapped_bucket(cs: usize, sp: usize) -> usize {
+    // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
+    unsafe { heap::call_site_bucket(cs, sp) }
 }
-extern "C" fn calloc_cs(n: usize, m: usize, cs: usize) -> *mut c_void {
-    calloc_in(n, m, call_site_bucket(cs), "calloc", cs)
+
+extern "C" fn malloc_cs(size: usize, cs: usize, sp: usize) -> *mut c_void {
+    alloc_in(size, 16, wrapped_bucket(cs, sp))
 }
-extern "C" fn realloc_cs(p: *mut c_void, size: usize, cs: usize) -> *mut c_void {
-    realloc_in(p, size, call_site_bucket(cs), &heap::Func("realloc"), cs)
+extern "C" fn calloc_cs(n: usize, m: usize, cs: usize, sp: usize) -> *mut c_void {
+    calloc_in(n, m, wrapped_bucket(cs, sp), "calloc", cs)
+}
+extern "C" fn realloc_cs(p: *mut c_void, size: usize, cs: usize, sp: usize) -> *mut c_void {
+    realloc_in(p, size, wrapped_bucket(cs, sp), &heap::Func("realloc"), cs)
 }
 extern "C" fn reallocarray_cs(p: *mut c_void, n: usize, m: usize, cs: usize) -> *mut c_void {
     match n.checked_mul(m) {
@@ -230,9 +263,9 @@ extern "C" fn usable_size_cs(p: *mut c_void, cs: usize) -> usize {
     heap::usable_size(p.cast(), mie_core::caller!("malloc_usable_size", cs))
 }
 
-entry!(malloc(size: usize) -> *mut c_void, 1 => malloc_cs);
-entry!(calloc(n: usize, m: usize) -> *mut c_void, 2 => calloc_cs);
-entry!(realloc(p: *mut c_void, size: usize) -> *mut c_void, 2 => realloc_cs);
+entry_sp!(malloc(size: usize) -> *mut c_void, 1, 2 => malloc_cs);
+entry_sp!(calloc(n: usize, m: usize) -> *mut c_void, 2, 3 => calloc_cs);
+entry_sp!(realloc(p: *mut c_void, size: usize) -> *mut c_void, 2, 3 => realloc_cs);
 entry!(reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void, 3 => reallocarray_cs);
 entry!(free(p: *mut c_void) -> (), 1 => free_cs);
 entry!(cfree(p: *mut c_void) -> (), 1 => free_cs);

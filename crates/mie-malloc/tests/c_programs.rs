@@ -453,6 +453,19 @@ fn one_leaked_canary_does_not_give_the_next() {
     assert!(text(&o).contains(", 0 next canaries predicted"), "{}", text(&o));
 }
 
+/// A program that allocates through its own wrapper: after the wrapper's hot site is
+/// found, blocks go to buckets by the wrapper's caller (eight callers, seven buckets: all
+/// in one bucket by chance has probability 7^-7).
+#[test]
+fn blocks_from_an_allocation_wrapper_are_bucketed_by_its_callers() {
+    let bin = build("wrapper.c");
+    let o = run_exact(&bin, &[], "buckets=7");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let n: usize = t.lines().find_map(|l| l.strip_prefix("distinct buckets: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    assert!(n >= 2, "every caller of the wrapper in one bucket\n{t}");
+}
+
 /// A library bound to the C library's allocator (dlopen RTLD_DEEPBIND, as php-cli loads its
 /// extensions) meets mie blocks: the report names the cause and the library, both ways.
 #[test]

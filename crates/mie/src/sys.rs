@@ -31,6 +31,17 @@ pub mod size_class {
     pub use crate::heap::size_class::class_size;
 }
 
+/// The bucket of an untyped allocation called from `cs` with the caller's stack pointer
+/// `sp` (an allocation wrapper's calls are bucketed by the wrapper's caller).
+///
+/// # Safety
+/// `sp` must be the caller's stack pointer at the call into the allocator.
+#[inline(always)]
+pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
+    // SAFETY: the caller's guarantee.
+    unsafe { crate::heap::call_site_bucket(cs, sp) }
+}
+
 /// Free `p` as `free` does (null is ignored; anything but a live mie block is reported and
 /// stops the process).
 ///

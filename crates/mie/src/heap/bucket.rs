@@ -19,6 +19,21 @@ const SITE_BITS: u32 = 64 - BUCKET_BITS;
 const SITE_SLOTS: usize = 512;
 static SITES: [AtomicU64; SITE_SLOTS] = [const { AtomicU64::new(0) }; SITE_SLOTS];
 
+/// Flag in a call-site entry: the site is an allocation wrapper's.
+pub const WRAPPER: u64 = 1 << 15;
+
+/// Forget a site's entry (it has just been found to be a wrapper's).
+pub fn forget_site(site: usize) {
+    let site = site as u64;
+    if site >> SITE_BITS == 0 {
+        let e = &SITES[site_slot(site)];
+        let v = e.load(Ordering::Relaxed);
+        if v >> BUCKET_BITS == site {
+            let _ = e.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A site's entry: return addresses differ in their low bits; fold in a few higher ones.
 #[inline(always)]
 fn site_slot(site: u64) -> usize {
@@ -43,23 +58,30 @@ impl Keys {
         1 + (((h >> 32) * self.pointer_buckets as u64) >> 32) as usize
     }
 
-    /// Untyped allocation: bucket from the caller's return address. The PRF takes ten AES
-    /// rounds of latency on the allocation's critical path, so recent answers are kept in a
-    /// small process-wide table (one word per entry: the site above, the bucket below).
+    /// Untyped allocation: bucket from the caller's return address.
     #[inline]
     pub fn for_call_site(&self, ret_addr: usize) -> usize {
+        (self.site_entry(ret_addr) & !WRAPPER) as usize
+    }
+
+    /// The bucket of a call site, with `WRAPPER` set if the site is an allocation wrapper's
+    /// (`wrappers.rs`). The PRF takes ten AES rounds of latency on the allocation's critical
+    /// path, so recent answers are kept in a small process-wide table (one word per entry:
+    /// the site above, the bucket and flag below).
+    #[inline]
+    pub fn site_entry(&self, ret_addr: usize) -> u64 {
         let site = ret_addr as u64;
         if site >> SITE_BITS != 0 {
-            return self.pointer_bucket(site);
+            return self.pointer_bucket(site) as u64;
         }
         let e = &SITES[site_slot(site)];
         let d = e.load(Ordering::Relaxed) ^ (site << BUCKET_BITS);
-        // A hit leaves only the bucket (never 0: pointer buckets start at 1).
+        // A hit leaves only the bucket and flag (never 0: pointer buckets start at 1).
         if d.wrapping_sub(1) < (1 << BUCKET_BITS) - 1 {
-            return d as usize;
+            return d;
         }
-        let b = self.pointer_bucket(site);
-        e.store(site << BUCKET_BITS | b as u64, Ordering::Relaxed);
+        let b = self.pointer_bucket(site) as u64 | if super::wrappers::is_wrapper(ret_addr) { WRAPPER } else { 0 };
+        e.store(site << BUCKET_BITS | b, Ordering::Relaxed);
         b
     }
 

@@ -8,7 +8,7 @@
 //! | `owner.rs` | thread-owned slabs: refill, remote frees, quarantine expiry, giving slabs back |
 //! | `tcache.rs`, `quarantine.rs` | thread caches (bins, quarantine, notification stack) |
 //! | `slab.rs`, `record.rs`, `pool.rs` | slab metadata, per-slot records, the pools of empty slabs |
-//! | `layout.rs`, `size_class.rs`, `bucket.rs` | addresses, classes, type buckets |
+//! | `layout.rs`, `size_class.rs`, `bucket.rs`, `wrappers.rs` | addresses, classes, type buckets, allocation wrappers |
 //! | `large/`, `sample.rs`, `zero.rs` | large blocks, guarded samples, `malloc(0)` |
 //! | `canary.rs`, `kind.rs`, `stacks.rs` | canaries, allocation kinds, allocation stacks |
 //! | `fault.rs`, `foreign.rs`, `bounds.rs` | the SIGSEGV/SIGABRT handlers, range checks at the call |
@@ -35,6 +35,7 @@ pub mod slab;
 pub mod stacks;
 pub mod tcache;
 pub mod validate;
+pub mod wrappers;
 pub mod zero;
 
 use core::cell::UnsafeCell;
@@ -251,6 +252,21 @@ macro_rules! caller {
     ($name:literal, $ret:expr) => {
         $crate::sys::Caller { func: &$crate::sys::Func($name), ret_addr: $ret }
     };
+}
+
+/// The bucket of an untyped allocation from the C ABI: by call site `cs`, or for a call
+/// site found to be an allocation wrapper's, by the wrapper's caller (`wrappers.rs`).
+///
+/// # Safety
+/// `sp` must be the caller's stack pointer at the call (the words above it are read).
+#[inline(always)]
+pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
+    let Some(g) = ensure_init() else { return 1 };
+    let tcp = platform::tls::get();
+    // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
+    let tick = (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).site_tick });
+    // SAFETY: the caller's guarantee.
+    unsafe { wrappers::bucket(&g.keys, cs, sp, tick) }
 }
 
 /// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`, as `malloc`

@@ -70,6 +70,8 @@ pub struct TCache {
     /// caller's tagged pointer). A tag fault on it then means another thread freed it at
     /// the same moment: a double free (`fault.rs`). 0 otherwise.
     pub freeing: usize,
+    /// Counts untyped allocations, to sample call sites one in 64 (`wrappers.rs`).
+    pub site_tick: u32,
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
@@ -106,6 +108,7 @@ impl TCache {
             in_sample: false,
             rng: SecureRng::UNSEEDED,
             freeing: 0,
+            site_tick: 0,
             qbits: 0,
             sh: ptr::null(),
             bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],

@@ -1,0 +1,343 @@
+//! Allocation wrappers. A program that allocates through one function of its own
+//! (`xmalloc`, `OPENSSL_malloc`, `Perl_safesysmalloc`, `luaM_realloc_`) shows mie one call
+//! site, so every block it allocates lands in one bucket. A call site that serves a large
+//! share of all allocations is taken for a wrapper's, and for calls from it the bucket is
+//! chosen by the wrapper's own caller instead.
+//!
+//! Finding the wrapper's caller without frame pointers (Debian builds have none): the stack
+//! above `malloc`'s return address holds the wrapper's frame and then its return address.
+//! mie reads the words there and takes the first that is a return address: it lies in an
+//! executable segment of a loaded object, just after a call instruction. Each wrapper site
+//! remembers where it found it, so the next call reads one word and checks it. Nothing is
+//! read outside the stack's live part (a few hundred bytes above the caller's frame) and
+//! the code bytes read belong to mapped executable segments; when no return address is
+//! found, the call site's own bucket is used.
+//!
+//! Detection is sampled: one allocation in 64 of each thread counts its call site in a
+//! small table of hot sites. A site with a quarter or more of the samples is a wrapper's if
+//! the function it is in has a name that says so (`…alloc…`, in any case: `xmalloc`,
+//! `Perl_safesysmalloc`, `luaM_realloc_`, `l_alloc`, `CRYPTO_zalloc`, `g_malloc`); a hot site
+//! in a function with another name is a program's own hot spot (a tree builder's `malloc`),
+//! not a wrapper. Only where the object has no symbol for it (a stripped program's own
+//! functions) does the share alone decide.
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use super::bucket::{self, Keys, WRAPPER};
+
+const SAMPLE_EVERY: u32 = 64;
+const HOT: usize = 16;
+/// Samples between decisions, and the share that makes a wrapper (a quarter).
+const ROUND: u32 = 256;
+const SHARE: u32 = ROUND / 4;
+const MAX_WRAPPERS: usize = 8;
+/// Words of stack scanned for the wrapper's return address.
+const SCAN: usize = 48;
+/// Wrapper levels followed up the stack.
+const MAX_DEPTH: usize = 3;
+
+static HOT_SITE: [AtomicUsize; HOT] = [const { AtomicUsize::new(0) }; HOT];
+static HOT_COUNT: [AtomicU32; HOT] = [const { AtomicU32::new(0) }; HOT];
+static SAMPLES: AtomicU32 = AtomicU32::new(0);
+static WRAPPERS: [AtomicUsize; MAX_WRAPPERS] = [const { AtomicUsize::new(0) }; MAX_WRAPPERS];
+/// Per wrapper: the stack word (index from the caller's frame start) where its caller's
+/// return address was found last, + 1 (0: not found yet).
+static SLOT_HINT: [AtomicU32; MAX_WRAPPERS] = [const { AtomicU32::new(0) }; MAX_WRAPPERS];
+
+/// Whether `site` has been found to be a wrapper's.
+pub fn is_wrapper(site: usize) -> bool {
+    WRAPPERS.iter().any(|w| w.load(Ordering::Relaxed) == site)
+}
+
+/// The bucket for an untyped allocation called from `cs` (the return address into the
+/// caller), `sp` being the caller's stack pointer at the call (the first word of its frame);
+/// `tick` is the calling thread's allocation counter (0 when it has none yet).
+///
+/// # Safety
+/// `sp` must be the caller's real stack pointer at the call into the allocator (the C
+/// ABI's entry points pass it): the words above it are read.
+#[inline(always)]
+pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) -> usize {
+    let e = keys.site_entry(cs);
+    let sampled = tick.is_some_and(|t| {
+        *t = t.wrapping_add(1);
+        t.is_multiple_of(SAMPLE_EVERY)
+    });
+    if e & WRAPPER == 0 {
+        if sampled {
+            sample(cs);
+        }
+        return e as usize;
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { through_wrappers(keys, cs, sp, e, sampled) }
+}
+
+/// The bucket of a call from a wrapper: by its caller, or, when that is a wrapper too (lua:
+/// `l_alloc` called by `luaM_realloc_`), by the first caller up the stack that is not, a few
+/// levels at most.
+///
+/// # Safety
+/// As `bucket`.
+#[cold]
+#[inline(never)]
+unsafe fn through_wrappers(keys: &Keys, cs: usize, sp: usize, mut e: u64, sampled: bool) -> usize {
+    let mut site = cs;
+    let mut from = 0;
+    for _ in 0..MAX_DEPTH {
+        if e & WRAPPER == 0 {
+            break;
+        }
+        // SAFETY: the caller's guarantee.
+        let Some((k, ret)) = (unsafe { caller_of_wrapper(site, sp, from) }) else { break };
+        site = ret;
+        from = k + 1;
+        e = keys.site_entry(site);
+    }
+    if sampled {
+        // The site the bucket comes from: a hot caller of a wrapper can be a wrapper too.
+        sample(site);
+    }
+    (e & !WRAPPER) as usize
+}
+
+/// Count one sampled allocation from `site`; every ROUND samples, mark the hot sites.
+#[cold]
+fn sample(site: usize) {
+    // Space-saving counting: the site's counter, else replace the smallest.
+    let mut min = 0;
+    let mut found = false;
+    for i in 0..HOT {
+        if HOT_SITE[i].load(Ordering::Relaxed) == site {
+            HOT_COUNT[i].fetch_add(1, Ordering::Relaxed);
+            found = true;
+            break;
+        }
+        if HOT_COUNT[i].load(Ordering::Relaxed) < HOT_COUNT[min].load(Ordering::Relaxed) {
+            min = i;
+        }
+    }
+    if !found {
+        HOT_SITE[min].store(site, Ordering::Relaxed);
+        HOT_COUNT[min].fetch_add(1, Ordering::Relaxed);
+    }
+    if SAMPLES.fetch_add(1, Ordering::Relaxed) + 1 < ROUND {
+        return;
+    }
+    SAMPLES.store(0, Ordering::Relaxed);
+    for i in 0..HOT {
+        let c = HOT_COUNT[i].load(Ordering::Relaxed);
+        let s = HOT_SITE[i].load(Ordering::Relaxed);
+        if c >= SHARE && s != 0 && !is_wrapper(s) && named_like_a_wrapper(s) {
+            if let Some(free) = WRAPPERS.iter().position(|w| w.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed).is_ok()) {
+                SLOT_HINT[free].store(0, Ordering::Relaxed);
+                bucket::forget_site(s);
+            }
+        }
+        // Decay, so the table follows what the program does now.
+        HOT_COUNT[i].store(c / 2, Ordering::Relaxed);
+    }
+}
+
+/// Whether the function containing call site `site` is named like an allocation wrapper
+/// (or has no name to say otherwise).
+fn named_like_a_wrapper(site: usize) -> bool {
+    let mut verdict = true;
+    crate::platform::symbols::lookup(site, true, |s| {
+        if let Some((name, _)) = s.func {
+            verdict = name.windows(5).any(|w| w.eq_ignore_ascii_case(b"alloc"));
+        }
+    });
+    verdict
+}
+
+/// The return address of the wrapper whose call to the allocator returns to `cs`.
+///
+/// # Safety
+/// As `bucket`.
+unsafe fn caller_of_wrapper(cs: usize, sp: usize, from: usize) -> Option<(usize, usize)> {
+    let i = WRAPPERS.iter().position(|w| w.load(Ordering::Relaxed) == cs)?;
+    let hint = SLOT_HINT[i].load(Ordering::Relaxed) as usize;
+    // SAFETY: the caller's guarantee.
+    let (k, w) = unsafe { find_return(sp, from, hint) }?;
+    if k + 1 != hint {
+        SLOT_HINT[i].store(k as u32 + 1, Ordering::Relaxed);
+    }
+    Some((k, w))
+}
+
+/// The first return address among the stack words `from..SCAN` above `sp` (trying word
+/// `hint - 1` first): its index and value.
+///
+/// # Safety
+/// The SCAN words from `sp` must be readable.
+unsafe fn find_return(sp: usize, from: usize, hint: usize) -> Option<(usize, usize)> {
+    // SAFETY: k < SCAN: inside the range the caller vouches for.
+    let word = |k: usize| unsafe { ((sp + 8 * k) as *const usize).read() };
+    if hint > from && hint <= SCAN && is_return_address(word(hint - 1)) {
+        return Some((hint - 1, word(hint - 1)));
+    }
+    let found = (from..SCAN).map(|k| (k, word(k))).find(|&(_, w)| is_return_address(w));
+    if found.is_none() {
+        code::missed();
+    }
+    found
+}
+
+/// Whether `w` points just after a call instruction in a loaded object's executable code.
+fn is_return_address(w: usize) -> bool {
+    if w < 8 || !code::contains(w - 8, 8) {
+        return false;
+    }
+    // SAFETY: [w - 8, w) lies in a mapped, readable executable segment (checked above).
+    let before = unsafe { ((w - 8) as *const [u8; 8]).read() };
+    #[cfg(target_arch = "x86_64")]
+    {
+        // call rel32 (E8), call [rip+disp32] (FF 15), call reg (FF D0+r), call [reg] (FF 10+r).
+        before[3] == 0xe8 || (before[2] == 0xff && before[3] == 0x15) || (before[6] == 0xff && (before[7] & 0xf8) == 0xd0) || (before[6] == 0xff && (before[7] & 0xf8) == 0x10)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let insn = u32::from_le_bytes([before[4], before[5], before[6], before[7]]);
+        // BL imm26, BLR Xn (and BLRAA/BLRAB with pointer authentication).
+        insn >> 26 == 0b100101 || insn & 0xffff_fc1f == 0xd63f_0000 || insn & 0xfeff_f800 == 0xd63f_0800
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = before;
+        false
+    }
+}
+
+/// The executable segments of the loaded objects (from `dl_iterate_phdr`): made when first
+/// needed, and made again now and then (every 4096 misses) to take in objects loaded since.
+mod code {
+    use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+    use crate::platform::lock::Lock;
+
+    const MAX: usize = 128;
+    static START: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
+    static END: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
+    static N: AtomicUsize = AtomicUsize::new(0);
+    static MISSES: AtomicU32 = AtomicU32::new(0);
+    static LAST: AtomicUsize = AtomicUsize::new(0);
+    static LOCK: Lock = Lock::new();
+
+    /// A scan found no return address: every 1024th time (and the first), make the table
+    /// again, in case the code it needs was loaded since.
+    #[cold]
+    pub fn missed() {
+        if MISSES.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
+            refresh();
+        }
+    }
+
+    /// Whether `[a, a + len)` lies in one executable segment.
+    pub fn contains(a: usize, len: usize) -> bool {
+        let n = N.load(Ordering::Acquire);
+        let last = LAST.load(Ordering::Relaxed);
+        let Some(end) = a.checked_add(len) else { return false };
+        let hit = |i: usize| a >= START[i].load(Ordering::Relaxed) && end <= END[i].load(Ordering::Relaxed);
+        if last < n && hit(last) {
+            return true;
+        }
+        match (0..n).find(|&i| hit(i)) {
+            Some(i) => {
+                LAST.store(i, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Make the table again from the loader's list of objects.
+    #[cold]
+    pub(super) fn refresh() {
+        struct Acc {
+            n: usize,
+        }
+        unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+            const PT_LOAD: u32 = 1;
+            const PF_X: u32 = 1;
+            const PF_R: u32 = 4;
+            // SAFETY: the loader passes a valid info struct and our accumulator; the
+            // object's program headers are mapped.
+            unsafe {
+                let info = &*info;
+                let acc = &mut *(data as *mut Acc);
+                for j in 0..info.dlpi_phnum as usize {
+                    let h = &*info.dlpi_phdr.add(j);
+                    if h.p_type == PT_LOAD && h.p_flags & (PF_X | PF_R) == (PF_X | PF_R) && acc.n < MAX {
+                        let start = (info.dlpi_addr as usize).wrapping_add(h.p_vaddr as usize);
+                        START[acc.n].store(start, Ordering::Relaxed);
+                        END[acc.n].store(start.wrapping_add(h.p_memsz as usize), Ordering::Relaxed);
+                        acc.n += 1;
+                    }
+                }
+            }
+            0
+        }
+        let _g = LOCK.guard();
+        let mut acc = Acc { n: 0 };
+        // While the table is made, finders see it empty (and answer no: the safe answer).
+        N.store(0, Ordering::Release);
+        // SAFETY: dl_iterate_phdr calls `each` with the loader's lock held; `each` writes
+        // only our tables (we hold LOCK) and the accumulator on this stack.
+        unsafe { libc::dl_iterate_phdr(Some(each), &mut acc as *mut Acc as *mut libc::c_void) };
+        N.store(acc.n, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_finds_the_first_return_address_above_the_frame() {
+        // Real return addresses: the frames of this test's own stack.
+        let mut frames = [0usize; 8];
+        let n = crate::platform::backtrace_into(&mut frames);
+        assert!(n >= 3);
+        let ret = frames[2];
+        code::refresh();
+        assert!(is_return_address(ret), "{ret:#x}");
+        let local = 5u64;
+        assert!(!is_return_address(&local as *const u64 as usize));
+        assert!(!is_return_address(0) && !is_return_address(3) && !is_return_address(usize::MAX) && !is_return_address(12345));
+        assert!(!code::contains(usize::MAX - 7, 16) && !code::contains(usize::MAX - 7, 8));
+        // A frame of saved data (a stack pointer, numbers, a heap-like pointer), then the
+        // wrapper's return address, then more.
+        let mut stack = [0usize; SCAN];
+        stack[0] = &local as *const u64 as usize;
+        stack[1] = 42;
+        stack[2] = 0x7fff_0000_1000;
+        stack[3] = ret;
+        stack[4] = frames[1];
+        // SAFETY: stack is SCAN readable words.
+        unsafe {
+            assert_eq!(find_return(stack.as_ptr() as usize, 0, 0), Some((3, ret)));
+            // A remembered slot is read first; a stale one falls back to the scan.
+            assert_eq!(find_return(stack.as_ptr() as usize, 0, 5), Some((4, frames[1])));
+            assert_eq!(find_return(stack.as_ptr() as usize, 0, 2), Some((3, ret)));
+            // A second level starts above the first.
+            assert_eq!(find_return(stack.as_ptr() as usize, 4, 0), Some((4, frames[1])));
+        }
+        stack[3] = 7;
+        stack[4] = 9;
+        // SAFETY: as above.
+        assert_eq!(unsafe { find_return(stack.as_ptr() as usize, 0, 0) }, None);
+    }
+
+    #[test]
+    fn a_site_with_a_large_share_of_samples_becomes_a_wrapper() {
+        let site = 0x7777_1234_5678;
+        let other = 0x7777_1234_9999;
+        assert!(!is_wrapper(site));
+        for i in 0..2 * ROUND {
+            sample(if i % 8 == 0 { other } else { site });
+        }
+        assert!(is_wrapper(site));
+        assert!(!is_wrapper(other));
+    }
+}
