@@ -131,6 +131,11 @@ fn run(args: &[OsString]) -> ! {
     let mut cmd = Command::new(program);
     cmd.args(&args[i + 1..]).env("LD_PRELOAD", preload);
     if !options.is_empty() {
+        // This process (on mie itself) has already warned about whatever in its own
+        // MIE_OPTIONS was wrong; the program and its children need not say it again.
+        if let Ok(own) = std::env::var("MIE_OPTIONS") {
+            cmd.env("MIE_OPTIONS_SAID", own);
+        }
         cmd.env("MIE_OPTIONS", options.join(":"));
     }
     let err = cmd.exec();

@@ -46,6 +46,48 @@ fn run_accepts_both_option_forms_and_adds_to_mie_options() {
         assert!(t.contains("]: stats: live "), "{args:?}: no statistics\n{t}");
         assert!(!t.contains("unknown"), "{args:?}\n{t}");
     }
+    // A typo in MIE_OPTIONS is reported once: by mie itself (which runs on mie), not again
+    // by the program it starts; one added with --options is reported by the program.
+    let o = mie().arg("run").arg(format!("--lib={}", lib().display())).args(["--options", "sampel_rate=1", "--", "true"]).env("MIE_OPTIONS", "typo=1").output().unwrap();
+    let t = text(&o);
+    assert_eq!(t.matches("unknown option: 'typo'").count(), 1, "{t}");
+    assert_eq!(t.matches("unknown option: 'sampel_rate'").count(), 1, "{t}");
     let o = mie().args(["run", "--no-such-flag", "true"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// `log_path=PATH` sends statistics (and reports) to PATH.<pid>: `ls` closes its stderr
+/// before it exits, so `--stats` alone shows nothing for it.
+#[test]
+fn log_path_keeps_what_a_program_that_closes_stderr_would_lose() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("logpath-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("mie");
+    let o = mie()
+        .arg("run")
+        .arg(format!("--lib={}", lib().display()))
+        .args(["--stats", "--options"])
+        .arg(format!("log_path={}", base.display()))
+        .args(["--", "ls", "/"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let logs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let name = logs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let pid = name.strip_prefix("mie.").expect("PATH.<pid>");
+    let body = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(body.contains(&format!("mie[{pid}]: stats: live ")), "{body}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `MIE_OPTIONS=help=1` lists every option with what it does.
+#[test]
+fn help_option_lists_every_option() {
+    let o = Command::new("true").env("LD_PRELOAD", lib()).env("MIE_OPTIONS", "help=1").output().unwrap();
+    let t = text(&o);
+    for (k, _) in mie::options::KEYS {
+        assert!(t.contains(&format!("mie:   {k} ")), "{k} missing\n{t}");
+    }
+    assert!(!t.contains("unknown option"), "{t}");
 }

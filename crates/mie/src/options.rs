@@ -72,6 +72,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("stacks", "record allocation and free stacks for reports (default 0)"),
     ("checked_calls", "range checks in memcpy, strcpy, read and the like (default 1)"),
     ("alloc_dealloc_mismatch", "harmless mismatches: 0 silent, 1 report once, 2 fatal (default 1)"),
+    ("log_path", "write reports, warnings and statistics to PATH.<pid>, not stderr"),
+    ("help", "print this list"),
 ];
 
 /// The known key closest to `key` (edit distance at most 3), for "did you mean".
@@ -136,6 +138,10 @@ impl Options {
                 Some(i) => (&item[..i], &item[i + 1..]),
                 None => (item, &b"1"[..]),
             };
+            if key == b"log_path" {
+                // A path, not a number: `from_env` takes it.
+                continue;
+            }
             let n = match parse_num(val) {
                 Some(n) => n,
                 None => {
@@ -200,6 +206,8 @@ impl Options {
                 }
                 b"checked_calls" => set_bool(&mut o.checked_calls, n, secure),
                 b"alloc_dealloc_mismatch" => set(&mut o.alloc_dealloc_mismatch, n, 0, 2, secure, d.alloc_dealloc_mismatch as u64, true),
+                // Handled by `from_env` (prints the options); nothing to set.
+                b"help" => Ok(()),
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {
@@ -283,9 +291,24 @@ pub fn strengthen_only() -> bool {
 pub fn from_env() -> Options {
     let secure = strengthen_only();
     let Some(s) = crate::platform::getenv(c"MIE_OPTIONS") else { return Options::DEFAULT };
+    if let Some(path) = s.split(|&c| c == b':' || c == b',').filter_map(|i| i.strip_prefix(b"log_path=")).next_back() {
+        if !path.is_empty() {
+            report::set_log_path(path);
+        }
+    }
     let mut quiet: Option<bool> = None;
+    let said = crate::platform::getenv(c"MIE_OPTIONS_SAID").unwrap_or(b"");
+    let help = s.split(|&c| c == b':' || c == b',').any(|i| i == b"help" || i == b"help=1");
+    if help && !parent_has_said_it(s) && !said_already(said, b"help") {
+        let mut line = report::Line::new();
+        let _ = writeln!(line, "mie: options (MIE_OPTIONS=\"key=value:key=value\"):");
+        for (k, what) in KEYS {
+            let _ = writeln!(line, "mie:   {k:<24} {what}");
+        }
+        line.flush();
+    }
     Options::parse(s, secure, |why, key| {
-        if *quiet.get_or_insert_with(|| parent_has_said_it(s)) {
+        if *quiet.get_or_insert_with(|| parent_has_said_it(s)) || said_already(said, key) {
             return;
         }
         if why == "unknown option" {
@@ -304,6 +327,12 @@ pub fn from_env() -> Options {
             report::warn(format_args!("{}: '{}' (MIE_OPTIONS)", why, report::Bytes(key)));
         }
     })
+}
+
+/// Whether `mie run`, which read (and warned about) the options it was given itself, lists
+/// an item with this key in `MIE_OPTIONS_SAID`.
+fn said_already(said: &[u8], key: &[u8]) -> bool {
+    said.split(|&c| c == b':' || c == b',').any(|item| item.split(|&c| c == b'=').next() == Some(key))
 }
 
 /// Whether the parent process runs under mie (libmie preloaded) with this same

@@ -3,6 +3,7 @@
 //! The first line always starts with `mie: <kind>` so logs can be grepped.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use crate::platform;
 
@@ -52,6 +53,43 @@ impl Kind {
     }
 }
 
+/// `log_path=PATH` (MIE_OPTIONS): reports, warnings and statistics go to `PATH.<pid>`
+/// instead of stderr (which a daemon may not have, and `ls` closes before it exits).
+static LOG_PATH: AtomicUsize = AtomicUsize::new(0);
+static LOG_PATH_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The open log file and the process it was opened for (a fork child opens its own).
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+static LOG_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Send what mie writes to `PATH.<pid>` (`path` lives for the process: the environment's).
+pub fn set_log_path(path: &'static [u8]) {
+    LOG_PATH_LEN.store(path.len(), Ordering::Relaxed);
+    LOG_PATH.store(path.as_ptr() as usize, Ordering::Release);
+}
+
+/// Write to the log file if one is set (opened on first use, with this process's id), else
+/// to stderr.
+fn write_out(bytes: &[u8]) {
+    let p = LOG_PATH.load(Ordering::Acquire);
+    if p == 0 {
+        return platform::write_stderr(bytes);
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut fd = LOG_FD.load(Ordering::Relaxed);
+    if fd < 0 || LOG_PID.load(Ordering::Relaxed) != pid {
+        // SAFETY: set_log_path stored a slice of the environment, which lives for the process.
+        let path = unsafe { core::slice::from_raw_parts(p as *const u8, LOG_PATH_LEN.load(Ordering::Relaxed)) };
+        fd = platform::open_log(path, pid as u32);
+        LOG_FD.store(fd, Ordering::Relaxed);
+        LOG_PID.store(pid, Ordering::Relaxed);
+    }
+    if fd < 0 {
+        return platform::write_stderr(bytes);
+    }
+    platform::write_fd(fd, bytes);
+}
+
 /// A text buffer that writes to stderr one line at a time (each line with one `write`, so
 /// lines from processes sharing a terminal or pipe do not interleave mid-line); a line
 /// longer than the buffer goes out in pieces.
@@ -66,7 +104,7 @@ impl Line {
     }
 
     pub fn flush(&mut self) {
-        platform::write_stderr(&self.buf[..self.len]);
+        write_out(&self.buf[..self.len]);
         self.len = 0;
     }
 }

@@ -237,10 +237,41 @@ pub fn random_u64() -> u64 {
 
 /// Write all of `bytes` to standard error, retrying on short writes; never allocates.
 pub fn write_stderr(bytes: &[u8]) {
+    write_fd(2, bytes)
+}
+
+/// Open (create, append) `PATH.<pid>` for mie's output; -1 if that fails.
+pub fn open_log(path: &[u8], pid: u32) -> i32 {
+    let mut buf = [0u8; 4096];
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut v = pid;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if path.len() + 1 + n + 1 > buf.len() {
+        return -1;
+    }
+    buf[..path.len()].copy_from_slice(path);
+    buf[path.len()] = b'.';
+    for i in 0..n {
+        buf[path.len() + 1 + i] = digits[n - 1 - i];
+    }
+    // SAFETY: buf is NUL-terminated (zero beyond the name).
+    unsafe { libc::open(buf.as_ptr().cast(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644) }
+}
+
+/// Write all of `bytes` to `fd`, retrying on short writes; never allocates.
+pub fn write_fd(fd: i32, bytes: &[u8]) {
     let mut off = 0;
     while off < bytes.len() {
         // SAFETY: the pointer and length describe the live remainder of `bytes`.
-        let r = unsafe { libc::write(2, bytes.as_ptr().add(off).cast(), bytes.len() - off) };
+        let r = unsafe { libc::write(fd, bytes.as_ptr().add(off).cast(), bytes.len() - off) };
         if r <= 0 {
             if r < 0 && errno() == libc::EINTR {
                 continue;
