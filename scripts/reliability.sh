@@ -150,7 +150,7 @@ echo "$OOMNEW" | grep -q "oom_new: ok" || FAILED=1
 # Model-based fuzzing of the allocator (proptest).
 CASES=$([ "$QUICK" = 1 ] && echo 2000 || echo 20000)
 START=$(date +%s)
-if PROPTEST_CASES=$CASES cargo test --release -q -p mie --test model >"$WORK/model.log" 2>&1; then
+if PROPTEST_CASES=$CASES cargo test --release -q -p mie-alloc --test model >"$WORK/model.log" 2>&1; then
     MODEL="ok: $CASES sequences of up to 300 operations in $(( $(date +%s) - START )) s"
 else
     MODEL="FAILED (see below)"

@@ -6,7 +6,7 @@
 //! chosen before the first allocation from `MIE_MICRO_ALLOC`. The parent prints the median
 //! ns per operation and mie's ratio to glibc.
 //!
-//! `cargo bench -p mie --bench hot_paths [-- --quick]`
+//! `cargo bench -p mie-alloc --bench hot_paths [-- --quick]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;

@@ -5,8 +5,40 @@
 //! allocator, and the allocation path never panics: errors are reported and abort, or
 //! return null for exhaustion.
 //!
-//! The Rust API is the crate root: [`Mie`] (the global allocator), [`TypedBox`],
-//! [`alloc_typed`] and friends. The allocator's internals are private, and every function
+//! The whole program on mie, in two lines:
+//!
+//! ```
+//! #[global_allocator]
+//! static GLOBAL: mie::Mie = mie::Mie;
+//!
+//! fn main() {
+//!     let v: Vec<u64> = (0..1000).collect();
+//!     assert_eq!(v.iter().sum::<u64>(), 499_500);
+//!     let s = mie::stats();
+//!     assert!(s.live_bytes >= 8000 && s.live_blocks() >= 1);
+//! }
+//! ```
+//!
+//! Types that deserve a bucket of their own (a freed object of one type is never reused for
+//! another type in another bucket):
+//!
+//! ```
+//! use mie::{TypeKey, TypedBox};
+//!
+//! struct Session { user: u64, key: [u8; 32] }
+//! let s = TypedBox::new(Session { user: 7, key: [1; 32] });
+//! assert_eq!(s.user + s.key[0] as u64, 8);
+//!
+//! // Raw typed blocks, with the bounds of any heap pointer at hand.
+//! let layout = std::alloc::Layout::new::<[u64; 8]>();
+//! let p = mie::alloc_typed(layout, TypeKey::pure_data::<[u64; 8]>());
+//! assert_eq!(mie::object_size(p), 64);
+//! assert_eq!(mie::object_size(p.wrapping_add(60)), 4);
+//! unsafe { mie::free(p) };
+//! ```
+//!
+//! The Rust API is the crate root: [`Mie`] (the global allocator, a unit struct usable in a
+//! `static`), [`TypedBox`], [`alloc_typed`] and friends. The allocator's internals are private, and every function
 //! that gives a block back is `unsafe`, so safe code cannot corrupt the heap through mie:
 //!
 //! ```compile_fail
