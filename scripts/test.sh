@@ -7,17 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in gcc g++; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        if [ "$(id -u)" = 0 ]; then
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++ libc6-dev
-        else
-            echo "the C tests need $tool (apt-get install gcc g++)" >&2
-            exit 1
-        fi
-    fi
+# The C tests need gcc/g++; `mie cc` and its tests need clang 22 (LLVM AllocToken).
+need=()
+for tool in gcc g++ clang-22 clang++-22; do
+    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++ libc6-dev clang-22
+    else
+        echo "the tests need ${need[*]} (apt-get install gcc g++ clang-22)" >&2
+        exit 1
+    fi
+fi
 
 echo "== x86-64"
 cargo build --workspace

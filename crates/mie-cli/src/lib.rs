@@ -1,5 +1,7 @@
-//! The `mie` tool's library: the protection lab (`mie demo`) and the benchmark (`mie bench`).
+//! The `mie` tool's library: the protection lab (`mie demo`), the benchmark (`mie bench`)
+//! and the compiler wrapper (`mie cc`).
 pub mod bench;
+pub mod cc;
 pub mod demo;
 pub mod instructions;
 pub mod json;

@@ -34,6 +34,13 @@ const USAGE: &str = "usage:
       libmie.so), measured in the same interleaved rounds.
       --instructions: instead, instructions per hot-path operation (malloc+free, cross-thread
       free, checked memcpy) counted by valgrind's callgrind, written to DIR/instructions.txt.
+  mie cc ARGS... / mie c++ ARGS...
+      clang 22 (clang-22 / clang++-22) with compiler type ids for mie (-fsanitize=alloc-token),
+      hardening (stack protector, stack clash, bounds traps, zeroed locals, CET/BTI,
+      _FORTIFY_SOURCE=3 when optimizing, _GLIBCXX_ASSERTIONS for C++) and, when linking,
+      libmie (-lmie with its rpath); every other argument is passed through:
+      CC='mie cc' CXX='mie c++' make. --mie-no-types, --mie-no-hardening leave parts out;
+      --mie-print prints the command instead of running it
   mie lib
       print the path of the libmie.so that `mie run` uses
   mie help";
@@ -365,6 +372,28 @@ fn mte_available() -> bool {
     false
 }
 
+/// `mie cc` / `mie c++`: clang 22 with type ids, hardening and libmie (`cc.rs`).
+fn cc(cxx: bool, args: &[OsString]) -> ! {
+    use mie_cli::cc;
+    let compiler = cc::find_compiler(cxx).unwrap_or_else(|e| die(&e));
+    let lib = find_lib(None);
+    let inv = cc::classify(args);
+    let uses_types = !args.iter().any(|a| a == cc::NO_TYPES);
+    let token_object = if inv.links && inv.token_max != 0 && uses_types {
+        Some(cc::token_object(&compiler, inv.token_max).unwrap_or_else(|e| die(&e)))
+    } else {
+        None
+    };
+    let mut cmd = cc::command(&compiler, cxx, args, &lib, token_object.as_deref()).unwrap_or_else(|e| die(&e));
+    if args.iter().any(|a| a == cc::DRY_RUN) {
+        let words: Vec<String> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy().into_owned()).collect();
+        println!("{}", words.join(" "));
+        exit(0);
+    }
+    let err = cmd.exec();
+    die(&format!("cannot run {}: {err}", compiler.display()))
+}
+
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match args.first().map(|a| a.to_string_lossy().into_owned()).as_deref() {
@@ -372,6 +401,8 @@ fn main() {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("lib") => println!("{}", find_lib(None).display()),
+        Some("cc") => cc(false, &args[1..]),
+        Some("c++") => cc(true, &args[1..]),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),
         Some("--version" | "version") => println!("mie {}", env!("CARGO_PKG_VERSION")),
         Some(other) => die(&format!("unknown command '{other}'\n{USAGE}")),

@@ -10,7 +10,7 @@
 
 typedef void (*mie_new_handler)(void);
 
-extern void *mie_cxx_alloc(size_t size, size_t align, size_t key, int key_is_token);
+extern void *mie_cxx_alloc(size_t size, size_t align, size_t key, int key_kind);
 extern void mie_cxx_oom(size_t size) __attribute__((noreturn));
 
 /* std::get_new_handler(), the exception ABI, and std::bad_alloc's typeinfo/vtable/dtor. */
@@ -37,9 +37,9 @@ static mie_new_handler current_handler(void) {
     return _ZSt15get_new_handlerv ? _ZSt15get_new_handlerv() : (mie_new_handler)0;
 }
 
-static void *cxx_new(size_t size, size_t align, size_t key, int is_token, int nothrow) {
+static void *cxx_new(size_t size, size_t align, size_t key, int key_kind, int nothrow) {
     for (;;) {
-        void *p = mie_cxx_alloc(size, align, key, is_token);
+        void *p = mie_cxx_alloc(size, align, key, key_kind);
         if (p)
             return p;
         mie_new_handler h = current_handler();
@@ -56,3 +56,6 @@ void *mie_cxx_new(size_t size, size_t align, size_t cs) { return cxx_new(size, a
 void *mie_cxx_new_nothrow(size_t size, size_t align, size_t cs) { return cxx_new(size, align, cs, 0, 1); }
 void *mie_cxx_new_token(size_t size, size_t align, size_t tok) { return cxx_new(size, align, tok, 1, 0); }
 void *mie_cxx_new_token_nothrow(size_t size, size_t align, size_t tok) { return cxx_new(size, align, tok, 1, 1); }
+/* AllocToken's fast ABI: the id comes from the entry point's name (mie_fast_token maps it). */
+void *mie_cxx_new_fast(size_t size, size_t align, size_t id) { return cxx_new(size, align, id, 2, 0); }
+void *mie_cxx_new_fast_nothrow(size_t size, size_t align, size_t id) { return cxx_new(size, align, id, 2, 1); }

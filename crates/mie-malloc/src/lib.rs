@@ -353,6 +353,8 @@ extern "C" {
     fn mie_cxx_new_nothrow(size: usize, align: usize, cs: usize) -> *mut c_void;
     fn mie_cxx_new_token(size: usize, align: usize, token: usize) -> *mut c_void;
     fn mie_cxx_new_token_nothrow(size: usize, align: usize, token: usize) -> *mut c_void;
+    fn mie_cxx_new_fast(size: usize, align: usize, id: usize) -> *mut c_void;
+    fn mie_cxx_new_fast_nothrow(size: usize, align: usize, id: usize) -> *mut c_void;
 }
 
 /// Flags the `operator new` trampolines set in the alignment argument (above any real
@@ -360,11 +362,16 @@ extern "C" {
 const NEW_ARRAY_FLAG: usize = 1 << 40;
 const NEW_ALIGNED_FLAG: usize = 1 << 41;
 
-/// Called by shim/new.c: one allocation attempt. `key_is_token` selects how `key` maps to a
-/// bucket; `align` carries the form of `new` in its flag bits, recorded for `delete`.
+/// Called by shim/new.c: one allocation attempt. `key_kind` says how `key` maps to a
+/// bucket (0: a call site, 1: an AllocToken id, 2: a fast-ABI id); `align` carries the form
+/// of `new` in its flag bits, recorded for `delete`.
 #[unsafe(no_mangle)]
-pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_is_token: c_int) -> *mut c_void {
-    let bucket = if key_is_token != 0 { token_bucket(key) } else { call_site_bucket(key) };
+pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_kind: c_int) -> *mut c_void {
+    let bucket = match key_kind {
+        0 => call_site_bucket(key),
+        1 => token_bucket(key),
+        _ => token_bucket(mie_fast_token(key)),
+    };
     let kind = match (align & NEW_ARRAY_FLAG != 0, align & NEW_ALIGNED_FLAG != 0) {
         (false, false) => akind::NEW,
         (true, false) => akind::NEW_ARRAY,
@@ -437,6 +444,18 @@ fn type_bucket(id: u64) -> usize {
 #[inline]
 fn token_bucket(token: usize) -> usize {
     heap::ensure_init().map_or(1, |g| g.keys.for_alloc_token(token as u64))
+}
+
+/// The token the fast-ABI entry points (`shim/fast_abi.c`) pass for id `id`: the id itself
+/// when the id space is known (the program's `-falloc-token-max`, found at start-up, or the
+/// `alloc_token_max` option), so its lower half is pointer-free; otherwise the id in the
+/// pointer half, so different ids still get their own pointer buckets.
+#[unsafe(no_mangle)]
+pub extern "C" fn mie_fast_token(id: usize) -> usize {
+    match heap::ensure_init() {
+        Some(g) if g.keys.token_max_known => id,
+        _ => id | 1 << 63,
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -619,4 +638,5 @@ pub extern "C" fn mie_debug_slab_metadata(p: *const c_void) -> *mut c_void {
 
 // ---------------------------------------------------------------------------------------
 // Bounds-checked memory and string functions (after the trampoline macros they use).
+mod fast_abi;
 mod string;

@@ -78,6 +78,7 @@ pub(crate) mod rand;
 pub(crate) mod report;
 pub(crate) mod stats;
 pub(crate) mod tag;
+pub(crate) mod traps;
 
 mod api;
 #[doc(hidden)]

@@ -49,6 +49,10 @@ pub struct Keys {
     pub prf: Prf,
     pub pointer_buckets: u32,
     pub token_half: u64,
+    /// Whether the AllocToken id space is known (the program's `-falloc-token-max`, or the
+    /// `alloc_token_max` option): `token_max` then bounds every id a program passes.
+    pub token_max_known: bool,
+    pub token_max: u64,
 }
 
 impl Keys {
@@ -99,6 +103,9 @@ impl Keys {
     /// LLVM AllocToken id: the lower half of the id space is pointer-free.
     #[inline]
     pub fn for_alloc_token(&self, token: u64) -> usize {
+        if self.token_max_known && token >= self.token_max {
+            token_out_of_range(token, self.token_max);
+        }
         if token < self.token_half {
             DATA_BUCKET
         } else {
@@ -117,6 +124,20 @@ impl Keys {
     }
 }
 
+/// An AllocToken id at or above the known id space: the program (or a library in it) was
+/// compiled with a larger `-falloc-token-max` than mie was told. Said once; the id still
+/// gets a bucket (the upper half's: pointer buckets).
+#[cold]
+#[inline(never)]
+fn token_out_of_range(token: u64, max: u64) {
+    static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        crate::report::warn(format_args!(
+            "an allocation token id ({token}) is not below alloc_token_max ({max}): some code was compiled with a larger -falloc-token-max (or none); its pointer-free types may share pointer buckets. Build everything with the same -falloc-token-max (mie cc records it), or set MIE_OPTIONS=alloc_token_max=N"
+        ));
+    }
+}
+
 pub fn token_half(alloc_token_max: u64) -> u64 {
     if alloc_token_max == 0 {
         1 << 63
@@ -130,7 +151,7 @@ mod tests {
     use super::*;
 
     fn keys(n: u32) -> Keys {
-        Keys { prf: Prf::random(), pointer_buckets: n, token_half: 1 << 63 }
+        Keys { prf: Prf::random(), pointer_buckets: n, token_half: 1 << 63, token_max_known: false, token_max: 0 }
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub fn install() {
 }
 
 extern "C" fn on_abrt(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    explain("the C library's allocator stopped the program (SIGABRT)");
+    // The checks first: after a stack overflow only their careful walk is safe.
+    if !crate::traps::explain_abort() {
+        explain("the C library's allocator stopped the program (SIGABRT)");
+    }
     // SAFETY: the arguments are the kernel's, passed on unchanged.
     unsafe { platform::chain(sig, info, uc) }
 }

@@ -75,7 +75,7 @@ unsafe impl Sync for GlobalCell {}
 
 static G: GlobalCell = GlobalCell(UnsafeCell::new(Globals {
     geo: Geometry::NONE,
-    keys: Keys { prf: crate::prf::Prf::NONE, pointer_buckets: 1, token_half: 1 << 63 },
+    keys: Keys { prf: crate::prf::Prf::NONE, pointer_buckets: 1, token_half: 1 << 63, token_max_known: false, token_max: 0 },
     canary: crate::prf::Prf::NONE,
     placement: crate::prf::Prf::NONE,
     opts: Options::DEFAULT,
@@ -145,10 +145,15 @@ fn init_slow() -> Option<&'static Globals> {
                 };
                 g.geo = Geometry::new(shape, heap, meta);
                 g.tc_key = key;
+                // The AllocToken id space: the option, else what `mie cc` recorded in the
+                // program (`__mie_alloc_token_max`, its -falloc-token-max), else unknown.
+                let token_max = if g.opts.alloc_token_max != 0 { g.opts.alloc_token_max } else { platform::program_token_max() };
                 g.keys = Keys {
                     prf: crate::prf::Prf::random(),
                     pointer_buckets: g.opts.buckets,
-                    token_half: bucket::token_half(g.opts.alloc_token_max),
+                    token_half: bucket::token_half(token_max),
+                    token_max_known: token_max != 0,
+                    token_max,
                 };
                 g.canary = crate::prf::Prf::random();
                 g.placement = crate::prf::Prf::random();
@@ -156,6 +161,7 @@ fn init_slow() -> Option<&'static Globals> {
                 // Always: guard pages and quarantined large blocks fault on every machine.
                 fault::install();
                 foreign::install();
+                crate::traps::install();
                 STATE.store(READY, Ordering::Release);
             }
         }

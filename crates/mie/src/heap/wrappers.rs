@@ -24,6 +24,7 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::bucket::{self, Keys, WRAPPER};
+use crate::platform;
 
 const SAMPLE_EVERY: u32 = 64;
 const HOT: usize = 16;
@@ -179,14 +180,14 @@ unsafe fn find_return(sp: usize, from: usize, hint: usize) -> Option<(usize, usi
     }
     let found = (from..SCAN).map(|k| (k, word(k))).find(|&(_, w)| is_return_address(w));
     if found.is_none() {
-        code::missed();
+        platform::code::missed();
     }
     found
 }
 
 /// Whether `w` points just after a call instruction in a loaded object's executable code.
 fn is_return_address(w: usize) -> bool {
-    if w < 8 || !code::contains(w - 8, 8) {
+    if w < 8 || !platform::code::contains(w - 8, 8) {
         return false;
     }
     // SAFETY: [w - 8, w) lies in a mapped, readable executable segment (checked above).
@@ -209,86 +210,6 @@ fn is_return_address(w: usize) -> bool {
     }
 }
 
-/// The executable segments of the loaded objects (from `dl_iterate_phdr`): made when first
-/// needed, and made again now and then (every 4096 misses) to take in objects loaded since.
-mod code {
-    use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-
-    use crate::platform::lock::Lock;
-
-    const MAX: usize = 128;
-    static START: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
-    static END: [AtomicUsize; MAX] = [const { AtomicUsize::new(0) }; MAX];
-    static N: AtomicUsize = AtomicUsize::new(0);
-    static MISSES: AtomicU32 = AtomicU32::new(0);
-    static LAST: AtomicUsize = AtomicUsize::new(0);
-    static LOCK: Lock = Lock::new();
-
-    /// A scan found no return address: every 1024th time (and the first), make the table
-    /// again, in case the code it needs was loaded since.
-    #[cold]
-    pub fn missed() {
-        if MISSES.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
-            refresh();
-        }
-    }
-
-    /// Whether `[a, a + len)` lies in one executable segment.
-    pub fn contains(a: usize, len: usize) -> bool {
-        let n = N.load(Ordering::Acquire);
-        let last = LAST.load(Ordering::Relaxed);
-        let Some(end) = a.checked_add(len) else { return false };
-        let hit = |i: usize| a >= START[i].load(Ordering::Relaxed) && end <= END[i].load(Ordering::Relaxed);
-        if last < n && hit(last) {
-            return true;
-        }
-        match (0..n).find(|&i| hit(i)) {
-            Some(i) => {
-                LAST.store(i, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Make the table again from the loader's list of objects.
-    #[cold]
-    pub(super) fn refresh() {
-        struct Acc {
-            n: usize,
-        }
-        unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
-            const PT_LOAD: u32 = 1;
-            const PF_X: u32 = 1;
-            const PF_R: u32 = 4;
-            // SAFETY: the loader passes a valid info struct and our accumulator; the
-            // object's program headers are mapped.
-            unsafe {
-                let info = &*info;
-                let acc = &mut *(data as *mut Acc);
-                for j in 0..info.dlpi_phnum as usize {
-                    let h = &*info.dlpi_phdr.add(j);
-                    if h.p_type == PT_LOAD && h.p_flags & (PF_X | PF_R) == (PF_X | PF_R) && acc.n < MAX {
-                        let start = (info.dlpi_addr as usize).wrapping_add(h.p_vaddr as usize);
-                        START[acc.n].store(start, Ordering::Relaxed);
-                        END[acc.n].store(start.wrapping_add(h.p_memsz as usize), Ordering::Relaxed);
-                        acc.n += 1;
-                    }
-                }
-            }
-            0
-        }
-        let _g = LOCK.guard();
-        let mut acc = Acc { n: 0 };
-        // While the table is made, finders see it empty (and answer no: the safe answer).
-        N.store(0, Ordering::Release);
-        // SAFETY: dl_iterate_phdr calls `each` with the loader's lock held; `each` writes
-        // only our tables (we hold LOCK) and the accumulator on this stack.
-        unsafe { libc::dl_iterate_phdr(Some(each), &mut acc as *mut Acc as *mut libc::c_void) };
-        N.store(acc.n, Ordering::Release);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,12 +221,12 @@ mod tests {
         let n = crate::platform::backtrace_into(&mut frames);
         assert!(n >= 3);
         let ret = frames[2];
-        code::refresh();
+        platform::code::refresh();
         assert!(is_return_address(ret), "{ret:#x}");
         let local = 5u64;
         assert!(!is_return_address(&local as *const u64 as usize));
         assert!(!is_return_address(0) && !is_return_address(3) && !is_return_address(usize::MAX) && !is_return_address(12345));
-        assert!(!code::contains(usize::MAX - 7, 16) && !code::contains(usize::MAX - 7, 8));
+        assert!(!platform::code::contains(usize::MAX - 7, 16) && !platform::code::contains(usize::MAX - 7, 8));
         // A frame of saved data (a stack pointer, numbers, a heap-like pointer), then the
         // wrapper's return address, then more.
         let mut stack = [0usize; SCAN];

@@ -3,6 +3,7 @@
 //!
 //! Nothing in this module allocates. Failures are returned as `false`/null, never panics.
 
+pub mod code;
 pub mod lock;
 pub mod symbols;
 pub mod tls;
@@ -445,19 +446,22 @@ struct OldAction(core::cell::UnsafeCell<core::mem::MaybeUninit<libc::sigaction>>
 unsafe impl Sync for OldAction {}
 static OLD_SEGV: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 static OLD_ABRT: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+static OLD_ILL: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+static OLD_TRAP: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 
 fn old_action(sig: libc::c_int) -> &'static OldAction {
-    if sig == libc::SIGABRT {
-        &OLD_ABRT
-    } else {
-        &OLD_SEGV
+    match sig {
+        libc::SIGABRT => &OLD_ABRT,
+        libc::SIGILL => &OLD_ILL,
+        libc::SIGTRAP => &OLD_TRAP,
+        _ => &OLD_SEGV,
     }
 }
 
 /// A signal handler as mie installs it (SA_SIGINFO).
 pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
-/// Install `handler` for `sig` (SIGSEGV or SIGABRT; SA_SIGINFO, on the alternate stack if
+/// Install `handler` for `sig` (SIGSEGV, SIGABRT, SIGILL or SIGTRAP; SA_SIGINFO, on the alternate stack if
 /// any, with the tag bits of a fault address exposed on arm64), remembering the previous
 /// disposition for `chain`.
 pub fn install_handler(sig: libc::c_int, handler: Handler) -> bool {
@@ -550,6 +554,11 @@ fn reinstall(sig: libc::c_int, handler: usize) {
 }
 
 /// The program counter of a signal's user context.
+/// Whether `[a, a + len)` is readable code of a loaded object.
+pub fn code_readable(a: usize, len: usize) -> bool {
+    code::readable(a, len)
+}
+
 pub fn context_pc(uc: *mut libc::c_void) -> usize {
     if uc.is_null() {
         return 0;
@@ -798,6 +807,23 @@ pub fn symbolize(addr: usize, ret: bool, out: &mut dyn core::fmt::Write) {
         }
         let _ = write!(out, ")");
     });
+}
+
+/// The `-falloc-token-max` the program was built with, if `mie cc` recorded it (an exported
+/// `const unsigned long __mie_alloc_token_max` in the program); 0 otherwise. Reads the
+/// program's own dynamic symbol table: no dlsym, no allocation.
+pub fn program_token_max() -> u64 {
+    // SAFETY: getauxval reads the auxiliary vector; AT_PHDR lies in the program's image.
+    let in_program = unsafe { libc::getauxval(libc::AT_PHDR) } as usize;
+    if in_program == 0 {
+        return 0;
+    }
+    let p = own_definition(in_program, c"__mie_alloc_token_max");
+    if p == 0 {
+        return 0;
+    }
+    // SAFETY: the symbol is the program's exported u64 constant, mapped for its life.
+    unsafe { (p as *const u64).read() }
 }
 
 /// The program's file name (from the auxiliary vector's AT_EXECFN), for reports.
