@@ -7,17 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The C tests need gcc/g++; `mie cc` and its tests need clang 22 (LLVM AllocToken).
+# The C tests need gcc/g++; `mie cc` and its tests clang 22 (LLVM AllocToken); `mie enable`
+# patchelf; the system-install test python3.
 need=()
-for tool in gcc g++ clang-22 clang++-22; do
+for tool in gcc g++ clang-22 clang++-22 patchelf python3; do
     command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++ libc6-dev clang-22
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++ libc6-dev clang-22 patchelf python3
     else
-        echo "the tests need ${need[*]} (apt-get install gcc g++ clang-22)" >&2
+        echo "the tests need ${need[*]} (apt-get install gcc g++ clang-22 patchelf python3)" >&2
         exit 1
     fi
 fi

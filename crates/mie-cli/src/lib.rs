@@ -2,6 +2,7 @@
 //! and the compiler wrapper (`mie cc`).
 pub mod bench;
 pub mod cc;
+pub mod deploy;
 pub mod demo;
 pub mod instructions;
 pub mod json;

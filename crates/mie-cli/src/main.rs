@@ -41,6 +41,14 @@ const USAGE: &str = "usage:
       libmie (-lmie with its rpath); every other argument is passed through:
       CC='mie cc' CXX='mie c++' make. --mie-no-types, --mie-no-hardening leave parts out;
       --mie-print prints the command instead of running it
+  mie enable PROGRAM [--lib PATH] / mie disable PROGRAM
+      make PROGRAM load libmie itself (a DT_NEEDED entry, with patchelf): the protection
+      travels with the binary and covers set-uid programs, where LD_PRELOAD is ignored
+  mie service NAME [--options K=V:...] [--install [--root DIR]]
+      print (or install) the systemd drop-in that runs service NAME under mie
+  mie install --prefix DIR [--system] / mie install --system / mie uninstall --system
+      libmie.so, mie and mie.pc (pkg-config) under DIR; --system lists libmie in
+      /etc/ld.so.preload (after a program ran under it): every program, set-uid ones too
   mie lib
       print the path of the libmie.so that `mie run` uses
   mie help";
@@ -372,6 +380,128 @@ fn mte_available() -> bool {
     false
 }
 
+/// `mie enable|disable PROGRAM [--lib PATH]`.
+fn deploy_cmd(args: &[OsString], f: impl Fn(&std::path::Path, PathBuf) -> Result<String, String>) -> ! {
+    let mut lib = None;
+    let mut program = None;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        match a.as_str() {
+            "--lib" => {
+                i += 1;
+                lib = Some(PathBuf::from(args.get(i).unwrap_or_else(|| die("--lib needs a path"))));
+            }
+            s if s.starts_with("--lib=") => lib = Some(PathBuf::from(&s[6..])),
+            s if s.starts_with('-') => die(&format!("unknown flag {s}\n{USAGE}")),
+            _ => program = Some(PathBuf::from(&args[i])),
+        }
+        i += 1;
+    }
+    let program = program.unwrap_or_else(|| die(&format!("no program given\n{USAGE}")));
+    match f(&program, find_lib(lib)) {
+        Ok(msg) => {
+            println!("{msg}");
+            exit(0)
+        }
+        Err(e) => die(&e),
+    }
+}
+
+/// `mie service NAME [--options K=V] [--install] [--root DIR]`.
+fn service(args: &[OsString]) -> ! {
+    let mut name = None;
+    let mut options = None;
+    let mut install = false;
+    let mut root = PathBuf::from("/");
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        match a.as_str() {
+            "--install" => install = true,
+            "--options" => {
+                i += 1;
+                options = Some(args.get(i).unwrap_or_else(|| die("--options needs a value")).to_string_lossy().into_owned());
+            }
+            "--root" => {
+                i += 1;
+                root = PathBuf::from(args.get(i).unwrap_or_else(|| die("--root needs a directory")));
+            }
+            s if s.starts_with('-') => die(&format!("unknown flag {s}\n{USAGE}")),
+            s => name = Some(s.to_string()),
+        }
+        i += 1;
+    }
+    let name = name.unwrap_or_else(|| die(&format!("no service named\n{USAGE}")));
+    let text = mie_cli::deploy::service_dropin(&find_lib(None), options.as_deref());
+    if !install {
+        print!("{text}");
+        exit(0);
+    }
+    let path = mie_cli::deploy::service_path(&root, &name);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
+    }
+    std::fs::write(&path, text).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
+    println!("wrote {}; run `systemctl daemon-reload && systemctl restart {name}`", path.display());
+    exit(0)
+}
+
+/// `mie install --prefix DIR` / `mie install --system [--prefix DIR] [--root DIR]` /
+/// `mie uninstall --system [--root DIR]`.
+fn install(args: &[OsString], remove: bool) -> ! {
+    let mut prefix = None;
+    let mut system = false;
+    let mut root = PathBuf::from("/");
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        match a.as_str() {
+            "--system" => system = true,
+            "--prefix" => {
+                i += 1;
+                prefix = Some(PathBuf::from(args.get(i).unwrap_or_else(|| die("--prefix needs a directory"))));
+            }
+            "--root" => {
+                i += 1;
+                root = PathBuf::from(args.get(i).unwrap_or_else(|| die("--root needs a directory")));
+            }
+            s => die(&format!("unknown argument {s}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    if remove {
+        if !system {
+            die("mie uninstall takes --system (an install tree is removed with rm)");
+        }
+        match mie_cli::deploy::uninstall_system(&root) {
+            Ok(m) => println!("{m}"),
+            Err(e) => die(&e),
+        }
+        exit(0);
+    }
+    let lib = find_lib(None);
+    let lib = match &prefix {
+        Some(p) => {
+            let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("cannot locate myself: {e}")));
+            let files = mie_cli::deploy::install(p, &lib, &exe).unwrap_or_else(|e| die(&e));
+            for f in &files {
+                println!("installed {}", f.display());
+            }
+            files[0].clone()
+        }
+        None if system => lib,
+        None => die("mie install needs --prefix DIR (and/or --system)"),
+    };
+    if system {
+        match mie_cli::deploy::install_system(&root, &lib) {
+            Ok(m) => println!("{m}"),
+            Err(e) => die(&e),
+        }
+    }
+    exit(0)
+}
+
 /// `mie cc` / `mie c++`: clang 22 with type ids, hardening and libmie (`cc.rs`).
 fn cc(cxx: bool, args: &[OsString]) -> ! {
     use mie_cli::cc;
@@ -401,6 +531,11 @@ fn main() {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("lib") => println!("{}", find_lib(None).display()),
+        Some("enable") => deploy_cmd(&args[1..], |p, lib| mie_cli::deploy::enable(p, &lib)),
+        Some("disable") => deploy_cmd(&args[1..], |p, _| mie_cli::deploy::disable(p)),
+        Some("service") => service(&args[1..]),
+        Some("install") => install(&args[1..], false),
+        Some("uninstall") => install(&args[1..], true),
         Some("cc") => cc(false, &args[1..]),
         Some("c++") => cc(true, &args[1..]),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),

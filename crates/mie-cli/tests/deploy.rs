@@ -1,0 +1,124 @@
+//! Deploying mie past LD_PRELOAD: `mie enable` (a set-uid binary run by another user runs
+//! under mie), `mie install --prefix` (with mie.pc), and `mie install --system` in a
+//! throwaway root (a private mount namespace: an overlay on /etc, a tmpfs for the install),
+//! where a shell, ls, python3 and a set-uid program all run under mie, never on the host.
+#![cfg(target_arch = "x86_64")] // runs host programs
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn mie() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mie"))
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("deploy-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Root is needed for set-uid files and mount namespaces: CI runs as root (MIE_SKIP_ROOT=1
+/// skips these tests elsewhere).
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("MIE_SKIP_ROOT").is_some(), "these tests need root (or MIE_SKIP_ROOT=1)");
+    false
+}
+
+fn setid_program(dir: &Path) -> PathBuf {
+    let out = dir.join("setid");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/setid.c");
+    assert!(Command::new("cc").args(["-O1", "-o"]).arg(&out).arg(&src).status().unwrap().success());
+    out
+}
+
+#[test]
+fn enable_makes_a_set_uid_binary_load_mie_and_disable_undoes_it() {
+    if !root() {
+        return;
+    }
+    let dir = tmp("enable");
+    let prog = setid_program(&dir);
+    let run = |args: &[&str]| Command::new(&prog).args(args).output().unwrap();
+    assert!(text(&run(&[])).contains("under mie: no"));
+    let o = mie().arg("enable").arg(&prog).output().unwrap();
+    assert!(o.status.success() && text(&o).contains("now loads"), "{}", text(&o));
+    assert!(text(&run(&[])).contains("under mie: yes"));
+    // Set-uid root, run by nobody: the loader ignores LD_PRELOAD here, DT_NEEDED it follows.
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    let o = Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&prog).arg("double").output().unwrap();
+    let t = text(&o);
+    assert!(t.contains("mie: double-free on 0x") && t.contains("(setid+0x"), "{t}");
+    let o = mie().arg("disable").arg(&prog).output().unwrap();
+    assert!(o.status.success() && text(&o).contains("no longer loads"), "{}", text(&o));
+    assert!(text(&run(&[])).contains("under mie: no"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn enable_refuses_a_set_uid_binary_with_a_library_others_can_replace() {
+    if !root() {
+        return;
+    }
+    let dir = tmp("unsafe");
+    let prog = setid_program(&dir);
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    // A copy of libmie in a world-writable directory.
+    let open = dir.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let lib = open.join("libmie.so");
+    let real = PathBuf::from(env!("CARGO_BIN_EXE_mie")).parent().unwrap().join("libmie.so");
+    std::fs::copy(real, &lib).unwrap();
+    let o = mie().arg("enable").arg(&prog).arg("--lib").arg(&lib).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("must not load a library others can replace"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn install_prefix_writes_the_library_the_tool_and_mie_pc() {
+    let dir = tmp("prefix");
+    let o = mie().arg("install").arg("--prefix").arg(&dir).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["lib/libmie.so", "bin/mie", "lib/pkgconfig/mie.pc"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let pc = std::fs::read_to_string(dir.join("lib/pkgconfig/mie.pc")).unwrap();
+    assert!(pc.contains(&format!("prefix={}\n", dir.display())) && pc.contains("-lmie"), "{pc}");
+    // A program linked with the .pc's flags loads the installed library by itself.
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/setid.c");
+    let exe = dir.join("linked");
+    let libdir = dir.join("lib");
+    let st = Command::new("cc").arg("-o").arg(&exe).arg(&src).arg(format!("-L{}", libdir.display())).arg(format!("-Wl,-rpath,{}", libdir.display())).arg("-lmie").status().unwrap();
+    assert!(st.success());
+    let o = Command::new(&exe).output().unwrap();
+    assert!(text(&o).contains("under mie: yes"), "{}", text(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn system_install_in_a_throwaway_root() {
+    if !root() {
+        return;
+    }
+    let dir = tmp("system");
+    let prog = setid_program(&dir);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/system.sh");
+    let o = Command::new("unshare").args(["-m", "--propagation", "private", "sh"]).arg(&script).arg(env!("CARGO_BIN_EXE_mie")).arg(&prog).arg(&dir).output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for want in ["preload: /opt/mie-test/mie/lib/libmie.so", "sh: yes", "ls: 1", "python3: True", "uid 65534 under mie: yes", "after uninstall: none", "sh after: no"] {
+        assert!(t.contains(want), "{want:?} missing\n{t}");
+    }
+    // The host never saw it.
+    assert!(!std::fs::read_to_string("/etc/ld.so.preload").unwrap_or_default().contains("mie-test"));
+    std::fs::remove_dir_all(&dir).ok();
+}
