@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Untyped Rust allocations cannot see their call site (they arrive through the standard
-//! library's allocation shim), so they share one pointer bucket chosen at random per process.
-//! Types that deserve their own bucket use [`TypedBox`] or [`alloc_typed`] with a [`TypeKey`].
+//! library's allocation shim); they are bucketed by their layout, so blocks of different
+//! exact sizes within one size class do not share slots. Types that deserve their own
+//! bucket use [`TypedBox`] or [`alloc_typed`] with a [`TypeKey`].
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::hash::{Hash, Hasher};
@@ -52,17 +53,26 @@ fn untyped_bucket() -> usize {
     }
 }
 
+/// The bucket of an untyped Rust allocation: by its layout (`Keys::for_layout`).
+#[inline]
+fn layout_bucket(layout: Layout) -> usize {
+    match heap::ensure_init() {
+        Some(g) => g.keys.for_layout(layout.size(), layout.align()),
+        None => 1,
+    }
+}
+
 // SAFETY: alloc returns blocks of at least layout.size() bytes aligned to layout.align(), or
 // null; dealloc/realloc accept exactly the blocks this allocator returned.
 unsafe impl GlobalAlloc for Mie {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        heap::alloc(layout.size(), layout.align(), untyped_bucket())
+        heap::alloc(layout.size(), layout.align(), layout_bucket(layout))
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (p, zero) = heap::alloc_zeroed_flag(layout.size(), layout.align(), untyped_bucket());
+        let (p, zero) = heap::alloc_zeroed_flag(layout.size(), layout.align(), layout_bucket(layout));
         if !p.is_null() && !zero {
             // SAFETY: p is a fresh block of layout.size() bytes.
             unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
@@ -78,9 +88,12 @@ unsafe impl GlobalAlloc for Mie {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= 16 {
-            return heap::realloc(ptr, new_size, untyped_bucket(), RUST_CALLER);
+            // A small block keeps its bucket when it moves; a large one has none and takes
+            // the bucket of its new layout.
+            let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap_or(layout);
+            return heap::realloc(ptr, new_size, layout_bucket(new_layout), RUST_CALLER);
         }
-        let q = heap::alloc(new_size, layout.align(), untyped_bucket());
+        let q = heap::alloc(new_size, layout.align(), layout_bucket(Layout::from_size_align(new_size, layout.align()).unwrap_or(layout)));
         if !q.is_null() {
             // SAFETY: both blocks are live and distinct; copy the smaller size.
             unsafe { core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size)) };

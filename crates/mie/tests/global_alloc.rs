@@ -99,3 +99,23 @@ fn free_twice(p: *mut [u64; 4]) {
         drop(Box::from_raw(std::hint::black_box(p)));
     }
 }
+
+/// Untyped Rust allocations are bucketed by layout: blocks of different sizes in one size
+/// class spread over the pointer buckets (all in one bucket before), and one layout always
+/// lands in one bucket.
+#[test]
+fn untyped_rust_allocations_are_bucketed_by_layout() {
+    let sizes = [33usize, 41, 49, 57, 65, 73, 81, 89, 97, 105, 113, 121];
+    let mut buckets = std::collections::BTreeSet::new();
+    for &n in &sizes {
+        let a = vec![0u8; n];
+        let b = vec![1u8; n];
+        let (_, ba) = mie::owner_of(a.as_ptr()).unwrap();
+        let (_, bb) = mie::owner_of(b.as_ptr()).unwrap();
+        assert_eq!(ba, bb, "one layout, two buckets");
+        assert_ne!(ba, 0, "an untyped block in the data bucket");
+        buckets.insert(ba);
+    }
+    // Twelve layouts, three pointer buckets: all in one by chance has probability 3^-11.
+    assert!(buckets.len() >= 2, "{buckets:?}");
+}

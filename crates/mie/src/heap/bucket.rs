@@ -19,6 +19,12 @@ const SITE_BITS: u32 = 64 - BUCKET_BITS;
 const SITE_SLOTS: usize = 512;
 static SITES: [AtomicU64; SITE_SLOTS] = [const { AtomicU64::new(0) }; SITE_SLOTS];
 
+/// Layouts up to this size have a table entry (8-byte steps).
+const LAYOUT_TABLE_MAX: usize = 4096;
+static LAYOUT_BUCKETS: [core::sync::atomic::AtomicU8; LAYOUT_TABLE_MAX / 8 + 1] = [const { core::sync::atomic::AtomicU8::new(0) }; LAYOUT_TABLE_MAX / 8 + 1];
+/// Keeps layout keys apart from call sites and type ids in the PRF's input.
+const LAYOUT_KEY: u64 = 0x4c41_594f_5554 << 16;
+
 /// Flag in a call-site entry: the site is an allocation wrapper's.
 pub const WRAPPER: u64 = 1 << 15;
 
@@ -110,6 +116,30 @@ impl Keys {
             DATA_BUCKET
         } else {
             self.pointer_bucket(token)
+        }
+    }
+
+    /// An untyped Rust allocation: by its layout. Rust's global allocator never learns the
+    /// type, but a layout's size and alignment are a property of it, so blocks of different
+    /// exact sizes (within one size class) go to buckets of their own: a freed `[u8; 24]`
+    /// slot is not reused for a 32-byte struct. Small layouts come from a table made at
+    /// start-up (no PRF on the allocation path).
+    #[inline]
+    pub fn for_layout(&self, size: usize, align: usize) -> usize {
+        if align <= 16 && size <= LAYOUT_TABLE_MAX {
+            let b = LAYOUT_BUCKETS[size.div_ceil(8)].load(Ordering::Relaxed);
+            if b != 0 {
+                return b as usize;
+            }
+        }
+        self.pointer_bucket(LAYOUT_KEY ^ (size as u64) << 8 ^ align.trailing_zeros() as u64)
+    }
+
+    /// Fill the layout table (once, at start-up, after the key is set).
+    pub fn init_layouts(&self) {
+        for (i, e) in LAYOUT_BUCKETS.iter().enumerate() {
+            // Sizes 8i-7..=8i share an entry (and a bucket); alignment up to 16 does not count.
+            e.store(self.pointer_bucket(LAYOUT_KEY ^ ((i * 8) as u64) << 8 ^ 3) as u8, Ordering::Relaxed);
         }
     }
 

@@ -155,6 +155,7 @@ fn init_slow() -> Option<&'static Globals> {
                     token_max_known: token_max != 0,
                     token_max,
                 };
+                g.keys.init_layouts();
                 g.canary = crate::prf::Prf::random();
                 g.placement = crate::prf::Prf::random();
                 bounds::init();
