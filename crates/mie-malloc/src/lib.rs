@@ -443,7 +443,7 @@ fn type_bucket(id: u64) -> usize {
 
 #[inline]
 fn token_bucket(token: usize) -> usize {
-    heap::ensure_init().map_or(1, |g| g.keys.for_alloc_token(token as u64))
+    heap::token_bucket(token as u64)
 }
 
 /// The token the fast-ABI entry points (`shim/fast_abi.c`) pass for id `id`: the id itself

@@ -276,6 +276,27 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     unsafe { wrappers::bucket(&g.keys, cs, sp, tick) }
 }
 
+/// The bucket of an AllocToken id (`__alloc_token_*` entry points), through the calling
+/// thread's cache of recent ids.
+#[inline]
+pub fn token_bucket(token: u64) -> usize {
+    let Some(g) = ensure_init() else { return 1 };
+    let tcp = platform::tls::get();
+    if tcp <= tcache::DEAD {
+        return g.keys.for_alloc_token(token);
+    }
+    // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
+    let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+    let i = ((token ^ (token >> 17) ^ (token >> 41)) as usize) & (tcache::TOKEN_CACHE - 1);
+    if tc.token_ids[i] == token && tc.token_buckets[i] != 0 {
+        return tc.token_buckets[i] as usize - 1;
+    }
+    let b = g.keys.for_alloc_token(token);
+    tc.token_ids[i] = token;
+    tc.token_buckets[i] = b as u8 + 1;
+    b
+}
+
 /// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`, as `malloc`
 /// does. Returns null on exhaustion (errno is left to the C front end).
 #[inline]

@@ -72,6 +72,10 @@ pub struct TCache {
     pub freeing: usize,
     /// Counts untyped allocations, to sample call sites one in 64 (`wrappers.rs`).
     pub site_tick: u32,
+    /// Recent AllocToken ids and their buckets + 1 (0: empty): the PRF stays off the typed
+    /// allocation path. Per thread, so an entry is never read half-written.
+    pub token_ids: [u64; TOKEN_CACHE],
+    pub token_buckets: [u8; TOKEN_CACHE],
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
@@ -109,6 +113,8 @@ impl TCache {
             rng: SecureRng::UNSEEDED,
             freeing: 0,
             site_tick: 0,
+            token_ids: [0; TOKEN_CACHE],
+            token_buckets: [0; TOKEN_CACHE],
             qbits: 0,
             sh: ptr::null(),
             bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
@@ -156,6 +162,9 @@ impl TCache {
 
 /// TLS value of a thread whose cache was already returned (during thread teardown).
 pub const DEAD: usize = 1;
+
+/// Entries of a thread's AllocToken cache.
+pub const TOKEN_CACHE: usize = 64;
 
 /// The block this thread is releasing (see `TCache::freeing`), or 0. Reads only this
 /// thread's cache: safe in a signal handler.
