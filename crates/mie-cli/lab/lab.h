@@ -27,9 +27,15 @@ void *malloc_type_malloc(size_t size, malloc_type_id_t type) __attribute__((weak
 #define DATA_TYPE(n) ((1ull << 56) | (n)) /* no pointers: bytes, text */
 #define PTR_TYPE(n) ((1ull << 48) | (n))  /* holds pointers */
 
+#ifdef LAB_COMPILER_TYPES
+/* `mie demo --typed`: no hand-written type ids; plain malloc, whose type the compiler
+ * (clang -fsanitize=alloc-token, through `mie cc`) works out from `sizeof *p`. */
+#define alloc_typed(n, t) ((void)(t), malloc(n))
+#else
 static inline void *alloc_typed(size_t n, malloc_type_id_t t) {
     return malloc_type_malloc ? malloc_type_malloc(n, t) : malloc(n);
 }
+#endif
 
 /* The attack took control: say so and stop (the program's state is the attacker's now). */
 static inline void pwned(const char *what) {

@@ -134,6 +134,10 @@ pub struct Config {
     pub lib: PathBuf,
     pub workdir: PathBuf,
     pub timeout: Duration,
+    /// `mie demo --typed`: the `mie` executable; the attacks are built without hand-written
+    /// type ids (plain malloc), the mie column with `mie cc` (compiler type ids), the glibc
+    /// column with `cc` from the same source.
+    pub typed: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -214,14 +218,31 @@ pub struct Row {
 
 /// Write the sources into the work directory and compile one attack.
 pub fn build(cfg: &Config, a: &Attack) -> Result<PathBuf, String> {
+    build_with(cfg, a, None)
+}
+
+/// Compile one attack with `cc`, or with `mie cc` when `mie` is given (`--typed`).
+fn build_with(cfg: &Config, a: &Attack, mie: Option<&Path>) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&cfg.workdir).map_err(|e| format!("{}: {e}", cfg.workdir.display()))?;
     std::fs::write(cfg.workdir.join("lab.h"), LAB_H).map_err(|e| e.to_string())?;
     let src = cfg.workdir.join(format!("{}.c", a.name));
     std::fs::write(&src, a.source).map_err(|e| e.to_string())?;
-    let bin = cfg.workdir.join(a.name);
+    let bin = cfg.workdir.join(if mie.is_some() { format!("{}.typed", a.name) } else { a.name.to_string() });
+    let mut cmd = match mie {
+        // Type ids only: the hardening would stop some attacks before the allocator sees them.
+        Some(m) => {
+            let mut c = Command::new(m);
+            c.args(["cc", "--mie-no-hardening"]);
+            c
+        }
+        None => Command::new(&cfg.cc),
+    };
+    if cfg.typed.is_some() {
+        cmd.arg("-DLAB_COMPILER_TYPES=1");
+    }
     // -fno-builtin keeps every memcpy/strcpy a real call, as in code the compiler cannot see
     // through; no fortify, so the bugs reach the allocator.
-    let out = Command::new(&cfg.cc)
+    let out = cmd
         .args(["-O1", "-g", "-pthread", "-fno-builtin", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0", "-o"])
         .arg(&bin)
         .arg(&src)
@@ -316,7 +337,10 @@ pub fn run_lab(cfg: &Config, only: Option<&str>, mut progress: impl FnMut(&str))
         progress(a.name);
         let bin = build(cfg, a)?;
         let glibc = run(cfg, &bin, false);
-        let mie = run(cfg, &bin, true);
+        let mie = match &cfg.typed {
+            Some(m) => run(cfg, &build_with(cfg, a, Some(m))?, true),
+            None => run(cfg, &bin, true),
+        };
         rows.push(Row { attack: a, glibc, mie });
     }
     Ok(rows)

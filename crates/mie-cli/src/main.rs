@@ -20,9 +20,11 @@ const USAGE: &str = "usage:
   mie run [--stats] [--options K=V:K=V] [--lib PATH] -- PROGRAM [ARGS...]
       run PROGRAM with libmie.so preloaded; --options are appended to MIE_OPTIONS,
       --stats prints allocator statistics when the program exits
-  mie demo [--json] [--only NAME] [--lib PATH] [--keep DIR]
+  mie demo [--json] [--only NAME] [--lib PATH] [--keep DIR] [--typed]
       the protection lab: build classic heap attacks (cc), run each under glibc and under
-      mie, print what happened side by side; exit status 1 if any attack succeeds under mie
+      mie, print what happened side by side; exit status 1 if any attack succeeds under mie.
+      --typed: the attacks without hand-written type ids, the mie column built with mie cc
+      (compiler type ids)
   mie bench [--quick] [--scale N] [--runs N] [--only W,W] [--alloc A,A]
             [--mie-options OPTS]... [--compare NAME=PATH]... [--out DIR] [--lib PATH]
             [--keep DIR] [--instructions]
@@ -163,6 +165,7 @@ fn demo(args: &[OsString]) -> ! {
     let mut only = None;
     let mut lib = None;
     let mut keep = None;
+    let mut typed = false;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].to_string_lossy().into_owned();
@@ -172,6 +175,7 @@ fn demo(args: &[OsString]) -> ! {
         };
         match a.as_str() {
             "--json" => json = true,
+            "--typed" => typed = true,
             "--only" => only = Some(value("an attack name")),
             "--lib" => lib = Some(PathBuf::from(value("a path"))),
             "--keep" => keep = Some(PathBuf::from(value("a directory"))),
@@ -188,6 +192,7 @@ fn demo(args: &[OsString]) -> ! {
         lib,
         workdir: workdir.clone(),
         timeout: std::time::Duration::from_secs(120),
+        typed: typed.then(|| std::env::current_exe().unwrap_or_else(|e| die(&format!("cannot locate myself: {e}")))),
     };
     if !json {
         eprintln!("mie demo: {} attacks, each run under glibc and under {}", demo::ATTACKS.len(), cfg.lib.display());

@@ -115,3 +115,21 @@ fn untyped_build_is_the_control() {
     let line = t.lines().find(|l| l.starts_with("malloc ")).unwrap();
     assert_ne!(buckets(line).1, 0, "{t}");
 }
+
+/// The attack lab without hand-written type ids, the mie column built with `mie cc`: type
+/// ids from the compiler, nothing exploited (the spray reclaims nothing, the type confusion
+/// is stopped).
+#[test]
+fn the_lab_with_compiler_type_ids_stops_every_attack() {
+    if !have_clang() {
+        return;
+    }
+    let o = mie().args(["demo", "--typed"]).env("MIE_OPTIONS", "sample_rate=0").output().unwrap();
+    let t = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("mie exploited 0,"), "{t}");
+    for technique in ["heap spray to reclaim a freed slot", "use-after-free type confusion"] {
+        let line = t.lines().find(|l| l.starts_with(technique)).unwrap_or_else(|| panic!("{technique}\n{t}"));
+        assert!(line.contains("no effect") || line.contains("stopped:"), "{line}");
+    }
+}

@@ -32,9 +32,10 @@ fn config() -> Config {
             lib,
             workdir,
             timeout: Duration::from_secs(300),
+            typed: None,
         }
     } else {
-        Config { cc: "cc".into(), exec: Vec::new(), preload_flag: false, lib, workdir, timeout: Duration::from_secs(120) }
+        Config { cc: "cc".into(), exec: Vec::new(), preload_flag: false, lib, workdir, timeout: Duration::from_secs(120), typed: None }
     }
 }
 
