@@ -6,3 +6,4 @@ pub mod deploy;
 pub mod demo;
 pub mod instructions;
 pub mod json;
+pub mod report;

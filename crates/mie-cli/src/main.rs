@@ -51,6 +51,9 @@ const USAGE: &str = "usage:
   mie install --prefix DIR [--system] / mie install --system / mie uninstall --system
       libmie.so, mie and mie.pc (pkg-config) under DIR; --system lists libmie in
       /etc/ld.so.preload (after a program ran under it): every program, set-uid ones too
+  mie report [FILE|-] [--binary PATH]...
+      add source lines (from the binaries' debug info) to the code addresses of a saved
+      report; binaries are found from the report's addr2line lines or --binary
   mie lib
       print the path of the libmie.so that `mie run` uses
   mie help";
@@ -385,6 +388,29 @@ fn mte_available() -> bool {
     false
 }
 
+/// `mie report [FILE|-] [--binary PATH]...`: source lines for a saved report.
+fn report(args: &[OsString]) -> ! {
+    let mut file = PathBuf::from("-");
+    let mut binaries = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().into_owned();
+        match a.as_str() {
+            "--binary" => {
+                i += 1;
+                binaries.push(PathBuf::from(args.get(i).unwrap_or_else(|| die("--binary needs a path"))));
+            }
+            s if s.starts_with("--binary=") => binaries.push(PathBuf::from(&s[9..])),
+            s if s.starts_with('-') && s != "-" => die(&format!("unknown flag {s}\n{USAGE}")),
+            _ => file = PathBuf::from(&args[i]),
+        }
+        i += 1;
+    }
+    let text = mie_cli::report::read(&file).unwrap_or_else(|e| die(&e));
+    print!("{}", mie_cli::report::symbolize(&text, &binaries));
+    exit(0)
+}
+
 /// `mie enable|disable PROGRAM [--lib PATH]`.
 fn deploy_cmd(args: &[OsString], f: impl Fn(&std::path::Path, PathBuf) -> Result<String, String>) -> ! {
     let mut lib = None;
@@ -541,6 +567,7 @@ fn main() {
         Some("service") => service(&args[1..]),
         Some("install") => install(&args[1..], false),
         Some("uninstall") => install(&args[1..], true),
+        Some("report") => report(&args[1..]),
         Some("cc") => cc(false, &args[1..]),
         Some("c++") => cc(true, &args[1..]),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),

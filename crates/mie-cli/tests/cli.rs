@@ -91,3 +91,29 @@ fn help_option_lists_every_option() {
     }
     assert!(!t.contains("unknown option"), "{t}");
 }
+
+/// `mie report` adds source lines to a saved report (from the binary's debug info): a
+/// double free's call site and its allocation and free stacks.
+#[test]
+fn report_symbolizes_a_saved_report() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/setid.c");
+    let bin = dir.join("twice");
+    assert!(Command::new("cc").args(["-g", "-O1", "-o"]).arg(&bin).arg(&src).status().unwrap().success());
+    let o = Command::new(&bin).arg("double").env("LD_PRELOAD", lib()).env("MIE_OPTIONS", "stacks=1:sample_rate=0").output().unwrap();
+    let saved = dir.join("report.txt");
+    std::fs::write(&saved, &o.stderr).unwrap();
+    let o = mie().arg("report").arg(&saved).output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // Three places in main resolved: allocation, free, and the second free's call.
+    assert!(t.matches("setid.c:").count() >= 3 && t.contains("(main)"), "{t}");
+    // The same from stdin, with the binary named (a report without addr2line lines).
+    let stripped: String = String::from_utf8_lossy(&std::fs::read(&saved).unwrap()).lines().filter(|l| !l.contains("source line:")).map(|l| format!("{l}\n")).collect();
+    let mut child = mie().args(["report", "-", "--binary"]).arg(&bin).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), stripped.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).matches("setid.c:").count() >= 3, "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::remove_dir_all(&dir).ok();
+}
