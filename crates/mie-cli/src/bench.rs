@@ -454,49 +454,38 @@ pub fn csv(r: &Results) -> String {
     s
 }
 
-fn jnum(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.6}")).unwrap_or_else(|| "null".into())
-}
-
 /// Medians, ratios and geometric means, machine-readable.
 pub fn json(r: &Results, arch: &str) -> String {
-    let mut s = format!("{{\"arch\":{},\"scale\":{},\"runs\":{},\"workloads\":[\n", crate::json::string(arch), r.scale, r.runs);
-    let mut rows = Vec::new();
-    for (w, wl) in r.workloads.iter().enumerate() {
-        let mut cells = Vec::new();
-        for (a, al) in r.allocators.iter().enumerate() {
-            let c = &r.cells[w][a];
-            cells.push(format!(
-                "{}:{{\"median_s\":{},\"peak_rss_kib\":{},\"time_ratio\":{},\"rss_ratio\":{},\"runs\":{},\"error\":{}}}",
-                crate::json::string(&al.name),
-                jnum(c.median_secs()),
-                jnum(c.median_rss()),
-                jnum(r.ratio(w, a, Cell::median_secs)),
-                jnum(r.ratio(w, a, Cell::median_rss)),
-                c.samples.len(),
-                c.error.as_deref().map(crate::json::string).unwrap_or_else(|| "null".into())
-            ));
-        }
-        rows.push(format!("{{\"name\":{},\"what\":{},\"results\":{{{}}}}}", crate::json::string(wl.name), crate::json::string(wl.what), cells.join(",")));
-    }
-    s.push_str(&rows.join(",\n"));
-    s.push_str("\n],\"geomean\":{");
-    let g: Vec<String> = r
-        .allocators
+    use serde_json::{json, Map, Value};
+    let workloads: Vec<Value> = r
+        .workloads
         .iter()
         .enumerate()
-        .map(|(a, al)| {
-            format!(
-                "{}:{{\"time\":{},\"rss\":{}}}",
-                crate::json::string(&al.name),
-                jnum(r.geomean_ratio(a, Cell::median_secs)),
-                jnum(r.geomean_ratio(a, Cell::median_rss))
-            )
+        .map(|(w, wl)| {
+            let mut results = Map::new();
+            for (a, al) in r.allocators.iter().enumerate() {
+                let c = &r.cells[w][a];
+                results.insert(
+                    al.name.clone(),
+                    json!({
+                        "median_s": c.median_secs(),
+                        "peak_rss_kib": c.median_rss(),
+                        "time_ratio": r.ratio(w, a, Cell::median_secs),
+                        "rss_ratio": r.ratio(w, a, Cell::median_rss),
+                        "runs": c.samples.len(),
+                        "error": c.error,
+                    }),
+                );
+            }
+            json!({ "name": wl.name, "what": wl.what, "results": results })
         })
         .collect();
-    s.push_str(&g.join(","));
-    s.push_str("}}\n");
-    s
+    let mut geomean = Map::new();
+    for (a, al) in r.allocators.iter().enumerate() {
+        geomean.insert(al.name.clone(), json!({ "time": r.geomean_ratio(a, Cell::median_secs), "rss": r.geomean_ratio(a, Cell::median_rss) }));
+    }
+    let doc = json!({ "arch": arch, "scale": r.scale, "runs": r.runs, "workloads": workloads, "geomean": geomean });
+    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 
 const COLORS: &[&str] = &["#888888", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2", "#edc948"];
@@ -632,8 +621,9 @@ mod tests {
         let t = table(&r, "x86_64");
         assert!(t.contains("error: cache_scratch under other: boom"), "{t}");
         assert!(t.contains("geometric mean"), "{t}");
-        let j = json(&r, "x86_64");
-        assert!(j.contains("\"other\":{\"time\":1.000000"), "{j}");
+        let j: serde_json::Value = serde_json::from_str(&json(&r, "x86_64")).unwrap();
+        assert!((j["geomean"]["other"]["time"].as_f64().unwrap() - 1.0).abs() < 1e-12, "{j}");
+        assert_eq!(j["workloads"][2]["results"]["other"]["error"].as_str(), Some("boom"), "{j}");
         assert_eq!(csv(&r).lines().count(), 1 + 3 + 3 + 1 + 1 + 1);
         let svg = svg(&r, "x86_64");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));

@@ -371,49 +371,24 @@ pub fn table(rows: &[Row], arch: &str) -> String {
     s
 }
 
-fn outcome_json(o: &Outcome) -> String {
-    let result = match o {
-        Outcome::Exploited(_) => "exploited",
-        Outcome::Stopped { .. } => "stopped",
-        Outcome::Crashed { .. } => "crashed",
-        Outcome::NoEffect(_) => "no-effect",
-        Outcome::Broken(_) => "error",
-    };
-    let mut s = format!("{{\"result\":{}", crate::json::string(result));
+fn outcome_json(o: &Outcome) -> serde_json::Value {
+    use serde_json::json;
     match o {
         Outcome::Stopped { kind, report, at_access, when } => {
-            let _ = write!(
-                s,
-                ",\"kind\":{},\"at_access\":{at_access},\"when\":{},\"report\":{}",
-                crate::json::string(kind),
-                crate::json::string(when),
-                crate::json::string(report)
-            );
+            json!({ "result": "stopped", "kind": kind, "at_access": at_access, "when": when, "report": report })
         }
-        Outcome::Crashed { signal, message } => {
-            let _ = write!(s, ",\"signal\":{signal},\"message\":{}", crate::json::string(message));
-        }
-        Outcome::Exploited(d) | Outcome::NoEffect(d) | Outcome::Broken(d) => {
-            let _ = write!(s, ",\"detail\":{}", crate::json::string(d));
-        }
+        Outcome::Crashed { signal, message } => json!({ "result": "crashed", "signal": signal, "message": message }),
+        Outcome::Exploited(d) => json!({ "result": "exploited", "detail": d }),
+        Outcome::NoEffect(d) => json!({ "result": "no-effect", "detail": d }),
+        Outcome::Broken(d) => json!({ "result": "error", "detail": d }),
     }
-    s.push('}');
-    s
 }
 
 /// The machine-readable form: one object per attack.
 pub fn json(rows: &[Row], arch: &str) -> String {
-    let items: Vec<String> = rows
+    let attacks: Vec<serde_json::Value> = rows
         .iter()
-        .map(|r| {
-            format!(
-                "{{\"name\":{},\"technique\":{},\"glibc\":{},\"mie\":{}}}",
-                crate::json::string(r.attack.name),
-                crate::json::string(r.attack.technique),
-                outcome_json(&r.glibc),
-                outcome_json(&r.mie)
-            )
-        })
+        .map(|r| serde_json::json!({ "name": r.attack.name, "technique": r.attack.technique, "glibc": outcome_json(&r.glibc), "mie": outcome_json(&r.mie) }))
         .collect();
-    format!("{{\"arch\":{},\"attacks\":[\n{}\n]}}\n", crate::json::string(arch), items.join(",\n"))
+    serde_json::to_string_pretty(&serde_json::json!({ "arch": arch, "attacks": attacks })).unwrap_or_default() + "\n"
 }

@@ -5,5 +5,4 @@ pub mod cc;
 pub mod deploy;
 pub mod demo;
 pub mod instructions;
-pub mod json;
 pub mod report;

@@ -92,8 +92,10 @@ fn one_attack_and_json() {
     let rows = demo::run_lab(&cfg, Some("double_free"), |_| {}).unwrap();
     assert_eq!(rows.len(), 1);
     let j = demo::json(&rows, "x");
-    assert!(j.contains("\"name\":\"double_free\"") && j.contains("\"result\":\"exploited\""), "{j}");
-    assert!(j.contains("\"kind\":\"double-free\"") && j.contains("\"when\":\"at the bad call\""), "{j}");
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    let a = &v["attacks"][0];
+    assert_eq!((a["name"].as_str(), a["glibc"]["result"].as_str()), (Some("double_free"), Some("exploited")), "{j}");
+    assert_eq!((a["mie"]["kind"].as_str(), a["mie"]["when"].as_str()), (Some("double-free"), Some("at the bad call")), "{j}");
     assert!(demo::run_lab(&cfg, Some("nosuch"), |_| {}).is_err());
     let _ = std::fs::remove_dir_all(&cfg.workdir);
 }
