@@ -1,62 +1,157 @@
-//! `mie`: run programs under the mie allocator.
-//!
-//! ```text
-//! mie run [--stats] [--options K=V:K=V] [--lib PATH] -- PROGRAM [ARGS...]
-//! mie lib                      print the path of libmie.so that `run` would preload
-//! mie demo [--json] [--only NAME] [--lib PATH]   the protection lab
-//! mie bench [--quick] [--only W,W] [--alloc A,A] [--out DIR] ...   speed against the peers
-//! ```
+//! `mie`: run, build, deploy and measure programs under the mie allocator. `mie --help`
+//! lists the commands, `mie COMMAND --help` explains one; `mie completions SHELL` prints
+//! shell completions.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 // The tool itself runs on mie too.
 #[global_allocator]
 static GLOBAL: mie::Mie = mie::Mie;
 
-const USAGE: &str = "usage:
-  mie run [--stats] [--options K=V:K=V] [--lib PATH] -- PROGRAM [ARGS...]
-      run PROGRAM with libmie.so preloaded; --options are appended to MIE_OPTIONS,
-      --stats prints allocator statistics when the program exits
-  mie demo [--json] [--only NAME] [--lib PATH] [--keep DIR] [--typed]
-      the protection lab: build classic heap attacks (cc), run each under glibc and under
-      mie, print what happened side by side; exit status 1 if any attack succeeds under mie.
-      --typed: the attacks without hand-written type ids, the mie column built with mie cc
-      (compiler type ids)
-  mie bench [--quick] [--scale N] [--runs N] [--only W,W] [--alloc A,A]
-            [--mie-options OPTS]... [--compare NAME=PATH]... [--out DIR] [--lib PATH]
-            [--keep DIR] [--instructions]
-      allocator workloads under glibc, jemalloc, mimalloc, tcmalloc, scudo and mie, interleaved;
-      prints median time and peak RSS as ratios to glibc and writes results.csv,
-      results.json and bench.svg to DIR (default ./mie-bench). --quick: scale 1, 3 runs
-      (default: scale 3, 5 runs). Each --mie-options adds a column of mie with those options;
-      each --compare adds a column for another malloc library (say, an earlier build of
-      libmie.so), measured in the same interleaved rounds.
-      --instructions: instead, instructions per hot-path operation (malloc+free, cross-thread
-      free, checked memcpy) counted by valgrind's callgrind, written to DIR/instructions.txt.
-  mie cc ARGS... / mie c++ ARGS...
-      clang 22 (clang-22 / clang++-22) with compiler type ids for mie (-fsanitize=alloc-token),
-      hardening (stack protector, stack clash, bounds traps, zeroed locals, CET/BTI,
-      _FORTIFY_SOURCE=3 when optimizing, _GLIBCXX_ASSERTIONS for C++) and, when linking,
-      libmie (-lmie with its rpath); every other argument is passed through:
-      CC='mie cc' CXX='mie c++' make. --mie-no-types, --mie-no-hardening leave parts out;
-      --mie-print prints the command instead of running it
-  mie enable PROGRAM [--lib PATH] / mie disable PROGRAM
-      make PROGRAM load libmie itself (a DT_NEEDED entry, with patchelf): the protection
-      travels with the binary and covers set-uid programs, where LD_PRELOAD is ignored
-  mie service NAME [--options K=V:...] [--install [--root DIR]]
-      print (or install) the systemd drop-in that runs service NAME under mie
-  mie install --prefix DIR [--system] / mie install --system / mie uninstall --system
-      libmie.so, mie and mie.pc (pkg-config) under DIR; --system lists libmie in
-      /etc/ld.so.preload (after a program ran under it): every program, set-uid ones too
-  mie report [FILE|-] [--binary PATH]...
-      add source lines (from the binaries' debug info) to the code addresses of a saved
-      report; binaries are found from the report's addr2line lines or --binary
-  mie lib
-      print the path of the libmie.so that `mie run` uses
-  mie help";
+#[derive(Parser)]
+#[command(name = "mie", version, about = "Memory Integrity Enforcement for Linux: run, build, deploy and measure programs under the mie allocator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run PROGRAM with libmie.so preloaded (its children inherit it)
+    Run {
+        /// Print allocator statistics when the program exits (stats=1)
+        #[arg(long)]
+        stats: bool,
+        /// Options added after those already in MIE_OPTIONS (K=V:K=V)
+        #[arg(long, short = 'o', value_name = "K=V:K=V")]
+        options: Vec<String>,
+        /// This libmie.so (default: `mie lib`)
+        #[arg(long)]
+        lib: Option<PathBuf>,
+        /// The program and its arguments
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, value_name = "PROGRAM")]
+        program: Vec<OsString>,
+    },
+    /// The protection lab: classic heap attacks under glibc and under mie, side by side
+    /// (exit status 1 if any attack succeeds under mie)
+    Demo {
+        /// One JSON object instead of the table
+        #[arg(long)]
+        json: bool,
+        /// Only this attack
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+        #[arg(long)]
+        lib: Option<PathBuf>,
+        /// Keep the built attacks in DIR
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// The attacks without hand-written type ids, the mie column built with `mie cc`
+        #[arg(long)]
+        typed: bool,
+    },
+    /// Allocator workloads under glibc, the installed peers and mie, interleaved: median
+    /// time and peak RSS as ratios to glibc, and results.csv, results.json, bench.svg
+    Bench {
+        /// Scale 1, 3 runs (default: scale 3, 5 runs)
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        scale: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: Option<u32>,
+        /// Only these workloads
+        #[arg(long, value_delimiter = ',', value_name = "W,W")]
+        only: Option<Vec<String>>,
+        /// Only these allocators
+        #[arg(long, value_delimiter = ',', value_name = "A,A")]
+        alloc: Option<Vec<String>>,
+        /// A column of mie with these options (repeatable)
+        #[arg(long, value_name = "K=V:K=V")]
+        mie_options: Vec<String>,
+        /// A column for another malloc library, say an earlier libmie.so (repeatable)
+        #[arg(long, value_name = "NAME=PATH")]
+        compare: Vec<String>,
+        #[arg(long, value_name = "DIR", default_value = "mie-bench")]
+        out: PathBuf,
+        #[arg(long)]
+        lib: Option<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        /// Instead: instructions per hot-path operation, counted by valgrind's callgrind
+        #[arg(long)]
+        instructions: bool,
+    },
+    /// clang 22 with compiler type ids (-fsanitize=alloc-token), hardening and libmie;
+    /// every other argument passes through: CC="mie cc". --mie-no-types,
+    /// --mie-no-hardening leave parts out; --mie-print prints the command
+    #[command(disable_help_flag = true)]
+    Cc {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// As `mie cc`, with clang++-22: CXX="mie c++"
+    #[command(name = "c++", disable_help_flag = true)]
+    Cxx {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Make PROGRAM load libmie itself (a DT_NEEDED entry, with patchelf): it travels with
+    /// the binary and covers set-uid programs, where LD_PRELOAD is ignored
+    Enable {
+        program: PathBuf,
+        #[arg(long)]
+        lib: Option<PathBuf>,
+    },
+    /// Undo `mie enable`
+    Disable { program: PathBuf },
+    /// Print (or install) the systemd drop-in that runs service NAME under mie
+    Service {
+        name: String,
+        #[arg(long, value_name = "K=V:K=V")]
+        options: Option<String>,
+        /// Write /etc/systemd/system/NAME.service.d/mie.conf
+        #[arg(long)]
+        install: bool,
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+    /// Install libmie.so, mie and mie.pc under --prefix; --system lists libmie in
+    /// /etc/ld.so.preload (after a program ran under it): every program, set-uid ones too
+    Install {
+        #[arg(long, value_name = "DIR")]
+        prefix: Option<PathBuf>,
+        #[arg(long)]
+        system: bool,
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+    /// Take libmie out of /etc/ld.so.preload (--system)
+    Uninstall {
+        #[arg(long, required = true)]
+        system: bool,
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
+    /// Add source lines (from the binaries' debug info) to a saved report
+    Report {
+        /// The report (- for stdin)
+        #[arg(default_value = "-")]
+        file: PathBuf,
+        /// A binary the report names (found by file name; repeatable)
+        #[arg(long)]
+        binary: Vec<PathBuf>,
+    },
+    /// Print the path of the libmie.so that `mie run` uses
+    Lib,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+}
 
 fn die(msg: &str) -> ! {
     eprintln!("mie: {msg}");
@@ -84,59 +179,53 @@ fn find_lib(explicit: Option<PathBuf>) -> PathBuf {
     ))
 }
 
-/// `mie run --help`: the flags and every MIE_OPTIONS key.
-fn run_help() -> String {
-    let mut s = String::from(
-        "mie run [--stats] [--options K=V:K=V] [--lib PATH] [--] PROGRAM [ARGS...]\n\
-         \n\
-         Runs PROGRAM with libmie.so preloaded (children inherit it).\n\
-         \x20 --stats            print allocator statistics when the program exits (stats=1)\n\
-         \x20 --options K=V:...  options, added after those already in MIE_OPTIONS\n\
-         \x20                    (--options=K=V works too; -o is short for --options)\n\
-         \x20 --lib PATH         use this libmie.so (default: `mie lib`)\n\
-         \n\
-         Options (MIE_OPTIONS=\"key=value:key=value\"):\n",
-    );
+/// What `mie run --help` adds after the flags: every MIE_OPTIONS key.
+fn options_help() -> String {
+    let mut s = String::from("Options (MIE_OPTIONS=\"key=value:key=value\"):\n");
     for (k, what) in mie::options::KEYS {
         s.push_str(&format!("  {k:<24} {what}\n"));
     }
     s
 }
 
-fn run(args: &[OsString]) -> ! {
-    let mut stats = false;
-    let mut extra: Vec<String> = Vec::new();
-    let mut lib = None;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        match a.as_ref() {
-            "--" => {
-                i += 1;
-                break;
-            }
-            "--help" | "-h" => {
-                print!("{}", run_help());
-                exit(0);
-            }
-            "--stats" => stats = true,
-            "--options" | "-o" => {
-                i += 1;
-                let v = args.get(i).unwrap_or_else(|| die("--options needs a value"));
-                extra.push(v.to_string_lossy().into_owned());
-            }
-            "--lib" => {
-                i += 1;
-                lib = Some(PathBuf::from(args.get(i).unwrap_or_else(|| die("--lib needs a path"))));
-            }
-            s if s.starts_with("--options=") => extra.push(s["--options=".len()..].to_string()),
-            s if s.starts_with("--lib=") => lib = Some(PathBuf::from(&s["--lib=".len()..])),
-            s if s.starts_with('-') => die(&format!("unknown flag {s}\n{USAGE}")),
-            _ => break,
+fn main() {
+    let cmd = Cli::command().mut_subcommand("run", |c| c.after_help(options_help()));
+    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    match cli.cmd {
+        Cmd::Run { stats, options, lib, program } => run(stats, options, lib, &program),
+        Cmd::Demo { json, only, lib, keep, typed } => demo(json, only, lib, keep, typed),
+        Cmd::Bench { quick, scale, runs, only, alloc, mie_options, compare, out, lib, keep, instructions } => {
+            let (scale, runs) = if quick { (1, 3) } else { (scale.unwrap_or(3), runs.unwrap_or(5) as usize) };
+            bench(BenchArgs { scale, runs, only, alloc, mie_options, compare, out, lib, keep, instructions })
         }
-        i += 1;
+        Cmd::Cc { args } => cc(false, &args),
+        Cmd::Cxx { args } => cc(true, &args),
+        Cmd::Enable { program, lib } => done(mie_cli::deploy::enable(&program, &find_lib(lib))),
+        Cmd::Disable { program } => done(mie_cli::deploy::disable(&program)),
+        Cmd::Service { name, options, install, root } => service(&name, options.as_deref(), install, &root),
+        Cmd::Install { prefix, system, root } => install(prefix, system, &root),
+        Cmd::Uninstall { root, .. } => done(mie_cli::deploy::uninstall_system(&root)),
+        Cmd::Report { file, binary } => {
+            let text = mie_cli::report::read(&file).unwrap_or_else(|e| die(&e));
+            print!("{}", mie_cli::report::symbolize(&text, &binary));
+        }
+        Cmd::Lib => println!("{}", find_lib(None).display()),
+        Cmd::Completions { shell } => clap_complete::generate(shell, &mut Cli::command(), "mie", &mut std::io::stdout()),
     }
-    let Some(program) = args.get(i) else { die(&format!("no program given\n{USAGE}")) };
+}
+
+/// Print a command's message and exit 0, or die with its error.
+fn done(r: Result<String, String>) -> ! {
+    match r {
+        Ok(msg) => {
+            println!("{msg}");
+            exit(0)
+        }
+        Err(e) => die(&e),
+    }
+}
+
+fn run(stats: bool, extra: Vec<String>, lib: Option<PathBuf>, program: &[OsString]) -> ! {
     let lib = find_lib(lib);
     let mut options: Vec<String> = std::env::var("MIE_OPTIONS").ok().filter(|s| !s.is_empty()).into_iter().collect();
     options.extend(extra);
@@ -148,8 +237,8 @@ fn run(args: &[OsString]) -> ! {
         preload.push(":");
         preload.push(old);
     }
-    let mut cmd = Command::new(program);
-    cmd.args(&args[i + 1..]).env("LD_PRELOAD", preload);
+    let mut cmd = Command::new(&program[0]);
+    cmd.args(&program[1..]).env("LD_PRELOAD", preload);
     if !options.is_empty() {
         // This process (on mie itself) has already warned about whatever in its own
         // MIE_OPTIONS was wrong; the program and its children need not say it again.
@@ -159,33 +248,11 @@ fn run(args: &[OsString]) -> ! {
         cmd.env("MIE_OPTIONS", options.join(":"));
     }
     let err = cmd.exec();
-    die(&format!("cannot run {}: {err}", program.to_string_lossy()))
+    die(&format!("cannot run {}: {err}", program[0].to_string_lossy()))
 }
 
-fn demo(args: &[OsString]) -> ! {
+fn demo(json: bool, only: Option<String>, lib: Option<PathBuf>, keep: Option<PathBuf>, typed: bool) -> ! {
     use mie_cli::demo;
-    let mut json = false;
-    let mut only = None;
-    let mut lib = None;
-    let mut keep = None;
-    let mut typed = false;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
-        let mut value = |what: &str| {
-            i += 1;
-            args.get(i).map(|v| v.to_string_lossy().into_owned()).unwrap_or_else(|| die(&format!("{a} needs {what}")))
-        };
-        match a.as_str() {
-            "--json" => json = true,
-            "--typed" => typed = true,
-            "--only" => only = Some(value("an attack name")),
-            "--lib" => lib = Some(PathBuf::from(value("a path"))),
-            "--keep" => keep = Some(PathBuf::from(value("a directory"))),
-            other => die(&format!("unknown flag {other}\n{USAGE}")),
-        }
-        i += 1;
-    }
     let lib = find_lib(lib);
     let workdir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("mie-lab-{}", std::process::id())));
     let cfg = demo::Config {
@@ -221,52 +288,31 @@ fn demo(args: &[OsString]) -> ! {
     exit(if rows.iter().any(|r| r.mie.exploited()) { 1 } else { 0 })
 }
 
-fn bench(args: &[OsString]) -> ! {
+struct BenchArgs {
+    scale: u32,
+    runs: usize,
+    only: Option<Vec<String>>,
+    alloc: Option<Vec<String>>,
+    mie_options: Vec<String>,
+    compare: Vec<String>,
+    out: PathBuf,
+    lib: Option<PathBuf>,
+    keep: Option<PathBuf>,
+    instructions: bool,
+}
+
+fn bench(a: BenchArgs) -> ! {
     use mie_cli::bench::{self, Allocator};
-    let mut scale = 3u32;
-    let mut runs = 5usize;
-    let mut only: Option<Vec<String>> = None;
-    let mut alloc_filter: Option<Vec<String>> = None;
-    let mut variants: Vec<String> = Vec::new();
-    let mut compare: Vec<Allocator> = Vec::new();
-    let mut out_dir = PathBuf::from("mie-bench");
-    let mut lib = None;
-    let mut keep = None;
-    let mut instructions = false;
-    let mut i = 0;
-    let list = |v: String| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect::<Vec<_>>();
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
-        let mut value = |what: &str| {
-            i += 1;
-            args.get(i).map(|v| v.to_string_lossy().into_owned()).unwrap_or_else(|| die(&format!("{a} needs {what}")))
-        };
-        let number = |v: String| v.parse::<u32>().ok().filter(|n| *n > 0).unwrap_or_else(|| die(&format!("not a positive number: {v}")));
-        match a.as_str() {
-            "--quick" => {
-                scale = 1;
-                runs = 3;
-            }
-            "--scale" => scale = number(value("a number")),
-            "--runs" => runs = number(value("a number")) as usize,
-            "--only" => only = Some(list(value("workload names"))),
-            "--alloc" => alloc_filter = Some(list(value("allocator names"))),
-            "--mie-options" => variants.push(value("options (K=V:K=V)")),
-            "--compare" => {
-                let v = value("NAME=PATH");
-                let Some((name, path)) = v.split_once('=').filter(|(n, p)| !n.is_empty() && std::path::Path::new(p).is_file()) else {
-                    die(&format!("--compare needs NAME=PATH of an existing library, not {v}"))
-                };
-                compare.push(Allocator { name: name.to_string(), lib: Some(PathBuf::from(path)), env: vec![] });
-            }
-            "--out" => out_dir = PathBuf::from(value("a directory")),
-            "--lib" => lib = Some(PathBuf::from(value("a path"))),
-            "--keep" => keep = Some(PathBuf::from(value("a directory"))),
-            "--instructions" => instructions = true,
-            other => die(&format!("unknown flag {other}\n{USAGE}")),
-        }
-        i += 1;
-    }
+    let BenchArgs { scale, runs, only, alloc: alloc_filter, mie_options: variants, compare, out: out_dir, lib, keep, instructions } = a;
+    let compare: Vec<Allocator> = compare
+        .iter()
+        .map(|v| {
+            let Some((name, path)) = v.split_once('=').filter(|(n, p)| !n.is_empty() && Path::new(p).is_file()) else {
+                die(&format!("--compare needs NAME=PATH of an existing library, not {v}"))
+            };
+            Allocator { name: name.to_string(), lib: Some(PathBuf::from(path)), env: vec![] }
+        })
+        .collect();
     let arch = std::env::consts::ARCH;
     let lib = find_lib(lib);
     let mut allocators = vec![Allocator { name: "glibc".into(), lib: None, env: vec![] }];
@@ -278,11 +324,9 @@ fn bench(args: &[OsString]) -> ! {
         }
     }
     let mie_env = |opts: &str| vec![("MIE_OPTIONS".to_string(), opts.to_string())];
+    allocators.push(Allocator { name: "mie".into(), lib: Some(lib.clone()), env: vec![] });
     if arch == "aarch64" && mte_available() {
-        allocators.push(Allocator { name: "mie".into(), lib: Some(lib.clone()), env: vec![] });
         allocators.push(Allocator { name: "mie-nomte".into(), lib: Some(lib.clone()), env: mie_env("mte=0") });
-    } else {
-        allocators.push(Allocator { name: "mie".into(), lib: Some(lib.clone()), env: vec![] });
     }
     for v in &variants {
         allocators.push(Allocator { name: format!("mie({v})"), lib: Some(lib.clone()), env: mie_env(v) });
@@ -355,7 +399,7 @@ fn bench(args: &[OsString]) -> ! {
 }
 
 /// `mie bench --instructions`: instructions per hot-path operation under callgrind.
-fn count_instructions(allocators: &[mie_cli::bench::Allocator], out_dir: &std::path::Path, keep: Option<PathBuf>) -> ! {
+fn count_instructions(allocators: &[mie_cli::bench::Allocator], out_dir: &Path, keep: Option<PathBuf>) -> ! {
     use mie_cli::instructions;
     let Some(valgrind) = instructions::valgrind() else { die("--instructions needs valgrind (apt-get install valgrind)") };
     let workdir = keep.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("mie-instr-{}", std::process::id())));
@@ -388,88 +432,13 @@ fn mte_available() -> bool {
     false
 }
 
-/// `mie report [FILE|-] [--binary PATH]...`: source lines for a saved report.
-fn report(args: &[OsString]) -> ! {
-    let mut file = PathBuf::from("-");
-    let mut binaries = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
-        match a.as_str() {
-            "--binary" => {
-                i += 1;
-                binaries.push(PathBuf::from(args.get(i).unwrap_or_else(|| die("--binary needs a path"))));
-            }
-            s if s.starts_with("--binary=") => binaries.push(PathBuf::from(&s[9..])),
-            s if s.starts_with('-') && s != "-" => die(&format!("unknown flag {s}\n{USAGE}")),
-            _ => file = PathBuf::from(&args[i]),
-        }
-        i += 1;
-    }
-    let text = mie_cli::report::read(&file).unwrap_or_else(|e| die(&e));
-    print!("{}", mie_cli::report::symbolize(&text, &binaries));
-    exit(0)
-}
-
-/// `mie enable|disable PROGRAM [--lib PATH]`.
-fn deploy_cmd(args: &[OsString], f: impl Fn(&std::path::Path, PathBuf) -> Result<String, String>) -> ! {
-    let mut lib = None;
-    let mut program = None;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
-        match a.as_str() {
-            "--lib" => {
-                i += 1;
-                lib = Some(PathBuf::from(args.get(i).unwrap_or_else(|| die("--lib needs a path"))));
-            }
-            s if s.starts_with("--lib=") => lib = Some(PathBuf::from(&s[6..])),
-            s if s.starts_with('-') => die(&format!("unknown flag {s}\n{USAGE}")),
-            _ => program = Some(PathBuf::from(&args[i])),
-        }
-        i += 1;
-    }
-    let program = program.unwrap_or_else(|| die(&format!("no program given\n{USAGE}")));
-    match f(&program, find_lib(lib)) {
-        Ok(msg) => {
-            println!("{msg}");
-            exit(0)
-        }
-        Err(e) => die(&e),
-    }
-}
-
-/// `mie service NAME [--options K=V] [--install] [--root DIR]`.
-fn service(args: &[OsString]) -> ! {
-    let mut name = None;
-    let mut options = None;
-    let mut install = false;
-    let mut root = PathBuf::from("/");
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
-        match a.as_str() {
-            "--install" => install = true,
-            "--options" => {
-                i += 1;
-                options = Some(args.get(i).unwrap_or_else(|| die("--options needs a value")).to_string_lossy().into_owned());
-            }
-            "--root" => {
-                i += 1;
-                root = PathBuf::from(args.get(i).unwrap_or_else(|| die("--root needs a directory")));
-            }
-            s if s.starts_with('-') => die(&format!("unknown flag {s}\n{USAGE}")),
-            s => name = Some(s.to_string()),
-        }
-        i += 1;
-    }
-    let name = name.unwrap_or_else(|| die(&format!("no service named\n{USAGE}")));
-    let text = mie_cli::deploy::service_dropin(&find_lib(None), options.as_deref());
+fn service(name: &str, options: Option<&str>, install: bool, root: &Path) -> ! {
+    let text = mie_cli::deploy::service_dropin(&find_lib(None), options);
     if !install {
         print!("{text}");
         exit(0);
     }
-    let path = mie_cli::deploy::service_path(&root, &name);
+    let path = mie_cli::deploy::service_path(root, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
     }
@@ -478,39 +447,7 @@ fn service(args: &[OsString]) -> ! {
     exit(0)
 }
 
-/// `mie install --prefix DIR` / `mie install --system [--prefix DIR] [--root DIR]` /
-/// `mie uninstall --system [--root DIR]`.
-fn install(args: &[OsString], remove: bool) -> ! {
-    let mut prefix = None;
-    let mut system = false;
-    let mut root = PathBuf::from("/");
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy().into_owned();
-        match a.as_str() {
-            "--system" => system = true,
-            "--prefix" => {
-                i += 1;
-                prefix = Some(PathBuf::from(args.get(i).unwrap_or_else(|| die("--prefix needs a directory"))));
-            }
-            "--root" => {
-                i += 1;
-                root = PathBuf::from(args.get(i).unwrap_or_else(|| die("--root needs a directory")));
-            }
-            s => die(&format!("unknown argument {s}\n{USAGE}")),
-        }
-        i += 1;
-    }
-    if remove {
-        if !system {
-            die("mie uninstall takes --system (an install tree is removed with rm)");
-        }
-        match mie_cli::deploy::uninstall_system(&root) {
-            Ok(m) => println!("{m}"),
-            Err(e) => die(&e),
-        }
-        exit(0);
-    }
+fn install(prefix: Option<PathBuf>, system: bool, root: &Path) -> ! {
     let lib = find_lib(None);
     let lib = match &prefix {
         Some(p) => {
@@ -525,10 +462,7 @@ fn install(args: &[OsString], remove: bool) -> ! {
         None => die("mie install needs --prefix DIR (and/or --system)"),
     };
     if system {
-        match mie_cli::deploy::install_system(&root, &lib) {
-            Ok(m) => println!("{m}"),
-            Err(e) => die(&e),
-        }
+        done(mie_cli::deploy::install_system(root, &lib));
     }
     exit(0)
 }
@@ -553,26 +487,4 @@ fn cc(cxx: bool, args: &[OsString]) -> ! {
     }
     let err = cmd.exec();
     die(&format!("cannot run {}: {err}", compiler.display()))
-}
-
-fn main() {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    match args.first().map(|a| a.to_string_lossy().into_owned()).as_deref() {
-        Some("run") => run(&args[1..]),
-        Some("demo") => demo(&args[1..]),
-        Some("bench") => bench(&args[1..]),
-        Some("lib") => println!("{}", find_lib(None).display()),
-        Some("enable") => deploy_cmd(&args[1..], |p, lib| mie_cli::deploy::enable(p, &lib)),
-        Some("disable") => deploy_cmd(&args[1..], |p, _| mie_cli::deploy::disable(p)),
-        Some("service") => service(&args[1..]),
-        Some("install") => install(&args[1..], false),
-        Some("uninstall") => install(&args[1..], true),
-        Some("report") => report(&args[1..]),
-        Some("cc") => cc(false, &args[1..]),
-        Some("c++") => cc(true, &args[1..]),
-        Some("help" | "--help" | "-h") => println!("{USAGE}"),
-        Some("--version" | "version") => println!("mie {}", env!("CARGO_PKG_VERSION")),
-        Some(other) => die(&format!("unknown command '{other}'\n{USAGE}")),
-        None => die(USAGE),
-    }
 }

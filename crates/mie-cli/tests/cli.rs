@@ -25,13 +25,39 @@ fn run_help_lists_flags_and_every_option() {
         let o = mie().args(["run", flag]).output().unwrap();
         let t = text(&o);
         assert!(o.status.success(), "{flag}: {:?}\n{t}", o.status);
-        assert!(t.contains("--options K=V") && t.contains("--stats"), "{t}");
+        assert!(t.contains("--options <K=V:K=V>") && t.contains("--stats") && t.contains("--lib <LIB>"), "{t}");
         for (k, _) in mie::options::KEYS {
             assert!(t.contains(&format!("  {k} ")), "{flag}: option {k} missing\n{t}");
         }
     }
     let o = mie().arg("--version").output().unwrap();
     assert!(o.status.success() && text(&o).starts_with("mie "), "{}", text(&o));
+    // Every command explains itself, and `mie --help` names them all.
+    let o = mie().arg("--help").output().unwrap();
+    let top = text(&o);
+    assert!(o.status.success(), "{top}");
+    for c in ["run", "demo", "bench", "cc", "c++", "enable", "disable", "service", "install", "uninstall", "report", "lib", "completions"] {
+        assert!(top.contains(&format!("\n  {c} ")), "mie --help does not list {c}\n{top}");
+        let o = mie().args(["help", c]).output().unwrap();
+        assert!(o.status.success() && text(&o).contains("Usage: mie "), "mie help {c}\n{}", text(&o));
+    }
+    // A removal needs its scope said out loud.
+    let o = mie().arg("uninstall").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--system"), "{}", text(&o));
+}
+
+/// Shell completions name the commands and the flags.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = mie().args(["completions", shell]).output().unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{shell}: {t}");
+        assert!(t.contains("enable") && t.contains("mie-options") && t.contains("stats"), "{shell}: {t}");
+    }
+    let o = mie().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]
