@@ -121,7 +121,7 @@ enum Cmd {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
-    /// Install libmie.so, mie and mie.pc under --prefix; --system lists libmie in
+    /// Install libmie.so, mie, mie.pc and the man pages under --prefix; --system lists libmie in
     /// /etc/ld.so.preload (after a program ran under it): every program, set-uid ones too
     Install {
         #[arg(long, value_name = "DIR")]
@@ -188,9 +188,35 @@ fn options_help() -> String {
     s
 }
 
+/// The command line as clap sees it, with the option list under `mie run`.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("run", |c| c.after_help(options_help()))
+}
+
+/// Man pages from the same definition as `--help`: mie(1) and mie-COMMAND(1) for each
+/// command, written to `dir` (DIR/share/man/man1 for `mie install --prefix DIR`).
+fn write_man_pages(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut top = command();
+    top.build();
+    let mut pages = vec![("mie".to_string(), top.clone())];
+    for sub in top.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("mie-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name).bin_name(format!("mie {}", sub.get_name())).version(env!("CARGO_PKG_VERSION"))));
+    }
+    let mut written = Vec::new();
+    for (name, cmd) in pages {
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut roff).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, roff).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 fn main() {
-    let cmd = Cli::command().mut_subcommand("run", |c| c.after_help(options_help()));
-    let cli = Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.cmd {
         Cmd::Run { stats, options, lib, program } => run(stats, options, lib, &program),
         Cmd::Demo { json, only, lib, keep, typed } => demo(json, only, lib, keep, typed),
@@ -452,7 +478,8 @@ fn install(prefix: Option<PathBuf>, system: bool, root: &Path) -> ! {
     let lib = match &prefix {
         Some(p) => {
             let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("cannot locate myself: {e}")));
-            let files = mie_cli::deploy::install(p, &lib, &exe).unwrap_or_else(|e| die(&e));
+            let mut files = mie_cli::deploy::install(p, &lib, &exe).unwrap_or_else(|e| die(&e));
+            files.extend(write_man_pages(&p.join("share/man/man1")).unwrap_or_else(|e| die(&e)));
             for f in &files {
                 println!("installed {}", f.display());
             }

@@ -88,8 +88,17 @@ fn install_prefix_writes_the_library_the_tool_and_mie_pc() {
     let dir = tmp("prefix");
     let o = mie().arg("install").arg("--prefix").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["lib/libmie.so", "bin/mie", "lib/pkgconfig/mie.pc"] {
+    for f in ["lib/libmie.so", "bin/mie", "lib/pkgconfig/mie.pc", "share/man/man1/mie.1", "share/man/man1/mie-run.1", "share/man/man1/mie-cc.1"] {
         assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    // mie-run(1) explains the flags and every MIE_OPTIONS key; man renders it where installed.
+    let roff = std::fs::read_to_string(dir.join("share/man/man1/mie-run.1")).unwrap();
+    assert!(roff.starts_with(".ie") || roff.contains(".TH mie-run 1"), "{roff}");
+    assert!(roff.contains("stats") && roff.contains("sample_rate") && roff.contains("log_path"), "{roff}");
+    if Command::new("man").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let o = Command::new("man").arg("-l").arg(dir.join("share/man/man1/mie-run.1")).env("MANPAGER", "cat").env("MANWIDTH", "100").output().unwrap();
+        let page = text(&o);
+        assert!(page.contains("--stats") && page.contains("sample_rate") && page.contains("mie run"), "{page}");
     }
     let pc = std::fs::read_to_string(dir.join("lib/pkgconfig/mie.pc")).unwrap();
     assert!(pc.contains(&format!("prefix={}\n", dir.display())) && pc.contains("-lmie"), "{pc}");
