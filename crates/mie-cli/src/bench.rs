@@ -488,91 +488,101 @@ pub fn json(r: &Results, arch: &str) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 
-const COLORS: &[&str] = &["#888888", "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#e15759", "#76b7b2", "#edc948"];
+const COLORS: &[(u8, u8, u8)] = &[
+    (0x88, 0x88, 0x88),
+    (0x4e, 0x79, 0xa7),
+    (0xf2, 0x8e, 0x2b),
+    (0x59, 0xa1, 0x4f),
+    (0xb0, 0x7a, 0xa1),
+    (0xe1, 0x57, 0x59),
+    (0x76, 0xb7, 0xb2),
+    (0xed, 0xc9, 0x48),
+];
 
-/// Grouped bar chart of the ratios (time left, peak RSS right) on a log scale, as SVG.
+/// Grouped bar chart of the ratios to glibc (time left, peak RSS right) on a log scale, as
+/// SVG, drawn with plotters: one group of bars per workload and one for the geometric mean.
 pub fn svg(r: &Results, arch: &str) -> String {
-    let na = r.allocators.len();
-    let groups: Vec<String> = r.workloads.iter().map(|w| w.name.to_string()).chain(["geometric mean".to_string()]).collect();
-    let bar = 7.0;
-    let group_h = bar * na as f64 + 8.0;
-    let top = 56.0;
-    let label_w = 120.0;
-    let panel_w = 330.0;
-    let gap = 40.0;
-    let height = top + group_h * groups.len() as f64 + 40.0;
-    let width = label_w + 2.0 * panel_w + gap + 20.0;
-    let (lo, hi) = (0.125f64, 8.0f64);
-    let x_of = |panel: usize, v: f64| {
-        let v = v.clamp(lo, hi);
-        let x0 = label_w + panel as f64 * (panel_w + gap);
-        x0 + (v.ln() - lo.ln()) / (hi.ln() - lo.ln()) * panel_w
-    };
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" font-family=\"sans-serif\" font-size=\"11\">"
-    );
-    let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
-    let _ = writeln!(
-        s,
-        "<text x=\"{label_w}\" y=\"16\" font-size=\"13\" font-weight=\"bold\">mie bench ({arch}, scale {}, median of {}): ratio to glibc, log scale, lower is better</text>",
-        r.scale, r.runs
-    );
-    // Legend.
-    let mut lx = label_w;
-    for (a, al) in r.allocators.iter().enumerate() {
-        let _ = writeln!(s, "<rect x=\"{lx:.0}\" y=\"24\" width=\"10\" height=\"10\" fill=\"{}\"/>", COLORS[a % COLORS.len()]);
-        let _ = writeln!(s, "<text x=\"{:.0}\" y=\"33\">{}</text>", lx + 13.0, al.name);
-        lx += 20.0 + 7.0 * al.name.len() as f64;
+    let mut out = String::new();
+    if let Err(e) = draw_svg(r, arch, &mut out) {
+        // Drawing to a string fails only on a plotters bug; say so in the file itself.
+        return format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text y=\"20\">chart failed: {e}</text></svg>\n");
     }
-    for (panel, (title, f)) in [
-        ("time", Cell::median_secs as fn(&Cell) -> Option<f64>),
-        ("peak RSS", Cell::median_rss as fn(&Cell) -> Option<f64>),
-    ]
-    .into_iter()
-    .enumerate()
+    out
+}
+
+fn draw_svg(r: &Results, arch: &str, out: &mut String) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let na = r.allocators.len().max(1);
+    let groups: Vec<String> = r.workloads.iter().map(|w| w.name.to_string()).chain(["geometric mean".to_string()]).collect();
+    let ng = groups.len();
+    // Each group is one unit tall; its bars share 80 % of it, the first group at the top.
+    let bar_h = 0.8 / na as f64;
+    let bar_y = |g: usize, a: usize| (ng - 1 - g) as f64 + 0.1 + (na - 1 - a) as f64 * bar_h;
+    let (lo, hi) = (0.125f64, 8.0f64);
+    let height = (90 + ng * (8 * na + 10)).max(240) as u32;
+    let title = format!("mie bench ({arch}, scale {}, median of {}): ratio to glibc, log scale, lower is better", r.scale, r.runs);
     {
-        let x0 = label_w + panel as f64 * (panel_w + gap);
-        let _ = writeln!(s, "<text x=\"{:.0}\" y=\"50\" font-weight=\"bold\">{title}</text>", x0);
-        for tick in [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0] {
-            let x = x_of(panel, tick);
-            let stroke = if tick == 1.0 { "#000" } else { "#ddd" };
-            let _ = writeln!(
-                s,
-                "<line x1=\"{x:.1}\" y1=\"{top}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"{stroke}\"/>",
-                height - 34.0
-            );
-            let _ = writeln!(s, "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{tick}×</text>", height - 22.0);
+        let full = SVGBackend::with_string(out, (900, height)).into_drawing_area();
+        full.fill(&WHITE)?;
+        let root = full.titled(&title, ("sans-serif", 15))?;
+        // The legend: one line under the title, clear of every bar.
+        let (legend, root) = root.split_vertically(22);
+        let mut x = 130;
+        for (a, al) in r.allocators.iter().enumerate() {
+            let (cr, cg, cb) = COLORS[a % COLORS.len()];
+            legend.draw(&Rectangle::new([(x, 6), (x + 10, 16)], RGBColor(cr, cg, cb).filled()))?;
+            legend.draw(&Text::new(al.name.clone(), (x + 14, 6), ("sans-serif", 12)))?;
+            x += 30 + 7 * al.name.len() as i32;
         }
-        for (gi, _) in groups.iter().enumerate() {
-            let y0 = top + gi as f64 * group_h + 4.0;
-            for a in 0..na {
-                let v = if gi < r.workloads.len() { r.ratio(gi, a, f) } else { r.geomean_ratio(a, f) };
-                let Some(v) = v else { continue };
-                let y = y0 + a as f64 * bar;
-                let x1 = x_of(panel, 1.0);
-                let x2 = x_of(panel, v);
-                let (x, w) = if x2 >= x1 { (x1, x2 - x1) } else { (x2, x1 - x2) };
-                let _ = writeln!(
-                    s,
-                    "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} {}: {v:.2}×</title></rect>",
-                    w.max(1.0),
-                    bar - 1.0,
-                    COLORS[a % COLORS.len()],
-                    groups[gi],
-                    r.allocators[a].name
-                );
+        let (left, right) = root.split_horizontally(900 / 2 + 60);
+        for (panel, area, what, f) in [
+            (0, &left, "time", Cell::median_secs as fn(&Cell) -> Option<f64>),
+            (1, &right, "peak RSS", Cell::median_rss as fn(&Cell) -> Option<f64>),
+        ] {
+            let mut chart = ChartBuilder::on(area)
+                .caption(what, ("sans-serif", 13))
+                .margin(6)
+                .margin_right(22)
+                .x_label_area_size(24)
+                .y_label_area_size(if panel == 0 { 120 } else { 0 })
+                .build_cartesian_2d((lo..hi).log_scale().with_key_points(vec![0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]), 0.0..ng as f64)?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .disable_y_axis()
+                .x_labels(7)
+                .x_label_formatter(&|v| format!("{v}×"))
+                .draw()?;
+            // The 1× line: glibc.
+            chart.draw_series(std::iter::once(PathElement::new(vec![(1.0, 0.0), (1.0, ng as f64)], BLACK)))?;
+            for a in 0..r.allocators.len() {
+                let (cr, cg, cb) = COLORS[a % COLORS.len()];
+                let color = RGBColor(cr, cg, cb);
+                let bars = (0..ng).filter_map(|g| {
+                    let v = if g < r.workloads.len() { r.ratio(g, a, f) } else { r.geomean_ratio(a, f) }?;
+                    let v = v.clamp(lo, hi);
+                    let y = bar_y(g, a);
+                    Some(Rectangle::new([(1.0f64.min(v), y), (1.0f64.max(v), y + bar_h * 0.9)], color.filled()))
+                });
+                chart.draw_series(bars)?;
+            }
+            if panel == 0 {
+                // Workload names left of the plot, at each group's middle.
+                for (g, name) in groups.iter().enumerate() {
+                    let (px, py) = chart.backend_coord(&(lo, (ng - 1 - g) as f64 + 0.5));
+                    let bold = if g == r.workloads.len() { FontStyle::Bold } else { FontStyle::Normal };
+                    let style = ("sans-serif", 11).into_font().style(bold).into_text_style(&full).pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Right,
+                        plotters::style::text_anchor::VPos::Center,
+                    ));
+                    // backend_coord is in the whole picture's pixels: draw on the whole picture.
+                    full.draw(&Text::new(name.clone(), (px - 6, py), style))?;
+                }
             }
         }
+        full.present()?;
     }
-    for (gi, g) in groups.iter().enumerate() {
-        let y = top + gi as f64 * group_h + group_h / 2.0 + 4.0;
-        let weight = if gi == r.workloads.len() { " font-weight=\"bold\"" } else { "" };
-        let _ = writeln!(s, "<text x=\"{:.0}\" y=\"{y:.1}\" text-anchor=\"end\"{weight}>{g}</text>", label_w - 6.0);
-    }
-    s.push_str("</svg>\n");
-    s
+    Ok(())
 }
 
 #[cfg(test)]
@@ -626,6 +636,12 @@ mod tests {
         assert_eq!(j["workloads"][2]["results"]["other"]["error"].as_str(), Some("boom"), "{j}");
         assert_eq!(csv(&r).lines().count(), 1 + 3 + 3 + 1 + 1 + 1);
         let svg = svg(&r, "x86_64");
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+        for name in ["glibc", "other", WORKLOADS[0].name, "geometric mean", "peak RSS", "1×", "8×"] {
+            assert!(svg.contains(name), "{name} missing\n{svg}");
+        }
+        // Bars: 3 workloads + mean, 2 allocators, 2 panels, the failed cell and glibc's
+        // zero-length bars included (glibc's are 1 px tall strips at 1×), minus the failed one.
+        assert!(svg.matches("<rect").count() >= 2 * (4 * 2 - 1), "{svg}");
     }
 }
