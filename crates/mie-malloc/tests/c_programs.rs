@@ -1144,3 +1144,20 @@ fn operator_new_out_of_memory_follows_cxx_rules() {
     let t = text(&o);
     assert!(o.status.success() && t.contains("oom_new: ok"), "{:?}\n{t}", o.status);
 }
+
+/// A program's own `__mie_default_options()` applies (statistics at exit), whether the
+/// program links libmie or exports the function for LD_PRELOAD; MIE_OPTIONS overrides it.
+#[test]
+fn program_default_options() {
+    let linked = build_linked("default_options.c", "default_options_linked", &[], &lib());
+    let exported = build_with("default_options.c", "default_options_rdynamic", &["-rdynamic"]);
+    let plain = build_with("default_options.c", "default_options_plain", &[]);
+    for (bin, applies) in [(&linked, true), (&exported, true), (&plain, false)] {
+        let o = preloaded(bin).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ran 1"), "{}: {err}", bin.display());
+        assert_eq!(err.contains("stats: live"), applies, "{}: {err}", bin.display());
+        let o = preloaded(bin).env("MIE_OPTIONS", "stats=0").output().unwrap();
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("stats: live"), "{}", bin.display());
+    }
+}

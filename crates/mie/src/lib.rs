@@ -87,6 +87,34 @@ pub mod sys;
 pub use api::{alloc_typed, checked_copy, free, object_size, owner_of, realloc, usable_size, Mie, TypeKey, TypedBox};
 pub use stats::{print as stats_print, snapshot as stats, Stats};
 
+/// Options the program carries, as `MIE_OPTIONS` spells them, applied before the
+/// environment's `MIE_OPTIONS` (which can change them, within the rules for privileged
+/// processes). Use it once, at the crate root of the binary; the string is read at the
+/// first allocation. The same hook as ASan's `__asan_default_options`: a C program defines
+/// `const char *__mie_default_options(void)` and links with `-lmie`.
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: mie::Mie = mie::Mie;
+///
+/// // Reports name where each block was allocated and freed.
+/// mie::default_options!("stacks=1");
+///
+/// fn main() {
+///     assert!(mie::options().stacks);
+/// }
+/// ```
+#[macro_export]
+macro_rules! default_options {
+    ($options:expr) => {
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn __mie_default_options() -> *const ::core::ffi::c_char {
+            ::core::concat!($options, "\0").as_ptr().cast()
+        }
+    };
+}
+
 /// The options in force (after `MIE_OPTIONS`), initialising the heap if needed.
 pub fn options() -> options::Options {
     heap::ensure_init().map(|g| g.opts).unwrap_or(options::Options::DEFAULT)

@@ -128,8 +128,14 @@ impl Options {
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
     /// (message, key) for every rejected item.
-    pub fn parse(input: &[u8], secure: bool, mut warn: impl FnMut(&str, &[u8])) -> Options {
-        let mut o = Options::DEFAULT;
+    pub fn parse(input: &[u8], secure: bool, warn: impl FnMut(&str, &[u8])) -> Options {
+        Options::parse_onto(Options::DEFAULT, input, secure, warn)
+    }
+
+    /// As `parse`, starting from `base` (the program's own defaults). The strengthen-only
+    /// rule still compares with the built-in defaults.
+    pub fn parse_onto(base: Options, input: &[u8], secure: bool, mut warn: impl FnMut(&str, &[u8])) -> Options {
+        let mut o = base;
         for item in input.split(|&c| c == b':' || c == b',') {
             if item.is_empty() {
                 continue;
@@ -290,12 +296,17 @@ pub fn strengthen_only() -> bool {
 /// has said it (a pipeline warns once, not once per program).
 pub fn from_env() -> Options {
     let secure = strengthen_only();
-    let Some(s) = crate::platform::getenv(c"MIE_OPTIONS") else { return Options::DEFAULT };
-    if let Some(path) = s.split(|&c| c == b':' || c == b',').filter_map(|i| i.strip_prefix(b"log_path=")).next_back() {
-        if !path.is_empty() {
-            report::set_log_path(path);
+    // The program's own defaults first (its author's choice, so not subject to the
+    // strengthen-only rule), then the environment's.
+    let base = match crate::platform::program_options() {
+        Some(p) => {
+            take_log_path(p);
+            Options::parse(p, false, |why, key| report::warn(format_args!("{}: '{}' (__mie_default_options)", why, report::Bytes(key))))
         }
-    }
+        None => Options::DEFAULT,
+    };
+    let Some(s) = crate::platform::getenv(c"MIE_OPTIONS") else { return base };
+    take_log_path(s);
     let mut quiet: Option<bool> = None;
     let said = crate::platform::getenv(c"MIE_OPTIONS_SAID").unwrap_or(b"");
     let help = s.split(|&c| c == b':' || c == b',').any(|i| i == b"help" || i == b"help=1");
@@ -307,7 +318,7 @@ pub fn from_env() -> Options {
         }
         line.flush();
     }
-    Options::parse(s, secure, |why, key| {
+    Options::parse_onto(base, s, secure, |why, key| {
         if *quiet.get_or_insert_with(|| parent_has_said_it(s)) || said_already(said, key) {
             return;
         }
@@ -327,6 +338,15 @@ pub fn from_env() -> Options {
             report::warn(format_args!("{}: '{}' (MIE_OPTIONS)", why, report::Bytes(key)));
         }
     })
+}
+
+/// `log_path=PATH` (the last one) goes to the report layer: a path, not a number.
+fn take_log_path(s: &'static [u8]) {
+    if let Some(path) = s.split(|&c| c == b':' || c == b',').filter_map(|i| i.strip_prefix(b"log_path=")).next_back() {
+        if !path.is_empty() {
+            report::set_log_path(path);
+        }
+    }
 }
 
 /// Whether `mie run`, which read (and warned about) the options it was given itself, lists

@@ -809,6 +809,40 @@ pub fn symbolize(addr: usize, ret: bool, out: &mut dyn core::fmt::Write) {
     });
 }
 
+// A weak reference to the program's `__mie_default_options` (as ASan's and Scudo's
+// `__*_default_options`): resolved by the static linker in a Rust program that links this
+// crate, by the dynamic loader for libmie.so (the program must export the function: linking
+// with -lmie does that, LD_PRELOAD alone needs -rdynamic); 0 where nobody defines it.
+core::arch::global_asm!(
+    ".weak __mie_default_options",
+    ".pushsection .data.rel.ro.mie_default_options,\"aw\"",
+    ".balign 8",
+    ".globl mie_program_options_fn",
+    ".hidden mie_program_options_fn",
+    "mie_program_options_fn:",
+    ".8byte __mie_default_options",
+    ".popsection",
+);
+
+extern "C" {
+    static mie_program_options_fn: Option<unsafe extern "C" fn() -> *const libc::c_char>;
+}
+
+/// The options the program carries (`__mie_default_options()`, defined in C or with
+/// `mie::default_options!`), applied before `MIE_OPTIONS`; None where it defines none.
+pub fn program_options() -> Option<&'static [u8]> {
+    // SAFETY: the word is written once by the linker or loader before any code runs.
+    let f = unsafe { mie_program_options_fn }?;
+    // SAFETY: the program's function takes nothing and returns a NUL-terminated string (or
+    // NULL) that lives as long as the program, the contract of __mie_default_options.
+    let s = unsafe { f() };
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    Some(unsafe { core::ffi::CStr::from_ptr(s) }.to_bytes())
+}
+
 /// The `-falloc-token-max` the program was built with, if `mie cc` recorded it (an exported
 /// `const unsigned long __mie_alloc_token_max` in the program); 0 otherwise. Reads the
 /// program's own dynamic symbol table: no dlsym, no allocation.
