@@ -130,6 +130,12 @@ pub fn pattern(prf: &crate::prf::Prf, block: usize) -> u64 {
     x | 0x0101_0101_0101_0101
 }
 
+/// The 8 canary bytes of pattern `pat` that end at address `end`, as a little-endian word.
+#[inline(always)]
+pub fn word_before(pat: u64, end: usize) -> u64 {
+    word_at(pat, end - 8)
+}
+
 #[inline]
 fn byte_at(pat: u64, addr: usize) -> u8 {
     (pat >> (8 * (addr & 7))) as u8

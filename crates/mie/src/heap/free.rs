@@ -194,19 +194,22 @@ fn zero_words(p: usize, len: usize) {
 /// A write just before a block lands in the end of the previous slot: that slot's canary if
 /// it is live, zeros if it is free. Whether those bytes are intact (checked when the block
 /// is freed, by the slab's owner only: nobody else changes the previous slot meanwhile).
+///
+/// Without branches on the previous slot's state: with random placement whether it is live
+/// is a coin toss, and a mispredicted branch here cost 8 % of a tree-building benchmark.
 #[inline(always)]
 fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) -> bool {
     let prev = m.rec(k, loc.slot - 1);
-    if record::is_live(prev) {
-        let n = record::slack(prev).min(8);
-        let start = p - k.size as usize;
-        // SAFETY: the n bytes before p are the previous slot's canary (a live block there
-        // has at least n bytes of slack, whose end always holds canary bytes).
-        n == 0 || unsafe { canary::intact(canary::pattern(&g.canary, start), p - n, n) }
-    } else if record::state(prev) == record::REMOTE_FREED || !g.opts.zero_on_free || k.size as usize > ZERO_MAX {
-        true
-    } else {
-        // SAFETY: the 8 bytes before p are the end of the previous (free) slot of this slab.
-        unsafe { ((p - 8) as *const u64).read() == 0 }
-    }
+    let live = record::is_live(prev);
+    // How many bytes before p are known: a live block's last min(slack, 8) (always canary),
+    // a free zeroed slot's last 8, nothing in a slot another thread freed a moment ago or
+    // in a class that is not zeroed.
+    let zeroed = g.opts.zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
+    let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
+    let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
+    // The previous block's pattern, computed whatever the state and selected by a mask.
+    let expect = canary::word_before(canary::pattern(&g.canary, p - k.size as usize), p) & (live as u64).wrapping_neg();
+    // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
+    let w = unsafe { ((p - 8) as *const u64).read() };
+    (w ^ expect) & mask == 0
 }
