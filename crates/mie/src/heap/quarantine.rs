@@ -26,10 +26,15 @@ pub struct Quarantine {
     head: usize,
     len: usize,
     ring_bytes: usize,
+    /// Index mask of the part of the ring in use: the smallest power of two above the
+    /// `quarantine` option, so the entries in use stay in a few cache lines (cycling through
+    /// the whole ring missed the cache on most frees).
+    mask: usize,
 }
 
-/// Ring capacity: the largest `quarantine` option (a power of two, so indices are masks).
-const RING: usize = MAX_QUARANTINE as usize;
+/// Ring capacity: room for the largest `quarantine` option and the one entry that is
+/// momentarily over it (a power of two, so indices are masks).
+const RING: usize = 2 * MAX_QUARANTINE as usize;
 const _: () = assert!(RING.is_power_of_two());
 
 impl Quarantine {
@@ -43,7 +48,16 @@ impl Quarantine {
             head: 0,
             len: 0,
             ring_bytes: 0,
+            mask: RING - 1,
         }
+    }
+
+    /// Use only as much of the ring as a quarantine of `cap` entries needs. The quarantine
+    /// must be empty (a new cache).
+    pub fn size_for(&mut self, cap: usize) {
+        debug_assert!(self.len == 0);
+        self.head = 0;
+        self.mask = (cap + 1).next_power_of_two().min(RING) - 1;
     }
 
     /// Quarantine `p` (whose slot is `size` bytes): it replaces a random occupant of the
@@ -56,7 +70,7 @@ impl Quarantine {
         let vsize = core::mem::replace(&mut self.random_size[j], size as u32) as usize;
         self.random_bytes = self.random_bytes + size - vsize;
         if victim != 0 {
-            let i = (self.head + self.len) & (RING - 1);
+            let i = (self.head + self.len) & self.mask & (RING - 1);
             self.ring[i] = victim;
             self.ring_size[i] = vsize as u32;
             self.len += 1;
@@ -77,15 +91,19 @@ impl Quarantine {
         if victim == 0 {
             return 0;
         }
-        let i = (self.head + self.len) & (RING - 1);
-        self.ring[i] = victim;
-        self.ring_size[i] = vsize as u32;
+        let i = (self.head + self.len) & self.mask;
+        // SAFETY: mask < RING (`size_for`), so i and head are in bounds.
+        unsafe {
+            *self.ring.get_unchecked_mut(i) = victim;
+            *self.ring_size.get_unchecked_mut(i) = vsize as u32;
+        }
         self.len += 1;
         self.ring_bytes += vsize;
         if self.len > cap || self.ring_bytes > budget {
-            let old = self.ring[self.head];
-            self.ring_bytes -= self.ring_size[self.head] as usize;
-            self.head = (self.head + 1) & (RING - 1);
+            // SAFETY: as above.
+            let (old, old_size) = unsafe { (*self.ring.get_unchecked(self.head), *self.ring_size.get_unchecked(self.head)) };
+            self.ring_bytes -= old_size as usize;
+            self.head = (self.head + 1) & self.mask;
             self.len -= 1;
             return old;
         }
@@ -103,9 +121,9 @@ impl Quarantine {
     #[inline]
     pub fn pop_expired(&mut self, Limits { cap, budget }: Limits) -> Option<usize> {
         if self.len > cap || (self.ring_bytes > budget && self.len > 0) {
-            let old = self.ring[self.head];
-            self.ring_bytes -= self.ring_size[self.head] as usize;
-            self.head = (self.head + 1) & (RING - 1);
+            let old = self.ring[self.head & (RING - 1)];
+            self.ring_bytes -= self.ring_size[self.head & (RING - 1)] as usize;
+            self.head = (self.head + 1) & self.mask;
             self.len -= 1;
             return Some(old);
         }
@@ -127,9 +145,9 @@ impl Quarantine {
             }
         }
         while self.len > 0 && *n < out.len() {
-            out[*n] = self.ring[self.head];
-            self.ring_bytes -= self.ring_size[self.head] as usize;
-            self.head = (self.head + 1) & (RING - 1);
+            out[*n] = self.ring[self.head & (RING - 1)];
+            self.ring_bytes -= self.ring_size[self.head & (RING - 1)] as usize;
+            self.head = (self.head + 1) & self.mask;
             self.len -= 1;
             *n += 1;
         }
@@ -144,7 +162,7 @@ impl Quarantine {
     pub fn for_each(&self, mut f: impl FnMut(usize)) {
         self.random.iter().filter(|&&e| e != 0).for_each(|&e| f(e));
         for i in 0..self.len {
-            f(self.ring[(self.head + i) & (RING - 1)]);
+            f(self.ring[(self.head + i) & self.mask & (RING - 1)]);
         }
     }
 
@@ -158,8 +176,8 @@ impl Quarantine {
             *size = 0;
         }
         while self.len > 0 {
-            release(self.ring[self.head]);
-            self.head = (self.head + 1) & (RING - 1);
+            release(self.ring[self.head & (RING - 1)]);
+            self.head = (self.head + 1) & self.mask;
             self.len -= 1;
         }
         self.random_bytes = 0;
@@ -215,6 +233,29 @@ mod tests {
             q.drain(|_| n += 1);
             assert_eq!(n, 8 + RANDOM_STAGE);
             assert_eq!(q.bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn a_sized_ring_keeps_every_block_at_every_cap() {
+        // At each cap (the largest too, where the ring holds cap + 1 for a moment), every
+        // block pushed comes out exactly once, after at least cap later pushes.
+        for cap in [1usize, 7, 64, 100, MAX_QUARANTINE as usize] {
+            let mut q = Box::new(Quarantine::new());
+            q.size_for(cap);
+            let limits = Limits { cap, budget: usize::MAX };
+            let mut out = std::collections::HashMap::new();
+            let n = 5 * (cap + RANDOM_STAGE) + 50;
+            for i in 1..=n {
+                let old = q.push_pop(i * 16, 16, i.wrapping_mul(2654435761) >> 7, limits);
+                if old != 0 {
+                    assert!(out.insert(old / 16, i).is_none(), "cap {cap}: {old:#x} out twice");
+                }
+            }
+            let mut left = 0;
+            q.drain(|_| left += 1);
+            assert_eq!(out.len() + left, n, "cap {cap}: blocks lost");
+            assert!(out.iter().all(|(&b, &at)| at - b >= cap), "cap {cap}: one left early");
         }
     }
 

@@ -255,6 +255,7 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         (*tc).id = id;
         (*tc).sh = &(*e).shared;
         (*tc).rng = SecureRng::new(&super::globals().placement, seed);
+        (*tc).quarantine.size_for(super::globals().opts.quarantine as usize);
     }
     if id != 0 {
         CACHES[id as usize].store(e, Ordering::Release);
