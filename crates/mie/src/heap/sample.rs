@@ -33,6 +33,9 @@ const FREED: u8 = 2;
 #[derive(Clone, Copy)]
 pub struct Slot {
     state: u8,
+    /// Taken by an allocation that is recording its stack (outside the lock); its state
+    /// still says what the slot held before.
+    reserved: bool,
     bucket: u8,
     /// How the block was allocated (`heap::kind`).
     kind: u8,
@@ -48,6 +51,7 @@ pub struct Slot {
 
 const EMPTY: Slot = Slot {
     state: NEVER,
+    reserved: false,
     bucket: 0,
     kind: 0,
     addr: 0,
@@ -140,29 +144,40 @@ pub fn alloc(size: usize, bucket: usize, canary: &crate::prf::Prf, kind: u8) -> 
         return core::ptr::null_mut();
     }
     let base = BASE.load(Ordering::Acquire);
+    // A slot first (a never-used one, else this bucket's oldest freed one), so an
+    // allocation that finds every slot busy costs no stack walk.
+    let i = {
+        let _g = LOCK.guard();
+        // SAFETY: LOCK is held.
+        let t = unsafe { &mut *TABLE.0.get() };
+        let mut pick = None;
+        for (i, s) in t.slots.iter().enumerate() {
+            if s.reserved {
+                continue;
+            }
+            match s.state {
+                NEVER => {
+                    pick = Some(i);
+                    break;
+                }
+                FREED if s.bucket as usize == bucket && pick.is_none_or(|j: usize| t.slots[j].freed_at > s.freed_at) => {
+                    pick = Some(i);
+                }
+                _ => {}
+            }
+        }
+        let Some(i) = pick else { return core::ptr::null_mut() };
+        t.slots[i].reserved = true;
+        i
+    };
     let mut stack = [0usize; FRAMES];
     let frames = platform::backtrace_into(&mut stack);
-    let _g = LOCK.guard();
-    // SAFETY: LOCK is held.
-    let t = unsafe { &mut *TABLE.0.get() };
-    // A never-used slot, else this bucket's oldest freed slot.
-    let mut pick = None;
-    for (i, s) in t.slots.iter().enumerate() {
-        match s.state {
-            NEVER => {
-                pick = Some(i);
-                break;
-            }
-            FREED if s.bucket as usize == bucket && pick.is_none_or(|j: usize| t.slots[j].freed_at > s.freed_at) => {
-                pick = Some(i);
-            }
-            _ => {}
-        }
-    }
-    let Some(i) = pick else { return core::ptr::null_mut() };
     let page = slot_page(base, i);
     let pg = platform::page_size();
     if !platform::commit(page as *mut u8, pg) {
+        let _g = LOCK.guard();
+        // SAFETY: LOCK is held.
+        unsafe { (*TABLE.0.get()).slots[i].reserved = false };
         return core::ptr::null_mut();
     }
     // Right-aligned against the guard page, keeping 16-byte alignment; the few bytes of
@@ -171,11 +186,15 @@ pub fn alloc(size: usize, bucket: usize, canary: &crate::prf::Prf, kind: u8) -> 
     let pad = page + pg - (p + size);
     // SAFETY: [p+size, page+pg) is inside the page just committed.
     unsafe { super::canary::write(super::canary::pattern(canary, p), (p + size) as *mut u8, pad) };
+    let _g = LOCK.guard();
+    // SAFETY: LOCK is held.
+    let t = unsafe { &mut *TABLE.0.get() };
     t.allocs += 1;
     t.live += 1;
     t.live_bytes += size as u64;
     t.slots[i] = Slot {
         state: LIVE,
+        reserved: false,
         bucket: bucket as u8,
         kind,
         addr: p,
