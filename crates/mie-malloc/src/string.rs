@@ -272,17 +272,21 @@ fn fortify(n: usize, dlen: usize) {
 // The three hot ones: when neither pointer can be in mie's memory, a few compares and a tail
 // jump into the C library's function; otherwise the checking version, also by tail call.
 
+
+/// Both ranges surely fine (see `bounds::known_inside`): the common heap-to-heap copy of a
+/// thread that keeps working on the same blocks costs two record compares.
 #[inline(always)]
-fn either_tracked(d: *const c_void, s: *const c_void) -> bool {
-    bounds::tracked(mie_core::sys::tag::untag(d as usize)) || bounds::tracked(mie_core::sys::tag::untag(s as usize))
+fn both_known(d: *const c_void, s: *const c_void, n: usize) -> bool {
+    bounds::known_inside(d as usize, n, Access::Write) && bounds::known_inside(s as usize, n, Access::Read)
 }
 
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memcpy);
-    if f == 0 || either_tracked(d, s) {
+    if f == 0 || !both_known(d, s, n) {
         return memcpy_checked(d, s, n, cs);
     }
-    // SAFETY: f is the C library's memcpy; neither pointer is in mie's memory.
+    // SAFETY: f is the C library's memcpy; each range is outside mie's memory or inside a
+    // live block (both_known).
     unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
 }
 
@@ -297,10 +301,11 @@ extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usi
 
 pub(crate) extern "C" fn memmove_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memmove);
-    if f == 0 || either_tracked(d, s) {
+    if f == 0 || !both_known(d, s, n) {
         return memmove_checked(d, s, n, cs);
     }
-    // SAFETY: f is the C library's memmove; neither pointer is in mie's memory.
+    // SAFETY: f is the C library's memmove; each range is outside mie's memory or inside a
+    // live block (both_known).
     unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
 }
 

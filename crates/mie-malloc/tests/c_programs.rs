@@ -769,6 +769,11 @@ fn checked_reads_and_dangling_destinations() {
     expect_report_in(&b, "read_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would read 41 bytes at offset 0 of the 40-byte block", "1 byte past its end", "stopped before reading past the end"]);
     expect_report_in(&b, "read_strcpy", "heap-buffer-overflow", "strcpy", &["strcpy would read 41 bytes at offset 0 of the 40-byte block"]);
     expect_report_in(&b, "freed_memcpy", "use-after-free", "memcpy", &["memcpy would write 8 bytes at offset 0 of a freed"]);
+    // A thread remembers the block of its last checked copy (bounds::Hint): a free or an
+    // in-place shrink in between must end that, and a read past the end is still caught.
+    expect_report_in(&b, "hinted_freed", "use-after-free", "memcpy", &["memcpy would write 8 bytes at offset 0 of a freed"]);
+    expect_report_in(&b, "hinted_shrunk", "heap-buffer-overflow", "memcpy", &["memcpy would write 21 bytes at offset 0 of the 20-byte block"]);
+    expect_report_in(&b, "hinted_read", "heap-buffer-overflow", "memcpy", &["memcpy would read 41 bytes at offset 0 of the 40-byte block"]);
     expect_report_in(&b, "large_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 299990 of the 300000-byte block", "1 byte past its end", "large allocation"]);
 }
 

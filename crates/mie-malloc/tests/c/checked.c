@@ -7,6 +7,10 @@
  *   checked read_memcpy   memcpy reading one byte past its (unreadable-page) source block
  *   checked read_strcpy   strcpy from a block with no NUL in it
  *   checked freed_memcpy  memcpy into a freed block
+ *   checked hinted_freed  the same after legal copies into and out of the block (each
+ *                         thread remembers the block of its last checked copy)
+ *   checked hinted_shrunk memcpy past a block's new end after realloc shrank it in place
+ *   checked hinted_read   memcpy reading past a source block it read from legally before
  *   checked legal         every function, every length near the block end, contents checked
  *   checked fortified     __strcpy_chk past a stack buffer: glibc's own fortify failure
  *   checked object_size   mie_object_size answers
@@ -266,6 +270,25 @@ int main(int argc, char **argv) {
         free(d);
         char src[8] = "dangle";
         memcpy(d, src, 8);
+    } else if (!strcmp(m, "hinted_freed")) {
+        char *d = malloc(N);
+        char src[N] = "legal";
+        for (int i = 0; i < 3; i++) memcpy(d, src, N), memcpy(src, d, N);
+        free(d);
+        memcpy(d, src, 8);
+    } else if (!strcmp(m, "hinted_shrunk")) {
+        char *d = malloc(N);
+        char src[N] = "legal";
+        memcpy(d, src, N);
+        char *e = realloc(d, 20);
+        if (e != d) return 5; /* moved: the case is not exercised */
+        memcpy(e, src, 21);
+    } else if (!strcmp(m, "hinted_read")) {
+        char *s = malloc(N);
+        char dst[N + 1];
+        memset(s, 'x', N);
+        memcpy(dst, s, N);
+        memcpy(dst, s, N + 1);
     } else if (!strcmp(m, "fortified")) {
         char buf[8];
         volatile size_t n = sizeof buf;

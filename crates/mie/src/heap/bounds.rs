@@ -12,6 +12,8 @@ use super::layout::Loc;
 use super::size_class::CLASSES;
 use super::slab::SlabMeta;
 use super::{describe_slot, large, pool, record, sample, zero, READY, STATE};
+use super::tcache;
+use crate::platform::tls;
 use crate::report::{self, Kind};
 use crate::tag;
 
@@ -107,8 +109,47 @@ pub fn object_size(p: usize) -> usize {
 /// Whether a checked function reads or writes the range.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    Read,
-    Write,
+    Read = 0,
+    Write = 1,
+}
+
+/// The small block a thread's last checked read (or write) was in: its bounds and its
+/// record as they were then. While the record is unchanged the block is the same live block
+/// (a free, a realloc or a new block in the slot changes it: state, size or generation), so
+/// the next call about it costs a record compare instead of a decode. Per thread, in the
+/// thread cache (out of line, like all metadata); zeroed it never matches.
+#[derive(Clone, Copy)]
+pub struct Hint {
+    start: usize,
+    size: usize,
+    rec: usize,
+    val: u32,
+    wide: bool,
+}
+
+impl Hint {
+    pub const NONE: Hint = Hint { start: 0, size: 0, rec: 0, val: 0, wide: false };
+
+    /// Whether `[a, a + len)` lies inside the block, unchanged since.
+    #[inline(always)]
+    fn inside(&self, a: usize, len: usize) -> bool {
+        let off = a.wrapping_sub(self.start);
+        off < self.size && len <= self.size - off && self.current() == self.val
+    }
+
+    /// The record now.
+    #[inline(always)]
+    fn current(&self) -> u32 {
+        // SAFETY: `rec` is the address of a record in committed slab metadata (set only from
+        // a decoded live block; metadata is never unmapped), read as the allocator does.
+        unsafe {
+            if self.wide {
+                (*(self.rec as *const core::sync::atomic::AtomicU32)).load(Ordering::Relaxed)
+            } else {
+                (*(self.rec as *const core::sync::atomic::AtomicU16)).load(Ordering::Relaxed) as u32
+            }
+        }
+    }
 }
 
 /// Abort with a report unless `[p, p + len)` lies inside the live block `p` points into
@@ -125,18 +166,48 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
     if !g.opts.checked_calls || !g.geo.tracks(a) || len == 0 {
         return;
     }
+    let tcp = tls::get();
+    // SAFETY: a live TLS word is this thread's own cache; its hints are only used here.
+    let hints = (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).hints[access as usize] });
+    if let Some(h) = &hints {
+        if h.inside(a, len) {
+            return;
+        }
+    }
     if let Some(loc) = g.geo.decode(a) {
         // SAFETY: decode returns class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(loc.class) };
         if loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize && pool::slab_exists(loc.region, loc.slab) {
-            let r = SlabMeta::of(&g.geo, k, loc.region, loc.slab).rec(k, loc.slot);
+            let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+            let r = m.rec(k, loc.slot);
             let size = (k.size as usize).wrapping_sub(record::slack(r));
             if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {
+                if let Some(h) = hints {
+                    *h = Hint { start: a - loc.interior, size, rec: m.rec_addr(k, loc.slot), val: r, wide: k.wide };
+                }
                 return;
             }
         }
     }
     check_tracked(p, len, access, func, ret_addr);
+}
+
+/// Whether `[p, p + len)` is surely fine without a full check: outside mie's memory, checks
+/// off, or inside the block of this thread's last checked `access` whose record has not
+/// changed since (`Hint`). False means only: ask `check`.
+#[inline(always)]
+pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
+    let g = super::globals();
+    let a = tag::untag(p);
+    if !g.opts.checked_calls || !g.geo.tracks(a) {
+        return true;
+    }
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD {
+        return false;
+    }
+    // SAFETY: a live TLS word is this thread's own cache.
+    unsafe { &(*(tcp as *const tcache::TCache)).hints[access as usize] }.inside(a, len)
 }
 
 /// Whether `a` (untagged) may lie in memory mie hands out (and checks are on): one compare.

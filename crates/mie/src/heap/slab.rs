@@ -102,6 +102,12 @@ impl SlabMeta {
         unsafe { &*((self.base + k.free_off as usize + 8 * w) as *const AtomicU64) }
     }
 
+    /// The address of a slot's record (for `bounds::Hint`).
+    #[inline(always)]
+    pub fn rec_addr(&self, k: &ClassInfo, slot: usize) -> usize {
+        self.base + k.rec_off as usize + slot * if k.wide { 4 } else { 2 }
+    }
+
     /// The record of `slot` (< nslots), relaxed.
     #[inline(always)]
     pub fn rec(&self, k: &ClassInfo, slot: usize) -> u32 {

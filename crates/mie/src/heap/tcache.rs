@@ -76,6 +76,8 @@ pub struct TCache {
     /// allocation path. Per thread, so an entry is never read half-written.
     pub token_ids: [u64; TOKEN_CACHE],
     pub token_buckets: [u8; TOKEN_CACHE],
+    /// The blocks the last checked read and write were in (`bounds::Hint`).
+    pub hints: [super::bounds::Hint; 2],
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
@@ -115,6 +117,7 @@ impl TCache {
             site_tick: 0,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
+            hints: [super::bounds::Hint::NONE; 2],
             qbits: 0,
             sh: ptr::null(),
             bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
