@@ -41,6 +41,13 @@ static HOT_SITE: [AtomicUsize; HOT] = [const { AtomicUsize::new(0) }; HOT];
 static HOT_COUNT: [AtomicU32; HOT] = [const { AtomicU32::new(0) }; HOT];
 static SAMPLES: AtomicU32 = AtomicU32::new(0);
 static WRAPPERS: [AtomicUsize; MAX_WRAPPERS] = [const { AtomicUsize::new(0) }; MAX_WRAPPERS];
+/// Hot sites found not to be wrappers' (their function has another name), most recent
+/// replacing the oldest: the name lookup, which reads the object's symbol table, runs once
+/// per site, not again every round (python spent 2 % of its time there).
+const NOT_WRAPPERS_LEN: usize = 16;
+static NOT_WRAPPERS: [AtomicUsize; NOT_WRAPPERS_LEN] = [const { AtomicUsize::new(0) }; NOT_WRAPPERS_LEN];
+static NOT_WRAPPERS_NEXT: AtomicUsize = AtomicUsize::new(0);
+
 /// Per wrapper: the stack word (index from the caller's frame start) where its caller's
 /// return address was found last, + 1 (0: not found yet).
 static SLOT_HINT: [AtomicU32; MAX_WRAPPERS] = [const { AtomicU32::new(0) }; MAX_WRAPPERS];
@@ -129,7 +136,7 @@ fn sample(site: usize) {
     for i in 0..HOT {
         let c = HOT_COUNT[i].load(Ordering::Relaxed);
         let s = HOT_SITE[i].load(Ordering::Relaxed);
-        if c >= SHARE && s != 0 && !is_wrapper(s) && named_like_a_wrapper(s) {
+        if c >= SHARE && s != 0 && !is_wrapper(s) && !known_not_wrapper(s) && judge(s) {
             if let Some(free) = WRAPPERS.iter().position(|w| w.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed).is_ok()) {
                 SLOT_HINT[free].store(0, Ordering::Relaxed);
                 bucket::forget_site(s);
@@ -138,6 +145,20 @@ fn sample(site: usize) {
         // Decay, so the table follows what the program does now.
         HOT_COUNT[i].store(c / 2, Ordering::Relaxed);
     }
+}
+
+fn known_not_wrapper(site: usize) -> bool {
+    NOT_WRAPPERS.iter().any(|w| w.load(Ordering::Relaxed) == site)
+}
+
+/// Whether a hot site is a wrapper's, by its function's name; a no is remembered.
+fn judge(site: usize) -> bool {
+    let yes = named_like_a_wrapper(site);
+    if !yes {
+        let i = NOT_WRAPPERS_NEXT.fetch_add(1, Ordering::Relaxed) % NOT_WRAPPERS_LEN;
+        NOT_WRAPPERS[i].store(site, Ordering::Relaxed);
+    }
+    yes
 }
 
 /// Whether the function containing call site `site` is named like an allocation wrapper
@@ -248,6 +269,24 @@ mod tests {
         stack[4] = 9;
         // SAFETY: as above.
         assert_eq!(unsafe { find_return(stack.as_ptr() as usize, 0, 0) }, None);
+    }
+
+    #[inline(never)]
+    fn plain_function_name() -> usize {
+        plain_function_name as usize + 4
+    }
+
+    #[test]
+    fn a_hot_site_in_a_function_with_another_name_is_judged_once() {
+        let site = plain_function_name();
+        assert!(!known_not_wrapper(site));
+        assert!(!judge(site), "a site in plain_function_name is no wrapper's");
+        assert!(known_not_wrapper(site), "the verdict is remembered");
+        // Made hot, it never becomes a wrapper (and is not looked up again).
+        for _ in 0..2 * ROUND {
+            sample(site);
+        }
+        assert!(!is_wrapper(site));
     }
 
     #[test]
