@@ -273,7 +273,7 @@ mod tests {
 
     #[inline(never)]
     fn plain_function_name() -> usize {
-        plain_function_name as usize + 4
+        plain_function_name as *const () as usize + 4
     }
 
     #[test]
