@@ -357,6 +357,8 @@ fn bench(a: BenchArgs) -> ! {
     for v in &variants {
         allocators.push(Allocator { name: format!("mie({v})"), lib: Some(lib.clone()), env: mie_env(v) });
     }
+    // Columns asked for by name (--compare, --mie-options) stay whatever --alloc says.
+    let asked: Vec<String> = compare.iter().map(|a| a.name.clone()).chain(variants.iter().map(|v| format!("mie({v})"))).collect();
     allocators.extend(compare);
     if let Some(f) = &alloc_filter {
         for name in f {
@@ -364,7 +366,7 @@ fn bench(a: BenchArgs) -> ! {
                 die(&format!("no allocator named {name}"));
             }
         }
-        allocators.retain(|a| a.lib.is_none() || f.contains(&a.name));
+        allocators.retain(|a| a.lib.is_none() || f.contains(&a.name) || asked.contains(&a.name));
     }
     if instructions {
         // Scudo stops itself under valgrind: it cannot be counted this way.
