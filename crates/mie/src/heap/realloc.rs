@@ -90,8 +90,8 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     if q.is_null() {
         return q;
     }
-    // SAFETY: both blocks are live and distinct; we copy at most the smaller usable size.
-    unsafe { copy(p, q, old_usable.min(size)) };
+    // Both blocks are live and distinct; at most the smaller usable size is copied.
+    crate::platform::copy(q, p, old_usable.min(size));
     free::free(p, who);
     q
 }
@@ -104,25 +104,6 @@ fn grown(new: usize, old: usize) -> usize {
         (new + new / 4).min(MAX_SMALL / 2).max(new)
     } else {
         new
-    }
-}
-
-/// Copy within mie without going through the exported (checked) memcpy.
-///
-/// # Safety
-/// Both ranges valid for `n` bytes and disjoint.
-unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
-    let mut i = 0;
-    // SAFETY: the caller guarantees both ranges; unaligned word moves, then bytes.
-    unsafe {
-        while i + 8 <= n {
-            core::ptr::write_volatile(dst.add(i) as *mut u64, (src.add(i) as *const u64).read_unaligned());
-            i += 8;
-        }
-        while i < n {
-            core::ptr::write_volatile(dst.add(i), *src.add(i));
-            i += 1;
-        }
     }
 }
 
@@ -146,17 +127,14 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout:
     } else if !m.cas_rec(k, loc.slot, rec, new_rec) {
         return false;
     }
-    if new < old_end {
-        // Keep the zero-beyond-the-block invariant the write-after-free check relies on.
-        for a in mem + new..mem + old_end {
-            // SAFETY: [p+new, p+old_end) lies inside the slot.
-            unsafe { core::ptr::write_volatile(a as *mut u8, 0) };
-        }
+    // Keep the zero-beyond-the-block invariant the write-after-free check relies on. A block
+    // that grows with canaries on needs nothing: its new canary covers all the old one did.
+    if new < old_end && !(g.opts.canary && new >= old) {
+        // [p+new, p+old_end) lies inside the slot.
+        crate::platform::zero((mem + new) as *mut u8, old_end - new);
         if old_span - old > canary::MAX_CANARY {
-            for a in mem + old_span - canary::TAIL..mem + old_span {
-                // SAFETY: the slot's last TAIL bytes.
-                unsafe { core::ptr::write_volatile(a as *mut u8, 0) };
-            }
+            // The slot's last TAIL bytes.
+            crate::platform::zero((mem + old_span - canary::TAIL) as *mut u8, canary::TAIL);
         }
     }
     if tag::enabled() {

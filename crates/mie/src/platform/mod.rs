@@ -190,6 +190,37 @@ pub fn zero(p: *mut u8, len: usize) {
     }
 }
 
+/// Copy `len` bytes from `src` to `dst` (ranges that do not overlap), without the exported,
+/// checked `memcpy` (a plain loop would be turned into a call to it).
+pub fn copy(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY (whole fn): callers pass readable and writable ranges they own, apart.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("rep movsb", inout("rcx") len => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "2: cmp {n}, #16",
+            "b.lo 3f",
+            "ldp {a}, {b}, [{s}], #16",
+            "stp {a}, {b}, [{d}], #16",
+            "sub {n}, {n}, #16",
+            "b 2b",
+            "3: cbz {n}, 4f",
+            "ldrb {a:w}, [{s}], #1",
+            "strb {a:w}, [{d}], #1",
+            "sub {n}, {n}, #1",
+            "b 3b",
+            "4:",
+            n = inout(reg) len => _,
+            d = inout(reg) dst => _,
+            s = inout(reg) src => _,
+            a = out(reg) _,
+            b = out(reg) _,
+            options(nostack),
+        );
+    }
+}
+
 /// Unmap a range entirely.
 pub fn release(p: *mut u8, len: usize) {
     // SAFETY: the range is an allocator-owned mapping that nothing references any more.
