@@ -328,10 +328,11 @@ pub(crate) extern "C" fn mempcpy_cs(d: *mut c_void, s: *const c_void, n: usize, 
 
 pub(crate) extern "C" fn memset_cs(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memset);
-    if f == 0 || bounds::tracked(mie_core::sys::tag::untag(d as usize)) {
+    if f == 0 || !bounds::known_inside(d as usize, n, Access::Write) {
         return memset_checked(d, c, n, cs);
     }
-    // SAFETY: f is the C library's memset; the pointer is not in mie's memory.
+    // SAFETY: f is the C library's memset; the range is outside mie's memory or inside the
+    // live block of this thread's last checked write (known_inside).
     unsafe { core::mem::transmute::<usize, SetFn>(f)(d, c, n) }
 }
 

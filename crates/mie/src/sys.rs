@@ -11,7 +11,7 @@ pub use crate::heap::{alloc, alloc_as, alloc_zeroed_flag, ensure_init, owner_of,
 
 /// Range checks of the checked C functions (they read only mie's metadata).
 pub mod bounds {
-    pub use crate::heap::bounds::{check, known_inside, object_size, scan_limit, tracked, Access};
+    pub use crate::heap::bounds::{check, known_inside, object_size, scan_limit, Access};
 }
 
 pub mod platform {
