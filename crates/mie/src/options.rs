@@ -420,6 +420,17 @@ mod tests {
     }
 
     #[test]
+    fn environment_options_go_on_top_of_the_programs() {
+        let program = Options::parse(b"quarantine=7:stacks=1:canary=0", false, |_, _| {});
+        let o = Options::parse_onto(program, b"quarantine=9", false, |_, _| {});
+        assert_eq!((o.quarantine, o.stacks, o.canary), (9, true, false));
+        // In a privileged process the environment still cannot weaken the built-in defaults,
+        // while the program's own choice stands.
+        let o = Options::parse_onto(program, b"zero_on_free=0", true, |_, _| {});
+        assert!(o.zero_on_free && !o.canary);
+    }
+
+    #[test]
     fn privileged_process_only_strengthens() {
         let (o, w) = parse("canary=0:zero_on_free=0:quarantine=0:buckets=1:quarantine=128:buckets=6:checked_calls=0", true);
         assert_eq!(w, 5);
