@@ -130,11 +130,15 @@ pub struct Hint {
 impl Hint {
     pub const NONE: Hint = Hint { start: 0, size: 0, rec: 0, val: 0, wide: false };
 
-    /// Whether `[a, a + len)` lies inside the block, unchanged since.
+    /// Whether `[a, a + len)` lies inside the block, unchanged since. A signal handler that
+    /// makes a checked call on this thread can rewrite the hint between these reads: the
+    /// start read again afterwards must be the one the range was measured from.
     #[inline(always)]
     fn inside(&self, a: usize, len: usize) -> bool {
-        let off = a.wrapping_sub(self.start);
-        off < self.size && len <= self.size - off && self.current() == self.val
+        let start = self.start;
+        let off = a.wrapping_sub(start);
+        // SAFETY: a read of this thread's own field (volatile: it must really be read again).
+        off < self.size && len <= self.size - off && self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
     }
 
     /// The record now.
