@@ -118,7 +118,7 @@ fn nomem<T>(null: *mut T) -> *mut T {
     null
 }
 
-#[inline]
+#[inline(always)]
 fn alloc_in(size: usize, align: usize, bucket: usize) -> *mut c_void {
     let p = heap::alloc(size, align, bucket);
     if p.is_null() {
