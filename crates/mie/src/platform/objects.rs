@@ -1,0 +1,347 @@
+//! The loaded objects: which one holds an address (`_dl_find_object`, else `dladdr`), their
+//! extents and own dynamic symbols, what the program itself exports to mie (its default
+//! options, its AllocToken id space), stack walks and code addresses for reports.
+
+use core::ptr;
+
+use super::symbols;
+
+/// Whether `[a, a + len)` is readable code of a loaded object.
+pub fn code_readable(a: usize, len: usize) -> bool {
+    super::code::readable(a, len)
+}
+
+extern "C" {
+    fn backtrace(buf: *mut *mut libc::c_void, size: libc::c_int) -> libc::c_int;
+}
+
+/// Return addresses of the calling stack (glibc's unwinder: works without frame pointers).
+/// Its first use loads libgcc_s, which allocates: warm it up outside the allocation path.
+pub fn backtrace_into(out: &mut [usize]) -> usize {
+    // SAFETY: backtrace writes at most out.len() pointers into the buffer.
+    let n = unsafe { backtrace(out.as_mut_ptr().cast(), out.len() as libc::c_int) };
+    n.max(0) as usize
+}
+
+// glibc 2.35's `_dl_find_object`, referenced weakly (0 on an older C library): the loaded
+// object holding an address by a binary search of the loader's table. `dladdr` answers the
+// same question by scanning the object's whole symbol table for the nearest symbol, which
+// at start-up (three lookups) cost a process about 25 us.
+core::arch::global_asm!(
+    ".weak _dl_find_object",
+    ".pushsection .data.rel.ro.mie_dl_find_object,\"aw\"",
+    ".balign 8",
+    ".globl mie_dl_find_object_fn",
+    ".hidden mie_dl_find_object_fn",
+    "mie_dl_find_object_fn:",
+    ".8byte _dl_find_object",
+    ".popsection",
+);
+
+#[repr(C)]
+struct DlFindObject {
+    flags: libc::c_ulonglong,
+    map_start: *mut libc::c_void,
+    map_end: *mut libc::c_void,
+    link_map: *mut libc::c_void,
+    eh_frame: *mut libc::c_void,
+    reserved: [libc::c_ulonglong; 7],
+}
+
+extern "C" {
+    static mie_dl_find_object_fn: Option<unsafe extern "C" fn(*mut libc::c_void, *mut DlFindObject) -> libc::c_int>;
+}
+
+/// (map start, map end, link map) of the loaded object holding `addr`, if the C library has
+/// `_dl_find_object` and an object holds it.
+fn find_object(addr: usize) -> Option<(usize, usize, *mut libc::c_void)> {
+    // SAFETY: the word is written once by the loader before any code runs.
+    let f = unsafe { mie_dl_find_object_fn }?;
+    // SAFETY: an all-zero result struct is valid; _dl_find_object only fills it.
+    let mut r: DlFindObject = unsafe { core::mem::zeroed() };
+    // SAFETY: _dl_find_object reads the loader's tables (lock-free) and fills `r`.
+    if unsafe { f(addr as *mut libc::c_void, &mut r) } != 0 || r.map_start.is_null() {
+        return None;
+    }
+    Some((r.map_start as usize, r.map_end as usize, r.link_map))
+}
+
+/// Base address of the loaded object containing `addr` (0 if unknown).
+pub fn object_base(addr: usize) -> usize {
+    if mie_has_find_object() {
+        return find_object(addr).map_or(0, |o| o.0);
+    }
+    // SAFETY: dladdr only reads loader tables and fills the out-struct.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(addr as *const libc::c_void, &mut info) != 0 {
+            info.dli_fbase as usize
+        } else {
+            0
+        }
+    }
+}
+
+fn mie_has_find_object() -> bool {
+    // SAFETY: as in find_object.
+    unsafe { mie_dl_find_object_fn }.is_some()
+}
+
+/// The address of `name` as the dynamic linker resolves it for the whole process
+/// (`dlsym(RTLD_DEFAULT)`); 0 if undefined. Not for the allocation path: dlsym may allocate.
+pub fn global_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym only reads the loader's tables (a failure sets dlerror state).
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+}
+
+/// The address of `name` if the loaded object containing `addr` defines it itself, from
+/// that object's own dynamic symbol table (GNU hash); 0 otherwise. Reads only the loader's
+/// mapped tables: no dlsym, no allocation.
+pub fn own_definition(addr: usize, name: &core::ffi::CStr) -> usize {
+    const RTLD_DL_LINKMAP: libc::c_int = 2;
+    const DT_STRTAB: i64 = 5;
+    const DT_SYMTAB: i64 = 6;
+    const DT_GNU_HASH: i64 = 0x6fff_fef5;
+    #[repr(C)]
+    struct LinkMap {
+        l_addr: usize,
+        l_name: *const libc::c_char,
+        l_ld: *const Dyn,
+    }
+    #[repr(C)]
+    struct Dyn {
+        d_tag: i64,
+        d_val: u64,
+    }
+    let name = name.to_bytes();
+    let mut h: u32 = 5381;
+    for &c in name {
+        h = h.wrapping_mul(33).wrapping_add(c as u32);
+    }
+    // SAFETY: dladdr1 fills the out-structs; a loaded object's dynamic section, symbol, string
+    // and hash tables are mapped for as long as it is loaded, and are read within the bounds
+    // their own headers give.
+    unsafe {
+        let mut map: *mut LinkMap = ptr::null_mut();
+        if let Some((_, _, m)) = find_object(addr) {
+            map = m.cast();
+        } else if !mie_has_find_object() {
+            let mut info: libc::Dl_info = core::mem::zeroed();
+            libc::dladdr1(addr as *const libc::c_void, &mut info, &mut map as *mut *mut LinkMap as *mut *mut libc::c_void, RTLD_DL_LINKMAP);
+        }
+        if map.is_null() {
+            return 0;
+        }
+        let base = (*map).l_addr;
+        let (mut strtab, mut symtab, mut gnu_hash) = (0usize, 0usize, 0usize);
+        let mut d = (*map).l_ld;
+        while !d.is_null() && (*d).d_tag != 0 {
+            let v = (*d).d_val as usize;
+            // glibc relocates these entries in place on x86-64 and arm64; add the load
+            // base where it has not.
+            let v = if v < base { v + base } else { v };
+            match (*d).d_tag {
+                DT_STRTAB => strtab = v,
+                DT_SYMTAB => symtab = v,
+                DT_GNU_HASH => gnu_hash = v,
+                _ => {}
+            }
+            d = d.add(1);
+        }
+        if strtab == 0 || symtab == 0 || gnu_hash == 0 {
+            return 0;
+        }
+        let hdr = gnu_hash as *const u32;
+        let (nbuckets, symoffset, bloom_size) = (*hdr, *hdr.add(1), *hdr.add(2));
+        if nbuckets == 0 {
+            return 0;
+        }
+        let buckets = (hdr.add(4) as *const u64).add(bloom_size as usize) as *const u32;
+        let chains = buckets.add(nbuckets as usize);
+        let mut i = *buckets.add((h % nbuckets) as usize);
+        if i == 0 || i < symoffset {
+            return 0;
+        }
+        loop {
+            let ch = *chains.add((i - symoffset) as usize);
+            if ch | 1 == h | 1 {
+                let sym = &*(symtab as *const libc::Elf64_Sym).add(i as usize);
+                let s = core::ffi::CStr::from_ptr((strtab + sym.st_name as usize) as *const libc::c_char);
+                if s.to_bytes() == name && sym.st_shndx != 0 && sym.st_value != 0 {
+                    return base + sym.st_value as usize;
+                }
+            }
+            if ch & 1 == 1 {
+                return 0;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// The address range `[start, end)` of the loaded object containing `addr`, from its ELF
+/// program headers (mapped at its base); (0, 0) if unknown.
+pub fn object_extent(addr: usize) -> (usize, usize) {
+    let base = object_base(addr);
+    if base == 0 {
+        return (0, 0);
+    }
+    // SAFETY: a loaded object's ELF header and program headers are mapped at its base (the
+    // loader reads them from there too); only header fields are read.
+    unsafe {
+        let eh = &*(base as *const libc::Elf64_Ehdr);
+        if eh.e_ident[..4] != [0x7f, b'E', b'L', b'F'] || eh.e_phentsize as usize != core::mem::size_of::<libc::Elf64_Phdr>() {
+            return (0, 0);
+        }
+        let ph = (base + eh.e_phoff as usize) as *const libc::Elf64_Phdr;
+        let mut end = 0;
+        for i in 0..eh.e_phnum as usize {
+            let h = &*ph.add(i);
+            if h.p_type == libc::PT_LOAD {
+                end = end.max((h.p_vaddr + h.p_memsz) as usize);
+            }
+        }
+        if end == 0 {
+            (0, 0)
+        } else {
+            (base, base + end)
+        }
+    }
+}
+
+/// The dynamic symbol a code address lies in: (object base, symbol name, symbol address,
+/// symbol size). None if the loader knows no symbol for it.
+pub fn symbol_at(pc: usize) -> Option<(usize, &'static [u8], usize, usize)> {
+    const RTLD_DL_SYMENT: libc::c_int = 1;
+    // SAFETY: dladdr1 fills the out-structs with pointers into the loader's tables, which
+    // stay valid while the object is loaded (names are read as NUL-terminated strings).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *const libc::Elf64_Sym = ptr::null();
+        if libc::dladdr1(pc as *const libc::c_void, &mut info, &mut sym as *mut *const libc::Elf64_Sym as *mut *mut libc::c_void, RTLD_DL_SYMENT) == 0
+            || info.dli_sname.is_null()
+            || sym.is_null()
+        {
+            return None;
+        }
+        let name = core::ffi::CStr::from_ptr(info.dli_sname).to_bytes();
+        Some((info.dli_fbase as usize, name, info.dli_saddr as usize, (*sym).st_size as usize))
+    }
+}
+
+/// The name of the dynamic symbol a code address lies in.
+pub fn symbol_name(pc: usize) -> Option<&'static [u8]> {
+    symbol_at(pc).map(|s| s.1)
+}
+
+/// The file name (without directories) of the loaded object a code address belongs to.
+pub fn object_name(pc: usize) -> Option<&'static [u8]> {
+    // SAFETY: dladdr fills the out-struct; dli_fname points into the loader's tables.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(pc as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        let f = core::ffi::CStr::from_ptr(info.dli_fname).to_bytes();
+        Some(f.rsplit(|&c| c == b'/').next().unwrap_or(f))
+    }
+}
+
+/// Bytes the C library's own malloc holds outside mmap'ed chunks (its `mallinfo2().arena`,
+/// asked of the C library itself, not of an interposed `mallinfo2`). Reports only.
+pub fn libc_arena_bytes() -> Option<usize> {
+    #[repr(C)]
+    struct Mallinfo2 {
+        arena: usize,
+        rest: [usize; 9],
+    }
+    // SAFETY: dlsym reads the loader's tables; the C library's mallinfo2 has this signature.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_NEXT, c"mallinfo2".as_ptr());
+        if f.is_null() {
+            return None;
+        }
+        let f: extern "C" fn() -> Mallinfo2 = core::mem::transmute(f);
+        Some(f().arena)
+    }
+}
+
+/// Write ` (object+0xoffset, function+0xoffset)` for a code address (the function where
+/// the object's symbol table names it); `ret` as in `symbols::lookup`. Never allocates.
+pub fn symbolize(addr: usize, ret: bool, out: &mut dyn core::fmt::Write) {
+    symbols::lookup(addr, ret, |s| {
+        let obj = s.path.rsplit(|&c| c == b'/').next().unwrap_or(s.path);
+        let obj = if s.path == b"/proc/self/exe" { program_name() } else { obj };
+        let _ = write!(out, " ({}+{:#x}", crate::report::Bytes(obj), s.vaddr);
+        if let Some((f, off)) = s.func {
+            let _ = out.write_str(", ");
+            symbols::write_demangled(out, f);
+            let _ = write!(out, "+{off:#x}");
+        }
+        let _ = write!(out, ")");
+    });
+}
+
+// A weak reference to the program's `__mie_default_options` (as ASan's and Scudo's
+// `__*_default_options`): resolved by the static linker in a Rust program that links this
+// crate, by the dynamic loader for libmie.so (the program must export the function: linking
+// with -lmie does that, LD_PRELOAD alone needs -rdynamic); 0 where nobody defines it.
+core::arch::global_asm!(
+    ".weak __mie_default_options",
+    ".pushsection .data.rel.ro.mie_default_options,\"aw\"",
+    ".balign 8",
+    ".globl mie_program_options_fn",
+    ".hidden mie_program_options_fn",
+    "mie_program_options_fn:",
+    ".8byte __mie_default_options",
+    ".popsection",
+);
+
+extern "C" {
+    static mie_program_options_fn: Option<unsafe extern "C" fn() -> *const libc::c_char>;
+}
+
+/// The options the program carries (`__mie_default_options()`, defined in C or with
+/// `mie::default_options!`), applied before `MIE_OPTIONS`; None where it defines none.
+pub fn program_options() -> Option<&'static [u8]> {
+    // SAFETY: the word is written once by the linker or loader before any code runs.
+    let f = unsafe { mie_program_options_fn }?;
+    // SAFETY: the program's function takes nothing and returns a NUL-terminated string (or
+    // NULL) that lives as long as the program, the contract of __mie_default_options.
+    let s = unsafe { f() };
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    Some(unsafe { core::ffi::CStr::from_ptr(s) }.to_bytes())
+}
+
+/// The `-falloc-token-max` the program was built with, if `mie cc` recorded it (an exported
+/// `const unsigned long __mie_alloc_token_max` in the program); 0 otherwise. Reads the
+/// program's own dynamic symbol table: no dlsym, no allocation.
+pub fn program_token_max() -> u64 {
+    // SAFETY: getauxval reads the auxiliary vector; AT_PHDR lies in the program's image.
+    let in_program = unsafe { libc::getauxval(libc::AT_PHDR) } as usize;
+    if in_program == 0 {
+        return 0;
+    }
+    let p = own_definition(in_program, c"__mie_alloc_token_max");
+    if p == 0 {
+        return 0;
+    }
+    // SAFETY: the symbol is the program's exported u64 constant, mapped for its life.
+    unsafe { (p as *const u64).read() }
+}
+
+/// The program's file name (from the auxiliary vector's AT_EXECFN), for reports.
+pub fn program_name() -> &'static [u8] {
+    // SAFETY: AT_EXECFN points at the NUL-terminated path the program was executed with,
+    // on the initial stack for the life of the process.
+    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+    if p.is_null() {
+        return b"program";
+    }
+    // SAFETY: as above.
+    let full = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+    full.rsplit(|&c| c == b'/').next().unwrap_or(full)
+}
