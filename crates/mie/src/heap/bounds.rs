@@ -141,6 +141,19 @@ impl Hint {
         off < self.size && len <= self.size - off && self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
     }
 
+    /// Remember a block. A signal handler on this thread may read the hint in the middle
+    /// (its own checked call): the size goes to 0 first and is set last, with compiler
+    /// fences between, so such a reader sees no block or the whole new one, never a mix.
+    #[inline(always)]
+    fn set(&mut self, start: usize, size: usize, rec: usize, val: u32, wide: bool) {
+        use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
+        self.size = 0;
+        compiler_fence(SeqCst);
+        (self.start, self.rec, self.val, self.wide) = (start, rec, val, wide);
+        compiler_fence(SeqCst);
+        self.size = size;
+    }
+
     /// The record now.
     #[inline(always)]
     fn current(&self) -> u32 {
@@ -187,7 +200,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
             let size = (k.size as usize).wrapping_sub(record::slack(r));
             if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {
                 if let Some(h) = hints {
-                    *h = Hint { start: a - loc.interior, size, rec: m.rec_addr(k, loc.slot), val: r, wide: k.wide };
+                    h.set(a - loc.interior, size, m.rec_addr(k, loc.slot), r, k.wide);
                 }
                 return;
             }
