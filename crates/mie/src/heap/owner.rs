@@ -285,6 +285,11 @@ fn quarantine_overflow(g: &Globals, tc: &mut TCache, limits: quarantine::Limits,
 /// its owner at the same time (the owner's plain store overwrote the remote mark): a double
 /// free, reported.
 pub fn collect(g: &Globals, tc: &mut TCache, func: &'static str) {
+    // A plain load first: with no remote frees waiting (the common refill) no locked
+    // instruction runs. A push that lands just after it is collected at the next refill.
+    if tc.shared().notify.head.load(Ordering::Relaxed) == 0 {
+        return;
+    }
     let mut id = tc.shared().notify.head.swap(0, Ordering::Acquire);
     while id != 0 {
         let (region, slab) = from_id(id);
