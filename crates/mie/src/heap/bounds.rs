@@ -178,19 +178,11 @@ impl Hint {
 /// calls from mie's own code and `checked_calls=0` through.
 #[inline(always)]
 pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
-    let g = super::globals();
-    let a = tag::untag(p);
-    if !g.opts.checked_calls || !g.geo.tracks(a) || len == 0 {
+    if len == 0 || known_inside(p, len, access) {
         return;
     }
-    let tcp = tls::get();
-    // SAFETY: a live TLS word is this thread's own cache; its hints are only used here.
-    let hints = (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).hints[access as usize] });
-    if let Some(h) = &hints {
-        if h.inside(a, len) {
-            return;
-        }
-    }
+    let g = super::globals();
+    let a = tag::untag(p);
     if let Some(loc) = g.geo.decode(a) {
         // SAFETY: decode returns class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(loc.class) };
@@ -199,7 +191,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
             let r = m.rec(k, loc.slot);
             let size = (k.size as usize).wrapping_sub(record::slack(r));
             if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {
-                if let Some(h) = hints {
+                if let Some(h) = hint(access) {
                     h.set(a - loc.interior, size, m.rec_addr(k, loc.slot), r, k.wide);
                 }
                 return;
@@ -219,12 +211,16 @@ pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
     if !g.opts.checked_calls || !g.geo.tracks(a) {
         return true;
     }
+    hint(access).is_some_and(|h| h.inside(a, len))
+}
+
+/// This thread's hint for `access` (None before it has a cache).
+#[inline(always)]
+fn hint(access: Access) -> Option<&'static mut Hint> {
     let tcp = tls::get();
-    if tcp <= tcache::DEAD {
-        return false;
-    }
-    // SAFETY: a live TLS word is this thread's own cache.
-    unsafe { &(*(tcp as *const tcache::TCache)).hints[access as usize] }.inside(a, len)
+    // SAFETY: a live TLS word is this thread's own cache, which lives as long as the
+    // thread; its hints are used only here, by this thread, one reference at a time.
+    (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).hints[access as usize] })
 }
 
 /// Whether `a` (untagged) may lie in memory mie hands out (and checks are on): one compare.
