@@ -23,20 +23,29 @@ pub fn backtrace_into(out: &mut [usize]) -> usize {
     n.max(0) as usize
 }
 
+/// A word named `$holder` (hidden) that holds the address of `$symbol`, referenced weakly:
+/// filled in by the static linker or the dynamic loader, 0 where nothing defines the symbol.
+/// Read it as an `Option` of a function pointer.
+macro_rules! weak_reference {
+    ($symbol:literal, $holder:literal) => {
+        core::arch::global_asm!(
+            concat!(".weak ", $symbol),
+            concat!(".pushsection .data.rel.ro.", $holder, ",\"aw\""),
+            ".balign 8",
+            concat!(".globl ", $holder),
+            concat!(".hidden ", $holder),
+            concat!($holder, ":"),
+            concat!(".8byte ", $symbol),
+            ".popsection",
+        );
+    };
+}
+
 // glibc 2.35's `_dl_find_object`, referenced weakly (0 on an older C library): the loaded
 // object holding an address by a binary search of the loader's table. `dladdr` answers the
 // same question by scanning the object's whole symbol table for the nearest symbol, which
 // at start-up (three lookups) cost a process about 25 us.
-core::arch::global_asm!(
-    ".weak _dl_find_object",
-    ".pushsection .data.rel.ro.mie_dl_find_object,\"aw\"",
-    ".balign 8",
-    ".globl mie_dl_find_object_fn",
-    ".hidden mie_dl_find_object_fn",
-    "mie_dl_find_object_fn:",
-    ".8byte _dl_find_object",
-    ".popsection",
-);
+weak_reference!("_dl_find_object", "mie_dl_find_object_fn");
 
 #[repr(C)]
 struct DlFindObject {
@@ -286,16 +295,7 @@ pub fn symbolize(addr: usize, ret: bool, out: &mut dyn core::fmt::Write) {
 // `__*_default_options`): resolved by the static linker in a Rust program that links this
 // crate, by the dynamic loader for libmie.so (the program must export the function: linking
 // with -lmie does that, LD_PRELOAD alone needs -rdynamic); 0 where nobody defines it.
-core::arch::global_asm!(
-    ".weak __mie_default_options",
-    ".pushsection .data.rel.ro.mie_default_options,\"aw\"",
-    ".balign 8",
-    ".globl mie_program_options_fn",
-    ".hidden mie_program_options_fn",
-    "mie_program_options_fn:",
-    ".8byte __mie_default_options",
-    ".popsection",
-);
+weak_reference!("__mie_default_options", "mie_program_options_fn");
 
 extern "C" {
     static mie_program_options_fn: Option<unsafe extern "C" fn() -> *const libc::c_char>;
