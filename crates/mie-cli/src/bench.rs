@@ -488,15 +488,17 @@ pub fn json(r: &Results, arch: &str) -> String {
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 
-const COLORS: &[(u8, u8, u8)] = &[
-    (0x88, 0x88, 0x88),
-    (0x4e, 0x79, 0xa7),
-    (0xf2, 0x8e, 0x2b),
-    (0x59, 0xa1, 0x4f),
-    (0xb0, 0x7a, 0xa1),
-    (0xe1, 0x57, 0x59),
-    (0x76, 0xb7, 0xb2),
-    (0xed, 0xc9, 0x48),
+use plotters::style::RGBColor;
+
+const COLORS: &[RGBColor] = &[
+    RGBColor(0x88, 0x88, 0x88),
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xb0, 0x7a, 0xa1),
+    RGBColor(0xe1, 0x57, 0x59),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0xed, 0xc9, 0x48),
 ];
 
 /// Grouped bar chart of the ratios to glibc (time left, peak RSS right) on a log scale, as
@@ -529,8 +531,7 @@ fn draw_svg(r: &Results, arch: &str, out: &mut String) -> Result<(), Box<dyn std
         let (legend, root) = root.split_vertically(22);
         let mut x = 130;
         for (a, al) in r.allocators.iter().enumerate() {
-            let (cr, cg, cb) = COLORS[a % COLORS.len()];
-            legend.draw(&Rectangle::new([(x, 6), (x + 10, 16)], RGBColor(cr, cg, cb).filled()))?;
+            legend.draw(&Rectangle::new([(x, 6), (x + 10, 16)], COLORS[a % COLORS.len()].filled()))?;
             legend.draw(&Text::new(al.name.clone(), (x + 14, 6), ("sans-serif", 12)))?;
             x += 30 + 7 * al.name.len() as i32;
         }
@@ -556,8 +557,7 @@ fn draw_svg(r: &Results, arch: &str, out: &mut String) -> Result<(), Box<dyn std
             // The 1× line: glibc.
             chart.draw_series(std::iter::once(PathElement::new(vec![(1.0, 0.0), (1.0, ng as f64)], BLACK)))?;
             for a in 0..r.allocators.len() {
-                let (cr, cg, cb) = COLORS[a % COLORS.len()];
-                let color = RGBColor(cr, cg, cb);
+                let color = COLORS[a % COLORS.len()];
                 let bars = (0..ng).filter_map(|g| {
                     let v = if g < r.workloads.len() { r.ratio(g, a, f) } else { r.geomean_ratio(a, f) }?;
                     let v = v.clamp(lo, hi);
