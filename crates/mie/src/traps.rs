@@ -128,10 +128,8 @@ pub fn explain_abort() -> bool {
 
 /// Whether `pc` is in the C library or in libmie (their checking functions call each other).
 fn in_c_library_or_mie(pc: usize) -> bool {
-    platform::object_name(pc).is_some_and(|o| {
-        let base = o.rsplit(|&c| c == b'/').next().unwrap_or(o);
-        base.starts_with(b"libc.so") || base.starts_with(b"libmie")
-    })
+    // object_name is the file name without its directories already.
+    platform::object_name(pc).is_some_and(|o| o.starts_with(b"libc.so") || o.starts_with(b"libmie"))
 }
 
 #[cfg(test)]
