@@ -252,7 +252,7 @@ pub fn object_name(pc: usize) -> Option<&'static [u8]> {
             return None;
         }
         let f = core::ffi::CStr::from_ptr(info.dli_fname).to_bytes();
-        Some(f.rsplit(|&c| c == b'/').next().unwrap_or(f))
+        Some(base_name(f))
     }
 }
 
@@ -279,8 +279,7 @@ pub fn libc_arena_bytes() -> Option<usize> {
 /// the object's symbol table names it); `ret` as in `symbols::lookup`. Never allocates.
 pub fn symbolize(addr: usize, ret: bool, out: &mut dyn core::fmt::Write) {
     symbols::lookup(addr, ret, |s| {
-        let obj = s.path.rsplit(|&c| c == b'/').next().unwrap_or(s.path);
-        let obj = if s.path == b"/proc/self/exe" { program_name() } else { obj };
+        let obj = if s.path == b"/proc/self/exe" { program_name() } else { base_name(s.path) };
         let _ = write!(out, " ({}+{:#x}", crate::report::Bytes(obj), s.vaddr);
         if let Some((f, off)) = s.func {
             let _ = out.write_str(", ");
@@ -343,5 +342,10 @@ pub fn program_name() -> &'static [u8] {
     }
     // SAFETY: as above.
     let full = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
-    full.rsplit(|&c| c == b'/').next().unwrap_or(full)
+    base_name(full)
+}
+
+/// A path's last component (the file name without its directories).
+pub fn base_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
 }

@@ -118,8 +118,7 @@ pub fn lookup(addr: usize, ret: bool, f: impl FnOnce(&Site<'_>)) {
 pub fn is_allocator_frame(addr: usize) -> bool {
     let mut yes = false;
     lookup(addr, true, |s| {
-        let obj = s.path.rsplit(|&c| c == b'/').next().unwrap_or(s.path);
-        yes = obj.starts_with(b"libmie")
+        yes = super::base_name(s.path).starts_with(b"libmie")
             || s.func.is_some_and(|(f, _)| {
                 const PREFIXES: [&[u8]; 7] = [b"_ZN3mie", b"_ZN4core3ptr", b"_ZN5alloc5alloc", b"_ZN3std5alloc", b"__rust_alloc", b"__rust_dealloc", b"__rust_realloc"];
                 PREFIXES.iter().any(|p| f.starts_with(p)) || f.starts_with(b"__rdl_") || f.windows(9).any(|w| w == b"3mie3api")
