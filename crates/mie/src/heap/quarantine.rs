@@ -60,6 +60,33 @@ impl Quarantine {
         self.mask = (cap + 1).next_power_of_two().min(RING) - 1;
     }
 
+    /// A ring index: within the part in use (`mask`, which `size_for` keeps below RING) and,
+    /// so the compiler sees it, within the ring.
+    #[inline(always)]
+    fn at(&self, i: usize) -> usize {
+        i & self.mask & (RING - 1)
+    }
+
+    /// Append a block to the ring (the random stage's victim).
+    #[inline(always)]
+    fn ring_push(&mut self, p: usize, size: usize) {
+        let i = self.at(self.head + self.len);
+        self.ring[i] = p;
+        self.ring_size[i] = size as u32;
+        self.len += 1;
+        self.ring_bytes += size;
+    }
+
+    /// Take the ring's oldest block (the ring is not empty).
+    #[inline(always)]
+    fn ring_pop(&mut self) -> usize {
+        let i = self.at(self.head);
+        self.ring_bytes -= self.ring_size[i] as usize;
+        self.head = self.at(self.head + 1);
+        self.len -= 1;
+        self.ring[i]
+    }
+
     /// Quarantine `p` (whose slot is `size` bytes): it replaces a random occupant of the
     /// random stage, which moves on to the FIFO ring. Afterwards, `pop_expired` gives the
     /// blocks whose delay is over.
@@ -70,11 +97,7 @@ impl Quarantine {
         let vsize = core::mem::replace(&mut self.random_size[j], size as u32) as usize;
         self.random_bytes = self.random_bytes + size - vsize;
         if victim != 0 {
-            let i = (self.head + self.len) & self.mask & (RING - 1);
-            self.ring[i] = victim;
-            self.ring_size[i] = vsize as u32;
-            self.len += 1;
-            self.ring_bytes += vsize;
+            self.ring_push(victim, vsize);
         }
     }
 
@@ -83,7 +106,7 @@ impl Quarantine {
     /// to the ring; return the ring's oldest block if the ring is now over its limits (0:
     /// none). In the steady state exactly one block leaves per block that enters.
     #[inline(always)]
-    pub fn push_pop(&mut self, p: usize, size: usize, j: usize, Limits { cap, budget }: Limits) -> usize {
+    pub fn push_pop(&mut self, p: usize, size: usize, j: usize, limits: Limits) -> usize {
         let j = j & (RANDOM_STAGE - 1);
         let victim = core::mem::replace(&mut self.random[j], p);
         let vsize = core::mem::replace(&mut self.random_size[j], size as u32) as usize;
@@ -91,21 +114,10 @@ impl Quarantine {
         if victim == 0 {
             return 0;
         }
-        let i = (self.head + self.len) & self.mask;
-        // SAFETY: mask < RING (`size_for`), so i and head are in bounds.
-        unsafe {
-            *self.ring.get_unchecked_mut(i) = victim;
-            *self.ring_size.get_unchecked_mut(i) = vsize as u32;
-        }
-        self.len += 1;
-        self.ring_bytes += vsize;
-        if self.len > cap || self.ring_bytes > budget {
-            // SAFETY: as above.
-            let (old, old_size) = unsafe { (*self.ring.get_unchecked(self.head), *self.ring_size.get_unchecked(self.head)) };
-            self.ring_bytes -= old_size as usize;
-            self.head = (self.head + 1) & self.mask;
-            self.len -= 1;
-            return old;
+        self.ring_push(victim, vsize);
+        // The ring is not empty now: `over` without its emptiness test.
+        if self.len > limits.cap || self.ring_bytes > limits.budget {
+            return self.ring_pop();
         }
         0
     }
@@ -119,15 +131,8 @@ impl Quarantine {
     /// The oldest block of the ring if the ring is over its limits (at most `cap` entries
     /// and `budget` bytes; cap ≥ 1), else None. Call until None after each push.
     #[inline]
-    pub fn pop_expired(&mut self, Limits { cap, budget }: Limits) -> Option<usize> {
-        if self.len > cap || (self.ring_bytes > budget && self.len > 0) {
-            let old = self.ring[self.head & (RING - 1)];
-            self.ring_bytes -= self.ring_size[self.head & (RING - 1)] as usize;
-            self.head = (self.head + 1) & self.mask;
-            self.len -= 1;
-            return Some(old);
-        }
-        None
+    pub fn pop_expired(&mut self, limits: Limits) -> Option<usize> {
+        self.over(limits).then(|| self.ring_pop())
     }
 
     /// Take up to `out.len()` blocks out of the quarantine (oldest first after the random
@@ -145,10 +150,7 @@ impl Quarantine {
             }
         }
         while self.len > 0 && *n < out.len() {
-            out[*n] = self.ring[self.head & (RING - 1)];
-            self.ring_bytes -= self.ring_size[self.head & (RING - 1)] as usize;
-            self.head = (self.head + 1) & self.mask;
-            self.len -= 1;
+            out[*n] = self.ring_pop();
             *n += 1;
         }
     }
@@ -162,7 +164,7 @@ impl Quarantine {
     pub fn for_each(&self, mut f: impl FnMut(usize)) {
         self.random.iter().filter(|&&e| e != 0).for_each(|&e| f(e));
         for i in 0..self.len {
-            f(self.ring[(self.head + i) & self.mask & (RING - 1)]);
+            f(self.ring[self.at(self.head + i)]);
         }
     }
 
@@ -176,12 +178,9 @@ impl Quarantine {
             *size = 0;
         }
         while self.len > 0 {
-            release(self.ring[self.head & (RING - 1)]);
-            self.head = (self.head + 1) & self.mask;
-            self.len -= 1;
+            release(self.ring_pop());
         }
         self.random_bytes = 0;
-        self.ring_bytes = 0;
     }
 }
 
