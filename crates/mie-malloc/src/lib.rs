@@ -648,3 +648,16 @@ pub extern "C" fn mie_debug_slab_metadata(p: *const c_void) -> *mut c_void {
 // Bounds-checked memory and string functions (after the trampoline macros they use).
 mod fast_abi;
 mod string;
+
+/// Where this library's heap lies (heap start and length, metadata start and length), for a
+/// second mie heap in the process (a Rust program with `mie::Mie` as its global allocator,
+/// started under this library) to keep clear of. Not part of the public C API.
+///
+/// # Safety
+/// `out` must point at four writable words.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __mie_heap_ranges(out: *mut usize) {
+    let r = heap::heap_ranges();
+    // SAFETY: the caller's guarantee.
+    unsafe { core::ptr::copy_nonoverlapping(r.as_ptr(), out, 4) };
+}

@@ -26,6 +26,16 @@ pub mod tag {
     pub use crate::tag::untag;
 }
 
+/// This heap's address ranges: heap start and length, metadata start and length (zeros if
+/// the heap could not be set up). `libmie.so` exports it as `__mie_heap_ranges`, so that a
+/// second mie heap in the process (a Rust program's global allocator) keeps clear of them.
+pub fn heap_ranges() -> [usize; 4] {
+    match ensure_init() {
+        Some(g) => [g.geo.heap_base, g.geo.heap_size(), g.geo.meta_base, g.geo.meta_size()],
+        None => [0; 4],
+    }
+}
+
 /// Size classes (for tests that check where blocks land).
 pub mod size_class {
     pub use crate::heap::size_class::class_size;

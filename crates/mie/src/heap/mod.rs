@@ -137,7 +137,25 @@ fn init_slow() -> Option<&'static Globals> {
                 // Before any heap mapping exists: tagging decides PROT_MTE.
                 tag::init(g.opts.mte);
                 let shape = layout::init_shape();
-                let (heap, meta) = shape.choose_bases(platform::random_u64());
+                // Another mie heap in the process (libmie.so under a Rust program that has
+                // mie as its global allocator): region-aligned random bases could overlap
+                // its regions, whose mappings would then be in the way of ours.
+                let other = platform::other_instance_ranges(at_exit as *const () as usize);
+                let clear = |h: usize, m: usize| {
+                    let apart = |a: usize, al: usize, b: usize, bl: usize| a + al <= b || b + bl <= a;
+                    other.is_none_or(|o| {
+                        let (hs, ms) = (shape.heap_size(), shape.meta_size());
+                        [(o[0], o[1]), (o[2], o[3])].iter().all(|&(b, bl)| bl == 0 || (apart(h, hs, b, bl) && apart(m, ms, b, bl)))
+                    })
+                };
+                let mut bases = shape.choose_bases(platform::random_u64());
+                for _ in 0..256 {
+                    if clear(bases.0, bases.1) {
+                        break;
+                    }
+                    bases = shape.choose_bases(platform::random_u64());
+                }
+                let (heap, meta) = bases;
                 let Some(key) = platform::thread_key_create(tcache::thread_exit) else {
                     report::warn(format_args!("cannot create a thread key; every allocation will fail"));
                     STATE.store(FAILED, Ordering::Release);

@@ -96,6 +96,24 @@ fn mie_has_find_object() -> bool {
     unsafe { mie_dl_find_object_fn }.is_some()
 }
 
+/// Another mie heap in this process: `libmie.so`, when the process's `malloc` is its and this
+/// code is not in it (a Rust program or library with `mie::Mie` as its global allocator,
+/// run under `LD_PRELOAD` or a system-wide install). Its heap and metadata ranges (start,
+/// length each), initialising it if need be. No dlsym, no allocation: usable at start-up.
+pub fn other_instance_ranges(own_code: usize) -> Option<[usize; 4]> {
+    let malloc_at = libc::malloc as *const () as usize;
+    let f = own_definition(malloc_at, c"__mie_heap_ranges");
+    if f == 0 || object_base(f) == object_base(own_code) {
+        return None;
+    }
+    let mut out = [0usize; 4];
+    // SAFETY: `__mie_heap_ranges` is libmie.so's export with this signature (sys::heap_ranges);
+    // it writes four words.
+    let f: extern "C" fn(*mut usize) = unsafe { core::mem::transmute(f) };
+    f(out.as_mut_ptr());
+    Some(out)
+}
+
 /// The address of `name` as the dynamic linker resolves it for the whole process
 /// (`dlsym(RTLD_DEFAULT)`); 0 if undefined. Not for the allocation path: dlsym may allocate.
 pub fn global_symbol(name: &core::ffi::CStr) -> usize {
