@@ -92,6 +92,9 @@ pub enum Finding {
     /// Inside mapped memory of a block (small, large or sampled), where bounds and lifetime
     /// allow the access: it faulted for another reason. `exec`: the program jumped there.
     InBlock { addr: usize, pc: usize, start: usize, size: usize, live: bool, large: bool, exec: bool, loc: Option<Loc> },
+    /// In the unmapped gap after the last slot of a guarded slab (`pool::slab_guarded`):
+    /// `start`/`size` are the last slot's block (its slot, if free), `loc` its place.
+    SlabGap { addr: usize, pc: usize, start: usize, size: usize, live: bool, loc: Loc },
     /// Inside mie's heap or metadata address ranges where nothing is mapped (or metadata,
     /// which no pointer should reach).
     Hole { addr: usize, pc: usize, meta: bool, exec: bool },
@@ -171,6 +174,18 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
             let live = m.is_live(k, l.slot);
             let size = if live { (k.size as usize).saturating_sub(m.slack(k, l.slot)) } else { k.size as usize };
             return Some(Finding::InBlock { addr, pc, start, size, live, large: false, exec, loc: Some(l) });
+        }
+    }
+    if in_heap && !exec {
+        if let Some(l) = geo.decode(addr).filter(|l| pool::slab_exists(l.region, l.slab) && l.slot >= CLASSES[l.class].nslots as usize) {
+            // Past the last slot of a slab: the unmapped gap of a guarded slab.
+            let k = &CLASSES[l.class];
+            let last = Loc { slot: k.nslots as usize - 1, interior: 0, ..l };
+            let start = geo.slot_addr(l.region, l.slab, last.slot);
+            let m = SlabMeta::new(geo, l.region, l.slab);
+            let live = m.is_live(k, last.slot);
+            let size = if live { (k.size as usize).saturating_sub(m.slack(k, last.slot)) } else { k.size as usize };
+            return Some(Finding::SlabGap { addr, pc, start, size, live, loc: last });
         }
     }
     Some(Finding::Hole { addr, pc, meta: in_meta, exec })
@@ -280,6 +295,7 @@ impl Finding {
             Finding::InBlock { live: false, .. } => Kind::UseAfterFree,
             Finding::InBlock { .. } => Kind::AccessFault,
             Finding::Hole { .. } => Kind::InvalidAccess,
+            Finding::SlabGap { .. } => Kind::HeapBufferOverflow,
             Finding::Tag(t) => t.kind,
         }
     }
@@ -370,6 +386,20 @@ impl Finding {
                         super::stacks::print(o, start, "");
                     }
                 }
+                pc_line(o, pc);
+            }
+            Finding::SlabGap { addr, pc, start, size, live, loc } => {
+                report::fault_headline(o, kind, addr, "the access hit the guard after a slab's last slot");
+                let past = addr.saturating_sub(start.saturating_add(size));
+                if live {
+                    let _ = writeln!(o, "  {past} bytes past the end of the {size}-byte block at {start:#x}: stopped at the access (the bytes up to the guard may have been written)");
+                } else {
+                    let _ = writeln!(
+                        o,
+                        "  {past} bytes past the end of the last slot of its slab ({start:#x}), which holds no block: an overflow that ran through it from a block before, or a pointer walked past its block"
+                    );
+                }
+                describe_slot(o, &loc, start, if live { "live" } else { "free" });
                 pc_line(o, pc);
             }
             Finding::Hole { addr, pc, meta, exec } => {

@@ -68,6 +68,50 @@ pub static POOLS: [Pool; REGION_COUNT] = [const { Pool::new() }; REGION_COUNT];
 /// the check on every free reads a line that is almost never written.
 static SLABS: [AtomicU64; REGION_COUNT] = [const { AtomicU64::new(0) }; REGION_COUNT];
 
+/// Per region: the first slab created without a guard after it (`u32::MAX`: none yet).
+/// Slabs of guarded classes (`size_class::GUARDED_MIN`) are mapped one by one, only as far
+/// as their slots reach (rounded to pages); the rest of the slab stays unmapped, so an
+/// overflow out of the last slot faults at the access. Each such slab is a mapping of its
+/// own (the map-count limit, `vm.max_map_count`, is 65530 by default): past
+/// `GUARDED_SLABS_MAX` of them in the process, new slabs are mapped whole as in other
+/// classes, and their overflows are left to the canaries. With MTE the gap is mapped and
+/// carries the allocator's tag, which faults as well.
+static UNGUARDED_FROM: [AtomicU32; REGION_COUNT] = [const { AtomicU32::new(u32::MAX) }; REGION_COUNT];
+/// Guarded slabs created so far (all regions).
+pub static GUARDED_SLABS: AtomicUsize = AtomicUsize::new(0);
+pub const GUARDED_SLABS_MAX: usize = 4096;
+
+/// Bytes of a slab of class `k` that its slots use, rounded up to whole pages: what is
+/// mapped of a guarded slab.
+#[inline]
+pub fn slot_span(k: &ClassInfo) -> usize {
+    round_up(k.nslots as usize * k.size as usize, platform::page_size())
+}
+
+/// Whether the class's slabs get an unmapped gap after their slots (at least one page).
+#[inline]
+pub fn guardable(k: &ClassInfo) -> bool {
+    k.size as usize >= super::size_class::GUARDED_MIN && !crate::tag::enabled() && slot_span(k) < 1usize << k.slab_shift
+}
+
+/// Whether `slab` (created) of `region` has its unmapped gap after the last slot: reading
+/// past `slot_span` faults there.
+#[inline]
+pub fn slab_guarded(region: usize, slab: usize) -> bool {
+    guardable(&CLASSES[region / BUCKET_SLOTS]) && slab < UNGUARDED_FROM[region].load(Ordering::Acquire) as usize
+}
+
+/// The mapped bytes of created slab `slab` of `region`, from its start.
+#[inline]
+pub fn mapped_len(region: usize, slab: usize) -> usize {
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    if slab_guarded(region, slab) {
+        slot_span(k)
+    } else {
+        1 << k.slab_shift
+    }
+}
+
 /// Bytes mapped for slabs and metadata (statistics).
 pub static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of resident empty slabs in all pools.
@@ -80,6 +124,12 @@ pub fn slab_exists(region: usize, slab: usize) -> bool {
     let v = SLABS[region].load(Ordering::Acquire);
     let (begin, end) = (v as u32 as usize, (v >> 32) as usize);
     slab.wrapping_sub(begin) < end.wrapping_sub(begin)
+}
+
+/// The slabs created in `region` so far (lock-free: one load).
+pub fn slabs(region: usize) -> core::ops::Range<usize> {
+    let v = SLABS[region].load(Ordering::Acquire);
+    v as u32 as usize..(v >> 32) as usize
 }
 
 /// Slabs created in `region` (statistics).
@@ -240,7 +290,12 @@ impl Pool {
             let n = hi - lo;
             RESIDENT_EMPTY.fetch_sub(n * slab_bytes, Ordering::Relaxed);
             bytes = bytes.saturating_sub(n * slab_bytes);
-            let purged = platform::purge(g.slab_base(region, lo) as *mut u8, n * slab_bytes);
+            let purged = if guardable(k) {
+                // Guarded slabs are separate mappings with gaps between them: one call each.
+                (lo..hi).fold(true, |ok, s| platform::purge(g.slab_base(region, s) as *mut u8, mapped_len(region, s)) & ok)
+            } else {
+                platform::purge(g.slab_base(region, lo) as *mut u8, n * slab_bytes)
+            };
             if purged {
                 self.purges.fetch_add(n as u32, Ordering::Relaxed);
             }
@@ -277,8 +332,27 @@ impl Pool {
         }
         let slab_bytes = 1usize << k.slab_shift;
         let region_base = g.heap_base + (region << g.region_shift);
-        // Heap pages for the new slab.
+        // Heap pages for the new slab: a guarded slab alone, as far as its slots reach (the
+        // mapping watermark stays at its end, so the gap is never mapped), any other with the
+        // chunk around it.
         let need = (end + 1) * slab_bytes;
+        let guarded = guardable(k)
+            && inner.heap_committed == end * slab_bytes
+            && UNGUARDED_FROM[region].load(Ordering::Relaxed) == u32::MAX
+            && GUARDED_SLABS.fetch_add(1, Ordering::Relaxed) < GUARDED_SLABS_MAX;
+        if guarded {
+            let span = slot_span(k);
+            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, span, crate::tag::prot_flags()) {
+                GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            MAPPED_BYTES.fetch_add(span, Ordering::Relaxed);
+            inner.heap_committed = need;
+        } else if guardable(k) && UNGUARDED_FROM[region].load(Ordering::Relaxed) == u32::MAX {
+            // Out of guard budget (or the watermark is past this slab): from here on this
+            // region's slabs are mapped whole. Published with the slab (Release below).
+            UNGUARDED_FROM[region].store(end as u32, Ordering::Relaxed);
+        }
         if need > inner.heap_committed {
             let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(g.region_size()).max(need), pg);
             if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
@@ -341,3 +415,4 @@ fn settle_tags(addr: usize, len: usize) {
 fn round_up(x: usize, a: usize) -> usize {
     (x + a - 1) & !(a - 1)
 }
+

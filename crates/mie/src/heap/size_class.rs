@@ -7,11 +7,18 @@ pub const MAX_SMALL: usize = 128 << 10;
 /// Classes at or below this size are zeroed on free and checked for writes after free.
 pub const ZERO_MAX: usize = 16 << 10;
 /// Slabs are never smaller than this (16 KiB); they hold 16 slots up to 4 KiB classes and
-/// are at most 64 KiB above (or one slot, for the largest classes: 128 KiB), so an empty
-/// slab of a big class does not hold much memory. A slot's unused tail in its slab is never
-/// touched, so it costs address space, not memory.
+/// are at most 64 KiB up to 16 KiB classes, so an empty slab of a big class does not hold
+/// much memory. A slot's unused tail in its slab is never touched, so it costs address
+/// space, not memory.
 const MIN_SLAB_SHIFT: u32 = 14;
-const MAX_SLAB_SHIFT: u32 = 17;
+const MAX_SLAB_SHIFT: u32 = 16;
+/// Classes from this size up leave at least `GUARD_GAP` bytes after the last slot of every
+/// slab: their slabs are at least 64 KiB and big enough for two slots up to 32 KiB, for one
+/// above (up to 256 KiB for the 128 KiB class). Where the gap is a page or more it is left
+/// unmapped (`pool.rs`), so a linear overflow that runs out of a slab's last slot faults at
+/// the access.
+pub const GUARDED_MIN: usize = 16 << 10;
+pub const GUARD_GAP: usize = 4 << 10;
 #[cfg(test)]
 pub const MAX_SLOTS: usize = 1 << (MIN_SLAB_SHIFT - 4);
 #[cfg(test)]
@@ -58,12 +65,21 @@ pub const fn class_size(i: usize) -> usize {
 
 const fn make(i: usize) -> ClassInfo {
     let size = class_size(i);
-    let target = if 16 * size <= 64 << 10 { 16 * size } else if size > 64 << 10 { size } else { 64 << 10 };
-    let mut shift = MIN_SLAB_SHIFT;
-    while shift < MAX_SLAB_SHIFT && (1usize << shift) < target {
-        shift += 1;
-    }
-    let nslots = (1usize << shift) / size;
+    let (shift, nslots) = if size >= GUARDED_MIN {
+        let room = if size <= 32 << 10 { 2 * size } else { size } + GUARD_GAP;
+        let mut shift = 16;
+        while (1usize << shift) < room {
+            shift += 1;
+        }
+        (shift, ((1usize << shift) - GUARD_GAP) / size)
+    } else {
+        let target = if 16 * size <= 64 << 10 { 16 * size } else { 64 << 10 };
+        let mut shift = MIN_SLAB_SHIFT;
+        while shift < MAX_SLAB_SHIFT && (1usize << shift) < target {
+            shift += 1;
+        }
+        (shift, (1usize << shift) / size)
+    };
     let words = nslots.div_ceil(64);
     // Slack can be the whole slot (a zero-byte request): narrow records hold up to 255.
     let wide = size > NARROW_RECORD_MAX;
@@ -217,7 +233,7 @@ mod tests {
             let slab = 1usize << k.slab_shift;
             assert!(k.nslots as usize >= if k.size <= 4096 { 16 } else { 1 }, "class {i} has {} slots", k.nslots);
             assert!(k.size > 4096 || (slab >= 16 * k.size as usize && (slab < 32 * k.size as usize || slab == 1 << MIN_SLAB_SHIFT)), "class {i}");
-            assert!(k.size <= 4096 || slab <= (64 << 10).max((k.size as usize).next_power_of_two()), "class {i}: slab {slab}");
+            assert!(k.size <= 4096 || slab <= (64 << 10).max(4 * k.size as usize), "class {i}: slab {slab}");
             assert!(k.nslots as usize <= MAX_SLOTS);
             assert!(k.nslots as usize * k.size as usize <= slab);
             assert!(k.words as usize <= MAX_WORDS);
@@ -227,8 +243,15 @@ mod tests {
             let slack_bits = if k.wide { 24 } else { 8 };
             assert!((k.size as u64) < 1u64 << slack_bits, "class {i} record width");
             assert!(k.rec_off as usize + k.nslots as usize * if k.wide { 4 } else { 2 } <= k.meta_stride as usize);
-            // Waste at the end of a slab stays below one slot.
-            assert!(slab - k.nslots as usize * (k.size as usize) < (k.size as usize));
+            // Waste at the end of a slab stays below one slot; guarded classes keep room
+            // for the guard, at most one slot more.
+            let tail = slab - k.nslots as usize * (k.size as usize);
+            if (k.size as usize) < GUARDED_MIN {
+                assert!(tail < k.size as usize, "class {i}");
+            } else {
+                assert!(tail >= GUARD_GAP && tail <= GUARD_GAP + k.size as usize, "class {i}: tail {tail}");
+                assert!(k.nslots >= if k.size <= 32 << 10 { 2 } else { 1 }, "class {i}");
+            }
         }
     }
 
