@@ -51,6 +51,9 @@ pub struct Options {
     /// call site, the program goes on, 2 = fatal. Mismatches that name more memory than
     /// the block has are always fatal.
     pub alloc_dealloc_mismatch: u8,
+    /// At exit, check the whole heap once (bounded in time): canaries of blocks never
+    /// freed, zeros of free slots (`heap/sweep.rs`).
+    pub exit_check: bool,
 }
 
 /// Every option, with what it does (the warning for an unknown key and `mie run --help`
@@ -72,6 +75,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("stacks", "record allocation and free stacks for reports (default 0)"),
     ("checked_calls", "range checks in memcpy, strcpy, read and the like (default 1)"),
     ("alloc_dealloc_mismatch", "harmless mismatches: 0 silent, 1 report once, 2 fatal (default 1)"),
+    ("exit_check", "at exit, check never-freed blocks' canaries and free slots (default 1)"),
     ("log_path", "write reports, warnings and statistics to PATH.<pid>, not stderr"),
     ("help", "print this list"),
 ];
@@ -124,6 +128,7 @@ impl Options {
         stacks: false,
         checked_calls: true,
         alloc_dealloc_mismatch: 1,
+        exit_check: true,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -211,6 +216,7 @@ impl Options {
                     Ok(())
                 }
                 b"checked_calls" => set_bool(&mut o.checked_calls, n, secure),
+                b"exit_check" => set_bool(&mut o.exit_check, n, secure),
                 b"alloc_dealloc_mismatch" => set(&mut o.alloc_dealloc_mismatch, n, 0, 2, secure, d.alloc_dealloc_mismatch as u64, true),
                 // Handled by `from_env` (prints the options); nothing to set.
                 b"help" => Ok(()),

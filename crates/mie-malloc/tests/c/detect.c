@@ -99,6 +99,24 @@ int main(int argc, char **argv) {
         ((volatile char *)p)[8] = 'X';
         printf("exiting\n");
         exit(0);
+    } else if (!strcmp(m, "never_freed_overflow")) {
+        /* A buffer that lives until exit, overrun by plain stores (CVE-2021-3156's shape):
+           no free ever checks its canary, the exit sweep does. */
+        char *p = malloc(40);
+        for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = 'A' + i % 26;
+        for (int i = 0; i < 200; i++) free(malloc(16 + (i * 37) % 3000));
+        printf("exiting\n");
+        exit(0);
+    } else if (!strcmp(m, "never_freed_large_overflow")) {
+        char *p = malloc(200000);
+        ((volatile char *)p)[200000] = 2; /* even: never a canary byte */
+        printf("exiting\n");
+        exit(0);
+    } else if (!strcmp(m, "slab_gap_overflow")) {
+        /* 65539 bytes (an 80 KiB slot alone in its 128 KiB slab), overrun by 64 KiB: the copy
+           runs out of the slot into the unmapped gap after it and faults there. */
+        char *p = malloc(65539);
+        for (size_t i = 0; i < 65539 + 65536; i++) ((volatile char *)p)[i] = 'A' + i % 26;
     } else if (!strcmp(m, "large_double_free")) {
         char *p = malloc(1 << 20);
         free(p);

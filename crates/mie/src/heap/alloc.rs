@@ -272,6 +272,8 @@ pub enum Found {
     Leaving,
     /// At process exit, still quarantined or cached.
     Exit,
+    /// At process exit, in a free slot (the exit sweep, `sweep.rs`).
+    ExitFree,
 }
 
 /// The write-after-free check: a slot zeroed at free must still be zero. `p` is the slot
@@ -352,6 +354,7 @@ fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, wh
                 Found::Leaving => "when the block left the quarantine, where it waited after it was freed",
                 Found::Handout => "when the slot was about to be handed out again",
                 Found::Exit => "at exit: the block was still waiting in the quarantine or the thread's cache",
+                Found::ExitFree => "at exit, in a slot that was free",
             }
         );
         super::validate::describe_slot(o, &l, p, "free");

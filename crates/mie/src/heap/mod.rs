@@ -33,6 +33,7 @@ pub mod sample;
 pub mod size_class;
 pub mod slab;
 pub mod stacks;
+pub mod sweep;
 pub mod tcache;
 pub mod validate;
 pub mod wrappers;
@@ -107,7 +108,8 @@ pub fn globals() -> &'static Globals {
 }
 
 /// At process exit (the C library runs `.fini_array` entries from `exit`): check the freed
-/// blocks the exiting thread still holds for writes after free (`owner::check_at_exit`).
+/// blocks the exiting thread still holds for writes after free (`owner::check_at_exit`),
+/// then the whole heap for overflows from blocks that were never freed (`sweep.rs`).
 extern "C" fn at_exit() {
     if STATE.load(Ordering::Acquire) != READY {
         return;
@@ -116,6 +118,9 @@ extern "C" fn at_exit() {
     if tcp > tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache, not in use during `exit`.
         owner::check_at_exit(globals(), unsafe { &*(tcp as *const tcache::TCache) });
+    }
+    if globals().opts.exit_check {
+        sweep::at_exit(globals());
     }
 }
 

@@ -230,6 +230,8 @@ pub fn check_small_canary(g: &Globals, p: usize, mem: usize, usable: usize, loc:
 
 /// Check the canary of the block at `p` (untagged), reading through `mem` (its tagged pointer).
 pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usize, loc: Option<&Loc>, who: Caller) {
+    // The exit sweep (`sweep.rs`) checks blocks nobody released.
+    let at_exit = &**who.func == "exit";
     let pat = canary::pattern(&g.canary, p);
     let bad = if loc.is_some() {
         // SAFETY: [mem, mem+usable+slack) is the block's slot.
@@ -254,8 +256,12 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
                     if slack - off == 1 { "" } else { "s" }
                 );
                 describe_slot(o, &next_loc, next, "live");
-                let _ = writeln!(o, "  found when the block before it ({p:#x}, {usable} bytes) was released");
-                report::write_code_addr(o, "detected in a call from", who.ret_addr);
+                if at_exit {
+                    let _ = writeln!(o, "  found at exit, in the canary of the block before it ({p:#x}, {usable} bytes), which was never freed");
+                } else {
+                    let _ = writeln!(o, "  found when the block before it ({p:#x}, {usable} bytes) was released");
+                    report::write_code_addr(o, "detected in a call from", who.ret_addr);
+                }
             });
         }
     }
@@ -275,7 +281,11 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
                     stacks::print(o, p, "");
                 }
             }
-            report::write_code_addr(o, "detected in a call from", who.ret_addr);
+            if at_exit {
+                let _ = writeln!(o, "  found at exit: the block was never freed, so no free checked its canary before");
+            } else {
+                report::write_code_addr(o, "detected in a call from", who.ret_addr);
+            }
             let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
         });
     }

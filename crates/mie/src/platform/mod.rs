@@ -259,6 +259,14 @@ pub fn random_bytes(buf: &mut [u8]) -> bool {
     true
 }
 
+/// Monotonic time in nanoseconds (the vDSO: no system call).
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a valid local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     if !random_bytes(&mut b) {

@@ -421,6 +421,21 @@ impl Large {
         t.warm.clear() || had
     }
 
+    /// The first live block for which `bad` says yes (it runs with the table locked, so it
+    /// must not call back into the large allocator).
+    pub fn find_live(&self, mut bad: impl FnMut(&Info) -> bool) -> Option<Info> {
+        let _g = self.lock.guard();
+        let t = self.table();
+        for i in 0..t.cap {
+            // SAFETY: i < cap, inside the committed table.
+            let e = unsafe { &(*t.slots.add(i)).info };
+            if e.is_live() && bad(e) {
+                return Some(*e);
+            }
+        }
+        None
+    }
+
     pub fn stats(&self) -> Stats {
         let _g = self.lock.guard();
         let t = self.table();

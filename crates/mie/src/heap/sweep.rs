@@ -1,0 +1,148 @@
+//! The sweep at exit: a block that is never freed never has its canary checked at free, so an
+//! overflow from it (the heap overflows of long-lived buffers, CVE-2021-3156's among them)
+//! would go unseen. When the process exits, every live block's canaries (small and large),
+//! every freed slot's zero fill and the first bytes of every never-used slot and of every
+//! slab's unused tail are checked once, and the first thing found broken is reported.
+//!
+//! Bounded: the sweep stops after `BUDGET_NS` (it reads memory the program already touched,
+//! about 1 GiB/s of slots here, so budget runs out only in heaps of gigabytes). It runs only
+//! when the exiting thread is the only one using the heap: another thread could be in the
+//! middle of handing out or releasing the slot being read. A finding is re-checked against
+//! the slot's record, which must not have changed while its bytes were read.
+
+use core::fmt::Write;
+
+use super::alloc::{all_zero, Found};
+use super::large::LARGE;
+use super::layout::{Loc, REGION_COUNT, BUCKET_SLOTS};
+use super::record;
+use super::size_class::{CLASSES, ZERO_MAX};
+use super::slab::{SlabMeta, PURGED};
+use super::{canary, pool, tcache, validate, Globals};
+use crate::platform;
+use crate::report::{self, Kind};
+use crate::tag;
+
+/// How long the sweep may take (nanoseconds).
+pub const BUDGET_NS: u64 = 100_000_000;
+/// Bytes of a never-used slot, or of a slab's unused tail, that are checked: a linear
+/// overflow reaching it writes these first.
+const CLEAN_PREFIX: usize = 64;
+
+/// Sweep the heap (see the module's text). Returns the number of slabs swept (for tests).
+pub fn at_exit(g: &Globals) -> usize {
+    if tcache::threads() > 1 {
+        return 0;
+    }
+    if g.opts.canary {
+        let bad = LARGE.find_live(|e| {
+            let len = (e.body_len - e.req).min(canary::MAX_CANARY);
+            // SAFETY: the canary lies in the live block's committed pages, after its end.
+            unsafe { canary::check(canary::pattern(&g.canary, e.addr), (e.addr + e.req) as *const u8, len) }.is_some()
+        });
+        if let Some(e) = bad {
+            validate::check_canary(g, e.addr, e.addr, e.req, e.body_len - e.req, None, crate::caller!("exit", 0));
+        }
+    }
+    let deadline = platform::now_ns() + BUDGET_NS;
+    let mut swept = 0;
+    for region in 0..REGION_COUNT {
+        for slab in pool::slabs(region) {
+            if swept % 64 == 63 && platform::now_ns() > deadline {
+                return swept;
+            }
+            sweep_slab(g, region, slab);
+            swept += 1;
+        }
+    }
+    swept
+}
+
+fn sweep_slab(g: &Globals, region: usize, slab: usize) {
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    let m = SlabMeta::of(&g.geo, k, region, slab);
+    if m.header().flags.load(core::sync::atomic::Ordering::Relaxed) & PURGED != 0 {
+        return; // its pages read as zero and no slot holds a block
+    }
+    let size = k.size as usize;
+    let zeroed = g.opts.zero_on_free && g.opts.write_after_free_check && size <= ZERO_MAX;
+    for slot in 0..k.nslots as usize {
+        let rec = m.rec(k, slot);
+        let p = g.geo.slot_addr(region, slab, slot);
+        let bad = if record::is_live(rec) {
+            let usable = size.saturating_sub(record::slack(rec));
+            let mem = if tag::enabled() { tag::with_tag(p, record::tag(rec)) } else { p };
+            // SAFETY: the live block's slot, read through its own pointer.
+            g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, size) }
+        } else if record::state(rec) == record::FREED && zeroed {
+            let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+            // SAFETY: a free slot of a created slab: committed, carrying the free tag.
+            !unsafe { all_zero(view, size) }
+        } else if record::state(rec) == record::FREE_CLEAN {
+            // SAFETY: a never-used slot: committed, zero, carrying the allocator's tag 0.
+            !unsafe { all_zero(p, size.min(CLEAN_PREFIX)) }
+        } else {
+            false // freed by another thread a moment ago: its owner collects it
+        };
+        if bad && m.rec(k, slot) == rec {
+            found(g, Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot, interior: 0 }, p, rec);
+        }
+    }
+    // The slab's unused tail, where it is mapped (a guarded slab's faults instead).
+    let tail = (1usize << k.slab_shift) - k.nslots as usize * size;
+    if tail >= 16 && !pool::slab_guarded(region, slab) {
+        let t = g.geo.slot_addr(region, slab, k.nslots as usize);
+        // SAFETY: the slab's own mapped tail, which no block owns (tag 0 with MTE).
+        if !unsafe { all_zero(t, tail.min(CLEAN_PREFIX)) } {
+            let last = Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot: k.nslots as usize - 1, interior: 0 };
+            stray(g, last, g.geo.slot_addr(region, slab, last.slot), m.rec(k, last.slot), t, "the slab's unused tail after its last slot");
+        }
+    }
+}
+
+/// Report what was found in the slot at `p` (record `rec`); returns if a second look finds
+/// it intact after all.
+#[cold]
+fn found(g: &Globals, l: Loc, p: usize, rec: u32) {
+    let k = &CLASSES[l.class];
+    let size = k.size as usize;
+    if record::is_live(rec) {
+        let usable = size - record::slack(rec);
+        let mem = if tag::enabled() { tag::with_tag(p, record::tag(rec)) } else { p };
+        return validate::check_canary(g, p, mem, usable, size - usable, Some(&l), crate::caller!("exit", 0));
+    }
+    if record::state(rec) == record::FREED {
+        return super::alloc::check_still_zero(g, p, size, "exit", Found::ExitFree);
+    }
+    // A never-used slot: the slot before it is where the write came from, if it holds a block.
+    let prev = (l.slot > 0).then(|| (Loc { slot: l.slot - 1, ..l }, p - size));
+    match prev {
+        Some((pl, pp)) => {
+            let m = SlabMeta::new(&g.geo, l.region, l.slab);
+            stray(g, pl, pp, m.rec(k, pl.slot), p, "a never-used slot")
+        }
+        None => stray_unowned(p, "a never-used slot (the first of its slab)"),
+    }
+}
+
+/// Bytes that no block owns (`at`, in `what`) were written; `before` is the slot before them.
+fn stray(g: &Globals, before: Loc, start: usize, rec: u32, at: usize, what: &str) -> ! {
+    let _ = g;
+    if !record::is_live(rec) {
+        stray_unowned(at, what);
+    }
+    let size = CLASSES[before.class].size as usize - record::slack(rec);
+    report::fatal(Kind::HeapBufferOverflow, start, "exit", |o| {
+        let _ = writeln!(o, "  {what} at {at:#x}, {} bytes past the end of the {size}-byte block at {start:#x}, was written", at - start - size);
+        let _ = writeln!(o, "  found at exit: the block was never freed, so no free could check it");
+        validate::describe_slot(o, &before, start, "live");
+        let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow), past its slack canary");
+    })
+}
+
+fn stray_unowned(at: usize, what: &str) -> ! {
+    report::fatal(Kind::InvalidAccess, at, "exit", |o| {
+        let _ = writeln!(o, "  {what} at {at:#x} was written, and no live block comes before it: a wild write into mie's heap");
+        let _ = writeln!(o, "  found at exit");
+    })
+}
