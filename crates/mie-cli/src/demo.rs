@@ -80,6 +80,13 @@ pub const ATTACKS: &[Attack] = &[
         why: "free lists are not kept in freed memory (metadata is out of line); the stale write is found at reuse (MTE: the write faults)",
     },
     Attack {
+        name: "escape_copy",
+        technique: "escaping copy past a trailing backslash (CVE-2021-3156)",
+        source: include_str!("../lab/escape_copy.c"),
+        kinds: &["heap-buffer-overflow"],
+        why: "the command-line buffer (data) and the service object (pointers) never share a region, so the copy cannot reach on_exit; the buffer is never freed, and the canary it overran is found by the heap sweep at exit (MTE: the write faults)",
+    },
+    Attack {
         name: "fake_free",
         technique: "freeing a fake block (house of spirit)",
         source: include_str!("../lab/fake_free.c"),
@@ -186,6 +193,7 @@ pub fn when(kind: &str, at_access: bool, report: &str) -> &'static str {
         "double-free" | "invalid-free" => "at the bad call",
         "write-after-free" if report.contains("left the quarantine") => "when it left the quarantine",
         "write-after-free" => "when the slot was reused",
+        _ if report.contains("found at exit") => "at exit",
         _ => "at free",
     }
 }

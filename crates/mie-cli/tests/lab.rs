@@ -42,6 +42,7 @@ fn config() -> Config {
 /// Attacks whose bad access MTE sees itself (a different tag, or an inaccessible page).
 const MTE_AT_ACCESS: &[&str] = &[
     "heap_overflow",
+    "escape_copy",
     "uaf_read",
     "uaf_write",
     "type_confusion",
