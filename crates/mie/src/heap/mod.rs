@@ -12,6 +12,7 @@
 //! | `large/`, `sample.rs`, `zero.rs` | large blocks, guarded samples, `malloc(0)` |
 //! | `canary.rs`, `kind.rs`, `stacks.rs` | canaries, allocation kinds, allocation stacks |
 //! | `fault.rs`, `foreign.rs`, `bounds.rs` | the SIGSEGV/SIGABRT handlers, range checks at the call |
+//! | `sweep.rs` | the check of the whole heap at exit (blocks never freed) |
 
 pub mod alloc;
 pub mod bounds;
