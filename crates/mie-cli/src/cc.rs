@@ -15,6 +15,20 @@ pub const DRY_RUN: &str = "--mie-print";
 /// The fast ABI is exported for ids below this (`crates/mie-malloc/src/fast_abi.rs`).
 pub const FAST_ABI_IDS: u64 = 64;
 
+/// The token clang gives an allocation whose type it cannot see (`-mllvm
+/// -alloc-token-fallback`): libmie buckets it by call site, as an untyped allocation, over
+/// the pointer buckets. Clang's own default is 0, a pointer-free id, which would put a
+/// `struct` full of pointers allocated through `xmalloc` beside `char` buffers. With the
+/// fast ABI it is the id just past the largest id space (libmie exports id 64's functions
+/// for it); otherwise one no real token reaches (ids stay below the id space, at most 2^64-1).
+pub fn unknown_type_token(fast_abi: bool) -> u64 {
+    if fast_abi {
+        FAST_ABI_IDS
+    } else {
+        u64::MAX
+    }
+}
+
 /// The hardening flags, each with what it catches (the README's table).
 pub fn hardening(cxx: bool, arch: &str, optimized: bool) -> Vec<&'static str> {
     let mut f = vec!["-fstack-protector-strong", "-fstack-clash-protection", "-ftrivial-auto-var-init=zero", "-fsanitize=bounds", "-fsanitize-trap=bounds"];
@@ -45,12 +59,35 @@ pub struct Invocation {
     pub fast_abi: bool,
     /// The program sets _FORTIFY_SOURCE itself.
     pub own_fortify: bool,
+    /// It compiles something (a source file or `-x`), not only links objects.
+    pub compiles: bool,
+}
+
+/// Options whose value is the next argument (so that value is not an input file).
+const TAKES_VALUE: [&str; 16] =
+    ["-o", "-MF", "-MT", "-MQ", "-I", "-L", "-D", "-U", "-include", "-isystem", "-iquote", "-idirafter", "-Xlinker", "-Xclang", "-mllvm", "-target"];
+
+/// Input files clang compiles (the rest it passes to the linker).
+fn is_source(arg: &str) -> bool {
+    let ext = arg.rsplit_once('.').map_or("", |(_, e)| e);
+    matches!(ext, "c" | "cc" | "cp" | "cpp" | "cxx" | "c++" | "C" | "CPP" | "i" | "ii" | "m" | "mm" | "s" | "S" | "sx")
 }
 
 pub fn classify(args: &[OsString]) -> Invocation {
     let mut inv = Invocation { links: true, ..Default::default() };
+    let mut value_next = false;
     for a in args {
         let a = a.to_string_lossy();
+        if std::mem::take(&mut value_next) {
+            continue;
+        }
+        if TAKES_VALUE.contains(&a.as_ref()) {
+            value_next = true;
+            continue;
+        }
+        if a == "-" || a.starts_with("-x") || !a.starts_with('-') && is_source(&a) {
+            inv.compiles = true;
+        }
         match a.as_ref() {
             "-c" | "-S" | "-E" | "-M" | "-MM" | "-fsyntax-only" => inv.links = false,
             "-O0" => inv.optimized = false,
@@ -87,6 +124,9 @@ pub fn command(compiler: &Path, cxx: bool, args: &[OsString], lib: &Path, token_
     let mut c = Command::new(compiler);
     if types {
         c.arg("-fsanitize=alloc-token");
+        if inv.compiles {
+            c.arg("-mllvm").arg(format!("-alloc-token-fallback={}", unknown_type_token(inv.fast_abi)));
+        }
     }
     if harden {
         let mut flags = hardening(cxx, std::env::consts::ARCH, inv.optimized);
@@ -195,5 +235,24 @@ mod tests {
         assert!(command(Path::new("cc"), false, &os(&["-fsanitize-alloc-token-fast-abi", "-falloc-token-max=128", "x.c"]), Path::new("/l/libmie.so"), None).is_err());
         assert!(command(Path::new("cc"), false, &os(&["-fsanitize-alloc-token-fast-abi", "-falloc-token-max=64", "x.c"]), Path::new("/l/libmie.so"), None).is_ok());
         assert_eq!(classify(&os(&["-O2", "-O0", "-E"])), Invocation { links: false, optimized: false, ..Default::default() });
+    }
+
+    #[test]
+    fn a_type_the_compiler_cannot_see_gets_the_unknown_type_token_where_code_is_compiled() {
+        let fallback = |v: &[&str]| {
+            let c = command(Path::new("cc"), false, &os(v), Path::new("/l/libmie.so"), None).unwrap();
+            let a = args_of(&c);
+            a.iter().position(|x| x == "-mllvm").map(|i| a[i + 1].clone())
+        };
+        assert_eq!(fallback(&["-c", "x.c"]).as_deref(), Some("-alloc-token-fallback=18446744073709551615"));
+        assert_eq!(fallback(&["-O2", "lib.cpp", "-shared", "-o", "libx.so"]).as_deref(), Some("-alloc-token-fallback=18446744073709551615"));
+        assert_eq!(
+            fallback(&["-fsanitize-alloc-token-fast-abi", "-falloc-token-max=16", "-c", "x.c"]).as_deref(),
+            Some("-alloc-token-fallback=64")
+        );
+        // Only objects: nothing is compiled (clang would warn that the flag went unused).
+        assert_eq!(fallback(&["x.o", "y.o", "-o", "prog.c"]), None);
+        assert_eq!(fallback(&["-x", "c", "-"]).is_some(), true);
+        assert_eq!(fallback(&[NO_TYPES, "-c", "x.c"]), None);
     }
 }

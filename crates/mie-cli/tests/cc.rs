@@ -133,3 +133,74 @@ fn the_lab_with_compiler_type_ids_stops_every_attack() {
         assert!(line.contains("no effect") || line.contains("stopped:"), "{line}");
     }
 }
+
+fn lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().parent().unwrap().join("libmie.so");
+    assert!(lib.is_file(), "libmie.so not built at {}: run `bash scripts/test.sh`", lib.display());
+    lib
+}
+
+fn field(t: &str, key: &str) -> i64 {
+    let w: Vec<&str> = t.split_whitespace().collect();
+    let i = w.iter().position(|x| *x == key).unwrap_or_else(|| panic!("no {key} in {t}"));
+    w[i + 1].parse().unwrap()
+}
+
+/// A library built with `mie c++` used by a gcc-built program that does not run under mie:
+/// the library's blocks are the process allocator's (the program frees them, and the
+/// library frees and grows the program's), nothing is reported, and no heap of mie's is set
+/// up. Under mie (LD_PRELOAD) the same binaries get the type ids, and an allocation whose
+/// type the compiler could not see (through `xmalloc`, through a function pointer) is
+/// bucketed as untyped, over the pointer buckets, not in the data bucket.
+#[test]
+fn a_library_built_with_mie_cc_works_with_and_without_mie() {
+    if !have_clang() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("optin");
+    let (typed_dir, plain_dir) = (dir.join("typed"), dir.join("plain"));
+    std::fs::create_dir_all(&typed_dir).unwrap();
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cc");
+    let run = |c: &mut Command| {
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{c:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    };
+    let lib_args = ["-O1", "-g", "-shared", "-fPIC"];
+    run(mie().arg("c++").args(lib_args).arg(src.join("optin_lib.cc")).arg("-o").arg(typed_dir.join("liboptin.so")).env("XDG_CACHE_HOME", &dir));
+    run(Command::new("clang++-22").args(lib_args).arg(src.join("optin_lib.cc")).arg("-o").arg(plain_dir.join("liboptin.so")));
+    let prog = dir.join("optin_prog");
+    run(Command::new("gcc").args(["-O1", "-g"]).arg(src.join("optin_prog.c")).arg(format!("-L{}", typed_dir.display())).args(["-loptin", "-lstdc++", "-o"]).arg(&prog));
+    let exec = |libdir: &PathBuf, preload: bool| {
+        let mut c = Command::new(&prog);
+        c.env("LD_LIBRARY_PATH", libdir).env("MIE_OPTIONS", "buckets=7:sample_rate=0:stats=1").env_remove("LD_PRELOAD");
+        if preload {
+            c.env("LD_PRELOAD", lib());
+        }
+        let o = c.output().unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+        assert!(o.status.success() && out.contains("\nok"), "{out}{err}");
+        (out, err)
+    };
+    let (plain, _) = exec(&plain_dir, false);
+    for _ in 0..3 {
+        let (out, err) = exec(&typed_dir, false);
+        assert!(!err.contains("mie"), "a report or statistics without mie as the allocator: {err}");
+        assert!(out.contains("buckets: typed -1 xmalloc -1 fnptr -1 chars -1"), "a block of mie's without mie: {out}");
+        // libmie.so's own image is not counted; its .bss and the loader's note of one
+        // more object can add two anonymous mappings. mie's heap would add dozens.
+        assert!(field(&out, "mappings") <= field(&plain, "mappings") + 2, "without mie:\n{out}plain build:\n{plain}");
+    }
+    for _ in 0..3 {
+        let (out, err) = exec(&typed_dir, true);
+        let (typed, xmalloc, fnptr, chars) = (field(&out, "typed"), field(&out, "xmalloc"), field(&out, "fnptr"), field(&out, "chars"));
+        assert!(typed >= 1 && xmalloc >= 1 && fnptr >= 1, "a struct of pointers in the data bucket: {out}");
+        assert_eq!(chars, 0, "char buffers outside the data bucket: {out}");
+        let stats = err.lines().find(|l| l.contains("type ids:")).unwrap_or_else(|| panic!("{err}"));
+        let n: Vec<u64> = stats.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        // "<typed> of <all> allocations came with a compiler type id (mie cc), <unknown> of them ..."
+        assert!(n[0] >= 16000 && n[2] >= 4000, "{stats}");
+        assert!(!err.contains("mie: "), "{err}");
+    }
+}

@@ -1,7 +1,8 @@
 //! LLVM AllocToken's fast ABI (`clang -fsanitize=alloc-token -fsanitize-alloc-token-fast-abi`):
 //! the token id is in the function's name, `__alloc_token_<id>_malloc(size)` and so on, for
 //! ids below `-falloc-token-max`. libmie.so exports every form for ids 0..63 (with the fast
-//! ABI, use `-falloc-token-max` of at most 64; `mie cc` checks it). Each maps its id to a
+//! ABI, use `-falloc-token-max` of at most 64; `mie cc` checks it), and id 64 for a type the
+//! compiler could not see. Each maps its id to a
 //! bucket with `mie_fast_token`: by the id itself when the program's id space is known, so
 //! the lower half is pointer-free; otherwise in the pointer half, so ids stay apart.
 //!
@@ -75,52 +76,153 @@ macro_rules! new_forms {
     };
 }
 
+/// The typed calls behind every id's entry points: each entry point passes its id and tail
+/// calls one of these (one copy of the body, not 64).
+mod typed {
+    use super::*;
+    use crate::forward;
+
+    #[inline(never)]
+    pub extern "C" fn malloc(size: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::malloc(size);
+        }
+        alloc_in(size, 16, bucket(id))
+    }
+    #[inline(never)]
+    pub extern "C" fn calloc(n: usize, m: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::calloc(n, m);
+        }
+        calloc_in(n, m, bucket(id), "calloc", 0)
+    }
+    #[inline(never)]
+    pub extern "C" fn realloc(p: *mut c_void, size: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::realloc(p, size);
+        }
+        realloc_in(p, size, bucket(id), &Func("realloc"), 0)
+    }
+    #[inline(never)]
+    pub extern "C" fn reallocarray(p: *mut c_void, n: usize, m: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::reallocarray(p, n, m);
+        }
+        match n.checked_mul(m) {
+            Some(total) => realloc_in(p, total, bucket(id), &Func("reallocarray"), 0),
+            None => size_overflow("reallocarray", n, m, 0),
+        }
+    }
+    #[inline(never)]
+    pub extern "C" fn aligned_alloc(align: usize, size: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::aligned_alloc(align, size);
+        }
+        aligned_alloc_in(align, size, bucket(id))
+    }
+    #[inline(never)]
+    pub extern "C" fn memalign(align: usize, size: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::memalign(align, size);
+        }
+        memalign_in(align, size, bucket(id))
+    }
+    #[inline(never)]
+    pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize, id: usize) -> c_int {
+        if forward::active() {
+            return forward::posix_memalign(out, align, size);
+        }
+        posix_memalign_in(out, align, size, bucket(id))
+    }
+    #[inline(never)]
+    pub extern "C" fn valloc(size: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::valloc(size);
+        }
+        alloc_in(size, platform::page_size(), bucket(id))
+    }
+    #[inline(never)]
+    pub extern "C" fn pvalloc(size: usize, id: usize) -> *mut c_void {
+        if forward::active() {
+            return forward::pvalloc(size);
+        }
+        pvalloc_in(size, bucket(id))
+    }
+}
+
 macro_rules! c_forms {
     ($id:literal) => {
         const _: () = {
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_malloc"))]
             extern "C" fn malloc(size: usize) -> *mut c_void {
-                alloc_in(size, 16, bucket($id))
+                typed::malloc(size, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_calloc"))]
             extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
-                calloc_in(n, m, bucket($id), "calloc", 0)
+                typed::calloc(n, m, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_realloc"))]
             extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-                realloc_in(p, size, bucket($id), &Func("realloc"), 0)
+                typed::realloc(p, size, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_reallocarray"))]
             extern "C" fn reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void {
-                match n.checked_mul(m) {
-                    Some(total) => realloc_in(p, total, bucket($id), &Func("reallocarray"), 0),
-                    None => size_overflow("reallocarray", n, m, 0),
-                }
+                typed::reallocarray(p, n, m, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_aligned_alloc"))]
             extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-                aligned_alloc_in(align, size, bucket($id))
+                typed::aligned_alloc(align, size, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_memalign"))]
             extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-                memalign_in(align, size, bucket($id))
+                typed::memalign(align, size, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_posix_memalign"))]
             extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-                posix_memalign_in(out, align, size, bucket($id))
+                typed::posix_memalign(out, align, size, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_valloc"))]
             extern "C" fn valloc(size: usize) -> *mut c_void {
-                alloc_in(size, platform::page_size(), bucket($id))
+                typed::valloc(size, $id)
             }
             #[unsafe(export_name = concat!("__alloc_token_", $id, "_pvalloc"))]
             extern "C" fn pvalloc(size: usize) -> *mut c_void {
-                pvalloc_in(size, bucket($id))
+                typed::pvalloc(size, $id)
             }
         };
         new_forms!($id);
     };
 }
+
+// Id 64: the fast ABI's id for a type the compiler could not see (`mie cc` passes
+// `-mllvm -alloc-token-fallback=64`; the id space is at most 64, so no type has it). Its
+// entry points are the untyped functions themselves: a tail jump through the PLT to the
+// process's `malloc` and so on keeps the caller's return address for call-site bucketing
+// (mie's own functions when mie is the process's allocator; the process's otherwise).
+
+macro_rules! unknown_forms {
+    ($($name:literal),*) => {
+        $(
+            const _: () = {
+                /// # Safety
+                /// A C ABI entry point with the signature of the function it jumps to.
+                #[unsafe(naked)]
+                #[unsafe(export_name = concat!("__alloc_token_64_", $name))]
+                unsafe extern "C" fn f() {
+                    #[cfg(target_arch = "x86_64")]
+                    naked_asm!(concat!("jmp ", $name, "@PLT"));
+                    #[cfg(target_arch = "aarch64")]
+                    naked_asm!(concat!("b ", $name));
+                }
+            };
+        )*
+    };
+}
+unknown_forms!(
+    "malloc", "calloc", "realloc", "reallocarray", "aligned_alloc", "memalign", "posix_memalign", "valloc", "pvalloc",
+    "_Znwm", "_Znam", "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t"
+);
 
 macro_rules! every_id {
     ($($id:literal)*) => { $(c_forms!($id);)* };

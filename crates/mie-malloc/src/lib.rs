@@ -37,11 +37,13 @@ macro_rules! jump {
 macro_rules! sp_to {
     (2) => { "lea rdx, [rsp + 8]" };
     (3) => { "lea rcx, [rsp + 8]" };
+    (4) => { "lea r8, [rsp + 8]" };
 }
 #[cfg(target_arch = "aarch64")]
 macro_rules! sp_to {
     (2) => { "mov x2, sp" };
     (3) => { "mov x3, sp" };
+    (4) => { "mov x4, sp" };
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -359,8 +361,8 @@ entry!(_ZdaPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, a: usize, t: usize) -
 extern "C" {
     fn mie_cxx_new(size: usize, align: usize, cs: usize) -> *mut c_void;
     fn mie_cxx_new_nothrow(size: usize, align: usize, cs: usize) -> *mut c_void;
-    fn mie_cxx_new_token(size: usize, align: usize, token: usize) -> *mut c_void;
-    fn mie_cxx_new_token_nothrow(size: usize, align: usize, token: usize) -> *mut c_void;
+    fn mie_cxx_new_token(size: usize, align: usize, token: usize, cs: usize) -> *mut c_void;
+    fn mie_cxx_new_token_nothrow(size: usize, align: usize, token: usize, cs: usize) -> *mut c_void;
     fn mie_cxx_new_fast(size: usize, align: usize, id: usize) -> *mut c_void;
     fn mie_cxx_new_fast_nothrow(size: usize, align: usize, id: usize) -> *mut c_void;
 }
@@ -374,10 +376,10 @@ const NEW_ALIGNED_FLAG: usize = 1 << 41;
 /// bucket (0: a call site, 1: an AllocToken id, 2: a fast-ABI id); `align` carries the form
 /// of `new` in its flag bits, recorded for `delete`.
 #[unsafe(no_mangle)]
-pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_kind: c_int) -> *mut c_void {
+pub extern "C" fn mie_cxx_alloc(size: usize, align: usize, key: usize, key_kind: c_int, cs: usize) -> *mut c_void {
     let bucket = match key_kind {
         0 => call_site_bucket(key),
-        1 => token_bucket(key),
+        1 => typed_bucket(key, cs, 0),
         _ => token_bucket(mie_fast_token(key)),
     };
     let kind = match (align & NEW_ARRAY_FLAG != 0, align & NEW_ALIGNED_FLAG != 0) {
@@ -423,23 +425,24 @@ shuffle!(_ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mu
 shuffle!(_ZnamSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x30000000000"] => mie_cxx_new_nothrow);
 
-// AllocToken forms of new: the token comes last.
+// AllocToken forms of new: the token comes last; the call site goes after it (for a type
+// the compiler could not see).
 shuffle!(__alloc_token__Znwm(s: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rsi", "mov esi, 16"], a64: ["mov x2, x1", "mov x1, #16"] => mie_cxx_new_token);
+    x86: ["mov rdx, rsi", "mov esi, 16", "mov rcx, [rsp]"], a64: ["mov x2, x1", "mov x1, #16", "mov x3, x30"] => mie_cxx_new_token);
 shuffle!(__alloc_token__Znam(s: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rsi", "mov esi, 16", "bts rsi, 40"], a64: ["mov x2, x1", "mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_token);
+    x86: ["mov rdx, rsi", "mov esi, 16", "bts rsi, 40", "mov rcx, [rsp]"], a64: ["mov x2, x1", "mov x1, #16", "orr x1, x1, #0x10000000000", "mov x3, x30"] => mie_cxx_new_token);
 shuffle!(__alloc_token__ZnwmSt11align_val_t(s: usize, a: usize, tok: usize) -> *mut c_void,
-    x86: ["bts rsi, 41"], a64: ["orr x1, x1, #0x20000000000"] => mie_cxx_new_token);
+    x86: ["bts rsi, 41", "mov rcx, [rsp]"], a64: ["orr x1, x1, #0x20000000000", "mov x3, x30"] => mie_cxx_new_token);
 shuffle!(__alloc_token__ZnamSt11align_val_t(s: usize, a: usize, tok: usize) -> *mut c_void,
-    x86: ["bts rsi, 40", "bts rsi, 41"], a64: ["orr x1, x1, #0x30000000000"] => mie_cxx_new_token);
+    x86: ["bts rsi, 40", "bts rsi, 41", "mov rcx, [rsp]"], a64: ["orr x1, x1, #0x30000000000", "mov x3, x30"] => mie_cxx_new_token);
 shuffle!(__alloc_token__ZnwmRKSt9nothrow_t(s: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_token_nothrow);
+    x86: ["mov esi, 16", "mov rcx, [rsp]"], a64: ["mov x1, #16", "mov x3, x30"] => mie_cxx_new_token_nothrow);
 shuffle!(__alloc_token__ZnamRKSt9nothrow_t(s: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov esi, 16", "bts rsi, 40"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_token_nothrow);
+    x86: ["mov esi, 16", "bts rsi, 40", "mov rcx, [rsp]"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000", "mov x3, x30"] => mie_cxx_new_token_nothrow);
 shuffle!(__alloc_token__ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rcx", "bts rsi, 41"], a64: ["mov x2, x3", "orr x1, x1, #0x20000000000"] => mie_cxx_new_token_nothrow);
+    x86: ["mov rdx, rcx", "bts rsi, 41", "mov rcx, [rsp]"], a64: ["mov x2, x3", "orr x1, x1, #0x20000000000", "mov x3, x30"] => mie_cxx_new_token_nothrow);
 shuffle!(__alloc_token__ZnamSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize, tok: usize) -> *mut c_void,
-    x86: ["mov rdx, rcx", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x3", "orr x1, x1, #0x30000000000"] => mie_cxx_new_token_nothrow);
+    x86: ["mov rdx, rcx", "bts rsi, 40", "bts rsi, 41", "mov rcx, [rsp]"], a64: ["mov x2, x3", "orr x1, x1, #0x30000000000", "mov x3, x30"] => mie_cxx_new_token_nothrow);
 
 // ---------------------------------------------------------------------------------------
 // Typed entry points: Apple-style malloc_type_* (DESIGN.md §4) and LLVM AllocToken.
@@ -468,68 +471,134 @@ pub extern "C" fn mie_fast_token(id: usize) -> usize {
 
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_malloc(size: usize, id: u64) -> *mut c_void {
+    if forward::active() {
+        return forward::malloc(size);
+    }
     alloc_in(size, 16, type_bucket(id))
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_calloc(n: usize, m: usize, id: u64) -> *mut c_void {
+    if forward::active() {
+        return forward::calloc(n, m);
+    }
     calloc_in(n, m, type_bucket(id), "malloc_type_calloc", 0)
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_realloc(p: *mut c_void, size: usize, id: u64) -> *mut c_void {
+    if forward::active() {
+        return forward::realloc(p, size);
+    }
     realloc_in(p, size, type_bucket(id), &heap::Func("malloc_type_realloc"), 0)
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_aligned_alloc(align: usize, size: usize, id: u64) -> *mut c_void {
+    if forward::active() {
+        return forward::aligned_alloc(align, size);
+    }
     aligned_alloc_in(align, size, type_bucket(id))
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_posix_memalign(out: *mut *mut c_void, align: usize, size: usize, id: u64) -> c_int {
+    if forward::active() {
+        return forward::posix_memalign(out, align, size);
+    }
     posix_memalign_in(out, align, size, type_bucket(id))
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc_type_valloc(size: usize, id: u64) -> *mut c_void {
+    if forward::active() {
+        return forward::valloc(size);
+    }
     alloc_in(size, platform::page_size(), type_bucket(id))
 }
 
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_malloc(size: usize, token: usize) -> *mut c_void {
-    alloc_in(size, 16, token_bucket(token))
+/// The token clang gives an allocation whose type it cannot see when `mie cc` built the
+/// code (`-mllvm -alloc-token-fallback=`; no real token is this large). Without `mie cc`'s
+/// flag clang gives 0, which in an id space of unknown size (the default, 2^64) is this too.
+pub const UNKNOWN_TYPE_TOKEN: u64 = u64::MAX;
+
+/// The bucket of a default-ABI AllocToken call: by its token, or, where the compiler could
+/// not see the type, by its call site as an untyped call (over the pointer buckets; a wrapper
+/// such as `xmalloc` is seen through when `sp` is given).
+#[inline(always)]
+fn typed_bucket(token: usize, cs: usize, sp: usize) -> usize {
+    let t = token as u64;
+    if t == UNKNOWN_TYPE_TOKEN || t == 0 && heap::ensure_init().is_some_and(|g| !g.keys.token_max_known) {
+        heap::count_unknown_type();
+        return if sp != 0 { wrapped_bucket(cs, sp) } else { call_site_bucket(cs) };
+    }
+    token_bucket(token)
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_calloc(n: usize, m: usize, token: usize) -> *mut c_void {
-    calloc_in(n, m, token_bucket(token), "calloc", 0)
+
+extern "C" fn token_malloc_cs(size: usize, token: usize, cs: usize, sp: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::malloc(size);
+    }
+    alloc_in(size, 16, typed_bucket(token, cs, sp))
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_realloc(p: *mut c_void, size: usize, token: usize) -> *mut c_void {
-    realloc_in(p, size, token_bucket(token), &heap::Func("realloc"), 0)
+extern "C" fn token_calloc_cs(n: usize, m: usize, token: usize, cs: usize, sp: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::calloc(n, m);
+    }
+    calloc_in(n, m, typed_bucket(token, cs, sp), "calloc", cs)
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_reallocarray(p: *mut c_void, n: usize, m: usize, token: usize) -> *mut c_void {
+extern "C" fn token_realloc_cs(p: *mut c_void, size: usize, token: usize, cs: usize, sp: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::realloc(p, size);
+    }
+    realloc_in(p, size, typed_bucket(token, cs, sp), &heap::Func("realloc"), cs)
+}
+extern "C" fn token_reallocarray_cs(p: *mut c_void, n: usize, m: usize, token: usize, cs: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::reallocarray(p, n, m);
+    }
     match n.checked_mul(m) {
-        Some(total) => realloc_in(p, total, token_bucket(token), &heap::Func("reallocarray"), 0),
-        None => size_overflow("reallocarray", n, m, 0),
+        Some(total) => realloc_in(p, total, typed_bucket(token, cs, 0), &heap::Func("reallocarray"), cs),
+        None => size_overflow("reallocarray", n, m, cs),
     }
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_aligned_alloc(align: usize, size: usize, token: usize) -> *mut c_void {
-    aligned_alloc_in(align, size, token_bucket(token))
+extern "C" fn token_aligned_alloc_cs(align: usize, size: usize, token: usize, cs: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::aligned_alloc(align, size);
+    }
+    aligned_alloc_in(align, size, typed_bucket(token, cs, 0))
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_memalign(align: usize, size: usize, token: usize) -> *mut c_void {
-    memalign_in(align, size, token_bucket(token))
+extern "C" fn token_memalign_cs(align: usize, size: usize, token: usize, cs: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::memalign(align, size);
+    }
+    memalign_in(align, size, typed_bucket(token, cs, 0))
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_posix_memalign(out: *mut *mut c_void, align: usize, size: usize, token: usize) -> c_int {
-    posix_memalign_in(out, align, size, token_bucket(token))
+extern "C" fn token_posix_memalign_cs(out: *mut *mut c_void, align: usize, size: usize, token: usize, cs: usize) -> c_int {
+    if forward::active() {
+        return forward::posix_memalign(out, align, size);
+    }
+    posix_memalign_in(out, align, size, typed_bucket(token, cs, 0))
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_valloc(size: usize, token: usize) -> *mut c_void {
-    alloc_in(size, platform::page_size(), token_bucket(token))
+extern "C" fn token_valloc_cs(size: usize, token: usize, cs: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::valloc(size);
+    }
+    alloc_in(size, platform::page_size(), typed_bucket(token, cs, 0))
 }
-#[unsafe(no_mangle)]
-pub extern "C" fn __alloc_token_pvalloc(size: usize, token: usize) -> *mut c_void {
-    pvalloc_in(size, token_bucket(token))
+extern "C" fn token_pvalloc_cs(size: usize, token: usize, cs: usize) -> *mut c_void {
+    if forward::active() {
+        return forward::pvalloc(size);
+    }
+    pvalloc_in(size, typed_bucket(token, cs, 0))
 }
+
+// LLVM AllocToken's default ABI: the token comes after the usual arguments; the
+// trampolines add the call site (and, where wrappers call, the caller's stack pointer).
+entry_sp!(__alloc_token_malloc(size: usize, token: usize) -> *mut c_void, 2, 3 => token_malloc_cs);
+entry_sp!(__alloc_token_calloc(n: usize, m: usize, token: usize) -> *mut c_void, 3, 4 => token_calloc_cs);
+entry_sp!(__alloc_token_realloc(p: *mut c_void, size: usize, token: usize) -> *mut c_void, 3, 4 => token_realloc_cs);
+entry!(__alloc_token_reallocarray(p: *mut c_void, n: usize, m: usize, token: usize) -> *mut c_void, 4 => token_reallocarray_cs);
+entry!(__alloc_token_aligned_alloc(align: usize, size: usize, token: usize) -> *mut c_void, 3 => token_aligned_alloc_cs);
+entry!(__alloc_token_memalign(align: usize, size: usize, token: usize) -> *mut c_void, 3 => token_memalign_cs);
+entry!(__alloc_token_posix_memalign(out: *mut *mut c_void, align: usize, size: usize, token: usize) -> c_int, 4 => token_posix_memalign_cs);
+entry!(__alloc_token_valloc(size: usize, token: usize) -> *mut c_void, 2 => token_valloc_cs);
+entry!(__alloc_token_pvalloc(size: usize, token: usize) -> *mut c_void, 2 => token_pvalloc_cs);
 
 // ---------------------------------------------------------------------------------------
 // Introspection
@@ -621,7 +690,11 @@ pub extern "C" fn mallinfo() -> Mallinfo {
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = {
     extern "C" fn init() {
-        let _ = heap::ensure_init();
+        // Loaded only as the dependency of a library built with `mie cc`, in a process that
+        // allocates elsewhere: forward its typed calls, and never map a heap.
+        if forward::mie_is_the_allocator() {
+            let _ = heap::ensure_init();
+        }
     }
     init
 };
@@ -630,6 +703,9 @@ static INIT: extern "C" fn() = {
 /// `p`, or -1 for large blocks and non-heap memory. It says no more than the address does.
 #[unsafe(no_mangle)]
 pub extern "C" fn mie_bucket_of(p: *const c_void) -> c_int {
+    if forward::active() {
+        return -1;
+    }
     match heap::owner_of(p.cast()) {
         Some((_, b)) => b as c_int,
         None => -1,
@@ -641,12 +717,16 @@ pub extern "C" fn mie_bucket_of(p: *const c_void) -> c_int {
 /// to show that a heap pointer walked into metadata faults.
 #[unsafe(no_mangle)]
 pub extern "C" fn mie_debug_slab_metadata(p: *const c_void) -> *mut c_void {
+    if forward::active() {
+        return core::ptr::null_mut();
+    }
     heap::slab_metadata_of(p.cast()).unwrap_or(0) as *mut c_void
 }
 
 // ---------------------------------------------------------------------------------------
 // Bounds-checked memory and string functions (after the trampoline macros they use).
 mod fast_abi;
+mod forward;
 mod string;
 
 /// Where this library's heap lies (heap start and length, metadata start and length), for a

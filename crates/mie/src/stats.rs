@@ -32,11 +32,22 @@ pub struct Stats {
     pub sampled_allocs: u64,
     pub sampled_live: u64,
     pub sampled_live_bytes: u64,
+    /// Large blocks allocated so far.
+    pub large_allocs: u64,
+    /// Allocations that came with a compiler type id (`mie cc`), and those of them whose
+    /// type the compiler could not see (bucketed by call site, as untyped ones).
+    pub typed_allocs: u64,
+    pub unknown_type_allocs: u64,
     /// Indexed by `class * 8 + bucket`.
     pub buckets: [BucketStats; REGION_COUNT],
 }
 
 impl Stats {
+    /// Every allocation so far (small, large and guarded samples).
+    pub fn allocs(&self) -> u64 {
+        self.buckets.iter().map(|b| b.allocs).sum::<u64>() + self.large_allocs + self.sampled_allocs
+    }
+
     pub fn live_blocks(&self) -> u64 {
         self.buckets.iter().map(|b| b.allocs.wrapping_sub(b.frees)).sum::<u64>() + self.large_live + self.sampled_live
     }
@@ -62,9 +73,14 @@ pub fn snapshot() -> Stats {
         sampled_allocs: 0,
         sampled_live: 0,
         sampled_live_bytes: 0,
+        large_allocs: 0,
+        typed_allocs: 0,
+        unknown_type_allocs: 0,
         buckets: [BucketStats::default(); REGION_COUNT],
     };
     tcache::for_each(|tc| {
+        s.typed_allocs += tc.typed.load(Ordering::Relaxed);
+        s.unknown_type_allocs += tc.unknown_type.load(Ordering::Relaxed);
         for r in 0..REGION_COUNT {
             s.buckets[r].allocs += tc.allocs[r].load(Ordering::Relaxed);
             s.buckets[r].frees += tc.frees[r].load(Ordering::Relaxed);
@@ -76,6 +92,7 @@ pub fn snapshot() -> Stats {
     }
     let l = LARGE.stats();
     s.large_live = l.live_count as u64;
+    s.large_allocs = l.allocs as u64;
     s.large_live_bytes = l.live_bytes as u64;
     s.large_quarantined = l.quarantined as u64;
     s.large_warm_bytes = l.warm as u64;
@@ -112,6 +129,15 @@ pub fn print_level(level: u8) {
         o,
         "mie[{pid}]: stats: guarded samples: {} so far, {} live ({} bytes)",
         s.sampled_allocs, s.sampled_live, s.sampled_live_bytes
+    );
+    let typed = s.typed_allocs + s.unknown_type_allocs;
+    let _ = writeln!(
+        o,
+        "mie[{pid}]: stats: type ids: {} of {} allocations came with a compiler type id (mie cc), {} of them for a type the compiler could not see (bucketed by call site, as the other {} untyped ones)",
+        typed,
+        s.allocs(),
+        s.unknown_type_allocs,
+        s.allocs().saturating_sub(typed)
     );
     let _ = writeln!(o, "mie[{pid}]: stats: {:>8} {:>8} {:>12} {:>12} {:>10} {:>7} {:>7}", "class", "bucket", "allocs", "frees", "live", "slabs", "purged");
     let mut hidden = 0;

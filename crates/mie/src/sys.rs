@@ -7,7 +7,7 @@
 //! the rest only allocate, read mie's own metadata, or report and stop the process.
 
 pub use crate::heap::kind;
-pub use crate::heap::{alloc, alloc_as, alloc_zeroed_flag, ensure_init, owner_of, slab_metadata_of, token_bucket, trim, usable_size, Caller, Func, Globals, Release};
+pub use crate::heap::{alloc, alloc_as, alloc_zeroed_flag, count_unknown_type, ensure_init, owner_of, slab_metadata_of, token_bucket, trim, usable_size, Caller, Func, Globals, Release};
 
 /// Range checks of the checked C functions (they read only mie's metadata).
 pub mod bounds {
@@ -15,7 +15,7 @@ pub mod bounds {
 }
 
 pub mod platform {
-    pub use crate::platform::{abort, page_size, set_errno};
+    pub use crate::platform::{abort, global_symbol, own_definition, page_size, set_errno};
 }
 
 pub mod report {

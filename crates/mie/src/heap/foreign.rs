@@ -75,6 +75,18 @@ pub fn add_cause_if_libc_allocator(o: &mut dyn Write, pc: usize) {
 
 fn write_cause(o: &mut dyn Write, caller: usize) {
     let obj = platform::object_name(caller);
+    if platform::needs_library(caller, b"libmie") {
+        // Built with `mie cc` (or `mie enable`d): its typed allocations are mie's only when
+        // mie is the process's allocator (libmie forwards them otherwise), so its own free
+        // reaching the C library means its lookups do not start with the process's scope.
+        let _ = writeln!(
+            o,
+            "  cause: {} loads libmie.so itself (built with `mie cc` or changed by `mie enable`), but its free() binds to the C library's: it was loaded with dlopen(RTLD_DEEPBIND), or given its own copy of the C library's allocator, so mie's blocks reach an allocator that did not make them",
+            report::Bytes(obj.unwrap_or(b"the calling library"))
+        );
+        let _ = writeln!(o, "  what to do: load it without RTLD_DEEPBIND, or run the whole program under mie (mie run), so that every free is mie's");
+        return;
+    }
     let _ = writeln!(
         o,
         "  cause: {} calls the C library's allocator instead of mie's, most likely because it was loaded with dlopen(RTLD_DEEPBIND), which binds a library's malloc and free to the C library before any preloaded allocator; a block allocated by mie elsewhere in the program reached it",

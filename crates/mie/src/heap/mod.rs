@@ -311,6 +311,7 @@ pub fn token_bucket(token: u64) -> usize {
     }
     // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
     let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+    tc.count_typed(false);
     let i = ((token ^ (token >> 17) ^ (token >> 41)) as usize) & (tcache::TOKEN_CACHE - 1);
     if tc.token_ids[i] == token && tc.token_buckets[i] != 0 {
         return tc.token_buckets[i] as usize - 1;
@@ -319,6 +320,17 @@ pub fn token_bucket(token: u64) -> usize {
     tc.token_ids[i] = token;
     tc.token_buckets[i] = b as u8 + 1;
     b
+}
+
+/// Count an allocation whose compiler type id says the compiler could not see the type
+/// (it is bucketed as an untyped one).
+#[inline]
+pub fn count_unknown_type() {
+    let tcp = platform::tls::get();
+    if tcp > tcache::DEAD {
+        // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
+        unsafe { &*(tcp as *const tcache::TCache) }.count_typed(true);
+    }
 }
 
 /// Allocate `size` bytes aligned to `align` (a power of two ≥ 1) in `bucket`, as `malloc`

@@ -54,6 +54,10 @@ pub struct Shared {
     pub in_use: AtomicBool,
     pub allocs: [AtomicU64; REGION_COUNT],
     pub frees: [AtomicU64; REGION_COUNT],
+    /// Allocations that came with a compiler type id (AllocToken), and those of them whose
+    /// type the compiler could not see (bucketed as untyped).
+    pub typed: AtomicU64,
+    pub unknown_type: AtomicU64,
     next: AtomicPtr<Entry>,
 }
 
@@ -101,6 +105,8 @@ impl Shared {
             in_use: AtomicBool::new(false),
             allocs: [const { AtomicU64::new(0) }; REGION_COUNT],
             frees: [const { AtomicU64::new(0) }; REGION_COUNT],
+            typed: AtomicU64::new(0),
+            unknown_type: AtomicU64::new(0),
             next: AtomicPtr::new(ptr::null_mut()),
         }
     }
@@ -139,6 +145,15 @@ impl TCache {
     pub fn count_alloc(&self, region: usize) {
         // SAFETY: region < REGION_COUNT for every caller (it indexed a bin already).
         let c = unsafe { self.shared().allocs.get_unchecked(region) };
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Count an allocation made with a compiler type id (`unknown`: the compiler's token
+    /// for a type it could not see).
+    #[inline(always)]
+    pub fn count_typed(&self, unknown: bool) {
+        let s = self.shared();
+        let c = if unknown { &s.unknown_type } else { &s.typed };
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 

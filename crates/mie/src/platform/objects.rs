@@ -121,25 +121,81 @@ pub fn global_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
+const DT_NEEDED: i64 = 1;
+const DT_STRTAB: i64 = 5;
+const DT_SYMTAB: i64 = 6;
+const DT_GNU_HASH: i64 = 0x6fff_fef5;
+
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const libc::c_char,
+    l_ld: *const Dyn,
+}
+
+#[repr(C)]
+struct Dyn {
+    d_tag: i64,
+    d_val: u64,
+}
+
+/// The loader's record of the object holding `addr` (null if none).
+fn link_map_of(addr: usize) -> *mut LinkMap {
+    const RTLD_DL_LINKMAP: libc::c_int = 2;
+    let mut map: *mut LinkMap = ptr::null_mut();
+    if let Some((_, _, m)) = find_object(addr) {
+        map = m.cast();
+    } else if !mie_has_find_object() {
+        // SAFETY: dladdr1 fills the out-structs.
+        unsafe {
+            let mut info: libc::Dl_info = core::mem::zeroed();
+            libc::dladdr1(addr as *const libc::c_void, &mut info, &mut map as *mut *mut LinkMap as *mut *mut libc::c_void, RTLD_DL_LINKMAP);
+        }
+    }
+    map
+}
+
+/// Whether the object holding `addr` lists a library whose name contains `part` among its
+/// DT_NEEDED entries (it was linked against it). Reads only the loader's mapped tables.
+pub fn needs_library(addr: usize, part: &[u8]) -> bool {
+    let map = link_map_of(addr);
+    if map.is_null() || part.is_empty() {
+        return false;
+    }
+    // SAFETY: a loaded object's dynamic section and string table are mapped while it is
+    // loaded; the strings are NUL-terminated.
+    unsafe {
+        let base = (*map).l_addr;
+        let mut strtab = 0usize;
+        let mut d = (*map).l_ld;
+        while !d.is_null() && (*d).d_tag != 0 {
+            if (*d).d_tag == DT_STRTAB {
+                let v = (*d).d_val as usize;
+                strtab = if v < base { v + base } else { v };
+            }
+            d = d.add(1);
+        }
+        if strtab == 0 {
+            return false;
+        }
+        let mut d = (*map).l_ld;
+        while !d.is_null() && (*d).d_tag != 0 {
+            if (*d).d_tag == DT_NEEDED {
+                let s = core::ffi::CStr::from_ptr((strtab + (*d).d_val as usize) as *const libc::c_char).to_bytes();
+                if s.windows(part.len()).any(|w| w == part) {
+                    return true;
+                }
+            }
+            d = d.add(1);
+        }
+    }
+    false
+}
+
 /// The address of `name` if the loaded object containing `addr` defines it itself, from
 /// that object's own dynamic symbol table (GNU hash); 0 otherwise. Reads only the loader's
 /// mapped tables: no dlsym, no allocation.
 pub fn own_definition(addr: usize, name: &core::ffi::CStr) -> usize {
-    const RTLD_DL_LINKMAP: libc::c_int = 2;
-    const DT_STRTAB: i64 = 5;
-    const DT_SYMTAB: i64 = 6;
-    const DT_GNU_HASH: i64 = 0x6fff_fef5;
-    #[repr(C)]
-    struct LinkMap {
-        l_addr: usize,
-        l_name: *const libc::c_char,
-        l_ld: *const Dyn,
-    }
-    #[repr(C)]
-    struct Dyn {
-        d_tag: i64,
-        d_val: u64,
-    }
     let name = name.to_bytes();
     let mut h: u32 = 5381;
     for &c in name {
@@ -149,13 +205,7 @@ pub fn own_definition(addr: usize, name: &core::ffi::CStr) -> usize {
     // and hash tables are mapped for as long as it is loaded, and are read within the bounds
     // their own headers give.
     unsafe {
-        let mut map: *mut LinkMap = ptr::null_mut();
-        if let Some((_, _, m)) = find_object(addr) {
-            map = m.cast();
-        } else if !mie_has_find_object() {
-            let mut info: libc::Dl_info = core::mem::zeroed();
-            libc::dladdr1(addr as *const libc::c_void, &mut info, &mut map as *mut *mut LinkMap as *mut *mut libc::c_void, RTLD_DL_LINKMAP);
-        }
+        let map = link_map_of(addr);
         if map.is_null() {
             return 0;
         }

@@ -72,6 +72,8 @@ struct Table {
     len: usize,
     ring_bytes: usize,
     live_count: usize,
+    /// Blocks allocated so far (statistics).
+    allocs: usize,
     live_bytes: usize,
     /// Bytes mapped read-write for live blocks (statistics).
     mapped: usize,
@@ -98,6 +100,7 @@ pub static LARGE: Large = Large {
         len: 0,
         ring_bytes: 0,
         live_count: 0,
+        allocs: 0,
         live_bytes: 0,
         mapped: 0,
         window: window::Window::new(),
@@ -111,6 +114,7 @@ fn hash(addr: usize) -> usize {
 }
 
 pub struct Stats {
+    pub allocs: usize,
     pub live_count: usize,
     pub live_bytes: usize,
     pub mapped: usize,
@@ -246,6 +250,7 @@ impl Large {
                 return null;
             }
             t.live_count += 1;
+            t.allocs += 1;
             t.live_bytes += size;
             t.mapped += body;
             t.warm.note_live(t.live_bytes, false);
@@ -439,7 +444,7 @@ impl Large {
     pub fn stats(&self) -> Stats {
         let _g = self.lock.guard();
         let t = self.table();
-        Stats { live_count: t.live_count, live_bytes: t.live_bytes, mapped: t.mapped + t.warm.bytes, quarantined: t.len, warm: t.warm.bytes }
+        Stats { allocs: t.allocs, live_count: t.live_count, live_bytes: t.live_bytes, mapped: t.mapped + t.warm.bytes, quarantined: t.len, warm: t.warm.bytes }
     }
 }
 
