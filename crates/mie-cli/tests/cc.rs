@@ -159,17 +159,21 @@ fn a_library_built_with_mie_cc_works_with_and_without_mie() {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("optin");
-    let (typed_dir, plain_dir) = (dir.join("typed"), dir.join("plain"));
-    std::fs::create_dir_all(&typed_dir).unwrap();
-    std::fs::create_dir_all(&plain_dir).unwrap();
+    let (typed_dir, fast_dir, plain_dir) = (dir.join("typed"), dir.join("fast"), dir.join("plain"));
+    for d in [&typed_dir, &fast_dir, &plain_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cc");
     let run = |c: &mut Command| {
         let o = c.output().unwrap();
         assert!(o.status.success(), "{c:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     };
     let lib_args = ["-O1", "-g", "-shared", "-fPIC"];
-    run(mie().arg("c++").args(lib_args).arg(src.join("optin_lib.cc")).arg("-o").arg(typed_dir.join("liboptin.so")).env("XDG_CACHE_HOME", &dir));
-    run(Command::new("clang++-22").args(lib_args).arg(src.join("optin_lib.cc")).arg("-o").arg(plain_dir.join("liboptin.so")));
+    let src_lib = src.join("optin_lib.cc");
+    run(mie().arg("c++").args(lib_args).arg(&src_lib).arg("-o").arg(typed_dir.join("liboptin.so")).env("XDG_CACHE_HOME", &dir));
+    let fast = ["-fsanitize-alloc-token-fast-abi", "-falloc-token-max=16"];
+    run(mie().arg("c++").args(lib_args).args(fast).arg(&src_lib).arg("-o").arg(fast_dir.join("liboptin.so")).env("XDG_CACHE_HOME", &dir));
+    run(Command::new("clang++-22").args(lib_args).arg(&src_lib).arg("-o").arg(plain_dir.join("liboptin.so")));
     let prog = dir.join("optin_prog");
     run(Command::new("gcc").args(["-O1", "-g"]).arg(src.join("optin_prog.c")).arg(format!("-L{}", typed_dir.display())).args(["-loptin", "-lstdc++", "-o"]).arg(&prog));
     let exec = |libdir: &PathBuf, preload: bool| {
@@ -184,13 +188,19 @@ fn a_library_built_with_mie_cc_works_with_and_without_mie() {
         (out, err)
     };
     let (plain, _) = exec(&plain_dir, false);
-    for _ in 0..3 {
-        let (out, err) = exec(&typed_dir, false);
-        assert!(!err.contains("mie"), "a report or statistics without mie as the allocator: {err}");
-        assert!(out.contains("buckets: typed -1 xmalloc -1 fnptr -1 chars -1"), "a block of mie's without mie: {out}");
-        // libmie.so's own image is not counted; its .bss and the loader's note of one
-        // more object can add two anonymous mappings. mie's heap would add dozens.
-        assert!(field(&out, "mappings") <= field(&plain, "mappings") + 2, "without mie:\n{out}plain build:\n{plain}");
+    for libdir in [&typed_dir, &fast_dir] {
+        for _ in 0..2 {
+            let (out, err) = exec(libdir, false);
+            assert!(!err.contains("mie"), "a report or statistics without mie as the allocator: {err}");
+            assert!(out.contains("buckets: typed -1 xmalloc -1 fnptr -1 chars -1"), "a block of mie's without mie: {out}");
+            // libmie.so's own image is not counted; its .bss and the loader's note of one
+            // more object can add two anonymous mappings. mie's heap would add dozens.
+            assert!(field(&out, "mappings") <= field(&plain, "mappings") + 2, "without mie:\n{out}plain build:\n{plain}");
+        }
+        // The fast ABI: the id-64 forms (the unknown type) are the untyped functions.
+        let (out, err) = exec(libdir, true);
+        assert!(field(&out, "xmalloc") >= 1 && field(&out, "fnptr") >= 1, "{out}");
+        assert!(!err.contains("mie: "), "{err}");
     }
     for _ in 0..3 {
         let (out, err) = exec(&typed_dir, true);
