@@ -65,42 +65,73 @@ fn layout_bucket(layout: Layout) -> usize {
 // SAFETY: alloc returns blocks of at least layout.size() bytes aligned to layout.align(), or
 // null; dealloc/realloc accept exactly the blocks this allocator returned.
 unsafe impl GlobalAlloc for Mie {
+    // Each method calls a function of this crate that is not `#[inline]`: its code is then
+    // compiled here, with this crate's optimisation level, instead of being instantiated in
+    // the program's crate (unoptimised in a debug build: 2.4 s against 0.85 s for 2 M boxes).
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        heap::alloc(layout.size(), layout.align(), layout_bucket(layout))
+        rust_alloc(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (p, zero) = heap::alloc_zeroed_flag(layout.size(), layout.align(), layout_bucket(layout));
-        if !p.is_null() && !zero {
-            // SAFETY: p is a fresh block of layout.size() bytes.
-            unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
-        }
-        p
+        rust_alloc_zeroed(layout.size(), layout.align())
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        heap::free(ptr, RUST_CALLER)
+        // SAFETY: the GlobalAlloc contract: ptr is a live block of this allocator.
+        unsafe { rust_dealloc(ptr) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= 16 {
-            // A small block keeps its bucket when it moves; a large one has none and takes
-            // the bucket of its new layout.
-            let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap_or(layout);
-            return heap::realloc(ptr, new_size, layout_bucket(new_layout), RUST_CALLER);
-        }
-        let q = heap::alloc(new_size, layout.align(), layout_bucket(Layout::from_size_align(new_size, layout.align()).unwrap_or(layout)));
-        if !q.is_null() {
-            // SAFETY: both blocks are live and distinct; copy the smaller size.
-            unsafe { core::ptr::copy_nonoverlapping(ptr, q, layout.size().min(new_size)) };
-            heap::free(ptr, RUST_CALLER);
-        }
-        q
+        // SAFETY: the GlobalAlloc contract: ptr is a live block of `layout`.
+        unsafe { rust_realloc(ptr, layout.size(), layout.align(), new_size) }
     }
+}
+
+fn rust_alloc(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: a Layout's size and alignment come in as they were in the Layout.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    heap::alloc(size, align, layout_bucket(layout))
+}
+
+fn rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: as in rust_alloc.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    let (p, zero) = heap::alloc_zeroed_flag(size, align, layout_bucket(layout));
+    if !p.is_null() && !zero {
+        // SAFETY: p is a fresh block of `size` bytes.
+        unsafe { core::ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// # Safety
+/// `ptr` is a live block from `Mie`.
+unsafe fn rust_dealloc(ptr: *mut u8) {
+    heap::free(ptr, RUST_CALLER)
+}
+
+/// # Safety
+/// `ptr` is a live block from `Mie` of `size` bytes aligned to `align`.
+unsafe fn rust_realloc(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
+    // SAFETY: as in rust_alloc.
+    let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
+    if align <= 16 {
+        // A small block keeps its bucket when it moves; a large one has none and takes
+        // the bucket of its new layout.
+        let new_layout = Layout::from_size_align(new_size, align).unwrap_or(layout);
+        return heap::realloc(ptr, new_size, layout_bucket(new_layout), RUST_CALLER);
+    }
+    let q = heap::alloc(new_size, align, layout_bucket(Layout::from_size_align(new_size, align).unwrap_or(layout)));
+    if !q.is_null() {
+        // SAFETY: both blocks are live and distinct; copy the smaller size.
+        unsafe { core::ptr::copy_nonoverlapping(ptr, q, size.min(new_size)) };
+        heap::free(ptr, RUST_CALLER);
+    }
+    q
 }
 
 /// Identifies a type for bucket selection: a 64-bit hash plus "contains no pointers".

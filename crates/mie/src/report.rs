@@ -158,10 +158,31 @@ pub fn write_code_addr(out: &mut dyn Write, label: &str, addr: usize) {
     let ret = label != "faulting instruction";
     platform::symbolize(addr, ret, out);
     let _ = out.write_str("\n");
+    if ret {
+        write_tail_caller(out, addr);
+    }
     platform::symbols::lookup(addr, ret, |s| {
         if s.has_lines {
             // The return address is one past the call: ask for the call's line.
             let _ = writeln!(out, "    source line: addr2line -Cfpie {} {:#x}", Bytes(s.path), s.vaddr.saturating_sub(ret as usize));
+        }
+    });
+}
+
+/// If the call before return address `ret` went to a function that is not the allocator
+/// (and so reached it by a tail call, leaving no frame of its own), name that function: it
+/// is the code that really made the call.
+fn write_tail_caller(out: &mut dyn Write, ret: usize) {
+    let Some(target) = platform::code::direct_call_target(ret) else { return };
+    // (is_allocator_frame takes a return address: it looks up the byte before it.)
+    if platform::symbols::is_allocator_frame(target + 1) {
+        return;
+    }
+    platform::symbols::lookup(target, false, |s| {
+        if let Some((f, 0)) = s.func {
+            let _ = out.write_str("    through: ");
+            platform::symbols::write_demangled(out, f);
+            let _ = writeln!(out, " (called there; it ended in a tail call into the allocator, so its own frame is gone)");
         }
     });
 }

@@ -100,6 +100,50 @@ fn free_twice(p: *mut [u64; 4]) {
     }
 }
 
+/// A function whose last act is the drop reaches the allocator by a tail call, leaving no
+/// frame: the report names it on a "through:" line under its caller (or as the caller).
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "re-runs its own executable, which under qemu is the arm64 loader")]
+fn rust_double_free_through_a_tail_call_names_the_function() {
+    if std::env::var_os("MIE_TEST_CHILD").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let o = std::process::Command::new(exe)
+        .args(["--exact", "tail_drop_child", "--nocapture", "--test-threads=1"])
+        .env("MIE_TEST_CHILD", "1")
+        .env("MIE_OPTIONS", "sample_rate=0")
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert!(t.contains("mie: double-free on 0x"), "{t}");
+    assert!(t.contains("called from: 0x") && !t.contains("called from: 0x0 "), "{t}");
+    assert!(t.contains("global_alloc::drop_last"), "the function that freed is not named:\n{t}");
+}
+
+#[test]
+fn tail_drop_child() {
+    if std::env::var_os("MIE_TEST_CHILD").is_none() {
+        return;
+    }
+    two_drops(Box::into_raw(Box::new([9u64; 4])));
+}
+
+#[inline(never)]
+fn two_drops(p: *mut [u64; 4]) {
+    drop_last(p);
+    drop_last(std::hint::black_box(p));
+    // Something after the call, so this function calls drop_last (a tail call here too
+    // would leave neither frame).
+    std::hint::black_box(p);
+}
+
+#[inline(never)]
+fn drop_last(p: *mut [u64; 4]) {
+    // SAFETY: none on the second call: the bug the parent test expects mie to stop.
+    unsafe { drop(Box::from_raw(p)) }
+}
+
 /// Untyped Rust allocations are bucketed by layout: blocks of different sizes in one size
 /// class spread over the pointer buckets (all in one bucket before), and one layout always
 /// lands in one bucket.

@@ -87,3 +87,30 @@ pub fn readable(a: usize, len: usize) -> bool {
     }
     contains(a, len)
 }
+
+/// The target of the direct call whose return address is `ret` (x86-64 `call rel32`, arm64
+/// `bl`), if the code there is such a call. Reports use it to name a function that ended in
+/// a tail call into the allocator: its own frame is gone, the return address is its caller's.
+pub fn direct_call_target(ret: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let at = ret.checked_sub(5)?;
+        if !readable(at, 5) {
+            return None;
+        }
+        // SAFETY: [at, at + 5) lies in an executable segment of a loaded object.
+        let (op, rel) = unsafe { (*(at as *const u8), core::ptr::read_unaligned((at + 1) as *const i32)) };
+        (op == 0xe8).then(|| ret.wrapping_add(rel as isize as usize))
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let at = ret.checked_sub(4)?;
+        if !readable(at, 4) {
+            return None;
+        }
+        // SAFETY: [at, at + 4) lies in an executable segment of a loaded object.
+        let insn = unsafe { core::ptr::read_unaligned(at as *const u32) };
+        // BL: 100101 imm26, a signed word offset.
+        (insn >> 26 == 0b100101).then(|| at.wrapping_add((((insn << 6) as i32) >> 4) as isize as usize))
+    }
+}

@@ -120,11 +120,47 @@ pub fn is_allocator_frame(addr: usize) -> bool {
     lookup(addr, true, |s| {
         yes = super::base_name(s.path).starts_with(b"libmie")
             || s.func.is_some_and(|(f, _)| {
-                const PREFIXES: [&[u8]; 7] = [b"_ZN3mie", b"_ZN4core3ptr", b"_ZN5alloc5alloc", b"_ZN3std5alloc", b"__rust_alloc", b"__rust_dealloc", b"__rust_realloc"];
-                PREFIXES.iter().any(|p| f.starts_with(p)) || f.starts_with(b"__rdl_") || f.windows(9).any(|w| w == b"3mie3api")
+                const PREFIXES: [&[u8]; 4] = [b"_ZN3mie", b"_ZN4core3ptr", b"_ZN5alloc5alloc", b"_ZN3std5alloc"];
+                // The allocator shims, by name or inside a v0 name (`__rustc::__rust_dealloc`).
+                const SHIMS: [&[u8]; 5] = [b"__rust_alloc", b"__rust_dealloc", b"__rust_realloc", b"__rust_alloc_zeroed", b"__rdl_"];
+                let has = |n: &[u8]| f.windows(n.len()).any(|w| w == n);
+                PREFIXES.iter().any(|p| f.starts_with(p)) || SHIMS.iter().any(|n| has(n)) || rust_library_frame(f)
+                    || f.windows(9).any(|w| w == b"3mie3api")
+                    // `<mie::api::Mie as GlobalAlloc>::dealloc`, legacy-mangled (a debug build).
+                    || f.windows(13).any(|w| w == b"mie..api..Mie")
             });
     });
     yes
+}
+
+/// A Rust function of the standard library or of mie (`core::ptr::drop_in_place<…>`,
+/// `<alloc::boxed::Box<T> as Drop>::drop`, `<mie::api::Mie as GlobalAlloc>::dealloc`): the
+/// frames between the program's code and the allocator, by the start of the demangled name.
+fn rust_library_frame(f: &[u8]) -> bool {
+    if !f.starts_with(b"_ZN") && !f.starts_with(b"_R") {
+        return false;
+    }
+    let mut buf = Prefix { b: [0; 24], n: 0 };
+    write_demangled(&mut buf, f);
+    let head = &buf.b[..buf.n];
+    const CRATES: [&[u8]; 5] = [b"core::", b"alloc::", b"std::", b"mie::", b"__rustc::"];
+    let head = head.strip_prefix(b"<").unwrap_or(head);
+    CRATES.iter().any(|c| head.starts_with(c))
+}
+
+/// The first bytes written to it (the rest is dropped).
+struct Prefix {
+    b: [u8; 24],
+    n: usize,
+}
+
+impl Write for Prefix {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let take = s.len().min(self.b.len() - self.n);
+        self.b[self.n..self.n + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.n += take;
+        Ok(())
+    }
 }
 
 /// A file mapped read-only.
@@ -271,6 +307,14 @@ fn cstr_at(b: &[u8], at: usize) -> &[u8] {
 /// Write a symbol name readably: Rust and C++ nested names (`_ZN3foo3bar17h…E`) as
 /// `foo::bar` without Rust's hash, `_Z3fooi` as `foo`; anything else as it is.
 pub fn write_demangled(o: &mut dyn Write, s: &[u8]) {
+    // Rust's legacy (`_ZN...17h<hash>E`) and v0 (`_R...`) names: rustc-demangle writes
+    // them without allocating; `{:#}` leaves the hash out.
+    if s.starts_with(b"_R") || s.starts_with(b"_ZN") {
+        if let Some(d) = core::str::from_utf8(s).ok().and_then(|t| rustc_demangle::try_demangle(t).ok()) {
+            let _ = write!(o, "{d:#}");
+            return;
+        }
+    }
     if let Some(rest) = s.strip_prefix(b"_ZN") {
         let mut r = rest;
         let mut first = true;
@@ -382,6 +426,20 @@ mod tests {
         assert_eq!(demangled("_Z6squarei"), "square");
         assert_eq!(demangled("main"), "main");
         assert_eq!(demangled("_ZN"), "_ZN");
+        // v0 mangling (-C symbol-mangling-version=v0, the standard library's own shims).
+        assert_eq!(demangled("_RNvCs1234_4rrep9drop_user"), "rrep::drop_user");
+        assert_eq!(demangled("_RNvNtCs1234_4core3mem4drop"), "core::mem::drop");
+    }
+
+    #[test]
+    fn rust_library_frames_lead_to_the_program() {
+        assert!(rust_library_frame(b"_ZN63_$LT$alloc..alloc..Global$u20$as$u20$core..alloc..Allocator$GT$10deallocate17h0123456789abcdefE"));
+        assert!(rust_library_frame(b"_ZN4core3ptr13drop_in_place17h0123456789abcdefE"));
+        assert!(rust_library_frame(b"_RNvNtCs1234_4core3mem4drop"));
+        assert!(!rust_library_frame(b"_ZN4rrep9drop_user17h0123456789abcdefE"));
+        assert!(!rust_library_frame(b"_RNvCs1234_4rrep9drop_user"));
+        assert!(!rust_library_frame(b"_ZN48_$LT$rrep..User$u20$as$u20$core..ops..Drop$GT$4drop17h0123456789abcdefE"));
+        assert!(!rust_library_frame(b"free_twice"));
     }
 
     #[inline(never)]
