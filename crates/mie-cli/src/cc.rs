@@ -101,6 +101,28 @@ pub fn classify(args: &[OsString]) -> Invocation {
     inv
 }
 
+/// Arguments `mie cc` cannot honour, with what to do instead (checked before clang runs).
+pub fn unsupported(args: &[OsString]) -> Option<String> {
+    for a in args {
+        let a = a.to_string_lossy();
+        if a == "-static" || a == "-static-pie" {
+            return Some(format!(
+                "{a}: mie is a shared library (libmie.so) that the program loads at start-up; a static program cannot load it. Link dynamically (leave out {a}), or build without mie"
+            ));
+        }
+        if let Some(list) = a.strip_prefix("-fsanitize=") {
+            for s in list.split(',') {
+                if matches!(s, "address" | "kernel-address" | "hwaddress" | "memory" | "thread" | "memtag" | "memtag-heap") {
+                    return Some(format!(
+                        "-fsanitize={s} brings its own allocator and does not combine with mie's: build a {s} sanitizer build with plain clang-22 (no mie), and the mie build with mie cc"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The full command: compiler, then mie's flags, then the caller's arguments, then (when
 /// linking) libmie and, if the id space was given, the object that records it.
 pub fn command(compiler: &Path, cxx: bool, args: &[OsString], lib: &Path, token_object: Option<&Path>) -> Result<Command, String> {
@@ -235,6 +257,14 @@ mod tests {
         assert!(command(Path::new("cc"), false, &os(&["-fsanitize-alloc-token-fast-abi", "-falloc-token-max=128", "x.c"]), Path::new("/l/libmie.so"), None).is_err());
         assert!(command(Path::new("cc"), false, &os(&["-fsanitize-alloc-token-fast-abi", "-falloc-token-max=64", "x.c"]), Path::new("/l/libmie.so"), None).is_ok());
         assert_eq!(classify(&os(&["-O2", "-O0", "-E"])), Invocation { links: false, optimized: false, ..Default::default() });
+    }
+
+    #[test]
+    fn static_links_and_sanitizers_with_their_own_allocator_are_refused_with_the_reason() {
+        assert!(unsupported(&os(&["-O2", "x.c", "-static"])).is_some_and(|m| m.contains("shared library")));
+        assert!(unsupported(&os(&["-fsanitize=undefined,address", "x.c"])).is_some_and(|m| m.contains("-fsanitize=address")));
+        assert!(unsupported(&os(&["-fsanitize=thread", "-c", "x.c"])).is_some());
+        assert_eq!(unsupported(&os(&["-fsanitize=undefined", "-fsanitize=bounds", "x.c"])), None);
     }
 
     #[test]

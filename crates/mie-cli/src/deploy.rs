@@ -115,9 +115,11 @@ pub fn install(prefix: &Path, lib: &Path, exe: &Path) -> Result<Vec<PathBuf>, St
         Ok(to)
     };
     let mut written = vec![copy(lib, libdir.join("libmie.so"), 0o755)?, copy(exe, bindir.join("mie"), 0o755)?];
-    let pc = pcdir.join("mie.pc");
-    std::fs::write(&pc, pkg_config(prefix)).map_err(|e| format!("{}: {e}", pc.display()))?;
-    written.push(pc);
+    for (name, text) in [("mie.pc", pkg_config(prefix)), ("mie-types.pc", pkg_config_types(prefix))] {
+        let pc = pcdir.join(name);
+        std::fs::write(&pc, text).map_err(|e| format!("{}: {e}", pc.display()))?;
+        written.push(pc);
+    }
     Ok(written)
 }
 
@@ -168,19 +170,38 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// mie.pc: what a build that sets its own flags needs (clang 22 for the type ids).
+/// mie.pc: what any compiler accepts (gcc too): link libmie with its rpath. The program
+/// then runs under mie; its type ids come from `mie-types.pc`.
 pub fn pkg_config(prefix: &Path) -> String {
     format!(
         "prefix={}\n\
          libdir=${{prefix}}/lib\n\
          \n\
          Name: mie\n\
-         Description: Memory Integrity Enforcement: a type-isolating secure allocator (link it; compile with clang 22 for type ids)\n\
+         Description: Memory Integrity Enforcement: a type-isolating secure allocator (links libmie; mie-types adds clang 22's type ids)\n\
          Version: {}\n\
-         Cflags: -fsanitize=alloc-token\n\
+         Cflags:\n\
          Libs: -L${{libdir}} -Wl,-rpath,${{libdir}} -lmie\n",
         prefix.display(),
         env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// mie-types.pc: the compiler type ids (LLVM AllocToken), for clang 22 only: `pkg-config
+/// --cflags --libs mie-types`. Calls whose type clang cannot see get the token libmie
+/// buckets as untyped (`mie cc` passes the same flags).
+pub fn pkg_config_types(prefix: &Path) -> String {
+    format!(
+        "prefix={}\n\
+         \n\
+         Name: mie-types\n\
+         Description: mie with compiler type ids (clang 22 -fsanitize=alloc-token; not for gcc)\n\
+         Version: {}\n\
+         Requires: mie\n\
+         Cflags: -fsanitize=alloc-token -mllvm -alloc-token-fallback={}\n",
+        prefix.display(),
+        env!("CARGO_PKG_VERSION"),
+        u64::MAX
     )
 }
 
@@ -200,5 +221,8 @@ mod tests {
     fn pkg_config_points_at_the_prefix() {
         let pc = pkg_config(Path::new("/opt/mie"));
         assert!(pc.starts_with("prefix=/opt/mie\n") && pc.contains("Libs: -L${libdir} -Wl,-rpath,${libdir} -lmie\n"));
+        assert!(!pc.contains("-fsanitize"), "gcc rejects -fsanitize=alloc-token: {pc}");
+        let types = pkg_config_types(Path::new("/opt/mie"));
+        assert!(types.contains("Requires: mie\n") && types.contains("Cflags: -fsanitize=alloc-token -mllvm -alloc-token-fallback=18446744073709551615\n"));
     }
 }

@@ -216,6 +216,10 @@ fn write_man_pages(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 fn main() {
+    // A command writing to a pipe whose reader went away (`mie completions bash | head -1`)
+    // ends quietly, as other command line tools do, instead of panicking in println!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.cmd {
         Cmd::Run { stats, options, lib, program } => run(stats, options, lib, &program),
@@ -508,10 +512,14 @@ fn cc(cxx: bool, args: &[OsString]) -> ! {
     } else {
         None
     };
+    if let Some(why) = cc::unsupported(args) {
+        die(&why);
+    }
     let mut cmd = cc::command(&compiler, cxx, args, &lib, token_object.as_deref()).unwrap_or_else(|e| die(&e));
     if args.iter().any(|a| a == cc::DRY_RUN) {
         let words: Vec<String> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy().into_owned()).collect();
         println!("{}", words.join(" "));
+        eprintln!("mie: {} not run ({}): nothing was compiled", if cxx { "c++" } else { "cc" }, cc::DRY_RUN);
         exit(0);
     }
     let err = cmd.exec();

@@ -60,6 +60,28 @@ fn completions_for_bash_zsh_and_fish() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// A reader that goes away (`mie completions bash | head -1`): the command ends quietly,
+/// by SIGPIPE as other tools do, with no panic message.
+#[test]
+fn writing_to_a_closed_pipe_ends_quietly() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["completions", "bash"][..], &["lib"][..], &["--help"][..]] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two descriptors; the read end is closed at once, the write end
+        // is handed to the child as its stdout (owned by the Stdio).
+        let w = unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+            libc::close(fds[0]);
+            std::process::Stdio::from_raw_fd(fds[1])
+        };
+        let o = mie().args(args).stdout(w).stderr(std::process::Stdio::piped()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(o.status.success() || o.status.signal() == Some(libc::SIGPIPE), "{args:?}: {:?} {err}", o.status);
+    }
+}
+
 #[test]
 fn run_accepts_both_option_forms_and_adds_to_mie_options() {
     for args in [vec!["--options=stats=1"], vec!["--options", "stats=1"], vec!["-o", "stats=1"]] {

@@ -88,7 +88,7 @@ fn install_prefix_writes_the_library_the_tool_and_mie_pc() {
     let dir = tmp("prefix");
     let o = mie().arg("install").arg("--prefix").arg(&dir).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    for f in ["lib/libmie.so", "bin/mie", "lib/pkgconfig/mie.pc", "share/man/man1/mie.1", "share/man/man1/mie-run.1", "share/man/man1/mie-cc.1"] {
+    for f in ["lib/libmie.so", "bin/mie", "lib/pkgconfig/mie.pc", "lib/pkgconfig/mie-types.pc", "share/man/man1/mie.1", "share/man/man1/mie-run.1", "share/man/man1/mie-cc.1"] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     // mie-run(1) explains the flags and every MIE_OPTIONS key; man renders it where installed.
@@ -102,6 +102,23 @@ fn install_prefix_writes_the_library_the_tool_and_mie_pc() {
     }
     let pc = std::fs::read_to_string(dir.join("lib/pkgconfig/mie.pc")).unwrap();
     assert!(pc.contains(&format!("prefix={}\n", dir.display())) && pc.contains("-lmie"), "{pc}");
+    // `pkg-config --cflags --libs mie` works with gcc; mie-types adds clang's type ids.
+    if Command::new("pkg-config").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let pkg = |what: &str| {
+            let o = Command::new("pkg-config").args(["--cflags", "--libs", what]).env("PKG_CONFIG_PATH", dir.join("lib/pkgconfig")).output().unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+            String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect::<Vec<_>>()
+        };
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/setid.c");
+        for (compiler, what) in [("gcc", "mie"), ("clang-22", "mie-types")] {
+            let exe = dir.join(format!("linked-{what}"));
+            let o = Command::new(compiler).arg("-o").arg(&exe).arg(&src).args(pkg(what)).output().unwrap();
+            assert!(o.status.success(), "{compiler} with pkg-config {what}: {}", text(&o));
+            let o = Command::new(&exe).output().unwrap();
+            assert!(text(&o).contains("under mie: yes"), "{}", text(&o));
+        }
+        assert!(pkg("mie-types").iter().any(|f| f == "-fsanitize=alloc-token"));
+    }
     // A program linked with the .pc's flags loads the installed library by itself.
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/deploy/setid.c");
     let exe = dir.join("linked");
