@@ -129,6 +129,28 @@ fn log_path_keeps_what_a_program_that_closes_stderr_would_lose() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A log file that cannot be written: one warning that says where the output goes instead,
+/// and the output there (here: a rejected option's warning, with the accepted values, and
+/// the statistics).
+#[test]
+fn an_unwritable_log_path_is_said_once_and_stderr_takes_over() {
+    // (python3 exits through exit(), with stderr open: coreutils close it first. The
+    // interpreter itself: a wrapper script that execs it would start mie once per exec.)
+    let o = Command::new("/usr/bin/python3")
+        .args(["-c", "pass"])
+        .env("LD_PRELOAD", lib())
+        .env("MIE_OPTIONS", "log_path=/nonexistent-dir/mie:stats=1:buckets=9:canary=no")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("cannot write the log file /nonexistent-dir/mie.").count(), 1, "{t}");
+    assert!(t.contains("no such directory; reports, warnings and statistics go to stderr instead"), "{t}");
+    assert!(t.contains("value out of range for option: 'buckets=9' (MIE_OPTIONS); accepted: 1 to 7"), "{t}");
+    assert!(t.contains("stats: live "), "{t}");
+    assert!(!t.contains("canary"), "canary=no is a valid switch: {t}");
+}
+
 /// `MIE_OPTIONS=help=1` lists every option with what it does.
 #[test]
 fn help_option_lists_every_option() {

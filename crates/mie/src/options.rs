@@ -132,14 +132,14 @@ impl Options {
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
-    /// (message, key) for every rejected item.
-    pub fn parse(input: &[u8], secure: bool, warn: impl FnMut(&str, &[u8])) -> Options {
+    /// (message, the item as written, what the key accepts) for every rejected item.
+    pub fn parse(input: &[u8], secure: bool, warn: impl FnMut(&str, &[u8], &str)) -> Options {
         Options::parse_onto(Options::DEFAULT, input, secure, warn)
     }
 
     /// As `parse`, starting from `base` (the program's own defaults). The strengthen-only
     /// rule still compares with the built-in defaults.
-    pub fn parse_onto(base: Options, input: &[u8], secure: bool, mut warn: impl FnMut(&str, &[u8])) -> Options {
+    pub fn parse_onto(base: Options, input: &[u8], secure: bool, mut warn: impl FnMut(&str, &[u8], &str)) -> Options {
         let mut o = base;
         for item in input.split(|&c| c == b':' || c == b',') {
             if item.is_empty() {
@@ -153,12 +153,21 @@ impl Options {
                 // A path, not a number: `from_env` takes it.
                 continue;
             }
-            let n = match parse_num(val) {
-                Some(n) => n,
-                None => {
-                    warn("malformed value for option", key);
-                    continue;
-                }
+            let switch = SWITCHES.contains(&key);
+            let n = match (switch, val) {
+                (true, b"true" | b"yes" | b"on") => 1,
+                (true, b"false" | b"no" | b"off") => 0,
+                _ => match parse_num(val) {
+                    Some(n) if !switch || n <= 1 => n,
+                    Some(_) => {
+                        warn("value out of range for option", item, accepted(key));
+                        continue;
+                    }
+                    None => {
+                        warn("malformed value for option", item, accepted(key));
+                        continue;
+                    }
+                },
             };
             let d = Options::DEFAULT;
             let ok = match key {
@@ -223,10 +232,34 @@ impl Options {
                 _ => Err("unknown option"),
             };
             if let Err(why) = ok {
-                warn(why, key);
+                warn(why, item, if why == "value out of range for option" { accepted(key) } else { "" });
             }
         }
         o
+    }
+}
+
+/// The on/off options: 0 or 1, also written true/false, yes/no, on/off.
+const SWITCHES: [&[u8]; 8] =
+    [b"canary", b"zero_on_free", b"write_after_free_check", b"overflow_abort", b"mte", b"stacks", b"checked_calls", b"exit_check"];
+
+/// What an option accepts, for the warning about a value it does not.
+fn accepted(key: &[u8]) -> &'static str {
+    if SWITCHES.contains(&key) {
+        return "0 or 1 (or true/false, yes/no, on/off)";
+    }
+    match key {
+        b"buckets" => "1 to 7",
+        b"quarantine" => "0 to 1024 blocks",
+        b"quarantine_bytes" => "0 to 1t bytes (k, m, g suffixes)",
+        b"large_quarantine" => "0 to 256 blocks",
+        b"large_quarantine_bytes" => "0 to 16t bytes (k, m, g suffixes)",
+        b"stats" => "0, 1 or 2",
+        b"alloc_token_max" => "a number of ids (0 = 2^64)",
+        b"sample_rate" => "0 (off) or one in N, N up to 4294967295",
+        b"alloc_dealloc_mismatch" => "0, 1 or 2",
+        b"help" => "1",
+        _ => "",
     }
 }
 
@@ -307,7 +340,7 @@ pub fn from_env() -> Options {
     let base = match crate::platform::program_options() {
         Some(p) => {
             take_log_path(p);
-            Options::parse(p, false, |why, key| report::warn(format_args!("{}: '{}' (__mie_default_options)", why, report::Bytes(key))))
+            Options::parse(p, false, |why, item, ok| report::warn(format_args!("{}: '{}' (__mie_default_options){}", why, report::Bytes(item), Accepts(ok))))
         }
         None => Options::DEFAULT,
     };
@@ -324,7 +357,8 @@ pub fn from_env() -> Options {
         }
         line.flush();
     }
-    Options::parse_onto(base, s, secure, |why, key| {
+    Options::parse_onto(base, s, secure, |why, item, ok| {
+        let key = item.split(|&c| c == b'=').next().unwrap_or(item);
         if *quiet.get_or_insert_with(|| parent_has_said_it(s)) || said_already(said, key) {
             return;
         }
@@ -341,9 +375,22 @@ pub fn from_env() -> Options {
             let _ = writeln!(line, " (mie run --help says what each does)");
             line.flush();
         } else {
-            report::warn(format_args!("{}: '{}' (MIE_OPTIONS)", why, report::Bytes(key)));
+            report::warn(format_args!("{}: '{}' (MIE_OPTIONS){}", why, report::Bytes(item), Accepts(ok)));
         }
     })
+}
+
+/// "; accepted: ..." after a rejected value (nothing when the key has no such list).
+struct Accepts<'a>(&'a str);
+
+impl core::fmt::Display for Accepts<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, "; accepted: {}, kept the default", self.0)
+        }
+    }
 }
 
 /// `log_path=PATH` (the last one) goes to the report layer: a path, not a number.
@@ -382,7 +429,7 @@ mod tests {
 
     fn parse(s: &str, secure: bool) -> (Options, usize) {
         let mut warnings = 0;
-        let o = Options::parse(s.as_bytes(), secure, |_, _| warnings += 1);
+        let o = Options::parse(s.as_bytes(), secure, |_, _, _| warnings += 1);
         (o, warnings)
     }
 
@@ -399,6 +446,20 @@ mod tests {
             let (_, w) = parse(&format!("{k}=1"), false);
             assert_eq!(w, 0, "{k}");
         }
+    }
+
+    #[test]
+    fn rejected_values_name_the_item_and_what_is_accepted() {
+        let mut said = Vec::new();
+        let o = Options::parse(b"buckets=9:stats=maybe:canary=false:stacks=on:mte=2", false, |why, item, ok| {
+            said.push(format!("{why}: {}: {ok}", String::from_utf8_lossy(item)))
+        });
+        assert_eq!(said, [
+            "value out of range for option: buckets=9: 1 to 7",
+            "malformed value for option: stats=maybe: 0, 1 or 2",
+            "value out of range for option: mte=2: 0 or 1 (or true/false, yes/no, on/off)",
+        ]);
+        assert!(!o.canary && o.stacks && o.mte);
     }
 
     #[test]
@@ -427,12 +488,12 @@ mod tests {
 
     #[test]
     fn environment_options_go_on_top_of_the_programs() {
-        let program = Options::parse(b"quarantine=7:stacks=1:canary=0", false, |_, _| {});
-        let o = Options::parse_onto(program, b"quarantine=9", false, |_, _| {});
+        let program = Options::parse(b"quarantine=7:stacks=1:canary=0", false, |_, _, _| {});
+        let o = Options::parse_onto(program, b"quarantine=9", false, |_, _, _| {});
         assert_eq!((o.quarantine, o.stacks, o.canary), (9, true, false));
         // In a privileged process the environment still cannot weaken the built-in defaults,
         // while the program's own choice stands.
-        let o = Options::parse_onto(program, b"zero_on_free=0", true, |_, _| {});
+        let o = Options::parse_onto(program, b"zero_on_free=0", true, |_, _, _| {});
         assert!(o.zero_on_free && !o.canary);
     }
 

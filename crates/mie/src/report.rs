@@ -77,17 +77,47 @@ fn write_out(bytes: &[u8]) {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let mut fd = LOG_FD.load(Ordering::Relaxed);
-    if fd < 0 || LOG_PID.load(Ordering::Relaxed) != pid {
+    if fd == -1 || LOG_PID.load(Ordering::Relaxed) != pid {
         // SAFETY: set_log_path stored a slice of the environment, which lives for the process.
         let path = unsafe { core::slice::from_raw_parts(p as *const u8, LOG_PATH_LEN.load(Ordering::Relaxed)) };
         fd = platform::open_log(path, pid as u32);
-        LOG_FD.store(fd, Ordering::Relaxed);
+        let failed = fd < 0;
+        // A failed open is not retried at every line: stderr it is, said once.
+        LOG_FD.store(if failed { LOG_FAILED } else { fd }, Ordering::Relaxed);
         LOG_PID.store(pid, Ordering::Relaxed);
+        if failed {
+            let err = platform::errno();
+            // LOG_FD now says "failed": this line itself goes to stderr.
+            let mut o = Line::new();
+            let _ = writeln!(
+                o,
+                "mie: warning: cannot write the log file {}.{pid} (log_path): {}; reports, warnings and statistics go to stderr instead",
+                Bytes(path),
+                errno_text(err)
+            );
+        }
     }
     if fd < 0 {
         return platform::write_stderr(bytes);
     }
     platform::write_fd(fd, bytes);
+}
+
+/// LOG_FD after an open that failed (for the process in LOG_PID).
+const LOG_FAILED: i32 = -2;
+
+/// A few errors a log file meets, in words (others by number).
+fn errno_text(e: i32) -> &'static str {
+    match e {
+        libc::EACCES | libc::EPERM => "permission denied",
+        libc::ENOENT => "no such directory",
+        libc::EROFS => "read-only file system",
+        libc::ENOSPC => "no space left on the device",
+        libc::ENOTDIR => "a part of the path is not a directory",
+        libc::EISDIR => "it is a directory",
+        libc::ENAMETOOLONG | -1 => "the path is too long",
+        _ => "the open failed",
+    }
 }
 
 /// A text buffer that writes to stderr one line at a time (each line with one `write`, so
