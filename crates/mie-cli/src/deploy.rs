@@ -28,9 +28,17 @@ pub fn safe_for_set_id(lib: &Path) -> Result<(), String> {
     let mut p = Some(lib);
     while let Some(cur) = p {
         let m = std::fs::metadata(cur).map_err(|e| format!("{}: {e}", cur.display()))?;
-        if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        let why = if m.uid() != 0 {
+            Some(format!("is owned by uid {}, not root", m.uid()))
+        } else if m.mode() & 0o022 != 0 {
+            let who = if m.mode() & 0o002 != 0 { "anyone" } else { "its group" };
+            Some(format!("can be written by {who} (mode {:04o})", m.mode() & 0o7777))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             return Err(format!(
-                "{} is not root-owned and closed to writes by others: a set-uid or set-gid program must not load a library others can replace (put libmie.so where only root can write, e.g. with `mie install --prefix /usr/local`)",
+                "{} {why}: a set-uid or set-gid program must not load a library that someone else could replace or rename (put libmie.so where only root can write, e.g. with `mie install --prefix /usr/local`, and pass --lib)",
                 cur.display()
             ));
         }
@@ -39,12 +47,38 @@ pub fn safe_for_set_id(lib: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Where `mie enable` keeps the program as it was, for `mie disable` to give back byte for
+/// byte: a hidden file beside it, and the fingerprint of the file `mie enable` made.
+fn backup_paths(program: &Path) -> (PathBuf, PathBuf) {
+    let dir = program.parent().unwrap_or(Path::new("."));
+    let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    (dir.join(format!(".{name}.before-mie")), dir.join(format!(".{name}.before-mie.sum")))
+}
+
+/// FNV-1a of a file's bytes (tells whether the program changed since `mie enable`).
+fn fingerprint(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    Ok(format!("{h:016x} {}\n", bytes.len()))
+}
+
+/// The program must exist and be a file before patchelf is asked about it.
+fn existing_file(program: &Path) -> Result<(), String> {
+    match std::fs::metadata(program) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(format!("{}: not a regular file", program.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{}: no such file", program.display())),
+        Err(e) => Err(format!("{}: {e}", program.display())),
+    }
+}
+
 fn is_set_id(program: &Path) -> bool {
     std::fs::metadata(program).is_ok_and(|m| m.permissions().mode() & 0o6000 != 0)
 }
 
 /// `mie enable PROGRAM`: the program loads libmie itself from now on.
 pub fn enable(program: &Path, lib: &Path) -> Result<String, String> {
+    existing_file(program)?;
     let lib = lib.canonicalize().map_err(|e| format!("{}: {e}", lib.display()))?;
     let have = needed(program)?;
     if have.iter().any(|n| n.contains("libmie")) {
@@ -53,27 +87,49 @@ pub fn enable(program: &Path, lib: &Path) -> Result<String, String> {
     if is_set_id(program) {
         safe_for_set_id(&lib)?;
     }
+    // The program as it is, for `mie disable` (copied with its mode, set-uid bit included).
+    let (backup, sum) = backup_paths(program);
+    std::fs::copy(program, &backup).map_err(|e| format!("cannot keep a copy of {} at {}: {e}", program.display(), backup.display()))?;
     // patchelf rewrites the file; a set-uid bit survives (it edits in place).
     let o = Command::new(patchelf()?).arg("--add-needed").arg(&lib).arg(program).output().map_err(|e| e.to_string())?;
     if !o.status.success() {
+        let _ = std::fs::remove_file(&backup);
         return Err(format!("patchelf failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
     }
-    Ok(format!("{} now loads {} (mie disable undoes it)", program.display(), lib.display()))
+    std::fs::write(&sum, fingerprint(program)?).map_err(|e| format!("{}: {e}", sum.display()))?;
+    Ok(format!("{} now loads {} (mie disable undoes it; the original is kept as {})", program.display(), lib.display(), backup.display()))
 }
 
 /// `mie disable PROGRAM`: remove what `mie enable` added.
 pub fn disable(program: &Path) -> Result<String, String> {
+    existing_file(program)?;
     let mine: Vec<String> = needed(program)?.into_iter().filter(|n| n.contains("libmie")).collect();
     if mine.is_empty() {
         return Ok(format!("{} does not load libmie", program.display()));
     }
+    // Unchanged since `mie enable`: put the original bytes back, with the owner and mode the
+    // file has now (through a new name in the same directory, so a running copy keeps its
+    // file).
+    let (backup, sum) = backup_paths(program);
+    if backup.is_file() && std::fs::read_to_string(&sum).ok() == fingerprint(program).ok() {
+        let meta = std::fs::metadata(program).map_err(|e| e.to_string())?;
+        let tmp = backup.with_extension("restoring");
+        std::fs::copy(&backup, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid())).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::set_permissions(&tmp, meta.permissions()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, program).map_err(|e| format!("{}: {e}", program.display()))?;
+        let _ = std::fs::remove_file(&backup);
+        let _ = std::fs::remove_file(&sum);
+        return Ok(format!("{} no longer loads {}: restored as it was before mie enable", program.display(), mine.join(", ")));
+    }
+    let changed = if backup.is_file() { " (it changed since mie enable, so the copy kept then is not put back)" } else { "" };
     for n in &mine {
         let o = Command::new(patchelf()?).arg("--remove-needed").arg(n).arg(program).output().map_err(|e| e.to_string())?;
         if !o.status.success() {
             return Err(format!("patchelf failed: {}", String::from_utf8_lossy(&o.stderr).trim()));
         }
     }
-    Ok(format!("{} no longer loads {}", program.display(), mine.join(", ")))
+    Ok(format!("{} no longer loads {}{changed}", program.display(), mine.join(", ")))
 }
 
 /// The systemd drop-in that runs service `name` under mie.

@@ -46,8 +46,11 @@ fn enable_makes_a_set_uid_binary_load_mie_and_disable_undoes_it() {
     }
     let dir = tmp("enable");
     let prog = setid_program(&dir);
+    let original = std::fs::read(&prog).unwrap();
     let run = |args: &[&str]| Command::new(&prog).args(args).output().unwrap();
     assert!(text(&run(&[])).contains("under mie: no"));
+    let o = mie().arg("enable").arg(dir.join("no-such-program")).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("no-such-program: no such file"), "{}", text(&o));
     let o = mie().arg("enable").arg(&prog).output().unwrap();
     assert!(o.status.success() && text(&o).contains("now loads"), "{}", text(&o));
     assert!(text(&run(&[])).contains("under mie: yes"));
@@ -57,7 +60,19 @@ fn enable_makes_a_set_uid_binary_load_mie_and_disable_undoes_it() {
     let t = text(&o);
     assert!(t.contains("mie: double-free on 0x") && t.contains("(setid+0x"), "{t}");
     let o = mie().arg("disable").arg(&prog).output().unwrap();
-    assert!(o.status.success() && text(&o).contains("no longer loads"), "{}", text(&o));
+    assert!(o.status.success() && text(&o).contains("no longer loads") && text(&o).contains("restored as it was"), "{}", text(&o));
+    assert!(text(&run(&[])).contains("under mie: no"));
+    // Byte for byte, with its set-uid bit.
+    assert!(std::fs::read(&prog).unwrap() == original, "disable did not give the file back as it was");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&prog).unwrap().permissions().mode() & 0o7777, 0o4755);
+    // A program changed after enable (say, upgraded) keeps its new bytes: only the entry goes.
+    assert!(mie().arg("enable").arg(&prog).status().unwrap().success());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&prog).unwrap();
+    std::io::Write::write_all(&mut f, b"upgraded").unwrap();
+    drop(f);
+    let o = mie().arg("disable").arg(&prog).output().unwrap();
+    assert!(o.status.success() && text(&o).contains("changed since mie enable"), "{}", text(&o));
     assert!(text(&run(&[])).contains("under mie: no"));
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -79,7 +94,9 @@ fn enable_refuses_a_set_uid_binary_with_a_library_others_can_replace() {
     std::fs::copy(real, &lib).unwrap();
     let o = mie().arg("enable").arg(&prog).arg("--lib").arg(&lib).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("must not load a library others can replace"), "{}", text(&o));
+    // The reason named: the directory is root's, but anyone can write it.
+    assert!(text(&o).contains(&format!("{} can be written by anyone (mode 0777)", open.display())), "{}", text(&o));
+    assert!(text(&o).contains("must not load a library that someone else could replace"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).ok();
 }
 
