@@ -282,7 +282,7 @@ mod tests {
         );
         // Only objects: nothing is compiled (clang would warn that the flag went unused).
         assert_eq!(fallback(&["x.o", "y.o", "-o", "prog.c"]), None);
-        assert_eq!(fallback(&["-x", "c", "-"]).is_some(), true);
+        assert!(fallback(&["-x", "c", "-"]).is_some());
         assert_eq!(fallback(&[NO_TYPES, "-c", "x.c"]), None);
     }
 }

@@ -132,11 +132,29 @@ pub fn disable(program: &Path) -> Result<String, String> {
     Ok(format!("{} no longer loads {}{changed}", program.display(), mine.join(", ")))
 }
 
-/// The systemd drop-in that runs service `name` under mie.
-pub fn service_dropin(lib: &Path, options: Option<&str>) -> String {
+/// The unit a service name means: `NAME` is `NAME.service`; a template instance
+/// (`getty@tty1`) too. Only service units run programs with an environment of their own;
+/// anything that could leave the drop-in folder is refused.
+pub fn service_unit(name: &str) -> Result<String, String> {
+    let unit = if name.ends_with(".service") { name.to_string() } else { format!("{name}.service") };
+    let stem = &unit[..unit.len() - ".service".len()];
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || ":_.@-\\".contains(c);
+    if stem.is_empty() || unit.len() > 255 || !stem.chars().all(ok_char) || stem.starts_with('.') || stem.contains("..") {
+        return Err(format!(
+            "'{name}' is not a systemd service name (letters, digits and : _ . @ - \\ only, as `systemctl list-units --type=service` shows them)"
+        ));
+    }
+    if let Some((_, ext)) = name.rsplit_once('.').filter(|(_, e)| !name.ends_with(".service") && ["socket", "timer", "target", "mount", "path", "slice", "scope", "device", "swap", "automount"].contains(e)) {
+        return Err(format!("'{name}' is a .{ext} unit: only a .service runs the program, so name the service it starts"));
+    }
+    Ok(unit)
+}
+
+/// The systemd drop-in that runs service unit `unit` under mie.
+pub fn service_dropin(unit: &str, lib: &Path, options: Option<&str>) -> String {
     let mut s = format!(
-        "# /etc/systemd/system/<service>.service.d/mie.conf, written by `mie service`\n\
-         # Runs the service with libmie preloaded; reports go to the journal (or to log_path).\n\
+        "# /etc/systemd/system/{unit}.d/mie.conf, written by `mie service` (`mie service --remove` takes it out)\n\
+         # Runs {unit} with libmie preloaded; reports go to the journal (or to log_path).\n\
          [Service]\n\
          Environment=LD_PRELOAD={}\n",
         lib.display()
@@ -147,10 +165,62 @@ pub fn service_dropin(lib: &Path, options: Option<&str>) -> String {
     s
 }
 
-/// The drop-in's path for service `name` under `root` ("/" on a real system).
-pub fn service_path(root: &Path, name: &str) -> PathBuf {
-    let unit = if name.contains('.') { name.to_string() } else { format!("{name}.service") };
+/// The drop-in's path for unit `unit` under `root` ("/" on a real system).
+pub fn service_path(root: &Path, unit: &str) -> PathBuf {
     root.join("etc/systemd/system").join(format!("{unit}.d")).join("mie.conf")
+}
+
+/// Settings in the unit (its file and drop-ins under `root`) that keep the service from
+/// loading libmie at `lib`, or from writing its log: one warning each.
+pub fn sandbox_warnings(root: &Path, unit: &str, lib: &Path, options: Option<&str>) -> Vec<String> {
+    let mut text = String::new();
+    for dir in ["etc/systemd/system", "run/systemd/system", "usr/local/lib/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"] {
+        let d = root.join(dir);
+        if let Ok(t) = std::fs::read_to_string(d.join(unit)) {
+            text.push_str(&t);
+            text.push('\n');
+        }
+        if let Ok(rd) = std::fs::read_dir(d.join(format!("{unit}.d"))) {
+            for e in rd.flatten().filter(|e| e.file_name() != "mie.conf") {
+                if let Ok(t) = std::fs::read_to_string(e.path()) {
+                    text.push_str(&t);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    let settings: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let last = |key: &str| settings.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.to_ascii_lowercase());
+    let yes = |v: Option<String>| v.is_some_and(|v| matches!(v.as_str(), "yes" | "true" | "on" | "1"));
+    let under = |p: &str| lib.starts_with(p);
+    let mut w = Vec::new();
+    if yes(last("PrivateTmp")) && (under("/tmp") || under("/var/tmp")) {
+        w.push(format!("{unit} has PrivateTmp=yes: it sees a /tmp of its own, without {}; install libmie elsewhere (mie install --prefix /usr/local) and pass --lib", lib.display()));
+    }
+    if let Some(v) = last("ProtectHome") {
+        if matches!(v.as_str(), "yes" | "true" | "tmpfs") && (under("/home") || under("/root") || under("/run/user")) {
+            w.push(format!("{unit} has ProtectHome={v}: {} is hidden from it; install libmie outside the home directories and pass --lib", lib.display()));
+        }
+    }
+    for (k, v) in &settings {
+        if k == "InaccessiblePaths" || k == "TemporaryFileSystem" {
+            for p in v.split_whitespace().map(|p| p.trim_start_matches(['-', '+']).split(':').next().unwrap_or("")) {
+                if !p.is_empty() && lib.starts_with(p) {
+                    w.push(format!("{unit} has {k}={p}: {} is hidden from it; install libmie elsewhere and pass --lib", lib.display()));
+                }
+            }
+        }
+    }
+    if let Some(log) = options.and_then(|o| o.split(':').filter_map(|i| i.strip_prefix("log_path=")).next_back()) {
+        if matches!(last("ProtectSystem").as_deref(), Some("strict")) && !settings.iter().any(|(k, v)| k == "ReadWritePaths" && v.split_whitespace().any(|p| log.starts_with(p.trim_start_matches('-')))) {
+            w.push(format!("{unit} has ProtectSystem=strict: log_path={log} is read-only for it (reports go to the journal); add its directory to ReadWritePaths="));
+        }
+    }
+    w
 }
 
 /// `mie install --prefix DIR`: libmie.so in DIR/lib, mie in DIR/bin, mie.pc in
@@ -266,11 +336,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn service_names_are_checked() {
+        assert_eq!(service_unit("nginx").unwrap(), "nginx.service");
+        assert_eq!(service_unit("getty@tty1.service").unwrap(), "getty@tty1.service");
+        for bad in ["../../evil", "a/b", "", ".hidden", "x..y", "sp ace"] {
+            assert!(service_unit(bad).is_err(), "{bad}");
+        }
+        assert!(service_unit("cups.socket").is_err_and(|e| e.contains(".socket unit")));
+    }
+
+    #[test]
+    fn sandboxing_that_hides_the_library_is_warned_about() {
+        let root = std::env::temp_dir().join(format!("mie-sandbox-{}", std::process::id()));
+        let d = root.join("lib/systemd/system");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("web.service"), "[Service]\nExecStart=/usr/bin/web\nPrivateTmp=yes\nProtectHome=yes\nProtectSystem=strict\nInaccessiblePaths=-/opt/secret\n").unwrap();
+        let w = |lib: &str, o: Option<&str>| sandbox_warnings(&root, "web.service", Path::new(lib), o);
+        assert!(w("/usr/local/lib/libmie.so", None).is_empty());
+        assert!(w("/tmp/x/libmie.so", None)[0].contains("PrivateTmp=yes"));
+        assert!(w("/root/mie/libmie.so", None)[0].contains("ProtectHome=yes"));
+        assert!(w("/opt/secret/libmie.so", None)[0].contains("InaccessiblePaths=/opt/secret"));
+        assert!(w("/usr/lib/libmie.so", Some("log_path=/var/log/mie/r"))[0].contains("ReadWritePaths"));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
     fn service_dropin_and_path() {
-        let d = service_dropin(Path::new("/usr/local/lib/libmie.so"), Some("stats=1"));
+        let d = service_dropin("nginx.service", Path::new("/usr/local/lib/libmie.so"), Some("stats=1"));
+        assert!(d.starts_with("# /etc/systemd/system/nginx.service.d/mie.conf, written by `mie service`"), "{d}");
         assert!(d.contains("[Service]\nEnvironment=LD_PRELOAD=/usr/local/lib/libmie.so\nEnvironment=MIE_OPTIONS=stats=1\n"));
-        assert_eq!(service_path(Path::new("/"), "nginx"), PathBuf::from("/etc/systemd/system/nginx.service.d/mie.conf"));
-        assert_eq!(service_path(Path::new("/r"), "a.socket"), PathBuf::from("/r/etc/systemd/system/a.socket.d/mie.conf"));
+        assert_eq!(service_path(Path::new("/"), "nginx.service"), PathBuf::from("/etc/systemd/system/nginx.service.d/mie.conf"));
     }
 
     #[test]

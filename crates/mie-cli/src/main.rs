@@ -110,14 +110,18 @@ enum Cmd {
     },
     /// Undo `mie enable`
     Disable { program: PathBuf },
-    /// Print (or install) the systemd drop-in that runs service NAME under mie
+    /// Print (or install, or remove) the systemd drop-in that runs service NAME under mie
     Service {
         name: String,
+        /// MIE_OPTIONS for the service (checked as libmie checks them)
         #[arg(long, value_name = "K=V:K=V")]
         options: Option<String>,
         /// Write /etc/systemd/system/NAME.service.d/mie.conf
-        #[arg(long)]
+        #[arg(long, conflicts_with = "remove")]
         install: bool,
+        /// Remove that drop-in (the service runs without mie after a restart)
+        #[arg(long)]
+        remove: bool,
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
@@ -232,7 +236,7 @@ fn main() {
         Cmd::Cxx { args } => cc(true, &args),
         Cmd::Enable { program, lib } => done(mie_cli::deploy::enable(&program, &find_lib(lib))),
         Cmd::Disable { program } => done(mie_cli::deploy::disable(&program)),
-        Cmd::Service { name, options, install, root } => service(&name, options.as_deref(), install, &root),
+        Cmd::Service { name, options, install, remove, root } => service(&name, options.as_deref(), install, remove, &root),
         Cmd::Install { prefix, system, root } => install(prefix, system, &root),
         Cmd::Uninstall { root, .. } => done(mie_cli::deploy::uninstall_system(&root)),
         Cmd::Report { file, binary } => {
@@ -464,18 +468,48 @@ fn mte_available() -> bool {
     false
 }
 
-fn service(name: &str, options: Option<&str>, install: bool, root: &Path) -> ! {
-    let text = mie_cli::deploy::service_dropin(&find_lib(None), options);
+fn service(name: &str, options: Option<&str>, install: bool, remove: bool, root: &Path) -> ! {
+    use mie_cli::deploy;
+    let unit = deploy::service_unit(name).unwrap_or_else(|e| die(&e));
+    let path = deploy::service_path(root, &unit);
+    if remove {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::remove_dir(dir); // only if nothing else is in it
+                }
+                println!("removed {}; run `systemctl daemon-reload && systemctl restart {unit}`", path.display());
+                exit(0)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => die(&format!("{unit} has no mie drop-in ({} does not exist)", path.display())),
+            Err(e) => die(&format!("{}: {e}", path.display())),
+        }
+    }
+    if let Some(o) = options {
+        // The service's libmie would warn about these in the journal; say it here, first.
+        let mut bad = Vec::new();
+        mie::options::Options::parse(o.as_bytes(), false, |why, item, ok| {
+            let ok = if ok.is_empty() { String::new() } else { format!(" (accepted: {ok})") };
+            bad.push(format!("{why}: '{}'{ok}", String::from_utf8_lossy(item)));
+        });
+        if !bad.is_empty() {
+            die(&format!("--options: {}", bad.join("; ")));
+        }
+    }
+    let lib = find_lib(None);
+    for w in deploy::sandbox_warnings(root, &unit, &lib, options) {
+        eprintln!("mie: warning: {w}");
+    }
+    let text = deploy::service_dropin(&unit, &lib, options);
     if !install {
         print!("{text}");
         exit(0);
     }
-    let path = mie_cli::deploy::service_path(root, name);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| die(&format!("{}: {e}", dir.display())));
     }
     std::fs::write(&path, text).unwrap_or_else(|e| die(&format!("{}: {e}", path.display())));
-    println!("wrote {}; run `systemctl daemon-reload && systemctl restart {name}`", path.display());
+    println!("wrote {}; run `systemctl daemon-reload && systemctl restart {unit}` (mie service {name} --remove undoes it)", path.display());
     exit(0)
 }
 

@@ -165,3 +165,38 @@ fn system_install_in_a_throwaway_root() {
     assert!(!std::fs::read_to_string("/etc/ld.so.preload").unwrap_or_default().contains("mie-test"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `mie service`: the name is checked (nothing is written outside the drop-in folder), the
+/// options are checked as libmie checks them, sandboxing that hides libmie is warned about,
+/// and `--remove` takes the drop-in out again.
+#[test]
+fn service_checks_its_name_and_options_and_removes_its_drop_in() {
+    let root = tmp("service");
+    let o = mie().args(["service", "../../evil", "--install", "--root"]).arg(&root).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not a systemd service name"), "{}", text(&o));
+    assert!(!root.join("evil.service.d").exists() && !root.join("etc").exists());
+    let o = mie().args(["service", "web", "--options", "buckets=9:stats=maybe"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("'buckets=9' (accepted: 1 to 7)") && text(&o).contains("'stats=maybe'"), "{}", text(&o));
+    // A unit that keeps /tmp private, with libmie under /tmp: warned about.
+    let units = root.join("lib/systemd/system");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(units.join("web.service"), "[Service]\nExecStart=/usr/bin/web\nPrivateTmp=yes\n").unwrap();
+    let lib = PathBuf::from(env!("CARGO_BIN_EXE_mie")).parent().unwrap().join("libmie.so");
+    let in_tmp = std::env::temp_dir().join(format!("mie-svc-{}", std::process::id()));
+    std::fs::create_dir_all(&in_tmp).unwrap();
+    std::fs::copy(&lib, in_tmp.join("libmie.so")).unwrap();
+    let o = mie().args(["service", "web", "--install", "--options", "stats=1", "--root"]).arg(&root).env("MIE_LIB", in_tmp.join("libmie.so")).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("web.service has PrivateTmp=yes"), "{}", text(&o));
+    let dropin = root.join("etc/systemd/system/web.service.d/mie.conf");
+    let body = std::fs::read_to_string(&dropin).unwrap();
+    assert!(body.starts_with("# /etc/systemd/system/web.service.d/mie.conf") && body.contains("Environment=MIE_OPTIONS=stats=1\n"), "{body}");
+    let o = mie().args(["service", "web", "--remove", "--root"]).arg(&root).output().unwrap();
+    assert!(o.status.success() && !dropin.exists() && !dropin.parent().unwrap().exists(), "{}", text(&o));
+    let o = mie().args(["service", "web", "--remove", "--root"]).arg(&root).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("has no mie drop-in"), "{}", text(&o));
+    std::fs::remove_dir_all(&root).ok();
+    std::fs::remove_dir_all(&in_tmp).ok();
+}
