@@ -351,6 +351,28 @@ fn overflows_of_blocks_never_freed() {
     }
 }
 
+/// Findings that were reported under another name before (issue 20): each under its own.
+#[test]
+fn findings_named_right() {
+    expect_report("memcpy_before_block", "heap-buffer-underflow", "memcpy", &["starting 32 bytes before the 8-byte block"]);
+    expect_report("large_double_free_later", "double-free", "free", &["a large block at this address was freed before"]);
+    expect_report("large_interior_free", "invalid-free", "free", &["pointer is 4096 bytes inside the block at 0x", "262144 bytes requested"]);
+    if cfg!(target_arch = "x86_64") {
+        // (With MTE the first slot's neighbour granule faults at the write instead.)
+        // Two ways: the slab before exists (its last slot's canary or tail, checked at the
+        // free) or not (nothing mapped: the write faults). Either is an underflow.
+        let o = run_exact(&detect_bin(), &["first_slot_underflow"], "");
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
+        assert!(t.contains("mie: heap-buffer-underflow on 0x") && t.contains("the first of its slab") && t.contains("slot 0"), "{t}");
+    }
+    let o = run_exact(&detect_bin(), &["large_far_write"], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
+    assert!(t.contains("mie: heap-buffer-overflow on 0x") && t.contains("(the access hit unmapped space in mie's large-block area)"), "{t}");
+    assert!(t.contains("1048576 bytes past the end of the 262144-byte large block"), "{t}");
+}
+
 #[test]
 fn large_blocks() {
     expect_report("large_double_free", "double-free", "free", &["large block of 1048576 bytes was already freed"]);

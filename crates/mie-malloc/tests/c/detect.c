@@ -117,6 +117,35 @@ int main(int argc, char **argv) {
            runs out of the slot into the unmapped gap after it and faults there. */
         char *p = malloc(65539);
         for (size_t i = 0; i < 65539 + 65536; i++) ((volatile char *)p)[i] = 'A' + i % 26;
+    } else if (!strcmp(m, "memcpy_before_block")) {
+        /* A read that starts 32 bytes before a live 8-byte block (two free slots before it). */
+        char *a = malloc(8), out[64];
+        memcpy(out, (char *)((volatile unsigned long)a - 32), 40);
+        printf("NOT DETECTED %d\n", out[0]);
+    } else if (!strcmp(m, "large_double_free_later")) {
+        /* Freed twice, the second time long after its quarantine ended. */
+        char *p = malloc(256 << 10);
+        free(p);
+        for (int i = 0; i < 1024; i++)
+            free(malloc(256 << 10));
+        free(p);
+    } else if (!strcmp(m, "large_interior_free")) {
+        char *p = malloc(256 << 10);
+        free((char *)((volatile unsigned long)p + 4096));
+    } else if (!strcmp(m, "large_far_write")) {
+        /* 1 MiB past a 256 KiB block: beyond its guard page, in mie's large-block window. */
+        char *p = malloc(256 << 10);
+        ((volatile char *)p)[(256 << 10) + (1 << 20)] = 1;
+    } else if (!strcmp(m, "first_slot_underflow")) {
+        /* A write just before a block that is the first slot of its slab, then its free. */
+        for (int i = 0; i < 100000; i++) {
+            char *p = alloc_at_one_site(48);
+            if (((unsigned long)p & 0xffff) == 0) {
+                ((volatile char *)p)[-8] = 1;
+                free(p);
+                break;
+            }
+        }
     } else if (!strcmp(m, "large_double_free")) {
         char *p = malloc(1 << 20);
         free(p);

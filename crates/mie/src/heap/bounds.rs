@@ -268,19 +268,27 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
     }
 }
 
-/// The live small block in the slot after `a`'s, if `[a, a + len)` reaches into it.
+/// The first live small block after `a`'s slot that `[a, a + len)` reaches into (within
+/// `a`'s slab): a range that starts in free slots or slack before a live block is an
+/// underflow of that block (memcpy from `p - 32` with `p` an 8-byte block).
 fn next_live(a: usize, len: usize) -> Option<(usize, usize)> {
     let g = super::globals();
     let loc = g.geo.decode(a)?;
     let k = &CLASSES[loc.class];
-    let next = a - loc.interior + k.size as usize;
-    if a.saturating_add(len) <= next || loc.slot + 1 >= k.nslots as usize {
-        return None;
+    let end = a.saturating_add(len);
+    let mut next = a - loc.interior + k.size as usize;
+    for _ in loc.slot + 1..k.nslots as usize {
+        if end <= next {
+            return None;
+        }
+        if let Place::Live { start, size } = place(next) {
+            if start == next {
+                return Some((start, size));
+            }
+        }
+        next += k.size as usize;
     }
-    match place(next) {
-        Place::Live { start, size } if start == next => Some((start, size)),
-        _ => None,
-    }
+    None
 }
 
 /// How far a checked function called from `ret_addr` may scan from `p` for a terminator
@@ -357,7 +365,7 @@ fn underflow(p: usize, start: usize, size: usize, len: usize, access: Access, fu
             verb(access),
             if before == 1 { "" } else { "s" }
         );
-        let _ = writeln!(o, "  stopped before the access: the range starts in the slot before the block");
+        let _ = writeln!(o, "  stopped before the access: the range starts in front of the block (in the slot or slots before it)");
         describe(o, start, "live");
         report::write_code_addr(o, "called from", ret_addr);
     })

@@ -98,6 +98,12 @@ pub enum Finding {
     /// Inside mie's heap or metadata address ranges where nothing is mapped (or metadata,
     /// which no pointer should reach).
     Hole { addr: usize, pc: usize, meta: bool, exec: bool },
+    /// In unmapped heap space just before the first slot of a slab whose block is live: a
+    /// write (or read) before that block's start.
+    SlabFront { addr: usize, pc: usize, start: usize, size: usize, loc: Loc },
+    /// In mie's large-block window, outside every block's mapping: `below` is the nearest
+    /// block below the address (the likeliest one a too-large index came from).
+    LargeArea { addr: usize, pc: usize, below: Option<Info>, exec: bool },
     /// A synchronous MTE tag-check fault.
     Tag(TagFault),
 }
@@ -162,6 +168,10 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
     let geo = &globals().geo;
     let (in_heap, in_meta) = (geo.holds_heap(addr), geo.holds_meta(addr));
     if !in_heap && !in_meta {
+        let (lo, hi) = geo.large_window;
+        if addr >= lo && addr < hi {
+            return Some(Finding::LargeArea { addr, pc, below: large::LARGE.nearest_below(addr), exec });
+        }
         return None;
     }
     if in_heap && code == SEGV_ACCERR {
@@ -186,6 +196,22 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
             let live = m.is_live(k, last.slot);
             let size = if live { (k.size as usize).saturating_sub(m.slack(k, last.slot)) } else { k.size as usize };
             return Some(Finding::SlabGap { addr, pc, start, size, live, loc: last });
+        }
+    }
+    if in_heap && !exec {
+        // Just before the first slot of an existing slab (the slab before it was never
+        // made, so nothing is mapped there): an underflow of that slot's block.
+        // Slabs start on a page boundary: the next one above the address (in this region,
+        // or the first slab of the next region).
+        let pg = platform::page_size();
+        let front = (addr | (pg - 1)) + 1;
+        if let Some(l) = geo.decode(front).filter(|l| l.slot == 0 && l.interior == 0 && pool::slab_exists(l.region, l.slab)) {
+            let k = &CLASSES[l.class];
+            let m = SlabMeta::new(geo, l.region, l.slab);
+            if m.is_live(k, 0) {
+                let size = (k.size as usize).saturating_sub(m.slack(k, 0));
+                return Some(Finding::SlabFront { addr, pc, start: front, size, loc: l });
+            }
         }
     }
     Some(Finding::Hole { addr, pc, meta: in_meta, exec })
@@ -295,7 +321,11 @@ impl Finding {
             Finding::InBlock { live: false, .. } => Kind::UseAfterFree,
             Finding::InBlock { .. } => Kind::AccessFault,
             Finding::Hole { .. } => Kind::InvalidAccess,
+            Finding::LargeArea { exec: true, .. } => Kind::HeapExecute,
+            Finding::LargeArea { below: Some(e), .. } if e.is_live() => Kind::HeapBufferOverflow,
+            Finding::LargeArea { .. } => Kind::InvalidAccess,
             Finding::SlabGap { .. } => Kind::HeapBufferOverflow,
+            Finding::SlabFront { .. } => Kind::HeapBufferUnderflow,
             Finding::Tag(t) => t.kind,
         }
     }
@@ -415,6 +445,43 @@ impl Finding {
                     let _ = writeln!(o, "  the address is in mie's metadata area (or the guard space around it), which no heap pointer may reach");
                 } else {
                     let _ = writeln!(o, "  no block is there: a pointer ran past the blocks of its region (out-of-bounds or wild access)");
+                }
+                pc_line(o, pc);
+            }
+            Finding::SlabFront { addr, pc, start, size, loc } => {
+                report::fault_headline(o, kind, addr, "the access hit unmapped space before a slab's first slot");
+                let _ = writeln!(
+                    o,
+                    "  {} bytes before the {size}-byte block at {start:#x}, the first of its slab (nothing is mapped before it): stopped at the access",
+                    start - addr
+                );
+                describe_slot(o, &loc, start, "live");
+                pc_line(o, pc);
+            }
+            Finding::LargeArea { addr, pc, below, exec } => {
+                let how = if exec { "the program jumped into mie's large-block area" } else { "the access hit unmapped space in mie's large-block area" };
+                report::fault_headline(o, kind, addr, how);
+                match below {
+                    Some(e) if e.is_live() => {
+                        let past = addr.saturating_sub(e.addr.saturating_add(e.req));
+                        let _ = writeln!(
+                            o,
+                            "  {past} bytes past the end of the {}-byte large block at {:#x}, the nearest block below the address (an index or length far too large for it?)",
+                            e.req, e.addr
+                        );
+                        let _ = writeln!(o, "  block {:#x}: {} bytes requested, large allocation (own mapping), state: live", e.addr, e.req);
+                        super::stacks::print(o, e.addr, "");
+                    }
+                    Some(e) => {
+                        let _ = writeln!(
+                            o,
+                            "  no block is there; the nearest below is the freed {}-byte large block at {:#x}: a dangling or wild pointer",
+                            e.req, e.addr
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(o, "  no block is there, nor below it: a wild pointer into the address range mie keeps for large blocks");
+                    }
                 }
                 pc_line(o, pc);
             }

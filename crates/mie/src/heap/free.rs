@@ -76,8 +76,12 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
         free_remote(g, tc, raw, p, loc, m, rec, usable, who);
         return true;
     }
-    if g.opts.canary && loc.slot > 0 && !tag::enabled() && !before_intact(g, k, m, loc, p) {
-        return false;
+    if g.opts.canary && !tag::enabled() {
+        if loc.slot == 0 {
+            first_slot_before_intact(g, tc, k, loc, p, who);
+        } else if !before_intact(g, k, m, loc, p) {
+            return false;
+        }
     }
     // The record first: a thread racing to free the block too sees it freed (not a
     // cleared canary under a live record).
@@ -107,8 +111,14 @@ pub fn release_valid(g: &Globals, raw: usize, p: usize, loc: Loc, m: SlabMeta, r
 fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
     // SAFETY: decode returned class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
-    if g.opts.canary && loc.slot > 0 && !tag::enabled() && !before_intact(g, k, m, loc, p) {
-        validate::underflow(g, p, loc, m.rec(k, loc.slot - 1), who);
+    if g.opts.canary && !tag::enabled() {
+        if loc.slot > 0 {
+            if !before_intact(g, k, m, loc, p) {
+                validate::underflow(g, p, loc, m.rec(k, loc.slot - 1), who);
+            }
+        } else {
+            first_slot_before_intact(g, tc, k, loc, p, who);
+        }
     }
     if tag::enabled() {
         tc.freeing = p;
@@ -188,6 +198,46 @@ fn zero_words(p: usize, len: usize) {
     }
     if i < len {
         unsafe { core::ptr::write_volatile((p + i) as *mut u64, 0) };
+    }
+}
+
+/// The first slot of a slab: the bytes before it are the end of the slab before, in the
+/// same region (its last slot, or the unused tail after it, zero). Checked as
+/// `before_intact` checks a slot's neighbour, when this thread owns that slab too (nobody
+/// else changes its last slot meanwhile) and it is mapped there (not a guarded slab's gap).
+#[cold]
+#[inline(never)]
+fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p: usize, who: Caller) {
+    if loc.slab == 0 || !pool::slab_exists(loc.region, loc.slab - 1) {
+        return;
+    }
+    let prev_slab = loc.slab - 1;
+    let prev_base = g.geo.slot_addr(loc.region, prev_slab, 0);
+    if p - 8 >= prev_base + pool::mapped_len(loc.region, prev_slab) {
+        return; // an unmapped gap (guarded slab): an overrun faults there
+    }
+    let pm = SlabMeta::new(&g.geo, loc.region, prev_slab);
+    if pm.owner() != tc.id {
+        return;
+    }
+    let last = k.nslots as usize - 1;
+    let last_start = g.geo.slot_addr(loc.region, prev_slab, last);
+    let (expect, n, rec) = if p - 8 >= last_start + k.size as usize {
+        // The slab's unused tail: never written, so zero.
+        (0u64, 8usize, None)
+    } else {
+        let prev = pm.rec(k, last);
+        let live = record::is_live(prev);
+        let zeroed = g.opts.zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
+        let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
+        let expect = if live { canary::word_before(canary::pattern(&g.canary, last_start), p) } else { 0 };
+        (expect, n, Some(prev))
+    };
+    let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
+    // SAFETY: p - 8 lies in the mapped part of the previous slab of this region (checked).
+    let w = unsafe { ((p - 8) as *const u64).read() };
+    if (w ^ expect) & mask != 0 {
+        validate::underflow_first_slot(p, loc, last_start, rec, who);
     }
 }
 

@@ -154,13 +154,49 @@ pub fn validate(g: &Globals, raw: usize, who: Caller, how: Use) -> Block {
                 report::write_code_addr(o, "called from", who.ret_addr);
             })
         }
-        None if foreign::in_libc_brk_heap(p) => invalid(
+        None => large_elsewhere(p, who, how),
+    }
+}
+
+/// A pointer that is not the start of a large block: inside a live one, or in the part of
+/// the large-block window handed out before (a block freed long ago), or not mie's at all.
+fn large_elsewhere(p: usize, who: Caller, how: Use) -> ! {
+    if let Some(e) = LARGE.containing(p).filter(|e| e.is_live() && p > e.addr && p - e.addr < e.req) {
+        let kind = if how == Use::Release { Kind::InvalidFree } else { Kind::InvalidPointer };
+        report::fatal(kind, p, who.func, |o| {
+            let _ = writeln!(o, "  pointer is {} bytes inside the block at {:#x}, not at its start", p - e.addr, e.addr);
+            let _ = writeln!(o, "  block {:#x}: {} bytes requested, large allocation (own mapping), state: live", e.addr, e.req);
+            stacks::print(o, e.addr, "");
+            report::write_code_addr(o, "called from", who.ret_addr);
+        })
+    }
+    if LARGE.handed_out(p) && LARGE.containing(p).is_none() {
+        // mie hands a large-block address out once (until its window wraps round): this one
+        // belonged to a block that was freed, its quarantine long over.
+        let start = p.is_multiple_of(crate::platform::page_size());
+        let kind = match (how, start) {
+            (Use::Release, true) => Kind::DoubleFree,
+            (Use::Release, false) => Kind::InvalidFree,
+            (Use::Query, _) => Kind::UseAfterFree,
+        };
+        report::fatal(kind, p, who.func, |o| {
+            if start {
+                let _ = writeln!(o, "  a large block at this address was freed before (its quarantine is over and its memory unmapped; mie never gives a large-block address out twice)");
+            } else {
+                let _ = writeln!(o, "  the address is inside a large block that was freed (its memory is unmapped): not the start of any block");
+            }
+            stacks::print(o, p, "");
+            report::write_code_addr(o, "called from", who.ret_addr);
+        })
+    }
+    match () {
+        _ if foreign::in_libc_brk_heap(p) => invalid(
             p,
             who,
             how,
             "not a block allocated by mie: it lies in the C library's own heap, so the C library's malloc allocated it (a library loaded with dlopen(RTLD_DEEPBIND) calls it directly, and handed the block over?)",
         ),
-        None => invalid(p, who, how, "not a block allocated by mie (stack, global or foreign memory)"),
+        _ => invalid(p, who, how, "not a block allocated by mie (stack, global or foreign memory)"),
     }
 }
 
@@ -311,6 +347,23 @@ pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller) -> ! {
                 "  the bytes just before the block (the end of the free previous slot, {prev_start:#x}) are not zero: a write before the start of this block"
             );
         }
+        describe_slot(o, &loc, p, "live");
+        report::write_code_addr(o, "detected in a call from", who.ret_addr);
+    })
+}
+
+/// As `underflow`, for the first slot of a slab: the bytes before it are the end of the
+/// slab before (`prev` is its last slot's record; None: its unused tail).
+#[cold]
+#[inline(never)]
+pub fn underflow_first_slot(p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller) -> ! {
+    report::fatal(Kind::HeapBufferUnderflow, p, who.func, |o| {
+        let what = match prev {
+            Some(r) if record::is_live(r) => format_args!("the canary at the end of the last slot of the slab before, {last_start:#x}"),
+            Some(_) => format_args!("the end of the free last slot of the slab before, {last_start:#x}, which should be zero"),
+            None => format_args!("the unused tail of the slab before, which is never written"),
+        };
+        let _ = writeln!(o, "  the bytes just before the block ({what}) were overwritten: a write before the start of this block, the first of its slab");
         describe_slot(o, &loc, p, "live");
         report::write_code_addr(o, "detected in a call from", who.ret_addr);
     })

@@ -354,6 +354,37 @@ impl Large {
         found
     }
 
+    /// Whether `addr` lies in the part of the large-block window handed out so far: an
+    /// address there that is no live block belonged to a block that was freed (or its guard
+    /// pages). For reports.
+    pub fn handed_out(&self, addr: usize) -> bool {
+        if !self.lock.try_lock() {
+            return false;
+        }
+        let r = self.table().window.handed_out(addr);
+        self.lock.unlock();
+        r
+    }
+
+    /// For the fault handler: the block (live or quarantined) with the highest start below
+    /// `addr`, without waiting on the lock.
+    pub fn nearest_below(&self, addr: usize) -> Option<Info> {
+        if !self.lock.try_lock() {
+            return None;
+        }
+        let t = self.table();
+        let mut best: Option<Info> = None;
+        for i in 0..t.cap {
+            // SAFETY: i < cap, inside the table, read with the lock held.
+            let e = unsafe { (*t.slots.add(i)).info };
+            if (e.state == LIVE || e.state == FREED) && e.addr <= addr && best.is_none_or(|b| e.addr > b.addr) {
+                best = Some(e);
+            }
+        }
+        self.lock.unlock();
+        best
+    }
+
     /// Change the requested size of a live block in place (`new_req + slack <= body_len`).
     pub fn resize(&self, p: usize, new_req: usize) {
         let _g = self.lock.guard();

@@ -15,13 +15,28 @@ pub struct Window {
     lo: usize,
     hi: usize,
     bump: usize,
+    /// Where the pointer started (random).
+    first: usize,
     /// The pointer went round once: a range it gives may be in use (checked by the caller).
     pub wrapped: bool,
 }
 
 impl Window {
     pub const fn new() -> Self {
-        Window { lo: 0, hi: 0, bump: 0, wrapped: false }
+        Window { lo: 0, hi: 0, bump: 0, first: 0, wrapped: false }
+    }
+
+    /// Whether `addr` lies in the part of the window handed out so far (every address there
+    /// belonged to a block or a guard page; none is handed out twice before a wrap).
+    pub fn handed_out(&self, addr: usize) -> bool {
+        if self.hi == 0 {
+            return false;
+        }
+        if self.wrapped {
+            addr >= self.lo && addr < self.hi
+        } else {
+            addr >= self.first && addr < self.bump
+        }
     }
 
     /// A range of `len` bytes whose offset `align_at` is aligned to `align`, with one
@@ -36,6 +51,7 @@ impl Window {
             self.hi = hi;
             // A random start in the first quarter of the window.
             self.bump = lo + (platform::random_u64() as usize % ((hi - lo) / 4)) / platform::page_size() * platform::page_size();
+            self.first = self.bump;
         }
         let guard = platform::page_size();
         for _ in 0..2 {
