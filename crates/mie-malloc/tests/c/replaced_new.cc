@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(m, "delete_interior")) {
         // delete of a new[] array of a type with a destructor: the pointer is past the
-        // array cookie, inside the block: an invalid free, always fatal.
+        // array cookie, inside the block: an alloc-dealloc mismatch, always fatal.
         Node *a = new Node[4];
         delete a;
         printf("NOT DETECTED: %s\n", m);

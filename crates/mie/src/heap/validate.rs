@@ -47,6 +47,9 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
         check_release(g, addr, who, r, super::kind::MALLOC, 0, None);
         return zero::free(addr, who.func, who.ret_addr);
     }
+    if r.kind == super::kind::NEW || r.kind == super::kind::NEW_ALIGNED {
+        array_cookie_check(g, addr, who, r);
+    }
     match validate(g, raw, who, Use::Release) {
         Block::Small { loc, rec, usable } => {
             check_release(g, addr, who, r, record::kind(rec), usable, Some(&loc));
@@ -61,6 +64,50 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
             free_large(g, entry.addr, entry, who)
         }
     }
+}
+
+/// `delete p` of an array from `new T[n]` whose elements have a destructor: the compiler put
+/// the element count (the array cookie: 8 bytes, 16 on arm64) before the first element and
+/// passes the element's address, inside the block. Named for what it is, before the
+/// interior pointer is (freeing it would corrupt the heap: always fatal).
+#[cold]
+fn array_cookie_check(g: &Globals, p: usize, who: Caller, r: Release) {
+    use super::kind::{NEW_ARRAY, NEW_ARRAY_ALIGNED};
+    let (start, kind, size, loc) = if let Some(l) = g.geo.decode(p).filter(|l| matches!(l.interior, 8 | 16)) {
+        let k = &CLASSES[l.class];
+        if l.bucket > g.keys.pointer_buckets as usize || !pool::slab_exists(l.region, l.slab) || l.slot >= k.nslots as usize {
+            return;
+        }
+        let rec = SlabMeta::of(&g.geo, k, l.region, l.slab).rec(k, l.slot);
+        if !record::is_live(rec) {
+            return;
+        }
+        (p - l.interior, record::kind(rec), (k.size as usize).saturating_sub(record::slack(rec)), Some(l))
+    } else if let Some(e) = LARGE.containing(p).filter(|e| e.is_live() && matches!(p.wrapping_sub(e.addr), 8 | 16)) {
+        (e.addr, e.kind, e.req, None)
+    } else {
+        return;
+    };
+    if kind != NEW_ARRAY && kind != NEW_ARRAY_ALIGNED {
+        return;
+    }
+    report::fatal(Kind::AllocKindMismatch, p, who.func, |o| {
+        let _ = writeln!(
+            o,
+            "  {}() of an array allocated with {} (release it with delete[]): the pointer is {} bytes into the block at {start:#x}, past the array cookie where the compiler keeps the element count (the elements have a destructor)",
+            super::kind::released_by(r.kind),
+            super::kind::allocated_by(kind),
+            p - start
+        );
+        match loc {
+            Some(l) => describe_slot(o, &l, start, "live"),
+            None => {
+                let _ = writeln!(o, "  block {start:#x}: {size} bytes requested, large allocation (own mapping), state: live");
+            }
+        }
+        stacks::print(o, start, "");
+        report::write_code_addr(o, "called from", who.ret_addr);
+    })
 }
 
 /// Check that the block (`kind`, requested `size`, at `p`) may be released as `r` says; a
