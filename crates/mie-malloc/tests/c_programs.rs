@@ -954,6 +954,11 @@ fn replaced_operator_new_with_default_delete_runs_clean() {
         let o = run_with(&with_lib, &["lib"], opts);
         let t = text(&o);
         assert!(o.status.success() && t.contains("replaced_new lib: ") && !t.contains("mie:"), "{opts}: {:?}\n{t}", o.status);
+        // The library's blocks (its own new, malloc) deleted by the program (libmie's
+        // delete), as rust-lld deletes libLLVM's: no report either.
+        let o = run_with(&with_lib, &["lib_blocks"], opts);
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("replaced_new lib_blocks: done") && !t.contains("mie:"), "{opts}: {:?}\n{t}", o.status);
     }
 }
 

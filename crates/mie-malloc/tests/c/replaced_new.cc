@@ -32,6 +32,9 @@ extern "C" long lib_work(int rounds) {
     }
     return sum;
 }
+// Blocks from the library's own operator new (malloc), deleted by the program with the
+// global operator delete: what rust-lld does with blocks from libLLVM.so.
+extern "C" void *lib_new_block(std::size_t n) { return ::operator new(n); }
 #else
 #ifndef NO_REPLACEMENT
 void *operator new(std::size_t n) {
@@ -41,6 +44,7 @@ void *operator new(std::size_t n) {
 }
 #endif
 extern "C" long lib_work(int rounds) __attribute__((weak));
+extern "C" void *lib_new_block(std::size_t n) __attribute__((weak));
 
 struct Node {
     long v[3];
@@ -54,6 +58,12 @@ int main(int argc, char **argv) {
     if (!strcmp(m, "lib")) {
         if (!lib_work) return 2;
         printf("replaced_new lib: %ld\n", lib_work(200));
+        return 0;
+    }
+    if (!strcmp(m, "lib_blocks")) {
+        if (!lib_new_block) return 2;
+        for (int i = 0; i < 100; i++) ::operator delete(lib_new_block(24 + i));
+        printf("replaced_new lib_blocks: done\n");
         return 0;
     }
     if (!strcmp(m, "new_array_delete")) {

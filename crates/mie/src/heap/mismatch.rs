@@ -12,8 +12,9 @@
 //!
 //! A `malloc` block released by `operator delete` is legal when the code's `operator new`
 //! is itself a replacement that calls `malloc` (a program's own, or a library's bound to
-//! itself with `-Bsymbolic`, like LLVM's): then `delete` reaches libmie with a block it
-//! recorded as `malloc`. Such a release passes silently.
+//! itself with `-Bsymbolic`, like LLVM's, whose blocks the program linked against it
+//! deletes: `rust-lld`): then `delete` reaches libmie with a block it recorded as
+//! `malloc`. Such a release passes silently.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -142,9 +143,58 @@ fn operator_new_is_replaced(site: usize) -> bool {
     if cached & !1 == base {
         return cached & 1 == 1;
     }
-    let replaced = outside_own(platform::own_definition(site, c"_Znwm"));
+    let replaced = outside_own(platform::own_definition(site, c"_Znwm")) || a_library_has_its_own_operator_new();
     slot.store(base | replaced as usize, Ordering::Relaxed);
     replaced
+}
+
+/// Whether a loaded library other than libmie and the C++ runtime defines `operator new`
+/// for itself (LLVM's `libLLVM.so` does, versioned and bound to itself): its `new` calls
+/// `malloc`, and the code that deletes those blocks (`rust-lld`, linked against it) reaches
+/// libmie's `delete`. Which allocation came from it is not known, so a `delete` of a
+/// `malloc` block is legal in such a process. Asked again when libraries were loaded since.
+fn a_library_has_its_own_operator_new() -> bool {
+    static ADDS: AtomicUsize = AtomicUsize::new(usize::MAX);
+    static ANSWER: AtomicU8 = AtomicU8::new(0);
+    struct Scan {
+        own: usize,
+        adds: usize,
+        found: bool,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info struct and our own Scan.
+        let (info, scan) = unsafe { (&*info, &mut *(data as *mut Scan)) };
+        scan.adds = info.dlpi_adds as usize;
+        // SAFETY: dlpi_name is a NUL-terminated string (maybe empty) for every object.
+        let name = if info.dlpi_name.is_null() { &b""[..] } else { unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes() };
+        let base = platform::base_name(name);
+        if info.dlpi_phnum == 0 || base.starts_with(b"libstdc++") || base.starts_with(b"libc++") {
+            return 0;
+        }
+        // An address inside the object: its first loaded segment.
+        // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+        let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let Some(load) = phdrs.iter().find(|h| h.p_type == libc::PT_LOAD) else { return 0 };
+        let inside = info.dlpi_addr as usize + load.p_vaddr as usize;
+        if platform::object_base(inside) == scan.own {
+            return 0;
+        }
+        if platform::own_definition(inside, c"_Znwm") != 0 {
+            scan.found = true;
+            return 1;
+        }
+        0
+    }
+    let own = platform::object_base(a_library_has_its_own_operator_new as *const () as usize);
+    let mut scan = Scan { own, adds: 0, found: false };
+    // SAFETY: the callback only reads the loader's structures and writes `scan`.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut scan as *mut Scan as *mut libc::c_void) };
+    if !scan.found && ADDS.load(Ordering::Relaxed) == scan.adds {
+        return ANSWER.load(Ordering::Relaxed) == 1;
+    }
+    ADDS.store(scan.adds, Ordering::Relaxed);
+    ANSWER.store(scan.found as u8, Ordering::Relaxed);
+    scan.found
 }
 
 #[cfg(test)]
