@@ -225,13 +225,21 @@ fn expect_fault(mode: &str, kind: &str, also: &[&str]) -> String {
 fn double_free() {
     let t = expect_report("double_free", "double-free", "free", &["already freed", "state: free", "called from: 0x"]);
     // The call site names the program and the function (from the program's symbol table),
-    // and, the program having line tables (-g), the addr2line command for its source line.
+    // and, the program having line tables (-g), its source line in the report (binutils'
+    // addr2line, run by the report) and the rest of the stack of the call.
     assert!(t.contains("(detect_c+0x") && t.contains(", main+0x"), "{t}");
+    let called = t.lines().position(|l| l.starts_with("  called from: ")).unwrap();
+    let next: Vec<&str> = t.lines().skip(called + 1).take(2).collect();
+    assert!(next[0].starts_with("    at ") && next[0].contains("detect.c:") && next[0].ends_with("(main)"), "{t}");
+    assert!(next[1].starts_with("    #1: 0x") && next[1].contains("libc.so.6"), "the stack of the call goes on: {t}");
+    // Without the symbolizer: the addr2line command, which works and points into detect.c.
+    let o = run_exact(&detect_bin(), &["double_free"], "symbolize=0");
+    let t = text(&o);
     let src = t.lines().find_map(|l| l.strip_prefix("    source line: addr2line -Cfpie ")).unwrap_or_else(|| panic!("{t}"));
     let (path, addr) = src.rsplit_once(' ').unwrap();
     assert!(path.ends_with("/detect_c") && addr.starts_with("0x"), "{src}");
+    assert!(!t.contains("    at "), "{t}");
     if cfg!(target_arch = "x86_64") {
-        // The command works and points into detect.c.
         let o = Command::new("addr2line").args(["-Cfpie", path, addr]).output().unwrap();
         let line = String::from_utf8_lossy(&o.stdout);
         assert!(line.contains("main at ") && line.contains("detect.c:"), "{line}");

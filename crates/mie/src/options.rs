@@ -54,6 +54,12 @@ pub struct Options {
     /// At exit, check the whole heap once (bounded in time): canaries of blocks never
     /// freed, zeros of free slots (`heap/sweep.rs`).
     pub exit_check: bool,
+    /// Source lines (file:line, inlined frames) in reports, from binutils' addr2line run as
+    /// a child process (`platform/symbolizer.rs`).
+    pub symbolize: bool,
+    /// The debugging profile: allocation and free stacks, 16 frames of the bad call's stack,
+    /// ten times more guarded samples (faults at the access for more blocks).
+    pub debug: bool,
 }
 
 /// Every option, with what it does (the warning for an unknown key and `mie run --help`
@@ -76,6 +82,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("checked_calls", "range checks in memcpy, strcpy, read and the like (default 1)"),
     ("alloc_dealloc_mismatch", "harmless mismatches: 0 silent, 1 report once, 2 fatal (default 1)"),
     ("exit_check", "at exit, check never-freed blocks' canaries and free slots (default 1)"),
+    ("symbolize", "file:line in reports, by running addr2line (default 1)"),
+    ("debug", "debugging profile: stacks=1, longer stacks, sample_rate=500 (default 0)"),
     ("log_path", "write reports, warnings and statistics to PATH.<pid>, not stderr"),
     ("help", "print this list"),
 ];
@@ -129,6 +137,8 @@ impl Options {
         checked_calls: true,
         alloc_dealloc_mismatch: 1,
         exit_check: true,
+        symbolize: true,
+        debug: false,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -226,6 +236,18 @@ impl Options {
                 }
                 b"checked_calls" => set_bool(&mut o.checked_calls, n, secure),
                 b"exit_check" => set_bool(&mut o.exit_check, n, secure),
+                // Neither weakens a check: allowed everywhere.
+                b"symbolize" => set_bool(&mut o.symbolize, n, false),
+                b"debug" => {
+                    o.debug = n != 0;
+                    if o.debug {
+                        o.stacks = true;
+                        if o.sample_rate == 0 || o.sample_rate > 500 {
+                            o.sample_rate = 500;
+                        }
+                    }
+                    Ok(())
+                }
                 b"alloc_dealloc_mismatch" => set(&mut o.alloc_dealloc_mismatch, n, 0, 2, secure, d.alloc_dealloc_mismatch as u64, true),
                 // Handled by `from_env` (prints the options); nothing to set.
                 b"help" => Ok(()),
@@ -240,8 +262,18 @@ impl Options {
 }
 
 /// The on/off options: 0 or 1, also written true/false, yes/no, on/off.
-const SWITCHES: [&[u8]; 8] =
-    [b"canary", b"zero_on_free", b"write_after_free_check", b"overflow_abort", b"mte", b"stacks", b"checked_calls", b"exit_check"];
+const SWITCHES: [&[u8]; 10] = [
+    b"canary",
+    b"zero_on_free",
+    b"write_after_free_check",
+    b"overflow_abort",
+    b"mte",
+    b"stacks",
+    b"checked_calls",
+    b"exit_check",
+    b"symbolize",
+    b"debug",
+];
 
 /// What an option accepts, for the warning about a value it does not.
 fn accepted(key: &[u8]) -> &'static str {

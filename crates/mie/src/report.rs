@@ -178,6 +178,43 @@ impl fmt::Display for Bytes<'_> {
 /// that could not name its caller, as Rust's global allocator cannot): the first frame of
 /// the current stack outside the allocator.
 pub fn write_code_addr(out: &mut dyn Write, label: &str, addr: usize) {
+    write_code_line(out, label, addr);
+    // The rest of the stack of the call (or of the faulting instruction), in fatal and
+    // non-fatal reports alike.
+    let addr = if addr == 0 { first_caller_frame() } else { addr };
+    if addr != 0 && (label == "called from" || label == "faulting instruction" || label == "detected in a call from") {
+        write_stack_after(out, addr);
+    }
+}
+
+/// Frames of the calling stack after `addr` (which must be one of them), numbered from 1,
+/// at most `STACK_FRAMES`, with their source lines.
+fn write_stack_after(out: &mut dyn Write, addr: usize) {
+    let mut frames = [0usize; 48];
+    let n = platform::backtrace_into(&mut frames);
+    let Some(i) = frames[..n].iter().position(|&f| f == addr) else { return };
+    for (j, &f) in frames[i + 1..n].iter().take(stack_frames()).enumerate() {
+        if f == 0 {
+            break;
+        }
+        write_frame(out, j + 1, f);
+    }
+}
+
+/// How many frames of the bad call's stack a report shows (more with `debug=1`).
+static STACK_FRAMES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(6);
+
+fn stack_frames() -> usize {
+    STACK_FRAMES.load(Ordering::Relaxed)
+}
+
+/// Show `n` frames of the bad call's stack.
+pub fn set_stack_frames(n: usize) {
+    STACK_FRAMES.store(n, Ordering::Relaxed);
+}
+
+/// One labelled code address, with its source lines (or the command that gives them).
+fn write_code_line(out: &mut dyn Write, label: &str, addr: usize) {
     let addr = if addr == 0 { first_caller_frame() } else { addr };
     let _ = write!(out, "  {label}: {addr:#x}");
     if addr == 0 {
@@ -194,7 +231,10 @@ pub fn write_code_addr(out: &mut dyn Write, label: &str, addr: usize) {
     platform::symbols::lookup(addr, ret, |s| {
         if s.has_lines {
             // The return address is one past the call: ask for the call's line.
-            let _ = writeln!(out, "    source line: addr2line -Cfpie {} {:#x}", Bytes(s.path), s.vaddr.saturating_sub(ret as usize));
+            let probe = s.vaddr.saturating_sub(ret as usize);
+            if !platform::symbolizer::source_lines(out, "    ", s.path, probe) {
+                let _ = writeln!(out, "    source line: addr2line -Cfpie {} {probe:#x}", Bytes(s.path));
+            }
         }
     });
 }
@@ -229,6 +269,11 @@ pub fn write_frame(out: &mut dyn Write, n: usize, addr: usize) {
     let _ = write!(out, "    #{n}: {addr:#x}");
     platform::symbolize(addr, true, out);
     let _ = out.write_str("\n");
+    platform::symbols::lookup(addr, true, |s| {
+        if s.has_lines {
+            platform::symbolizer::source_lines(out, "        ", s.path, s.vaddr.saturating_sub(1));
+        }
+    });
 }
 
 /// Print a report and stop the process. `body` writes the lines after the headline.

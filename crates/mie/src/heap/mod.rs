@@ -140,6 +140,12 @@ fn init_slow() -> Option<&'static Globals> {
                 // SAFETY: only this thread (holding INIT_LOCK, before READY) writes the globals.
                 let g = unsafe { &mut *G.0.get() };
                 g.opts = crate::options::from_env();
+                if !g.opts.symbolize {
+                    platform::symbolizer::disable();
+                }
+                if g.opts.debug {
+                    report::set_stack_frames(16);
+                }
                 // Before any heap mapping exists: tagging decides PROT_MTE.
                 tag::init(g.opts.mte);
                 let shape = layout::init_shape();

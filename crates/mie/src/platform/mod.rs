@@ -7,6 +7,7 @@ pub mod code;
 pub mod lock;
 mod objects;
 mod signals;
+pub mod symbolizer;
 pub mod symbols;
 pub mod tls;
 
