@@ -30,10 +30,15 @@ pub fn symbolize(report: &str, binaries: &[PathBuf]) -> String {
     }
     let mut loaders: HashMap<PathBuf, Option<addr2line::Loader>> = HashMap::new();
     let mut out = String::new();
-    for line in report.lines() {
+    let mut lines = report.lines().peekable();
+    while let Some(line) = lines.next() {
         out.push_str(line);
         out.push('\n');
         if line.trim_start().starts_with("source line:") {
+            continue;
+        }
+        // A report that ran the symbolizer itself already has the lines.
+        if lines.peek().is_some_and(|n| n.trim_start().starts_with("at ")) {
             continue;
         }
         let Some((object, offset)) = code_address(line) else { continue };
