@@ -661,6 +661,23 @@ mod mte {
         t
     }
 
+    /// An access two slots past a block, into a slot never handed out (the allocator's tag):
+    /// named for the block it ran out of, not as the allocator's granule.
+    #[test]
+    fn far_overflow_into_an_unused_slot_names_the_block() {
+        for _ in 0..3 {
+            let o = run_exact(&mte_bin(), &["far_into_unused"], "sample_rate=0");
+            let t = text(&o);
+            assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
+            let (kind, what) = if t.contains("direction overflow") {
+                ("heap-buffer-overflow", "bytes past its slot")
+            } else {
+                ("heap-buffer-underflow", "bytes before it")
+            };
+            assert!(t.contains(&format!("mie: {kind} on 0x")) && t.contains("the pointer belongs to the block at 0x") && t.contains(what), "{t}");
+        }
+    }
+
     #[test]
     fn overflow_into_neighbour_faults_at_the_write() {
         let t = expect(

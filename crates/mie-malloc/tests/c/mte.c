@@ -31,6 +31,21 @@ int main(int argc, char **argv) {
                 }
         printf("no neighbours found\n");
         return 3;
+    } else if (!strcmp(m, "far_into_unused")) {
+        /* One 200-byte block (224-byte slots, 64 KiB slabs, 292 slots): an access two slots
+           away, into a slot no block was ever given (its granules carry the allocator's
+           tag), is an overflow of the block (or, near the slab's end, an underflow of it). */
+        volatile char *p = one_site(200);
+        size_t idx = (ADDR(p) & 0xffff) / 224;
+        if (idx + 3 < 292) {
+            printf("direction overflow\n");
+            p[2 * 224 + 8] = 'X';
+        } else {
+            printf("direction underflow\n");
+            p[-(2 * 224) + 8] = 'X';
+        }
+        printf("NOT DETECTED: %s\n", m);
+        return 0;
     } else if (!strcmp(m, "granule_edge") && argc == 4) {
         /* Every byte of the block's granules is accessible (read and written back, so the
            canary stays intact); the first byte past them faults, read or write. */

@@ -222,6 +222,21 @@ fn slot_exists(l: &Loc) -> bool {
     pool::slab_exists(l.region, l.slab) && l.slot < CLASSES[l.class].nslots as usize
 }
 
+/// The live block that an access at `slot` (slot index `i`) with pointer tag `ptag` most
+/// likely ran out of: the first live slot to the left, past slots that hold no block, if it
+/// carries the tag (true: an overflow), else the same to the right (false: an underflow).
+/// At most 16 slots each way.
+fn origin_across_free_slots(m: SlabMeta, k: &super::size_class::ClassInfo, i: usize, slot: usize, ptag: u8) -> Option<(usize, bool)> {
+    let size = k.size as usize;
+    let left = (1..=16.min(i)).find(|&d| m.is_live(k, i - d)).map(|d| slot - d * size);
+    if let Some(b) = left.filter(|&b| tag::hw().load(b) == ptag) {
+        return Some((b, true));
+    }
+    let n = k.nslots as usize;
+    let right = (1..=16).take_while(|&d| i + d < n).find(|&d| m.is_live(k, i + d)).map(|d| slot + d * size);
+    right.filter(|&b| tag::hw().load(b) == ptag).map(|b| (b, false))
+}
+
 fn tag_fault(raw: usize, pc: usize) -> TagFault {
     let g = globals();
     let addr = tag::strip(raw);
@@ -275,7 +290,14 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     } else if from_left {
         (Kind::HeapBufferOverflow, left.unwrap_or(0))
     } else if mtag == tag::TAG_OWNED {
-        (Kind::InvalidAccess, 0)
+        // Memory no block owns (a slot never handed out): no pointer may reach it but by
+        // running out of its block. The nearest live block before it (past slots that hold
+        // none) that carries the pointer's tag is where it came from; else after it.
+        match origin_across_free_slots(m, k, l.slot, slot, ptag) {
+            Some((o, true)) => (Kind::HeapBufferOverflow, o),
+            Some((o, false)) => (Kind::HeapBufferUnderflow, o),
+            None => (Kind::InvalidAccess, 0),
+        }
     } else {
         (Kind::UseAfterFree, 0)
     };
@@ -532,6 +554,8 @@ impl TagFault {
                 let past = addr.wrapping_sub(origin + CLASSES[l.class].size as usize);
                 let into = if slot == origin {
                     "the slab's unused tail"
+                } else if mtag == tag::TAG_OWNED && slot != origin + CLASSES[l.class].size as usize {
+                    "an unused slot further on (the slots between hold no block)"
                 } else if mtag == tag::TAG_OWNED {
                     "the next slot (unused)"
                 } else if mtag == tag::TAG_FREE {
