@@ -359,6 +359,24 @@ fn overflows_of_blocks_never_freed() {
     }
 }
 
+/// A fatal signal mie cannot name as a heap error still gets what and where (the faulting
+/// line), and ends the process with that signal, as without mie.
+#[test]
+fn fatal_signals_outside_the_heap_say_what_and_where() {
+    let cases: &[(&str, i32, &str)] = if cfg!(target_arch = "x86_64") {
+        &[("null_deref", libc::SIGSEGV, "mie: SIGSEGV on 0xc: an access through a NULL pointer"), ("divide_by_zero", libc::SIGFPE, "mie: SIGFPE on 0x")]
+    } else {
+        // (arm64 divides by zero without a fault.)
+        &[("null_deref", libc::SIGSEGV, "mie: SIGSEGV on 0xc: an access through a NULL pointer")]
+    };
+    for &(mode, sig, head) in cases {
+        let o = run_exact(&detect_bin(), &[mode], "");
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(sig), "{mode}: {:?}\n{t}", o.status);
+        assert!(t.contains(head) && t.contains("faulting instruction: 0x") && t.contains("(detect_c+0x"), "{mode}\n{t}");
+    }
+}
+
 /// Findings that were reported under another name before (issue 20): each under its own.
 #[test]
 fn findings_named_right() {

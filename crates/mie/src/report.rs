@@ -276,6 +276,27 @@ pub fn write_frame(out: &mut dyn Write, n: usize, addr: usize) {
     });
 }
 
+/// A fatal signal mie cannot name as a heap error (a fault outside the memory it manages, a
+/// bus error, an arithmetic fault, an illegal instruction): at least what and where, before
+/// the signal takes its course. Only for a fault (not a signal sent with kill) that no
+/// handler of the program's catches. Safe in a signal handler: no allocation.
+pub fn fatal_signal(sig: libc::c_int, addr: usize, pc: usize) {
+    let (name, what) = match sig {
+        libc::SIGSEGV if addr < 4096 => ("SIGSEGV", "an access through a NULL pointer (or a small offset from one)"),
+        libc::SIGSEGV => ("SIGSEGV", "an access to memory that is not mapped, or not for this access, outside the memory mie manages"),
+        libc::SIGBUS => ("SIGBUS", "a bus error (a mapped file's page beyond its end, or a misaligned access)"),
+        libc::SIGFPE => ("SIGFPE", "an arithmetic fault (an integer division by zero, or its overflow)"),
+        libc::SIGILL => ("SIGILL", "an illegal instruction (a corrupted code pointer, or an instruction this CPU lacks)"),
+        _ => ("a fatal signal", "a fault"),
+    };
+    let mut o = Line::new();
+    let _ = writeln!(o, "mie: {name} on {addr:#x}: {what}");
+    let _ = writeln!(o, "  not a heap error mie can name: the program crashed here");
+    write_code_addr(&mut o, "faulting instruction", pc);
+    let _ = writeln!(o, "mie: the process ends as it would without mie ({name})");
+    o.flush();
+}
+
 /// Print a report and stop the process. `body` writes the lines after the headline.
 #[cold]
 #[inline(never)]

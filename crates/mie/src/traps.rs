@@ -77,6 +77,9 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
             report::write_code_addr(&mut o, "faulting instruction", pc);
             let _ = writeln!(o, "mie: the process ends (the program was built with this check trapping)");
             o.flush();
+        } else if sig == libc::SIGILL && platform::default_action(sig) {
+            // SAFETY: info is the kernel's siginfo; for SIGILL si_addr is the instruction.
+            report::fatal_signal(sig, unsafe { (*info).si_addr() } as usize, pc);
         }
     }
     // SAFETY: the arguments are the kernel's, passed on unchanged.

@@ -117,6 +117,12 @@ int main(int argc, char **argv) {
            runs out of the slot into the unmapped gap after it and faults there. */
         char *p = malloc(65539);
         for (size_t i = 0; i < 65539 + 65536; i++) ((volatile char *)p)[i] = 'A' + i % 26;
+    } else if (!strcmp(m, "null_deref")) {
+        volatile int *q = (volatile int *)((unsigned long)argc * 0);
+        printf("%d\n", q[3]);
+    } else if (!strcmp(m, "divide_by_zero")) {
+        volatile int zero = argc - argc;
+        printf("%d\n", 10 / zero);
     } else if (!strcmp(m, "memcpy_before_block")) {
         /* A read that starts 32 bytes before a live 8-byte block (two free slots before it). */
         char *a = malloc(8), out[64];

@@ -24,6 +24,9 @@ const JUMPED: usize = 1 << 63;
 
 pub fn install() {
     platform::install_handler(libc::SIGSEGV, on_segv);
+    for sig in [libc::SIGBUS, libc::SIGFPE] {
+        platform::install_handler(sig, on_other_fault);
+    }
 }
 
 /// Re-install the handler if something replaced it since (a runtime's own SIGSEGV handler,
@@ -33,6 +36,18 @@ pub fn ensure_installed() {
     if platform::current_handler(libc::SIGSEGV) != on_segv as *const () as usize {
         install();
     }
+}
+
+/// SIGBUS and SIGFPE: never a heap error mie names, but a fault that ends the process gets
+/// its line (what and where); then the signal takes its course.
+extern "C" fn on_other_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to SA_SIGINFO handlers.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code > 0 && platform::default_action(sig) {
+        report::fatal_signal(sig, addr, platform::context_pc(uc));
+    }
+    // SAFETY: the arguments are the kernel's, passed on unchanged.
+    unsafe { platform::chain(sig, info, uc) }
 }
 
 extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
@@ -60,7 +75,10 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
             }
         } else if platform::default_action(libc::SIGSEGV) {
             // A crash inside the C library's own allocator: a mie block may have reached it.
-            super::foreign::explain("the C library's allocator crashed (SIGSEGV)");
+            // Anything else: at least what and where.
+            if !super::foreign::explain("the C library's allocator crashed (SIGSEGV)") {
+                report::fatal_signal(libc::SIGSEGV, tag::strip(addr), platform::context_pc(uc));
+            }
         }
     }
     // SAFETY: the arguments are the kernel's, passed on unchanged.

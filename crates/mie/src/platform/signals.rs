@@ -1,4 +1,5 @@
-//! Signal dispositions: installing mie's handlers (SIGSEGV, SIGABRT, SIGILL, SIGTRAP),
+//! Signal dispositions: installing mie's handlers (SIGSEGV, SIGABRT, SIGILL, SIGTRAP, SIGBUS,
+//! SIGFPE),
 //! passing a signal on to what was there before, and reading a signal's user context.
 
 /// The dispositions mie replaced, for chaining: SIGSEGV (fault reports) and SIGABRT (the
@@ -10,12 +11,16 @@ static OLD_SEGV: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::Ma
 static OLD_ABRT: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 static OLD_ILL: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 static OLD_TRAP: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+static OLD_BUS: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+static OLD_FPE: OldAction = OldAction(core::cell::UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 
 fn old_action(sig: libc::c_int) -> &'static OldAction {
     match sig {
         libc::SIGABRT => &OLD_ABRT,
         libc::SIGILL => &OLD_ILL,
         libc::SIGTRAP => &OLD_TRAP,
+        libc::SIGBUS => &OLD_BUS,
+        libc::SIGFPE => &OLD_FPE,
         _ => &OLD_SEGV,
     }
 }
@@ -23,7 +28,7 @@ fn old_action(sig: libc::c_int) -> &'static OldAction {
 /// A signal handler as mie installs it (SA_SIGINFO).
 pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
 
-/// Install `handler` for `sig` (SIGSEGV, SIGABRT, SIGILL or SIGTRAP; SA_SIGINFO, on the alternate stack if
+/// Install `handler` for `sig` (SIGSEGV, SIGABRT, SIGILL, SIGTRAP, SIGBUS or SIGFPE; SA_SIGINFO, on the alternate stack if
 /// any, with the tag bits of a fault address exposed on arm64), remembering the previous
 /// disposition for `chain`.
 pub fn install_handler(sig: libc::c_int, handler: Handler) -> bool {
