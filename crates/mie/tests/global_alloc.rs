@@ -62,22 +62,28 @@ fn threads_share_and_free_across() {
     assert!(s.mapped_bytes > 0);
 }
 
+/// Run test `child` of this executable as a child process (it does the bug) and return its
+/// stderr; None inside that child.
+fn child_report(child: &str) -> Option<String> {
+    if std::env::var_os("MIE_TEST_CHILD").is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let o = std::process::Command::new(exe)
+        .args(["--exact", child, "--nocapture", "--test-threads=1"])
+        .env("MIE_TEST_CHILD", "1")
+        .env("MIE_OPTIONS", "sample_rate=0")
+        .output()
+        .unwrap();
+    Some(String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
 /// A double free through the Rust global allocator (which cannot pass its caller's address)
 /// is reported with the first frame outside the allocator as "called from", named.
 #[test]
 #[cfg_attr(target_arch = "aarch64", ignore = "re-runs its own executable, which under qemu is the arm64 loader")]
 fn rust_double_free_report_names_the_caller() {
-    if std::env::var_os("MIE_TEST_CHILD").is_some() {
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let o = std::process::Command::new(exe)
-        .args(["--exact", "double_free_child", "--nocapture", "--test-threads=1"])
-        .env("MIE_TEST_CHILD", "1")
-        .env("MIE_OPTIONS", "sample_rate=0")
-        .output()
-        .unwrap();
-    let t = String::from_utf8_lossy(&o.stderr);
+    let Some(t) = child_report("double_free_child") else { return };
     assert!(t.contains("mie: double-free on 0x"), "{t}");
     let line = t.lines().find(|l| l.starts_with("  called from: ")).unwrap_or_else(|| panic!("{t}"));
     assert!(!line.contains(": 0x0 ") && line.contains("global_alloc::free_twice+0x"), "{line}\n{t}");
@@ -105,17 +111,7 @@ fn free_twice(p: *mut [u64; 4]) {
 #[test]
 #[cfg_attr(target_arch = "aarch64", ignore = "re-runs its own executable, which under qemu is the arm64 loader")]
 fn rust_double_free_through_a_tail_call_names_the_function() {
-    if std::env::var_os("MIE_TEST_CHILD").is_some() {
-        return;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let o = std::process::Command::new(exe)
-        .args(["--exact", "tail_drop_child", "--nocapture", "--test-threads=1"])
-        .env("MIE_TEST_CHILD", "1")
-        .env("MIE_OPTIONS", "sample_rate=0")
-        .output()
-        .unwrap();
-    let t = String::from_utf8_lossy(&o.stderr);
+    let Some(t) = child_report("tail_drop_child") else { return };
     assert!(t.contains("mie: double-free on 0x"), "{t}");
     assert!(t.contains("called from: 0x") && !t.contains("called from: 0x0 "), "{t}");
     assert!(t.contains("global_alloc::drop_last"), "the function that freed is not named:\n{t}");
