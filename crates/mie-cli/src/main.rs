@@ -31,6 +31,11 @@ enum Cmd {
         /// longer stacks, ten times more guarded samples; the way to chase a finding
         #[arg(long)]
         debug: bool,
+        /// Guard mode (guard=1): every block on pages of its own beside an unmapped page, so
+        /// an overflow, an underflow (with -o guard_below=1) or a use after free stops at the
+        /// access; slow and page-hungry, for tests
+        #[arg(long)]
+        guard: bool,
         /// Options added after those already in MIE_OPTIONS (K=V:K=V)
         #[arg(long, short = 'o', value_name = "K=V:K=V")]
         options: Vec<String>,
@@ -230,7 +235,7 @@ fn main() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.cmd {
-        Cmd::Run { stats, debug, options, lib, program } => run(stats, debug, options, lib, &program),
+        Cmd::Run { stats, debug, guard, options, lib, program } => run(stats, debug, guard, options, lib, &program),
         Cmd::Demo { json, only, lib, keep, typed } => demo(json, only, lib, keep, typed),
         Cmd::Bench { quick, scale, runs, only, alloc, mie_options, compare, out, lib, keep, instructions } => {
             let (scale, runs) = if quick { (1, 3) } else { (scale.unwrap_or(3), runs.unwrap_or(5) as usize) };
@@ -263,12 +268,15 @@ fn done(r: Result<String, String>) -> ! {
     }
 }
 
-fn run(stats: bool, debug: bool, extra: Vec<String>, lib: Option<PathBuf>, program: &[OsString]) -> ! {
+fn run(stats: bool, debug: bool, guard: bool, extra: Vec<String>, lib: Option<PathBuf>, program: &[OsString]) -> ! {
     let lib = find_lib(lib);
     let mut options: Vec<String> = std::env::var("MIE_OPTIONS").ok().filter(|s| !s.is_empty()).into_iter().collect();
     if debug {
         // First, so options given after it (--options sample_rate=...) still win.
         options.push("debug=1".into());
+    }
+    if guard {
+        options.push("guard=1".into());
     }
     options.extend(extra);
     if stats {

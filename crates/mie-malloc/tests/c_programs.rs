@@ -377,6 +377,43 @@ fn fatal_signals_outside_the_heap_say_what_and_where() {
     }
 }
 
+/// Guard mode: overflows (byte-precise with guard_align=1), underflows (guard_below=1), uses
+/// after free and after a realloc moved the block stop at the access; a double free at the
+/// call; a program with thousands of blocks runs clean.
+#[test]
+fn guard_mode_stops_each_bug_at_the_access() {
+    let b = build("guard.c");
+    let o = run_exact(&b, &["clean"], "guard=1");
+    let t = text(&o);
+    assert!(o.status.success() && t.contains("guard clean: ok") && !t.contains("mie:"), "{:?}\n{t}", o.status);
+    for (mode, opts, kind, also) in [
+        ("overflow", "guard=1", "heap-buffer-overflow", "0 bytes past the end of the 32-byte block"),
+        ("overflow_odd", "guard=1:guard_align=1", "heap-buffer-overflow", "0 bytes past the end of the 13-byte block"),
+        ("underflow", "guard=1:guard_below=1", "heap-buffer-underflow", "1 bytes before the 40-byte block"),
+        ("uaf_read", "guard=1", "use-after-free", "byte 16 of the freed 48-byte block"),
+        ("stale_after_realloc", "guard=1", "use-after-free", "byte 0 of the freed 40-byte block"),
+    ] {
+        let o = run_exact(&b, &[mode], opts);
+        let t = text(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{mode}: {:?}\n{t}", o.status);
+        assert!(!t.contains("NOT DETECTED"), "{mode}\n{t}");
+        assert!(t.contains(&format!("mie: {kind} on 0x")) && t.contains(also) && t.contains("stopped at the access (guard mode)"), "{mode}\n{t}");
+        assert!(t.contains("allocated at:") && t.contains("faulting instruction: 0x"), "{mode}: stacks\n{t}");
+    }
+    expect_report_with(&b, "double_free", "guard=1", "double-free", "free", &["guarded block was already freed", "freed at:"]);
+    // A real program: the interpreter starts, works and exits under guard mode, silently.
+    if cfg!(target_arch = "x86_64") && Path::new("/usr/bin/python3").exists() {
+        let o = Command::new("/usr/bin/python3")
+            .args(["-c", "import json, re; d = [{'k': i, 's': str(i) * 9} for i in range(3000)]; print(len(json.loads(json.dumps(d))), len(re.findall('1', str(d))))"])
+            .env("LD_PRELOAD", lib())
+            .env("MIE_OPTIONS", "guard=1")
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(o.status.success() && t.starts_with("3000 ") && !t.contains("mie:"), "{:?}\n{t}", o.status);
+    }
+}
+
 /// Findings that were reported under another name before (issue 20): each under its own.
 #[test]
 fn findings_named_right() {

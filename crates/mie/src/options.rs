@@ -60,6 +60,12 @@ pub struct Options {
     /// The debugging profile: allocation and free stacks, 16 frames of the bad call's stack,
     /// ten times more guarded samples (faults at the access for more blocks).
     pub debug: bool,
+    /// Guard mode (`heap/guard.rs`): every block on pages of its own beside an unmapped page.
+    pub guard: bool,
+    /// Guard mode: the block's start (not its end) touches the guard page.
+    pub guard_below: bool,
+    /// Guard mode: the end exactly on the guard page (alignment given up), not rounded to 16.
+    pub guard_align: bool,
 }
 
 /// Every option, with what it does (the warning for an unknown key and `mie run --help`
@@ -84,6 +90,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("exit_check", "at exit, check never-freed blocks' canaries and free slots (default 1)"),
     ("symbolize", "file:line in reports, by running addr2line (default 1)"),
     ("debug", "debugging profile: stacks=1, longer stacks, sample_rate=500 (default 0)"),
+    ("guard", "guard mode: every block on its own pages, faults at the access (default 0)"),
+    ("guard_below", "guard mode: guard the block's start instead of its end (default 0)"),
+    ("guard_align", "guard mode: end exactly on the guard page, 1-byte alignment (default 0)"),
     ("log_path", "write reports, warnings and statistics to PATH.<pid>, not stderr"),
     ("help", "print this list"),
 ];
@@ -139,6 +148,9 @@ impl Options {
         exit_check: true,
         symbolize: true,
         debug: false,
+        guard: false,
+        guard_below: false,
+        guard_align: false,
     };
 
     /// Parse an option string. `secure` applies the strengthen-only rule. `warn` receives
@@ -238,6 +250,15 @@ impl Options {
                 b"exit_check" => set_bool(&mut o.exit_check, n, secure),
                 // Neither weakens a check: allowed everywhere.
                 b"symbolize" => set_bool(&mut o.symbolize, n, false),
+                b"guard" => {
+                    o.guard = n != 0;
+                    if o.guard {
+                        o.stacks = true;
+                    }
+                    Ok(())
+                }
+                b"guard_below" => set_bool(&mut o.guard_below, n, false),
+                b"guard_align" => set_bool(&mut o.guard_align, n, false),
                 b"debug" => {
                     o.debug = n != 0;
                     if o.debug {
@@ -262,7 +283,7 @@ impl Options {
 }
 
 /// The on/off options: 0 or 1, also written true/false, yes/no, on/off.
-const SWITCHES: [&[u8]; 10] = [
+const SWITCHES: [&[u8]; 13] = [
     b"canary",
     b"zero_on_free",
     b"write_after_free_check",
@@ -273,6 +294,9 @@ const SWITCHES: [&[u8]; 10] = [
     b"exit_check",
     b"symbolize",
     b"debug",
+    b"guard",
+    b"guard_below",
+    b"guard_align",
 ];
 
 /// What an option accepts, for the warning about a value it does not.

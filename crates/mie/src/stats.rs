@@ -130,6 +130,10 @@ pub fn print_level(level: u8) {
         "mie[{pid}]: stats: guarded samples: {} so far, {} live ({} bytes)",
         s.sampled_allocs, s.sampled_live, s.sampled_live_bytes
     );
+    let (guarded, guarded_live) = crate::heap::guard::counts();
+    if guarded > 0 {
+        let _ = writeln!(o, "mie[{pid}]: stats: guard mode: {guarded} blocks allocated on pages of their own, {guarded_live} live");
+    }
     let typed = s.typed_allocs + s.unknown_type_allocs;
     let _ = writeln!(
         o,

@@ -88,6 +88,14 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
 #[inline(never)]
 fn alloc_general(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
     let Some(g) = super::ensure_init() else { return (core::ptr::null_mut(), false) };
+    if g.opts.guard {
+        // (Guard mode records stacks, so the fast path always comes here.)
+        let p = super::guard::alloc(g, size, align, kind);
+        if !p.is_null() {
+            stacks::on_alloc(p as usize);
+            return (p, true);
+        }
+    }
     let r = alloc_in(g, size, align, bucket, kind);
     if g.opts.stacks && !r.0.is_null() {
         stacks::on_alloc(tag::untag(r.0 as usize));

@@ -119,6 +119,8 @@ pub enum Finding {
     /// In unmapped heap space just before the first slot of a slab whose block is live: a
     /// write (or read) before that block's start.
     SlabFront { addr: usize, pc: usize, start: usize, size: usize, loc: Loc },
+    /// In or beside a block of guard mode (`guard.rs`).
+    Guard { addr: usize, pc: usize, e: super::guard::Entry, exec: bool },
     /// In mie's large-block window, outside every block's mapping: `below` is the nearest
     /// block below the address (the likeliest one a too-large index came from).
     LargeArea { addr: usize, pc: usize, below: Option<Info>, exec: bool },
@@ -153,6 +155,11 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
     let exec = tag::strip(pc) == addr && addr != 0;
     // For an execution fault, `pc` is the address itself: report where the jump came from.
     let pc = if exec && link != 0 { link | JUMPED } else { pc };
+    if globals().opts.guard {
+        if let Some(e) = super::guard::containing(addr) {
+            return Some(Finding::Guard { addr, pc, e, exec });
+        }
+    }
     if let Some((slot, guard)) = sample::fault_view(addr) {
         if !guard && slot.is_live() && addr.wrapping_sub(slot.start()) < platform::page_size() {
             // The live slot's page is accessible: something else made this access fault.
@@ -366,6 +373,11 @@ impl Finding {
             Finding::LargeArea { .. } => Kind::InvalidAccess,
             Finding::SlabGap { .. } => Kind::HeapBufferOverflow,
             Finding::SlabFront { .. } => Kind::HeapBufferUnderflow,
+            Finding::Guard { exec: true, .. } => Kind::HeapExecute,
+            Finding::Guard { e, .. } if !e.is_live() => Kind::UseAfterFree,
+            Finding::Guard { addr, e, .. } if addr >= e.p + e.size => Kind::HeapBufferOverflow,
+            Finding::Guard { addr, e, .. } if addr < e.p => Kind::HeapBufferUnderflow,
+            Finding::Guard { .. } => Kind::AccessFault,
             Finding::Tag(t) => t.kind,
         }
     }
@@ -487,6 +499,9 @@ impl Finding {
                     let _ = writeln!(o, "  no block is there: a pointer ran past the blocks of its region (out-of-bounds or wild access)");
                 }
                 pc_line(o, pc);
+            }
+            Finding::Guard { addr, pc, e, exec } => {
+                super::guard::write_fault(o, e, addr, pc, exec);
             }
             Finding::SlabFront { addr, pc, start, size, loc } => {
                 report::fault_headline(o, kind, addr, "the access hit unmapped space before a slab's first slot");

@@ -21,6 +21,7 @@ pub mod canary;
 pub mod fault;
 pub mod foreign;
 pub mod free;
+pub mod guard;
 pub mod kind;
 pub mod large;
 pub mod layout;
@@ -229,10 +230,12 @@ unsafe extern "C" fn fork_prepare() {
     }
     LARGE.lock.lock();
     sample::LOCK.lock();
+    guard::LOCK.lock();
 }
 
 unsafe extern "C" fn fork_parent() {
     sample::LOCK.unlock();
+    guard::LOCK.unlock();
     LARGE.lock.unlock();
     for p in POOLS.iter().rev() {
         p.lock.unlock();
@@ -256,6 +259,7 @@ unsafe extern "C" fn fork_child() {
     INIT_LOCK.reset();
     tcache::after_fork_child();
     sample::after_fork_child();
+    guard::after_fork_child();
 }
 
 /// How a call is identified in reports: the function name and the caller's address. Two

@@ -17,6 +17,14 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
     }
     let a = tag::untag(p as usize);
     let Some(g) = super::ensure_init() else { validate::invalid(a, who, Use::Query, "mie's heap is not initialised") };
+    if g.opts.guard {
+        if let Some(e) = super::guard::lookup(a) {
+            if !e.is_live() {
+                validate::invalid(a, who, Use::Query, "a guarded block that was freed: only a live block can be asked about");
+            }
+            return e.size;
+        }
+    }
     if sample::owns(a) {
         return sample::validate(a, who.func, who.ret_addr, false).0;
     }
@@ -42,6 +50,23 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     let addr = tag::untag(raw);
     let Some(g) = super::ensure_init() else { validate::invalid(addr, who, Use::Release, "mie's heap is not initialised") };
     let extra = g.opts.canary as usize;
+    if g.opts.guard {
+        if let Some(e) = super::guard::lookup(addr) {
+            // Guard mode: every realloc moves, so a stale pointer to the old block faults.
+            if !e.is_live() {
+                super::guard::bad_release(e, addr, who);
+            }
+            super::guard::check_release(g, &e, who, Release::FREE);
+            let q = alloc::alloc_as(size, 16, default_bucket, super::kind::MALLOC).0;
+            if q.is_null() {
+                return q;
+            }
+            // SAFETY: both are live blocks; the copy is no longer than either.
+            unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, q, e.size.min(size)) };
+            super::guard::free(g, e, who);
+            return q;
+        }
+    }
     // A guarded sample always moves (it keeps its bucket, as a slab block does).
     let (old_usable, bucket) = if sample::owns(addr) {
         let (size, bucket, kind) = sample::validate(addr, who.func, who.ret_addr, true);

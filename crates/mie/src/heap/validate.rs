@@ -37,6 +37,23 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
     let raw = p as usize;
     let addr = tag::untag(raw);
     let Some(g) = super::ensure_init() else { invalid(addr, who, Use::Release, "mie's heap is not initialised") };
+    if g.opts.guard {
+        if let Some(e) = super::guard::lookup(addr) {
+            if !e.is_live() {
+                super::guard::bad_release(e, addr, who);
+            }
+            super::guard::check_release(g, &e, who, r);
+            return super::guard::free(g, e, who);
+        }
+        // Inside a guarded block (they live in the large-block window; a block that came from
+        // the ordinary heap when guard mode ran out of mappings is not looked for here).
+        let (lo, hi) = g.geo.large_window;
+        if addr >= lo && addr < hi && LARGE.lookup(addr).is_none() {
+            if let Some(e) = super::guard::containing(addr).filter(|e| addr.wrapping_sub(e.p) < e.size.max(1)) {
+                super::guard::bad_release(e, addr, who);
+            }
+        }
+    }
     if sample::owns(addr) {
         let (size, _, kind) = sample::validate(addr, who.func, who.ret_addr, true);
         check_release(g, addr, who, r, kind, size, None);

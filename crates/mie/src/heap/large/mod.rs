@@ -303,6 +303,20 @@ impl Large {
         core::ptr::null_mut()
     }
 
+    /// `len` bytes mapped read-write in the large-block window, with an unmapped page before
+    /// and after (guard mode's blocks); 0 if none could be had.
+    pub fn map_guarded(&self, len: usize) -> usize {
+        let _g = self.lock.guard();
+        let t = self.table();
+        for _ in 0..4 {
+            let Some(addr) = t.window.take(len, 0, platform::page_size()) else { break };
+            if platform::map_at(addr as *mut u8, len, 0) {
+                return addr;
+            }
+        }
+        0
+    }
+
     /// The block at `p`, if `p` is the start of a live or quarantined large block.
     pub fn lookup(&self, p: usize) -> Option<Info> {
         let _g = self.lock.guard();
