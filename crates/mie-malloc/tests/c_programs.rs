@@ -597,6 +597,13 @@ fn deepbind_library_mixing_allocators_is_explained() {
     );
     assert!(t.contains("called from: 0x") && t.contains("(libdeepbind.so+0x") && t.contains(", lib_free+0x"), "{t}");
     assert!(t.contains("libdeepbind.so calls the C library's allocator") && t.contains("RTLD_DEEPBIND"), "{t}");
+    // Through a function pointer the library handed over (php's phar extension gives php
+    // its free as a hash table's destructor): the library is named, not the program.
+    let o = run_exact(&bin, &["pointer_from_lib", lib], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
+    assert!(t.contains("mie: foreign-free in free() of the C library") && t.contains("(deepbind_main+0x"), "{t}");
+    assert!(t.contains("deepbind_main called free() through a function pointer") && t.contains("RTLD_DEEPBIND) does: libdeepbind.so"), "{t}");
     let o = run_exact(&bin, &["take_from_lib", lib], "");
     let t = text(&o);
     assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);

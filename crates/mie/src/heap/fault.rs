@@ -58,6 +58,11 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
     if code > 0 && STATE.load(core::sync::atomic::Ordering::Acquire) == READY {
         // SAFETY: as above; for a fault, si_addr is the faulting address.
         let addr = unsafe { (*info).si_addr() } as usize;
+        // A fault inside the C library's own free or realloc: it read the chunk header it
+        // expects before a block mie made. That is the finding, whatever the address is.
+        if platform::default_action(libc::SIGSEGV) && super::foreign::pc_in_libc_allocator(platform::context_pc(uc)) {
+            super::foreign::explain_fault();
+        }
         if let Some(f) = classify(code, addr, platform::context_pc(uc), platform::context_link(uc)) {
             if f.is_fatal() {
                 let mut o = report::Line::new();

@@ -10,6 +10,13 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+/// Whether `pc` is in one of the C library's allocator functions (a fault there is the
+/// C library meeting a block that is not its own).
+pub fn pc_in_libc_allocator(pc: usize) -> bool {
+    let libc_base = LIBC_BASE.load(Ordering::Relaxed);
+    libc_base != 0 && in_libc_allocator(libc_base, pc)
+}
+
 use crate::platform;
 use crate::report::{self, Kind, Line};
 
@@ -49,13 +56,27 @@ extern "C" fn on_abrt(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
 pub fn explain(what: &str) -> bool {
     let Some((func, caller)) = libc_allocator_on_stack() else { return false };
     let mut o = Line::new();
-    let _ = writeln!(o, "mie: {} in {}() of the C library", Kind::ForeignFree.name(), report::Bytes(func));
-    let _ = writeln!(o, "  {what}: its {}() was given memory its own allocator does not own", report::Bytes(func));
-    report::write_code_addr(&mut o, "called from", caller);
-    write_cause(&mut o, caller);
+    write_report(&mut o, what, func, caller);
     let _ = writeln!(o, "mie: the process ends as the C library decided");
     o.flush();
     true
+}
+
+/// The same report for a fault inside the C library's allocator (it read the header it
+/// expects before a block mie made, unmapped or, with MTE, tagged as another block's): it
+/// ends the process as every mie report does. Returns if no such function is on the stack.
+pub fn explain_fault() {
+    let Some((func, caller)) = libc_allocator_on_stack() else { return };
+    let mut o = Line::new();
+    write_report(&mut o, "the C library's allocator crashed (SIGSEGV)", func, caller);
+    report::conclude(o, Kind::ForeignFree)
+}
+
+fn write_report(o: &mut Line, what: &str, func: &[u8], caller: usize) {
+    let _ = writeln!(o, "mie: {} in {}() of the C library", Kind::ForeignFree.name(), report::Bytes(func));
+    let _ = writeln!(o, "  {what}: its {}() was given memory its own allocator does not own", report::Bytes(func));
+    report::write_code_addr(o, "called from", caller);
+    write_cause(o, caller);
 }
 
 /// For a fault report whose faulting instruction `pc` is in the C library's allocator (with
@@ -75,6 +96,28 @@ pub fn add_cause_if_libc_allocator(o: &mut dyn Write, pc: usize) {
 
 fn write_cause(o: &mut dyn Write, caller: usize) {
     let obj = platform::object_name(caller);
+    // Who else binds the C library's free: the libraries loaded with RTLD_DEEPBIND.
+    let libc_free = platform::own_definition(LIBC_BASE.load(Ordering::Relaxed), c"free");
+    let mut deep = [0usize; 4];
+    let n = if libc_free != 0 { platform::bound_to_libc(c"free", libc_free, &mut deep) } else { 0 };
+    let deep = &deep[..n];
+    let caller_base = platform::object_base(caller);
+    let others = deep.iter().filter(|&&d| platform::object_base(d) != caller_base).count();
+    if platform::code::indirect_call(caller) && others > 0 {
+        // The call is through a function pointer (a destructor, a callback) that holds the C
+        // library's free: a DEEPBIND library took its own free's address and handed it over.
+        let _ = write!(
+            o,
+            "  cause: {} called free() through a function pointer (a destructor or callback) that holds the C library's free, not mie's; the library that took that address binds free to the C library, as a library loaded with dlopen(RTLD_DEEPBIND) does:",
+            report::Bytes(obj.unwrap_or(b"the program"))
+        );
+        for &d in deep.iter().filter(|&&d| platform::object_base(d) != caller_base) {
+            let _ = write!(o, " {}", report::Bytes(platform::object_name(d).unwrap_or(b"?")));
+        }
+        let _ = writeln!(o, "; the block it was given came from mie");
+        let _ = writeln!(o, "  what to do: run the program without that library, or without mie (see mie's README, \"RTLD_DEEPBIND\")");
+        return;
+    }
     if platform::needs_library(caller, b"libmie") {
         // Built with `mie cc` (or `mie enable`d): its typed allocations are mie's only when
         // mie is the process's allocator (libmie forwards them otherwise), so its own free

@@ -114,3 +114,47 @@ pub fn direct_call_target(ret: usize) -> Option<usize> {
         (insn >> 26 == 0b100101).then(|| at.wrapping_add((((insn << 6) as i32) >> 4) as isize as usize))
     }
 }
+
+/// Whether the call whose return address is `ret` went through a function pointer held in a
+/// register or in memory other than the caller's own GOT: x86-64 `call *%reg` and
+/// `call *disp(%reg)`, arm64 `blr`. (A `call *GOT(%rip)` of code built with -fno-plt is a
+/// call of the caller's own binding, not a pointer handed to it.)
+pub fn indirect_call(ret: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // call *%reg: [REX] FF D0+r; call *disp8(%reg): [REX] FF 50+r d8 (or FF 14 24 / 54 24 d8
+        // with a SIB byte); call *disp32(%reg): [REX] FF 90+r d32.
+        let at = |n: usize| ret.checked_sub(n).filter(|&a| readable(a, n));
+        // SAFETY: each address is checked readable code before it is read.
+        let byte = |a: usize| unsafe { *(a as *const u8) };
+        if let Some(a) = at(2) {
+            if byte(a) == 0xff && byte(a + 1) & 0xf8 == 0xd0 {
+                return true;
+            }
+        }
+        if let Some(a) = at(3) {
+            if byte(a) == 0xff && (byte(a + 1) & 0xf8 == 0x50 && byte(a + 1) != 0x54 || byte(a + 1) == 0x14 && byte(a + 2) == 0x24) {
+                return true;
+            }
+        }
+        if let Some(a) = at(4) {
+            if byte(a) == 0xff && byte(a + 1) == 0x54 && byte(a + 2) == 0x24 {
+                return true;
+            }
+        }
+        if let Some(a) = at(6) {
+            if byte(a) == 0xff && byte(a + 1) & 0xf8 == 0x90 && byte(a + 1) != 0x94 {
+                return true;
+            }
+        }
+        false
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let Some(at) = ret.checked_sub(4).filter(|&a| readable(a, 4)) else { return false };
+        // SAFETY: [at, at + 4) is readable code.
+        let insn = unsafe { core::ptr::read_unaligned(at as *const u32) };
+        // BLR Xn (and the BLRAA/BLRAB forms of pointer authentication).
+        insn & 0xffff_fc1f == 0xd63f_0000 || insn & 0xfeff_f800 == 0xd63f_0800
+    }
+}

@@ -192,6 +192,103 @@ pub fn needs_library(addr: usize, part: &[u8]) -> bool {
     false
 }
 
+/// What the object whose link map is `map` has bound its import `name` to: the address in
+/// its GOT slot for that symbol (from its relocations, `DT_RELA` and `DT_JMPREL`), 0 if it
+/// does not import it. A lazily bound slot not yet used points back into its own PLT.
+fn bound_import(map: *mut LinkMap, name: &[u8]) -> usize {
+    const DT_PLTRELSZ: i64 = 2;
+    const DT_RELA: i64 = 7;
+    const DT_RELASZ: i64 = 8;
+    const DT_JMPREL: i64 = 23;
+    #[repr(C)]
+    struct Rela {
+        off: u64,
+        info: u64,
+        addend: i64,
+    }
+    // SAFETY: a loaded object's dynamic section, relocation, symbol and string tables are
+    // mapped while it is loaded; each is read within the size its dynamic entry gives, and the
+    // GOT slot a relocation names lies in the object's own writable mapping.
+    unsafe {
+        let base = (*map).l_addr;
+        let (mut strtab, mut symtab, mut rela, mut relasz, mut jmprel, mut pltsz) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+        let mut d = (*map).l_ld;
+        while !d.is_null() && (*d).d_tag != 0 {
+            let raw = (*d).d_val as usize;
+            let v = if raw < base { raw + base } else { raw };
+            match (*d).d_tag {
+                DT_STRTAB => strtab = v,
+                DT_SYMTAB => symtab = v,
+                DT_RELA => rela = v,
+                DT_RELASZ => relasz = raw,
+                DT_JMPREL => jmprel = v,
+                DT_PLTRELSZ => pltsz = raw,
+                _ => {}
+            }
+            d = d.add(1);
+        }
+        if strtab == 0 || symtab == 0 {
+            return 0;
+        }
+        for (table, size) in [(jmprel, pltsz), (rela, relasz)] {
+            if table == 0 {
+                continue;
+            }
+            for i in 0..size / core::mem::size_of::<Rela>() {
+                let r = &*(table as *const Rela).add(i);
+                let sym = (r.info >> 32) as usize;
+                if sym == 0 {
+                    continue;
+                }
+                let s = &*(symtab as *const libc::Elf64_Sym).add(sym);
+                if core::ffi::CStr::from_ptr((strtab + s.st_name as usize) as *const libc::c_char).to_bytes() == name {
+                    return *((base + r.off as usize) as *const usize);
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Up to `out.len()` loaded objects (their bases) other than the C library that have bound
+/// their import `name` to the C library's own definition `libc_def`, while the process's
+/// `name` is another one: libraries loaded with `dlopen(RTLD_DEEPBIND)`, which look in their
+/// own dependencies first. For reports.
+pub fn bound_to_libc(name: &core::ffi::CStr, libc_def: usize, out: &mut [usize]) -> usize {
+    struct Scan<'a> {
+        name: &'a [u8],
+        libc_def: usize,
+        libc_base: usize,
+        out: &'a mut [usize],
+        n: usize,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info struct and our own Scan.
+        let (info, s) = unsafe { (&*info, &mut *(data as *mut Scan)) };
+        if s.n == s.out.len() || info.dlpi_phnum == 0 {
+            return 0;
+        }
+        // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+        let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let Some(load) = phdrs.iter().find(|h| h.p_type == libc::PT_LOAD) else { return 0 };
+        let inside = info.dlpi_addr as usize + load.p_vaddr as usize;
+        let base = object_base(inside);
+        if base == s.libc_base {
+            return 0;
+        }
+        let map = link_map_of(inside);
+        if !map.is_null() && bound_import(map, s.name) == s.libc_def {
+            s.out[s.n] = inside;
+            s.n += 1;
+        }
+        0
+    }
+    let mut scan = Scan { name: name.to_bytes(), libc_def, libc_base: object_base(libc_def), out, n: 0 };
+    // SAFETY: the callback only reads the loader's structures and writes `scan`.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut scan as *mut Scan as *mut libc::c_void) };
+    scan.n
+}
+
 /// The address of `name` if the loaded object containing `addr` defines it itself, from
 /// that object's own dynamic symbol table (GNU hash); 0 otherwise. Reads only the loader's
 /// mapped tables: no dlsym, no allocation.
