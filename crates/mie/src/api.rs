@@ -65,9 +65,10 @@ fn layout_bucket(layout: Layout) -> usize {
 // SAFETY: alloc returns blocks of at least layout.size() bytes aligned to layout.align(), or
 // null; dealloc/realloc accept exactly the blocks this allocator returned.
 unsafe impl GlobalAlloc for Mie {
-    // Each method calls a function of this crate that is not `#[inline]`: its code is then
-    // compiled here, with this crate's optimisation level, instead of being instantiated in
-    // the program's crate (unoptimised in a debug build: 2.4 s against 0.85 s for 2 M boxes).
+    // Each method calls a function of this crate that, in a build with debug assertions (a
+    // debug build), is not `#[inline]`: its code is then compiled here, with this crate's
+    // optimisation level, instead of being instantiated unoptimised in the program's crate
+    // (2 M boxes: 0.85 s against 0.25 s). In a release build they inline as before.
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         rust_alloc(layout.size(), layout.align())
@@ -91,12 +92,14 @@ unsafe impl GlobalAlloc for Mie {
     }
 }
 
+#[cfg_attr(not(debug_assertions), inline)]
 fn rust_alloc(size: usize, align: usize) -> *mut u8 {
     // SAFETY: a Layout's size and alignment come in as they were in the Layout.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
     heap::alloc(size, align, layout_bucket(layout))
 }
 
+#[cfg_attr(not(debug_assertions), inline)]
 fn rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     // SAFETY: as in rust_alloc.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
@@ -110,12 +113,14 @@ fn rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 
 /// # Safety
 /// `ptr` is a live block from `Mie`.
+#[cfg_attr(not(debug_assertions), inline)]
 unsafe fn rust_dealloc(ptr: *mut u8) {
     heap::free(ptr, RUST_CALLER)
 }
 
 /// # Safety
 /// `ptr` is a live block from `Mie` of `size` bytes aligned to `align`.
+#[cfg_attr(not(debug_assertions), inline)]
 unsafe fn rust_realloc(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8 {
     // SAFETY: as in rust_alloc.
     let layout = unsafe { Layout::from_size_align_unchecked(size, align) };
