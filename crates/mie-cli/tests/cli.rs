@@ -134,10 +134,15 @@ fn log_path_keeps_what_a_program_that_closes_stderr_would_lose() {
 /// the statistics).
 #[test]
 fn an_unwritable_log_path_is_said_once_and_stderr_takes_over() {
-    // (python3 exits through exit(), with stderr open: coreutils close it first. The
-    // interpreter itself: a wrapper script that execs it would start mie once per exec.)
-    let o = Command::new("/usr/bin/python3")
-        .args(["-c", "pass"])
+    // A program that allocates and exits through exit() with stderr open (coreutils close
+    // it first; an interpreter's wrapper script would start mie once per exec).
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("logfail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("alloc.c");
+    std::fs::write(&src, "#include <stdlib.h>\nint main(void) { free(malloc(100)); return 0; }\n").unwrap();
+    let bin = dir.join("alloc");
+    assert!(Command::new("cc").arg("-o").arg(&bin).arg(&src).status().unwrap().success());
+    let o = Command::new(&bin)
         .env("LD_PRELOAD", lib())
         .env("MIE_OPTIONS", "log_path=/nonexistent-dir/mie:stats=1:buckets=9:canary=no")
         .output()
