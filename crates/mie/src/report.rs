@@ -201,6 +201,28 @@ fn write_stack_after(out: &mut dyn Write, addr: usize) {
     }
 }
 
+/// The call during which a finding was made (the first frame outside the allocator).
+#[cold]
+#[inline(never)]
+fn detected_in(out: &mut Line) {
+    write_code_addr(out, "detected in a call from", 0);
+}
+
+/// Allocation and free stacks are recorded (`stacks=1`): reports print them.
+static STACKS_RECORDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The process is in `exit`, running mie's checks there (no call of the program's to name).
+static EXITING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Reports may say that stacks are recorded (set at start-up).
+pub fn set_stacks_recorded(on: bool) {
+    STACKS_RECORDED.store(on, Ordering::Relaxed);
+}
+
+/// Reports from here on come from the checks at exit.
+pub fn set_exiting() {
+    EXITING.store(true, Ordering::Relaxed);
+}
+
 /// How many frames of the bad call's stack a report shows (more with `debug=1`).
 static STACK_FRAMES: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(6);
 
@@ -311,6 +333,21 @@ pub fn fault_headline(o: &mut dyn Write, kind: Kind, addr: usize, how: &str) {
 
 /// Close a report written into `out` and stop the process.
 pub fn conclude(mut out: Line, kind: Kind) -> ! {
+    if kind == Kind::WriteAfterFree {
+        // What a write-after-free report cannot know (the write itself), and the call in
+        // which it was found. (Measured: any code added to this report's path, here or where
+        // the finding is written, changes LTO's layout of the fast paths: +15 instructions per
+        // 16-byte malloc+free, -28 per 1 KiB one.)
+        if !STACKS_RECORDED.load(Ordering::Relaxed) {
+            let _ = writeln!(
+                out,
+                "  the write itself was not seen (it is found when the slot's zeros are checked): run with `mie run --debug` (or stacks=1) to see where the block was allocated and freed; on arm64 with MTE the write faults where it happens"
+            );
+        }
+        if !EXITING.load(Ordering::Relaxed) {
+            detected_in(&mut out);
+        }
+    }
     let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
     out.flush();
     platform::abort()

@@ -367,16 +367,6 @@ fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, wh
         );
         super::validate::describe_slot(o, &l, p, "free");
         let _ = writeln!(o, "  hint: a dangling pointer wrote to this block after it was freed");
-        // (With stacks=1 the slot's description above gave where it was allocated and freed.)
-        if !g.opts.stacks {
-            let _ = writeln!(
-                o,
-                "  the write itself was not seen (it is found when the slot's zeros are checked): run with `mie run --debug` (or stacks=1) to see where the block was allocated and freed; on arm64 with MTE the write faults where it happens"
-            );
-        }
-        if !matches!(when, Found::Exit | Found::ExitFree) {
-            report::write_code_addr(o, "detected in a call from", 0);
-        }
     })
 }
 

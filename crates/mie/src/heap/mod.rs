@@ -116,6 +116,7 @@ extern "C" fn at_exit() {
     if STATE.load(Ordering::Acquire) != READY {
         return;
     }
+    report::set_exiting();
     let tcp = crate::platform::tls::get();
     if tcp > tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache, not in use during `exit`.
@@ -147,6 +148,7 @@ fn init_slow() -> Option<&'static Globals> {
                 if g.opts.debug {
                     report::set_stack_frames(16);
                 }
+                report::set_stacks_recorded(g.opts.stacks);
                 // Before any heap mapping exists: tagging decides PROT_MTE.
                 tag::init(g.opts.mte);
                 let shape = layout::init_shape();
