@@ -156,45 +156,20 @@ fn operator_new_is_replaced(site: usize) -> bool {
 fn a_library_has_its_own_operator_new() -> bool {
     static ADDS: AtomicUsize = AtomicUsize::new(usize::MAX);
     static ANSWER: AtomicU8 = AtomicU8::new(0);
-    struct Scan {
-        own: usize,
-        adds: usize,
-        found: bool,
-    }
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info struct and our own Scan.
-        let (info, scan) = unsafe { (&*info, &mut *(data as *mut Scan)) };
-        scan.adds = info.dlpi_adds as usize;
-        // SAFETY: dlpi_name is a NUL-terminated string (maybe empty) for every object.
-        let name = if info.dlpi_name.is_null() { &b""[..] } else { unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes() };
-        let base = platform::base_name(name);
-        if info.dlpi_phnum == 0 || base.starts_with(b"libstdc++") || base.starts_with(b"libc++") {
-            return 0;
-        }
-        // An address inside the object: its first loaded segment.
-        // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
-        let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let Some(load) = phdrs.iter().find(|h| h.p_type == libc::PT_LOAD) else { return 0 };
-        let inside = info.dlpi_addr as usize + load.p_vaddr as usize;
-        if platform::object_base(inside) == scan.own {
-            return 0;
-        }
-        if platform::own_definition(inside, c"_Znwm") != 0 {
-            scan.found = true;
-            return 1;
-        }
-        0
-    }
     let own = platform::object_base(a_library_has_its_own_operator_new as *const () as usize);
-    let mut scan = Scan { own, adds: 0, found: false };
-    // SAFETY: the callback only reads the loader's structures and writes `scan`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut scan as *mut Scan as *mut libc::c_void) };
-    if !scan.found && ADDS.load(Ordering::Relaxed) == scan.adds {
+    let mut found = false;
+    let adds = platform::each_object(|name, inside| {
+        let base = platform::base_name(name);
+        let runtime = base.starts_with(b"libstdc++") || base.starts_with(b"libc++");
+        found = !runtime && platform::object_base(inside) != own && platform::own_definition(inside, c"_Znwm") != 0;
+        found
+    });
+    if !found && ADDS.load(Ordering::Relaxed) == adds {
         return ANSWER.load(Ordering::Relaxed) == 1;
     }
-    ADDS.store(scan.adds, Ordering::Relaxed);
-    ANSWER.store(scan.found as u8, Ordering::Relaxed);
-    scan.found
+    ADDS.store(adds, Ordering::Relaxed);
+    ANSWER.store(found as u8, Ordering::Relaxed);
+    found
 }
 
 #[cfg(test)]

@@ -155,6 +155,53 @@ fn link_map_of(addr: usize) -> *mut LinkMap {
     map
 }
 
+/// Call `f(tag, value, address)` for each entry of the dynamic section of the object whose
+/// link map is `map`: `address` is the value as a pointer (glibc relocates these entries in
+/// place on x86-64 and arm64; the load base is added where it has not been).
+///
+/// # Safety
+/// `map` must be a live link map of a loaded object (its dynamic section is mapped).
+unsafe fn each_dynamic(map: *mut LinkMap, mut f: impl FnMut(i64, usize, usize)) {
+    // SAFETY: the caller's guarantee; the section ends with a DT_NULL entry.
+    unsafe {
+        let base = (*map).l_addr;
+        let mut d = (*map).l_ld;
+        while !d.is_null() && (*d).d_tag != 0 {
+            let v = (*d).d_val as usize;
+            f((*d).d_tag, v, if v < base { v + base } else { v });
+            d = d.add(1);
+        }
+    }
+}
+
+/// Call `f(name, inside)` for each loaded object (its path as the loader has it, an address
+/// inside its first loaded segment) until `f` returns true. Returns the loader's count of
+/// objects loaded so far (`dlpi_adds`: it changes when libraries are loaded). No allocation.
+pub fn each_object(mut f: impl FnMut(&[u8], usize) -> bool) -> usize {
+    struct Scan<'a> {
+        f: &'a mut dyn FnMut(&[u8], usize) -> bool,
+        adds: usize,
+    }
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info struct and our own Scan.
+        let (info, s) = unsafe { (&*info, &mut *(data as *mut Scan)) };
+        s.adds = info.dlpi_adds as usize;
+        if info.dlpi_phnum == 0 {
+            return 0;
+        }
+        // SAFETY: dlpi_name is a NUL-terminated string (maybe empty) for every object.
+        let name = if info.dlpi_name.is_null() { &b""[..] } else { unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes() };
+        // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+        let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let Some(load) = phdrs.iter().find(|h| h.p_type == libc::PT_LOAD) else { return 0 };
+        (s.f)(name, info.dlpi_addr as usize + load.p_vaddr as usize) as libc::c_int
+    }
+    let mut scan = Scan { f: &mut f, adds: 0 };
+    // SAFETY: the callback only reads the loader's structures and writes `scan`.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut scan as *mut Scan as *mut libc::c_void) };
+    scan.adds
+}
+
 /// Whether the object holding `addr` lists a library whose name contains `part` among its
 /// DT_NEEDED entries (it was linked against it). Reads only the loader's mapped tables.
 pub fn needs_library(addr: usize, part: &[u8]) -> bool {
@@ -165,37 +212,33 @@ pub fn needs_library(addr: usize, part: &[u8]) -> bool {
     // SAFETY: a loaded object's dynamic section and string table are mapped while it is
     // loaded; the strings are NUL-terminated.
     unsafe {
-        let base = (*map).l_addr;
         let mut strtab = 0usize;
-        let mut d = (*map).l_ld;
-        while !d.is_null() && (*d).d_tag != 0 {
-            if (*d).d_tag == DT_STRTAB {
-                let v = (*d).d_val as usize;
-                strtab = if v < base { v + base } else { v };
+        each_dynamic(map, |tag, _, a| {
+            if tag == DT_STRTAB {
+                strtab = a;
             }
-            d = d.add(1);
-        }
+        });
         if strtab == 0 {
             return false;
         }
-        let mut d = (*map).l_ld;
-        while !d.is_null() && (*d).d_tag != 0 {
-            if (*d).d_tag == DT_NEEDED {
-                let s = core::ffi::CStr::from_ptr((strtab + (*d).d_val as usize) as *const libc::c_char).to_bytes();
-                if s.windows(part.len()).any(|w| w == part) {
-                    return true;
-                }
+        let mut found = false;
+        each_dynamic(map, |tag, v, _| {
+            if tag == DT_NEEDED {
+                let s = core::ffi::CStr::from_ptr((strtab + v) as *const libc::c_char).to_bytes();
+                found |= s.windows(part.len()).any(|w| w == part);
             }
-            d = d.add(1);
-        }
+        });
+        found
     }
-    false
 }
 
 /// What the object whose link map is `map` has bound its import `name` to: the address in
 /// its GOT slot for that symbol (from its relocations, `DT_RELA` and `DT_JMPREL`), 0 if it
 /// does not import it. A lazily bound slot not yet used points back into its own PLT.
-fn bound_import(map: *mut LinkMap, name: &[u8]) -> usize {
+///
+/// # Safety
+/// `map` must be a live link map of a loaded object.
+unsafe fn bound_import(map: *mut LinkMap, name: &[u8]) -> usize {
     const DT_PLTRELSZ: i64 = 2;
     const DT_RELA: i64 = 7;
     const DT_RELASZ: i64 = 8;
@@ -212,21 +255,15 @@ fn bound_import(map: *mut LinkMap, name: &[u8]) -> usize {
     unsafe {
         let base = (*map).l_addr;
         let (mut strtab, mut symtab, mut rela, mut relasz, mut jmprel, mut pltsz) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
-        let mut d = (*map).l_ld;
-        while !d.is_null() && (*d).d_tag != 0 {
-            let raw = (*d).d_val as usize;
-            let v = if raw < base { raw + base } else { raw };
-            match (*d).d_tag {
-                DT_STRTAB => strtab = v,
-                DT_SYMTAB => symtab = v,
-                DT_RELA => rela = v,
-                DT_RELASZ => relasz = raw,
-                DT_JMPREL => jmprel = v,
-                DT_PLTRELSZ => pltsz = raw,
-                _ => {}
-            }
-            d = d.add(1);
-        }
+        each_dynamic(map, |tag, raw, a| match tag {
+            DT_STRTAB => strtab = a,
+            DT_SYMTAB => symtab = a,
+            DT_RELA => rela = a,
+            DT_RELASZ => relasz = raw,
+            DT_JMPREL => jmprel = a,
+            DT_PLTRELSZ => pltsz = raw,
+            _ => {}
+        });
         if strtab == 0 || symtab == 0 {
             return 0;
         }
@@ -255,38 +292,20 @@ fn bound_import(map: *mut LinkMap, name: &[u8]) -> usize {
 /// `name` is another one: libraries loaded with `dlopen(RTLD_DEEPBIND)`, which look in their
 /// own dependencies first. For reports.
 pub fn bound_to_libc(name: &core::ffi::CStr, libc_def: usize, out: &mut [usize]) -> usize {
-    struct Scan<'a> {
-        name: &'a [u8],
-        libc_def: usize,
-        libc_base: usize,
-        out: &'a mut [usize],
-        n: usize,
-    }
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: libc::size_t, data: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info struct and our own Scan.
-        let (info, s) = unsafe { (&*info, &mut *(data as *mut Scan)) };
-        if s.n == s.out.len() || info.dlpi_phnum == 0 {
-            return 0;
+    let libc_base = object_base(libc_def);
+    let mut n = 0;
+    each_object(|_, inside| {
+        if object_base(inside) != libc_base {
+            let map = link_map_of(inside);
+            // SAFETY: `map` is the link map of an object the loader just listed as loaded.
+            if !map.is_null() && unsafe { bound_import(map, name.to_bytes()) } == libc_def {
+                out[n] = inside;
+                n += 1;
+            }
         }
-        // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
-        let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-        let Some(load) = phdrs.iter().find(|h| h.p_type == libc::PT_LOAD) else { return 0 };
-        let inside = info.dlpi_addr as usize + load.p_vaddr as usize;
-        let base = object_base(inside);
-        if base == s.libc_base {
-            return 0;
-        }
-        let map = link_map_of(inside);
-        if !map.is_null() && bound_import(map, s.name) == s.libc_def {
-            s.out[s.n] = inside;
-            s.n += 1;
-        }
-        0
-    }
-    let mut scan = Scan { name: name.to_bytes(), libc_def, libc_base: object_base(libc_def), out, n: 0 };
-    // SAFETY: the callback only reads the loader's structures and writes `scan`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut scan as *mut Scan as *mut libc::c_void) };
-    scan.n
+        n == out.len()
+    });
+    n
 }
 
 /// The address of `name` if the loaded object containing `addr` defines it itself, from
@@ -308,20 +327,12 @@ pub fn own_definition(addr: usize, name: &core::ffi::CStr) -> usize {
         }
         let base = (*map).l_addr;
         let (mut strtab, mut symtab, mut gnu_hash) = (0usize, 0usize, 0usize);
-        let mut d = (*map).l_ld;
-        while !d.is_null() && (*d).d_tag != 0 {
-            let v = (*d).d_val as usize;
-            // glibc relocates these entries in place on x86-64 and arm64; add the load
-            // base where it has not.
-            let v = if v < base { v + base } else { v };
-            match (*d).d_tag {
-                DT_STRTAB => strtab = v,
-                DT_SYMTAB => symtab = v,
-                DT_GNU_HASH => gnu_hash = v,
-                _ => {}
-            }
-            d = d.add(1);
-        }
+        each_dynamic(map, |tag, _, a| match tag {
+            DT_STRTAB => strtab = a,
+            DT_SYMTAB => symtab = a,
+            DT_GNU_HASH => gnu_hash = a,
+            _ => {}
+        });
         if strtab == 0 || symtab == 0 || gnu_hash == 0 {
             return 0;
         }
