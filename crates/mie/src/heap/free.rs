@@ -222,18 +222,14 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p
     }
     let last = k.nslots as usize - 1;
     let last_start = g.geo.slot_addr(loc.region, prev_slab, last);
-    let (expect, n, rec) = if p - 8 >= last_start + k.size as usize {
+    let (expect, mask, rec) = if p - 8 >= last_start + k.size as usize {
         // The slab's unused tail: never written, so zero.
-        (0u64, 8usize, None)
+        (0u64, u64::MAX, None)
     } else {
         let prev = pm.rec(k, last);
-        let live = record::is_live(prev);
-        let zeroed = g.opts.zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
-        let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
-        let expect = if live { canary::word_before(canary::pattern(&g.canary, last_start), p) } else { 0 };
-        (expect, n, Some(prev))
+        let (expect, mask) = end_of_slot(g, k, prev, last_start, p);
+        (expect, mask, Some(prev))
     };
-    let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
     // SAFETY: p - 8 lies in the mapped part of the previous slab of this region (checked).
     let w = unsafe { ((p - 8) as *const u64).read() };
     if (w ^ expect) & mask != 0 {
@@ -249,17 +245,23 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p
 /// is a coin toss, and a mispredicted branch here cost 8 % of a tree-building benchmark.
 #[inline(always)]
 fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) -> bool {
-    let prev = m.rec(k, loc.slot - 1);
-    let live = record::is_live(prev);
-    // How many bytes before p are known: a live block's last min(slack, 8) (always canary),
-    // a free zeroed slot's last 8, nothing in a slot another thread freed a moment ago or
-    // in a class that is not zeroed.
-    let zeroed = g.opts.zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
-    let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
-    let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
-    // The previous block's pattern, computed whatever the state and selected by a mask.
-    let expect = canary::word_before(canary::pattern(&g.canary, p - k.size as usize), p) & (live as u64).wrapping_neg();
+    let (expect, mask) = end_of_slot(g, k, m.rec(k, loc.slot - 1), p - k.size as usize, p);
     // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
     let w = unsafe { ((p - 8) as *const u64).read() };
     (w ^ expect) & mask == 0
+}
+
+/// What the 8 bytes before `p` must hold when they end the slot at `prev_start` (record
+/// `prev`), and which of them are known: a live block's last min(slack, 8) (always canary),
+/// a free zeroed slot's last 8, none in a slot another thread freed a moment ago or in a
+/// class that is not zeroed. The pattern is computed whatever the state and selected by a
+/// mask (a branch on the state would be a coin toss: see `before_intact`).
+#[inline(always)]
+fn end_of_slot(g: &Globals, k: &ClassInfo, prev: u32, prev_start: usize, p: usize) -> (u64, u64) {
+    let live = record::is_live(prev);
+    let zeroed = g.opts.zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
+    let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
+    let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
+    let expect = canary::word_before(canary::pattern(&g.canary, prev_start), p) & (live as u64).wrapping_neg();
+    (expect, mask)
 }
