@@ -383,9 +383,11 @@ fn fatal_signals_outside_the_heap_say_what_and_where() {
 #[test]
 fn guard_mode_stops_each_bug_at_the_access() {
     let b = build("guard.c");
-    let o = run_exact(&b, &["clean"], "guard=1");
-    let t = text(&o);
-    assert!(o.status.success() && t.contains("guard clean: ok") && !t.contains("mie:"), "{:?}\n{t}", o.status);
+    for opts in ["guard=1", "guard=1:guard_align=1", "guard=1:guard_below=1", "guard=1:guard_below=1:guard_align=1"] {
+        let o = run_exact(&b, &["clean"], opts);
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("guard clean: ok") && !t.contains("mie:"), "{opts}: {:?}\n{t}", o.status);
+    }
     for (mode, opts, kind, also) in [
         ("overflow", "guard=1", "heap-buffer-overflow", "0 bytes past the end of the 32-byte block"),
         ("overflow_odd", "guard=1:guard_align=1", "heap-buffer-overflow", "0 bytes past the end of the 13-byte block"),

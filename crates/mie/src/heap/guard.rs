@@ -36,6 +36,8 @@ pub struct Entry {
     /// Its pages: mapped read-write while live, inaccessible once freed.
     body: usize,
     body_len: usize,
+    /// Bytes between the block's end and its alignment (they carry a canary).
+    slack: u32,
     pub kind: u8,
     state: u8,
 }
@@ -193,7 +195,7 @@ pub fn alloc(g: &Globals, size: usize, align: usize, kind: u8) -> *mut u8 {
     }
     let p = if g.opts.guard_below { body } else { body + body_len - padded };
     let _g = LOCK.guard();
-    if !insert(tables(), Entry { p, size, body, body_len, kind, state: LIVE }) {
+    if !insert(tables(), Entry { p, size, body, body_len, slack: (padded - size) as u32, kind, state: LIVE }) {
         platform::release(body as *mut u8, body_len);
         if !FULL_SAID.swap(true, Ordering::Relaxed) {
             report::warn(format_args!("guard mode: the block table is full: later blocks come from the ordinary heap, unguarded"));
@@ -222,14 +224,13 @@ pub fn lookup(p: usize) -> Option<Entry> {
 /// Release guarded block `p` (found live by the caller's `lookup`): its canary checked, its
 /// pages made inaccessible, the oldest freed block's pages given back when 16384 wait.
 pub fn free(g: &Globals, e: Entry, who: Caller) {
-    let padded_end = e.body + e.body_len;
-    let slack = if g.opts.guard_below { (e.size.div_ceil(16) * 16).min(e.body_len) - e.size } else { padded_end - e.p - e.size };
+    let slack = e.slack as usize;
     if g.opts.canary && slack > 0 {
         // SAFETY: the slack lies in the block's mapped pages.
         if let Some(off) = unsafe { canary::check(canary::pattern(&g.canary, e.p), (e.p + e.size) as *const u8, slack) } {
             report::fatal(Kind::HeapBufferOverflow, e.p, who.func, |o| {
                 let _ = writeln!(o, "  the canary in the alignment padding after the block was overwritten: byte {off} past the end of the {}-byte block", e.size);
-                let _ = writeln!(o, "  guard mode: blocks end on a 16-byte boundary next to the guard page (guard_align=1 puts the end on the guard page itself)");
+                let _ = writeln!(o, "  guard mode: a block's size is rounded up to its alignment (16 bytes for malloc), and only the rounded end is guarded by the page; guard_align=1 guards every byte");
                 stacks::print(o, e.p, "");
                 report::write_code_addr(o, "detected in a call from", who.ret_addr);
             });
