@@ -173,15 +173,16 @@ impl fmt::Display for Bytes<'_> {
     }
 }
 
-/// Writes a code address with the object and function it belongs to, and, when the object
-/// has line tables, the `addr2line` command that gives the source line. Address 0 (a call
-/// that could not name its caller, as Rust's global allocator cannot): the first frame of
-/// the current stack outside the allocator.
+/// Writes a code address with the object and function it belongs to, its source lines when
+/// the object has line tables (or the `addr2line` command that gives them), and, for a call
+/// or a faulting instruction, the rest of the stack. Address 0 (a call that could not name
+/// its caller, as Rust's global allocator cannot): the first frame of the current stack
+/// outside the allocator.
 pub fn write_code_addr(out: &mut dyn Write, label: &str, addr: usize) {
+    let addr = if addr == 0 { first_caller_frame() } else { addr };
     write_code_line(out, label, addr);
     // The rest of the stack of the call (or of the faulting instruction), in fatal and
     // non-fatal reports alike.
-    let addr = if addr == 0 { first_caller_frame() } else { addr };
     if addr != 0 && (label == "called from" || label == "faulting instruction" || label == "detected in a call from") {
         write_stack_after(out, addr);
     }
@@ -199,13 +200,6 @@ fn write_stack_after(out: &mut dyn Write, addr: usize) {
         }
         write_frame(out, j + 1, f);
     }
-}
-
-/// The call during which a finding was made (the first frame outside the allocator).
-#[cold]
-#[inline(never)]
-fn detected_in(out: &mut Line) {
-    write_code_addr(out, "detected in a call from", 0);
 }
 
 /// Allocation and free stacks are recorded (`stacks=1`): reports print them.
@@ -235,9 +229,9 @@ pub fn set_stack_frames(n: usize) {
     STACK_FRAMES.store(n, Ordering::Relaxed);
 }
 
-/// One labelled code address, with its source lines (or the command that gives them).
+/// One labelled code address (0: unknown), with its source lines (or the command that
+/// gives them).
 fn write_code_line(out: &mut dyn Write, label: &str, addr: usize) {
-    let addr = if addr == 0 { first_caller_frame() } else { addr };
     let _ = write!(out, "  {label}: {addr:#x}");
     if addr == 0 {
         let _ = out.write_str(" (unknown)\n");
@@ -345,7 +339,7 @@ pub fn conclude(mut out: Line, kind: Kind) -> ! {
             );
         }
         if !EXITING.load(Ordering::Relaxed) {
-            detected_in(&mut out);
+            write_code_addr(&mut out, "detected in a call from", 0);
         }
     }
     let _ = writeln!(out, "mie: aborting (error: {})", kind.name());
