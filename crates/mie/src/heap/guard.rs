@@ -18,7 +18,6 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use super::kind::Release;
 use super::large::LARGE;
 use super::{canary, stacks, Caller, Globals};
 use crate::platform::{self, lock::Lock};
@@ -337,11 +336,6 @@ pub fn write_fault(o: &mut dyn Write, e: Entry, addr: usize, pc: usize, exec: bo
     stacks::print(o, e.p, "");
     report::write_code_addr(o, "faulting instruction", pc);
     kind
-}
-
-/// What a release of guarded block `e` must match.
-pub fn check_release(g: &Globals, e: &Entry, who: Caller, r: Release) {
-    super::validate::check_release(g, e.p, who, r, e.kind, e.size, None);
 }
 
 /// After fork, in the child: the lock may have been held by a thread that is gone.

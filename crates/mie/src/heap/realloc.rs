@@ -56,7 +56,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
             if !e.is_live() {
                 super::guard::bad_release(e, addr, who);
             }
-            super::guard::check_release(g, &e, who, Release::FREE);
+            validate::check_release(g, addr, who, Release::FREE, e.kind, e.size, None);
             let q = alloc::alloc_as(size, 16, default_bucket, super::kind::MALLOC).0;
             if q.is_null() {
                 return q;

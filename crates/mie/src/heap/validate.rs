@@ -42,7 +42,7 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
             if !e.is_live() {
                 super::guard::bad_release(e, addr, who);
             }
-            super::guard::check_release(g, &e, who, r);
+            check_release(g, addr, who, r, e.kind, e.size, None);
             return super::guard::free(g, e, who);
         }
         // Inside a guarded block (they live in the large-block window; a block that came from
