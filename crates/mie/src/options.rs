@@ -248,7 +248,7 @@ impl Options {
                 }
                 b"checked_calls" => set_bool(&mut o.checked_calls, n, secure),
                 b"exit_check" => set_bool(&mut o.exit_check, n, secure),
-                // Neither weakens a check: allowed everywhere.
+                // None of these weakens a check: allowed everywhere.
                 b"symbolize" => set_bool(&mut o.symbolize, n, false),
                 b"guard" => {
                     o.guard = n != 0;
