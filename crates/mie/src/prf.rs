@@ -56,6 +56,22 @@ impl Prf {
     /// Eight outputs at once, for counter inputs `ctr..ctr + 4` (both halves of each AES
     /// block, or SipHash of `2 * ctr + i`): the four AES chains run interleaved, so a batch
     /// costs about what one chain's latency does.
+    /// Whether `eval` runs on the CPU's AES instructions.
+    pub fn has_aes(&self) -> bool {
+        self.aes
+    }
+
+    /// `eval` without the test of which function it runs (the fast paths know).
+    ///
+    /// # Safety
+    /// `has_aes()` must be true.
+    #[inline(always)]
+    pub unsafe fn eval_aes(&self, x: u64) -> u64 {
+        debug_assert!(self.aes);
+        // SAFETY: the CPU has AES (the caller's guarantee).
+        unsafe { aes(self, x) }
+    }
+
     pub fn batch(&self, ctr: u64, out: &mut [u64; 8]) {
         if self.aes {
             // SAFETY: as in `eval`.

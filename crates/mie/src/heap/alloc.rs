@@ -44,11 +44,12 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
     // SAFETY: a live TLS word is this thread's own cache (attached after init).
     let tc = unsafe { &mut *(tcp as *mut TCache) };
     let g = super::globals();
-    let class = size_class::fast_class(size + g.opts.canary as usize);
+    // (`fast`: canaries on, so the class is for size + 1.)
+    let class = size_class::fast_class(size + 1);
     let region = region_of(class, bucket);
     // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
     let (k, bin) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
-    if bin.n == 0 || tc.sample_countdown <= 1 || g.opts.stacks {
+    if bin.n == 0 || tc.sample_countdown <= 1 || !tc.fast {
         return none;
     }
     let n = bin.n - 1;
@@ -66,8 +67,8 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
     // function (tried, `#[inline(always)]`) costs this path 26 instructions per
     // malloc+free (callgrind), through worse register allocation.
     let slot_size = k.size as usize;
-    if record::state(r) == record::FREED && g.opts.zero_on_free && g.opts.write_after_free_check {
-        check_still_zero(g, p, slot_size, "malloc", Found::Handout);
+    if record::state(r) == record::FREED {
+        check_still_zero_small(g, p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
         let t = tag_block(p, size, k, region, slab, slot, record::tag(r));
@@ -76,12 +77,11 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
         (p, record::tag(r).wrapping_add(1))
     };
     m.set_rec(k, slot, record::live(kind, t, slot_size - size));
-    if g.opts.canary {
-        // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag.
-        unsafe { canary::write_small(canary::pattern(&g.canary, p), user, size, slot_size) };
-    }
+    // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag; the
+    // PRF is AES (`fast`).
+    unsafe { canary::write_small(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
     tc.count_alloc(region);
-    (user as *mut u8, g.opts.zero_on_free || record::state(r) == record::FREE_CLEAN)
+    (user as *mut u8, true)
 }
 
 /// Everything `malloc_fast` leaves: first use, empty bins, samples, large, aligned.
@@ -298,6 +298,72 @@ pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, w
     }
 }
 
+/// `check_still_zero` for a slot of at most `FAST_MAX` bytes: slots up to 128 bytes in
+/// straight-line code (two to eight loads), larger ones by the loop.
+#[inline(always)]
+pub fn check_still_zero_small(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
+    if len > SHORT_SLOT || tag::enabled() {
+        return check_still_zero(g, p, len, func, when);
+    }
+    // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
+    // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
+    if !unsafe { all_zero_short(p, len) } {
+        check_again(g, p, len, func, when);
+    }
+}
+
+/// A small slot is not zero: the full check finds where and reports.
+#[cold]
+#[inline(never)]
+fn check_again(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
+    check_still_zero(g, p, len, func, when)
+}
+
+/// Slots up to this size are zeroed and checked in straight-line code.
+pub const SHORT_SLOT: usize = 128;
+
+/// The 16-byte pieces of a slot of `len` bytes (a multiple of 16, 16 to 128) as offsets:
+/// the first and last two, and above 64 bytes four more from both ends, overlapping where
+/// the slot is shorter than 128 (every piece of the slot is among them).
+#[inline(always)]
+fn short_pieces(len: usize, mut f: impl FnMut(usize)) {
+    f(0);
+    f(len - 16);
+    if len > 32 {
+        f(16);
+        f(len - 32);
+    }
+    if len > 64 {
+        f(32);
+        f(48);
+        f(len - 48);
+        f(len - 64);
+    }
+}
+
+/// Whether the `len` bytes at `p` are zero, for a multiple of 16 up to `SHORT_SLOT`.
+///
+/// # Safety
+/// `[p, p + len)` must be readable.
+#[inline(always)]
+pub unsafe fn all_zero_short(p: usize, len: usize) -> bool {
+    let mut acc = 0u128;
+    // SAFETY: every piece lies inside [p, p + len) (`short_pieces`).
+    short_pieces(len, |o| acc |= unsafe { ((p + o) as *const u128).read_unaligned() });
+    acc == 0
+}
+
+/// Zero the `len` bytes at `p`, for a multiple of 16 up to `SHORT_SLOT`. Volatile, so the
+/// compiler cannot make a call to the exported, checked `memset` of it.
+///
+/// # Safety
+/// `[p, p + len)` must be writable and the caller's.
+#[inline(always)]
+pub unsafe fn zero_short(p: usize, len: usize) {
+    // SAFETY: every piece lies inside [p, p + len) (`short_pieces`).
+    short_pieces(len, |o| unsafe { core::ptr::write_volatile((p + o) as *mut [u64; 2], [0; 2]) });
+}
+
 /// Whether `len` bytes (a multiple of 16) at `p` are all zero: 16-byte vector loads, four
 /// independent accumulators per 64 bytes.
 ///
@@ -377,4 +443,30 @@ fn corrupt_slot(g: &Globals, p: usize, r: u32) -> ! {
     report::fatal(Kind::Internal, p, "malloc", |o| {
         let _ = writeln!(o, "  a slot ready to be handed out has record {r:#x}, not a free slot's: allocator metadata is corrupted");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_pieces_cover_every_short_slot() {
+        for len in (16..=super::SHORT_SLOT).step_by(16) {
+            let mut seen = [false; super::SHORT_SLOT / 16];
+            super::short_pieces(len, |o| {
+                assert!(o % 16 == 0 && o + 16 <= len, "len {len}: piece at {o}");
+                seen[o / 16] = true;
+            });
+            assert!(seen[..len / 16].iter().all(|&s| s), "len {len}: {seen:?}");
+            let mut buf = vec![0u8; len];
+            // SAFETY: buf has len bytes.
+            assert!(unsafe { super::all_zero_short(buf.as_ptr() as usize, len) });
+            for i in 0..len {
+                buf[i] = 1;
+                // SAFETY: as above.
+                assert!(!unsafe { super::all_zero_short(buf.as_ptr() as usize, len) }, "len {len} byte {i}");
+                // SAFETY: as above.
+                unsafe { super::zero_short(buf.as_mut_ptr() as usize, len) };
+                assert!(buf.iter().all(|&b| b == 0));
+            }
+        }
+    }
 }

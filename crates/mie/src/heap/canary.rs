@@ -130,6 +130,16 @@ pub fn pattern(prf: &crate::prf::Prf, block: usize) -> u64 {
     x | 0x0101_0101_0101_0101
 }
 
+/// `pattern` in a fast path, which runs only where the PRF is AES (`TCache::fast`).
+///
+/// # Safety
+/// `prf.has_aes()` must be true.
+#[inline(always)]
+pub unsafe fn pattern_aes(prf: &crate::prf::Prf, block: usize) -> u64 {
+    // SAFETY: the caller's guarantee.
+    unsafe { prf.eval_aes(block as u64) | 0x0101_0101_0101_0101 }
+}
+
 /// The 8 canary bytes of pattern `pat` that end at address `end`, as a little-endian word.
 #[inline(always)]
 pub fn word_before(pat: u64, end: usize) -> u64 {

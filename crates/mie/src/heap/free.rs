@@ -44,12 +44,18 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     if tcp <= tcache::DEAD {
         return false;
     }
+    // SAFETY: a live TLS word is this thread's own cache.
+    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    if !tc.fast {
+        return false;
+    }
     let g = super::globals();
     let p = tag::untag(raw);
     let Some(loc) = g.geo.decode(p) else { return false };
     // SAFETY: decode returns class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
-    if loc.interior != 0 || loc.slot >= k.nslots as usize || loc.bucket > g.keys.pointer_buckets as usize || !pool::slab_exists(loc.region, loc.slab) || g.opts.stacks {
+    // (`slab_exists` covers the bucket: no slab exists in an unused bucket's region.)
+    if loc.interior != 0 || loc.slot >= k.nslots as usize || !pool::slab_exists(loc.region, loc.slab) {
         return false;
     }
     let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
@@ -63,30 +69,34 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     if !r.accepts(p, record::kind(rec), usable) || (tag::enabled() && tag::tag_of(raw) != record::tag(rec)) {
         return false;
     }
-    // SAFETY: a live TLS word is this thread's own cache.
-    let tc = unsafe { &mut *(tcp as *mut TCache) };
     if tag::enabled() {
         tc.freeing = p;
     }
-    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
-    if g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), raw, usable, slot_size) } {
+    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw); the PRF
+    // is AES (`fast`).
+    if !unsafe { canary::small_intact(canary::pattern_aes(&g.canary, p), raw, usable, slot_size) } {
         return false;
     }
     if m.owner() != tc.id {
         free_remote(g, tc, raw, p, loc, m, rec, usable, who);
         return true;
     }
-    if g.opts.canary && !tag::enabled() {
+    if !tag::enabled() {
         if loc.slot == 0 {
             first_slot_before_intact(g, tc, k, loc, p, who);
-        } else if !before_intact(g, k, m, loc, p) {
+        } else if !before_intact_fast(g, k, m, loc, p) {
             return false;
         }
     }
     // The record first: a thread racing to free the block too sees it freed (not a
     // cleared canary under a live record).
     m.set_rec(k, loc.slot, record::freed(rec));
-    scrub(g, k, raw, p, usable);
+    if slot_size <= super::alloc::SHORT_SLOT && !tag::enabled() {
+        // SAFETY: the slot is the block's, released now; slot sizes are multiples of 16.
+        unsafe { super::alloc::zero_short(p, slot_size) };
+    } else {
+        scrub(g, k, raw, p, usable);
+    }
     tc.freeing = 0;
     tc.count_free(loc.region);
     owner::quarantine(g, tc, p, slot_size, who.func);
@@ -251,6 +261,19 @@ fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) ->
     (w ^ expect) & mask == 0
 }
 
+/// `before_intact` in the fast path: zeroing on, the PRF is AES (`TCache::fast`).
+#[inline(always)]
+fn before_intact_fast(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) -> bool {
+    let prev = m.rec(k, loc.slot - 1);
+    let prev_start = p - k.size as usize;
+    // SAFETY: the fast paths run only where the PRF is AES.
+    let pat = unsafe { canary::pattern_aes(&g.canary, prev_start) };
+    let (expect, mask) = end_mask(k, prev, pat, p, true);
+    // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
+    let w = unsafe { ((p - 8) as *const u64).read() };
+    (w ^ expect) & mask == 0
+}
+
 /// What the 8 bytes before `p` must hold when they end the slot at `prev_start` (record
 /// `prev`), and which of them are known: a live block's last min(slack, 8) (always canary),
 /// a free zeroed slot's last 8, none in a slot another thread freed a moment ago or in a
@@ -258,10 +281,16 @@ fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) ->
 /// mask (a branch on the state would be a coin toss: see `before_intact`).
 #[inline(always)]
 fn end_of_slot(g: &Globals, k: &ClassInfo, prev: u32, prev_start: usize, p: usize) -> (u64, u64) {
+    end_mask(k, prev, canary::pattern(&g.canary, prev_start), p, g.opts.zero_on_free)
+}
+
+/// `end_of_slot` given the previous slot's canary pattern `pat`.
+#[inline(always)]
+fn end_mask(k: &ClassInfo, prev: u32, pat: u64, p: usize, zero_on_free: bool) -> (u64, u64) {
     let live = record::is_live(prev);
-    let zeroed = g.opts.zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
+    let zeroed = zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
     let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
     let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
-    let expect = canary::word_before(canary::pattern(&g.canary, prev_start), p) & (live as u64).wrapping_neg();
+    let expect = canary::word_before(pat, p) & (live as u64).wrapping_neg();
     (expect, mask)
 }

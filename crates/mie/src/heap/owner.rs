@@ -19,7 +19,7 @@ use super::layout::{Geometry, BUCKET_SLOTS};
 use super::pool::POOLS;
 use super::quarantine;
 use super::record;
-use super::size_class::{ClassInfo, CLASSES, ZERO_MAX};
+use super::size_class::{ClassInfo, CLASSES, FAST_MAX, ZERO_MAX};
 use super::slab::{from_id, slab_id, SlabMeta, IN_PARTIAL, QUEUED};
 use super::tcache::{self, TCache};
 use super::Globals;
@@ -173,6 +173,24 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     bin.n += 1;
 }
 
+/// `expire` of a slot of at most `FAST_MAX` bytes in a cache whose options are the fast
+/// paths' (`TCache::fast`: zeroing and its check on).
+#[inline(always)]
+fn expire_small(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
+    let region = g.geo.region_of_addr(p);
+    // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
+    super::alloc::check_still_zero_small(g, p, k.size as usize, func, super::alloc::Found::Leaving);
+    // SAFETY: as above.
+    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
+    if bin.n >= k.cache_cap as u32 {
+        return expire_to_full_bin(g, k, tc, region, p);
+    }
+    // SAFETY: n < cache_cap <= BIN_CAP.
+    unsafe { *bin.slots.get_unchecked_mut(bin.n as usize) = p };
+    bin.n += 1;
+}
+
 /// At process exit, the exiting thread's freed blocks that wait in its quarantine or bins
 /// may never be handed out again: check their zero fill once (bounded by the quarantine's
 /// and the bins' capacities). Other threads may still run: their caches are not touched
@@ -256,6 +274,14 @@ fn release(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: us
 /// Put a freed slot in the quarantine; slots whose delay is over leave it (`expire`).
 #[inline(always)]
 pub fn quarantine(g: &Globals, tc: &mut TCache, p: usize, slot_size: usize, func: &'static str) {
+    if tc.fast && slot_size <= FAST_MAX {
+        let j = tc.stage_index();
+        let old = tc.quarantine.push_small(p, j);
+        if old != 0 {
+            expire_small(g, tc, old, func);
+        }
+        return;
+    }
     let cap = g.opts.quarantine as usize;
     if cap == 0 {
         return expire(g, tc, p, func);

@@ -2,6 +2,12 @@
 //! handed out again. Two stages, as in hardened_malloc: a small array where a new entry
 //! replaces a random occupant (so the delay is unpredictable), then a FIFO ring bounded in
 //! entries and bytes (so the delay has a floor). Entries are slot addresses of small blocks.
+//!
+//! Slots of up to `FAST_MAX` bytes (the classes of the fast paths) have stages of their own,
+//! counted in entries only: with the byte budget at least `(cap + RANDOM_STAGE) * FAST_MAX`
+//! (the default: 80 KiB of 1 MiB) they can never exceed it, so their push is a swap in the
+//! random stage and a swap in a fixed-length ring, with no sizes kept (the thread cache
+//! decides, `TCache::fast`). Each block still waits at least `cap` later frees of its kind.
 
 use crate::options::MAX_QUARANTINE;
 #[cfg(test)]
@@ -30,6 +36,12 @@ pub struct Quarantine {
     /// `quarantine` option, so the entries in use stay in a few cache lines (cycling through
     /// the whole ring missed the cache on most frees).
     mask: usize,
+    /// The small slots' stages: a random stage, then a ring of exactly `small_cap` entries
+    /// (0 = empty), the next to replace at `small_head`.
+    small_random: [usize; RANDOM_STAGE],
+    small_ring: [usize; RING],
+    small_head: usize,
+    small_cap: usize,
 }
 
 /// Ring capacity: room for the largest `quarantine` option and the one entry that is
@@ -49,6 +61,10 @@ impl Quarantine {
             len: 0,
             ring_bytes: 0,
             mask: RING - 1,
+            small_random: [0; RANDOM_STAGE],
+            small_ring: [0; RING],
+            small_head: 0,
+            small_cap: 1,
         }
     }
 
@@ -58,6 +74,23 @@ impl Quarantine {
         debug_assert!(self.len == 0);
         self.head = 0;
         self.mask = (cap + 1).next_power_of_two().min(RING) - 1;
+        self.small_head = 0;
+        self.small_cap = cap.clamp(1, RING);
+    }
+
+    /// Quarantine a small slot `p` in place of the occupant `j` (random) of the small random
+    /// stage, which enters the small ring; return the block the ring lets go (0: none, while
+    /// the ring fills). A block leaves exactly `cap` ring entries after it entered.
+    #[inline(always)]
+    pub fn push_small(&mut self, p: usize, j: usize) -> usize {
+        let victim = core::mem::replace(&mut self.small_random[j & (RANDOM_STAGE - 1)], p);
+        if victim == 0 {
+            return 0;
+        }
+        let h = self.small_head;
+        let old = core::mem::replace(&mut self.small_ring[h & (RING - 1)], victim);
+        self.small_head = if h + 1 >= self.small_cap { 0 } else { h + 1 };
+        old
     }
 
     /// A ring index: within the part in use (`mask`, which `size_for` keeps below RING) and,
@@ -153,6 +186,15 @@ impl Quarantine {
             out[*n] = self.ring_pop();
             *n += 1;
         }
+        for e in self.small_random.iter_mut().chain(self.small_ring[..self.small_cap].iter_mut()) {
+            if *n == out.len() {
+                return;
+            }
+            if *e != 0 {
+                out[*n] = core::mem::replace(e, 0);
+                *n += 1;
+            }
+        }
     }
 
     #[cfg(test)]
@@ -166,6 +208,7 @@ impl Quarantine {
         for i in 0..self.len {
             f(self.ring[self.at(self.head + i)]);
         }
+        self.small_random.iter().chain(self.small_ring[..self.small_cap].iter()).filter(|&&e| e != 0).for_each(|&e| f(e));
     }
 
     /// Empty the quarantine, passing every block to `release`.
@@ -181,6 +224,11 @@ impl Quarantine {
             release(self.ring_pop());
         }
         self.random_bytes = 0;
+        for e in self.small_random.iter_mut().chain(self.small_ring.iter_mut()) {
+            if *e != 0 {
+                release(core::mem::replace(e, 0));
+            }
+        }
     }
 }
 
@@ -255,6 +303,36 @@ mod tests {
             q.drain(|_| left += 1);
             assert_eq!(out.len() + left, n, "cap {cap}: blocks lost");
             assert!(out.iter().all(|(&b, &at)| at - b >= cap), "cap {cap}: one left early");
+        }
+    }
+
+    #[test]
+    fn small_slots_wait_at_least_cap_frees_and_none_is_lost() {
+        for cap in [1usize, 5, 64, MAX_QUARANTINE as usize] {
+            let mut q = Box::new(Quarantine::new());
+            q.size_for(cap);
+            let mut rng = Rng::from_seed(cap as u64);
+            let mut out = std::collections::HashMap::new();
+            let n = 4 * (cap + RANDOM_STAGE) + 100;
+            let mut max = 0;
+            for i in 1..=n {
+                let old = q.push_small(i * 16, rng.below(RANDOM_STAGE as u32) as usize);
+                if old != 0 {
+                    assert!(out.insert(old / 16, i).is_none(), "cap {cap}: {old:#x} out twice");
+                    max = max.max(i - old / 16);
+                }
+            }
+            assert!(out.iter().all(|(&b, &at)| at - b >= cap + 1), "cap {cap}: one left early");
+            assert!(max > cap + RANDOM_STAGE, "cap {cap}: the delay never varied (max {max})");
+            // Every block is somewhere: out, or still in the quarantine (drain and for_each).
+            let mut seen = 0;
+            q.for_each(|_| seen += 1);
+            let mut left = 0;
+            q.drain(|_| left += 1);
+            assert_eq!((seen, out.len() + left), (cap + RANDOM_STAGE, n), "cap {cap}");
+            let (mut buf, mut k) = ([0usize; 8], 0);
+            q.drain_some(&mut buf, &mut k);
+            assert_eq!(k, 0);
         }
     }
 

@@ -69,6 +69,12 @@ pub struct TCache {
     pub sample_countdown: u32,
     /// Set while this thread places a sampled block (its stack capture must not sample).
     pub in_sample: bool,
+    /// The fast paths may run: the options are the ones they are written for (canaries,
+    /// zeroing and its check on, a quarantine whose byte budget holds every small slot,
+    /// no stacks recorded) and canary patterns come from the CPU's AES instructions. Fixed
+    /// when the cache is made; otherwise every call takes the
+    /// general paths, which read the options.
+    pub fast: bool,
     pub rng: SecureRng,
     /// With MTE: the block this thread is releasing, while its canary is read (through the
     /// caller's tagged pointer). A tag fault on it then means another thread freed it at
@@ -118,6 +124,7 @@ impl TCache {
             id: 0,
             sample_countdown: 0,
             in_sample: false,
+            fast: false,
             rng: SecureRng::UNSEEDED,
             freeing: 0,
             site_tick: 0,
@@ -260,6 +267,12 @@ fn with_cache_slow<R>(p: usize, f: impl FnOnce(&mut TCache) -> R) -> R {
     f(unsafe { &mut *FALLBACK.0.local.get() })
 }
 
+/// Whether options let the fast paths run (`TCache::fast`).
+fn fast_paths_allowed(o: &crate::options::Options) -> bool {
+    let small_quarantine = (o.quarantine as usize + super::quarantine::RANDOM_STAGE) * super::size_class::FAST_MAX;
+    o.canary && o.zero_on_free && o.write_after_free_check && !o.stacks && !o.guard && o.quarantine > 0 && o.quarantine_bytes >= small_quarantine
+}
+
 /// Give a new cache entry its id and seed, and publish it.
 ///
 /// # Safety
@@ -274,6 +287,7 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         (*tc).sh = &(*e).shared;
         (*tc).rng = SecureRng::new(&super::globals().placement, seed);
         (*tc).quarantine.size_for(super::globals().opts.quarantine as usize);
+        (*tc).fast = fast_paths_allowed(&super::globals().opts) && super::globals().canary.has_aes();
     }
     if id != 0 {
         CACHES[id as usize].store(e, Ordering::Release);
