@@ -226,7 +226,12 @@ fn wrapped_bucket(cs: usize, sp: usize) -> usize {
 }
 
 extern "C" fn malloc_cs(size: usize, cs: usize, sp: usize) -> *mut c_void {
-    alloc_inline(size, 16, wrapped_bucket(cs, sp))
+    // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
+    let p = unsafe { heap::malloc_at(size, cs, sp) };
+    if p.is_null() {
+        return nomem(p.cast());
+    }
+    p.cast()
 }
 extern "C" fn calloc_cs(n: usize, m: usize, cs: usize, sp: usize) -> *mut c_void {
     calloc_in(n, m, wrapped_bucket(cs, sp), "calloc", cs)

@@ -52,6 +52,17 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     unsafe { crate::heap::call_site_bucket(cs, sp) }
 }
 
+/// `malloc(size)` from call site `cs` (bucketed as `call_site_bucket` does). Null on
+/// exhaustion (errno is left to the caller).
+///
+/// # Safety
+/// `sp` must be the caller's stack pointer at the call into the allocator.
+#[inline(always)]
+pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    unsafe { crate::heap::malloc_at(size, cs, sp) }
+}
+
 /// Free `p` as `free` does (null is ignored; anything but a live mie block is reported and
 /// stops the process).
 ///

@@ -36,13 +36,21 @@ pub fn alloc_as(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8,
 /// bin, a sample due, zero or bigger sizes, stacks recorded); it then does the same work.
 #[inline(always)]
 fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
-    let none = (core::ptr::null_mut(), false);
     let tcp = tls::get();
-    if tcp <= tcache::DEAD || size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
-        return none;
+    if tcp <= tcache::DEAD {
+        return (core::ptr::null_mut(), false);
     }
     // SAFETY: a live TLS word is this thread's own cache (attached after init).
-    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    malloc_fast_in(unsafe { &mut *(tcp as *mut TCache) }, size, bucket, kind)
+}
+
+/// `malloc_fast` with the calling thread's cache.
+#[inline(always)]
+pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    let none = (core::ptr::null_mut(), false);
+    if size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
+        return none;
+    }
     let g = super::globals();
     // (`fast`: canaries on, so the class is for size + 1.)
     let class = size_class::fast_class(size + 1);

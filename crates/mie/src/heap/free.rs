@@ -162,7 +162,8 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: 
     scrub(g, k, raw, p, usable);
     tc.freeing = 0;
     let bit = 1u64 << (loc.slot % 64);
-    if m.remote_word(k, loc.slot / 64).fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+    // SeqCst: `owner::notify` may skip the push on seeing the slab queued already.
+    if m.remote_word(k, loc.slot / 64).fetch_or(bit, Ordering::SeqCst) & bit != 0 {
         validate::concurrent_double_free(g, p, &loc, who);
     }
     owner::notify(&g.geo, m, loc.region, loc.slab);

@@ -304,12 +304,81 @@ macro_rules! caller {
 /// `sp` must be the caller's stack pointer at the call (the words above it are read).
 #[inline(always)]
 pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
+    let tcp = platform::tls::get();
+    if tcp > tcache::DEAD {
+        // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
+        let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+        if let Some(b) = last_site_bucket(tc, cs) {
+            return b;
+        }
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { site_bucket_slow(cs, sp) }
+}
+
+/// The bucket of a call from the thread's last call site, unless this call is sampled.
+#[inline(always)]
+fn last_site_bucket(tc: &mut tcache::TCache, cs: usize) -> Option<usize> {
+    let t = tc.site_tick.wrapping_add(1);
+    if cs != tc.last_site || t.is_multiple_of(wrappers::SAMPLE_EVERY) {
+        return None;
+    }
+    tc.site_tick = t;
+    Some(tc.last_bucket)
+}
+
+/// `call_site_bucket` through the process-wide table of sites (and the wrappers' stack
+/// scan), noting the site as the thread's last when its bucket is its own.
+///
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(never)]
+unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
     let Some(g) = ensure_init() else { return 1 };
     let tcp = platform::tls::get();
+    if tcp <= tcache::DEAD {
+        // SAFETY: the caller's guarantee.
+        return unsafe { wrappers::bucket(&g.keys, cs, sp, None) }.0;
+    }
     // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
-    let tick = (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).site_tick });
+    let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
     // SAFETY: the caller's guarantee.
-    unsafe { wrappers::bucket(&g.keys, cs, sp, tick) }
+    let (b, own) = unsafe { wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
+    tc.last_site = if own { cs } else { tcache::NO_SITE };
+    tc.last_bucket = b;
+    b
+}
+
+/// `malloc(size)` called from `cs` with the caller's stack pointer `sp`: the bucket from
+/// the thread's last call site and the block from `alloc::malloc_fast` when both can,
+/// with one read of the thread's cache; otherwise `call_site_bucket` and `alloc`. Null on
+/// exhaustion (errno is left to the C front end).
+///
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(always)]
+pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
+    let tcp = platform::tls::get();
+    if tcp > tcache::DEAD {
+        // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
+        let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+        if let Some(b) = last_site_bucket(tc, cs) {
+            let p = alloc::malloc_fast_in(tc, size, b, kind::MALLOC).0;
+            if !p.is_null() {
+                return p;
+            }
+        }
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { malloc_at_slow(size, cs, sp) }
+}
+
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(never)]
+unsafe fn malloc_at_slow(size: usize, cs: usize, sp: usize) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    alloc(size, 16, unsafe { call_site_bucket(cs, sp) })
 }
 
 /// The bucket of an AllocToken id (`__alloc_token_*` entry points), through the calling

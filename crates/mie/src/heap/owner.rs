@@ -323,7 +323,8 @@ pub fn collect(g: &Globals, tc: &mut TCache, func: &'static str) {
         let m = SlabMeta::of(&g.geo, k, region, slab);
         // Read the link before clearing QUEUED: from then on the slab may be pushed again.
         id = m.header().next.load(Ordering::Relaxed);
-        m.header().state.fetch_and(!QUEUED, Ordering::AcqRel);
+        // SeqCst, as the remote words' swaps: see `notify`.
+        m.header().state.fetch_and(!QUEUED, Ordering::SeqCst);
         collect_slab(g, tc, region, slab, func);
     }
 }
@@ -333,7 +334,7 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
     let k = &CLASSES[region / BUCKET_SLOTS];
     let m = SlabMeta::of(&g.geo, k, region, slab);
     for w in 0..k.words as usize {
-        let mut bits = m.remote_word(k, w).swap(0, Ordering::Acquire);
+        let mut bits = m.remote_word(k, w).swap(0, Ordering::SeqCst);
         while bits != 0 {
             let slot = w * 64 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -353,6 +354,13 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
 #[inline]
 pub fn notify(g: &Geometry, m: SlabMeta, region: usize, slab: usize) {
     let h = m.header();
+    // Already queued (the common case when threads free many blocks of one slab): nothing
+    // to do, and no locked instruction. The caller set the slot's remote bit (SeqCst) just
+    // before; the owner clears QUEUED (SeqCst) before it swaps the remote words (SeqCst),
+    // so if this load still sees QUEUED, that swap comes after the bit was set and takes it.
+    if h.state.load(Ordering::SeqCst) & QUEUED != 0 {
+        return;
+    }
     let old = h.state.fetch_or(QUEUED, Ordering::AcqRel);
     if old & QUEUED != 0 {
         return;

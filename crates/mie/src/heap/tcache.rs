@@ -82,6 +82,11 @@ pub struct TCache {
     pub freeing: usize,
     /// Counts untyped allocations, to sample call sites one in 64 (`wrappers.rs`).
     pub site_tick: u32,
+    /// The last call site of an untyped allocation whose bucket is its own (not a wrapper's
+    /// caller's), and that bucket: the next call from there needs no lookup. Looked up
+    /// again at each sampled call, so a site found to be a wrapper's meanwhile is seen.
+    pub last_site: usize,
+    pub last_bucket: usize,
     /// Recent AllocToken ids and their buckets + 1 (0: empty): the PRF stays off the typed
     /// allocation path. Per thread, so an entry is never read half-written.
     pub token_ids: [u64; TOKEN_CACHE],
@@ -128,6 +133,8 @@ impl TCache {
             rng: SecureRng::UNSEEDED,
             freeing: 0,
             site_tick: 0,
+            last_site: NO_SITE,
+            last_bucket: 0,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
             hints: [super::bounds::Hint::NONE; 2],
@@ -184,6 +191,9 @@ impl TCache {
     }
 
 }
+
+/// `TCache::last_site` when there is none (no return address is this).
+pub const NO_SITE: usize = usize::MAX;
 
 /// TLS value of a thread whose cache was already returned (during thread teardown).
 pub const DEAD: usize = 1;

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use super::bucket::{self, Keys, WRAPPER};
 use crate::platform;
 
-const SAMPLE_EVERY: u32 = 64;
+pub const SAMPLE_EVERY: u32 = 64;
 const HOT: usize = 16;
 /// Samples between decisions, and the share that makes a wrapper (a quarter).
 const ROUND: u32 = 256;
@@ -59,13 +59,15 @@ pub fn is_wrapper(site: usize) -> bool {
 
 /// The bucket for an untyped allocation called from `cs` (the return address into the
 /// caller), `sp` being the caller's stack pointer at the call (the first word of its frame);
-/// `tick` is the calling thread's allocation counter (0 when it has none yet).
+/// `tick` is the calling thread's allocation counter (0 when it has none yet). Also whether
+/// the bucket is the call site's own (not a wrapper's caller's): the thread may then reuse
+/// it for its next call from `cs` (`heap::call_site_bucket`).
 ///
 /// # Safety
 /// `sp` must be the caller's real stack pointer at the call into the allocator (the C
 /// ABI's entry points pass it): the words above it are read.
 #[inline(always)]
-pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) -> usize {
+pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) -> (usize, bool) {
     let e = keys.site_entry(cs);
     let sampled = tick.is_some_and(|t| {
         *t = t.wrapping_add(1);
@@ -75,10 +77,10 @@ pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) 
         if sampled {
             sample(cs);
         }
-        return e as usize;
+        return (e as usize, true);
     }
     // SAFETY: the caller's guarantee.
-    unsafe { through_wrappers(keys, cs, sp, e, sampled) }
+    (unsafe { through_wrappers(keys, cs, sp, e, sampled) }, false)
 }
 
 /// The bucket of a call from a wrapper: by its caller, or, when that is a wrapper too (lua:
