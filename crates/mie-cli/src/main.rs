@@ -393,8 +393,6 @@ fn bench(a: BenchArgs) -> ! {
         allocators.retain(|a| a.lib.is_none() || f.contains(&a.name) || asked.contains(&a.name));
     }
     if instructions {
-        // Scudo stops itself under valgrind: it cannot be counted this way.
-        allocators.retain(|a| a.name != "scudo");
         count_instructions(&allocators, &out_dir, keep);
     }
     let mut workloads = Vec::new();
