@@ -308,7 +308,8 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     if tcp > tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
         let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
-        if let Some(b) = last_site_bucket(tc, cs) {
+        // SAFETY: the caller's guarantee.
+        if let Some(b) = unsafe { last_site_bucket(tc, cs, sp) } {
             return b;
         }
     }
@@ -316,11 +317,19 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     unsafe { site_bucket_slow(cs, sp) }
 }
 
-/// The bucket of a call from the thread's last call site, unless this call is sampled.
+/// The bucket of a call from the thread's last call site (through a wrapper: from the same
+/// caller), unless this call is sampled.
+///
+/// # Safety
+/// As `call_site_bucket`.
 #[inline(always)]
-fn last_site_bucket(tc: &mut tcache::TCache, cs: usize) -> Option<usize> {
+unsafe fn last_site_bucket(tc: &mut tcache::TCache, cs: usize, sp: usize) -> Option<usize> {
     let t = tc.site_tick.wrapping_add(1);
     if cs != tc.last_site || t.is_multiple_of(wrappers::SAMPLE_EVERY) {
+        return None;
+    }
+    // SAFETY: the caller's guarantee; last_k was a word index the scan read.
+    if tc.last_k != tcache::NO_SITE && !unsafe { wrappers::same_caller(sp, tc.last_k, tc.last_ret) } {
         return None;
     }
     tc.site_tick = t;
@@ -343,8 +352,12 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
     // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
     let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
     // SAFETY: the caller's guarantee.
-    let (b, own) = unsafe { wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
-    tc.last_site = if own { cs } else { tcache::NO_SITE };
+    let (b, found) = unsafe { wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
+    (tc.last_site, tc.last_k, tc.last_ret) = match found {
+        wrappers::Found::Own => (cs, tcache::NO_SITE, 0),
+        wrappers::Found::Caller { k, ret } => (cs, k, ret),
+        wrappers::Found::Other => (tcache::NO_SITE, tcache::NO_SITE, 0),
+    };
     tc.last_bucket = b;
     b
 }
@@ -362,7 +375,8 @@ pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
     if tcp > tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
         let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
-        if let Some(b) = last_site_bucket(tc, cs) {
+        // SAFETY: the caller's guarantee.
+        if let Some(b) = unsafe { last_site_bucket(tc, cs, sp) } {
             let p = alloc::malloc_fast_in(tc, size, b, kind::MALLOC).0;
             if !p.is_null() {
                 return p;

@@ -82,11 +82,15 @@ pub struct TCache {
     pub freeing: usize,
     /// Counts untyped allocations, to sample call sites one in 64 (`wrappers.rs`).
     pub site_tick: u32,
-    /// The last call site of an untyped allocation whose bucket is its own (not a wrapper's
-    /// caller's), and that bucket: the next call from there needs no lookup. Looked up
-    /// again at each sampled call, so a site found to be a wrapper's meanwhile is seen.
+    /// The last call site of an untyped allocation and its bucket, when a later call from
+    /// there can reuse it: always (`last_k` = `NO_SITE`: the site's own bucket), or for a
+    /// wrapper's site, when stack word `last_k` holds the same return address `last_ret`
+    /// (`wrappers::Found`). Looked up again at each sampled call, so a site found to be a
+    /// wrapper's meanwhile is seen.
     pub last_site: usize,
     pub last_bucket: usize,
+    pub last_k: usize,
+    pub last_ret: usize,
     /// Recent AllocToken ids and their buckets + 1 (0: empty): the PRF stays off the typed
     /// allocation path. Per thread, so an entry is never read half-written.
     pub token_ids: [u64; TOKEN_CACHE],
@@ -135,6 +139,8 @@ impl TCache {
             site_tick: 0,
             last_site: NO_SITE,
             last_bucket: 0,
+            last_k: NO_SITE,
+            last_ret: 0,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
             hints: [super::bounds::Hint::NONE; 2],

@@ -59,15 +59,15 @@ pub fn is_wrapper(site: usize) -> bool {
 
 /// The bucket for an untyped allocation called from `cs` (the return address into the
 /// caller), `sp` being the caller's stack pointer at the call (the first word of its frame);
-/// `tick` is the calling thread's allocation counter (0 when it has none yet). Also whether
-/// the bucket is the call site's own (not a wrapper's caller's): the thread may then reuse
-/// it for its next call from `cs` (`heap::call_site_bucket`).
+/// `tick` is the calling thread's allocation counter (0 when it has none yet). Also how
+/// the bucket was found, so that the thread can reuse it for its next call from `cs`
+/// (`heap::call_site_bucket`).
 ///
 /// # Safety
 /// `sp` must be the caller's real stack pointer at the call into the allocator (the C
 /// ABI's entry points pass it): the words above it are read.
 #[inline(always)]
-pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) -> (usize, bool) {
+pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) -> (usize, Found) {
     let e = keys.site_entry(cs);
     let sampled = tick.is_some_and(|t| {
         *t = t.wrapping_add(1);
@@ -77,10 +77,35 @@ pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) 
         if sampled {
             sample(cs);
         }
-        return (e as usize, true);
+        return (e as usize, Found::Own);
     }
     // SAFETY: the caller's guarantee.
-    (unsafe { through_wrappers(keys, cs, sp, e, sampled) }, false)
+    unsafe { through_wrappers(keys, cs, sp, e, sampled) }
+}
+
+/// How `bucket` found a call site's bucket.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Found {
+    /// The site's own: the same for every call from it.
+    Own,
+    /// A wrapper's caller's: the return address `ret` in stack word `k` above the caller's
+    /// stack pointer (one level of wrapper). A later call from the same site whose word `k`
+    /// holds the same return address has the same bucket.
+    Caller { k: usize, ret: usize },
+    /// Anything else (wrappers of wrappers, no return address found): look again each time.
+    Other,
+}
+
+/// The bucket of a later call from a wrapper's site `cs` found as `f`, if its stack shows
+/// the same caller (one word read; no check of code bytes: that word was found to be a
+/// return address before, and a wrong answer could only pick another pointer bucket).
+///
+/// # Safety
+/// As `bucket`.
+#[inline(always)]
+pub unsafe fn same_caller(sp: usize, k: usize, ret: usize) -> bool {
+    // SAFETY: k < SCAN (`find_return`): inside the words the caller vouches for.
+    unsafe { ((sp + 8 * k) as *const usize).read() == ret }
 }
 
 /// The bucket of a call from a wrapper: by its caller, or, when that is a wrapper too (lua:
@@ -91,10 +116,11 @@ pub unsafe fn bucket(keys: &Keys, cs: usize, sp: usize, tick: Option<&mut u32>) 
 /// As `bucket`.
 #[cold]
 #[inline(never)]
-unsafe fn through_wrappers(keys: &Keys, cs: usize, sp: usize, mut e: u64, sampled: bool) -> usize {
+unsafe fn through_wrappers(keys: &Keys, cs: usize, sp: usize, mut e: u64, sampled: bool) -> (usize, Found) {
     let mut site = cs;
     let mut from = 0;
-    for _ in 0..MAX_DEPTH {
+    let mut found = Found::Other;
+    for level in 0..MAX_DEPTH {
         if e & WRAPPER == 0 {
             break;
         }
@@ -103,12 +129,13 @@ unsafe fn through_wrappers(keys: &Keys, cs: usize, sp: usize, mut e: u64, sample
         site = ret;
         from = k + 1;
         e = keys.site_entry(site);
+        found = if level == 0 && e & WRAPPER == 0 { Found::Caller { k, ret } } else { Found::Other };
     }
     if sampled {
         // The site the bucket comes from: a hot caller of a wrapper can be a wrapper too.
         sample(site);
     }
-    (e & !WRAPPER) as usize
+    ((e & !WRAPPER) as usize, if e & WRAPPER == 0 { found } else { Found::Other })
 }
 
 /// Count one sampled allocation from `site`; every ROUND samples, mark the hot sites.
