@@ -1,11 +1,9 @@
 //! free. The common case, a valid small block, is one straight path: decode the address,
 //! load the slot's record, check state, kind, size, tag and canary, then release it. In a
 //! slab the calling thread owns that is plain stores and the quarantine (no atomic, no
-//! lock); in another thread's slab, one compare-and-swap of the record and one `fetch_or` of
-//! its remote-free bit. Anything unusual (and every error) goes to `validate`, which finds
+//! lock); in another thread's slab, one compare-and-swap of the record, the owner told in
+//! batches (`remote.rs`). Anything unusual (and every error) goes to `validate`, which finds
 //! out what is wrong and reports it.
-
-use core::sync::atomic::Ordering;
 
 use super::canary::{self, MAX_CANARY, TAIL};
 use super::kind::Release;
@@ -144,8 +142,8 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
 }
 
 /// A free in a slab another cache owns: claim the record with a compare-and-swap (so two
-/// frees of one block can never both succeed), clear the slot, set its remote bit, and
-/// tell the owner. The owner collects it into its quarantine.
+/// frees of one block can never both succeed), clear the slot, and post it for the owner
+/// (`remote.rs`), who collects it into its quarantine.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
@@ -161,12 +159,10 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: 
     }
     scrub(g, k, raw, p, usable);
     tc.freeing = 0;
-    let bit = 1u64 << (loc.slot % 64);
-    // SeqCst: `owner::notify` may skip the push on seeing the slab queued already.
-    if m.remote_word(k, loc.slot / 64).fetch_or(bit, Ordering::SeqCst) & bit != 0 {
-        validate::concurrent_double_free(g, p, &loc, who);
+    super::remote::post(g, &mut tc.outbox, loc.region, loc.slab, loc.slot);
+    if !tc.batch_remote {
+        super::remote::flush(g, &mut tc.outbox);
     }
-    owner::notify(&g.geo, m, loc.region, loc.slab);
     tc.count_free(loc.region);
 }
 

@@ -30,6 +30,7 @@ pub mod owner;
 pub mod pool;
 pub mod quarantine;
 pub mod realloc;
+pub mod remote;
 pub mod record;
 pub mod sample;
 pub mod size_class;

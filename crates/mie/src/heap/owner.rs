@@ -36,6 +36,7 @@ const CHOICES: usize = 4;
 #[cold]
 #[inline(never)]
 pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
+    super::remote::flush(g, &mut tc.outbox);
     collect(g, tc, "malloc");
     let k = &CLASSES[region / BUCKET_SLOTS];
     loop {
@@ -388,6 +389,7 @@ pub fn notify(g: &Geometry, m: SlabMeta, region: usize, slab: usize) {
 /// slot checked) and the bins into the free bitmaps, give empty slabs to the pools beyond
 /// the one kept per region. Thread exit, trim, and collection for idle caches.
 pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
+    super::remote::flush(g, &mut tc.outbox);
     collect(g, tc, func);
     let mut pending = [0usize; 64];
     loop {

@@ -75,6 +75,9 @@ pub struct TCache {
     /// when the cache is made; otherwise every call takes the
     /// general paths, which read the options.
     pub fast: bool,
+    /// Remote frees wait in the outbox to be published in batches. Not in the shared
+    /// fallback cache, which any thread may use last (`remote.rs`).
+    pub batch_remote: bool,
     pub rng: SecureRng,
     /// With MTE: the block this thread is releasing, while its canary is read (through the
     /// caller's tagged pointer). A tag fault on it then means another thread freed it at
@@ -103,6 +106,8 @@ pub struct TCache {
     pub bins: [Bin; REGION_COUNT],
     pub owned: [Owned; REGION_COUNT],
     pub quarantine: Quarantine,
+    /// Frees of blocks in other caches' slabs, not yet published to them (`remote.rs`).
+    pub outbox: super::remote::Outbox,
 }
 
 /// One cache: both parts, in one mapping.
@@ -134,6 +139,7 @@ impl TCache {
             sample_countdown: 0,
             in_sample: false,
             fast: false,
+            batch_remote: false,
             rng: SecureRng::UNSEEDED,
             freeing: 0,
             site_tick: 0,
@@ -149,6 +155,7 @@ impl TCache {
             bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
             owned: [Owned { partial: 0, empties: 0 }; REGION_COUNT],
             quarantine: Quarantine::new(),
+            outbox: super::remote::Outbox::new(),
         }
     }
 
@@ -304,6 +311,7 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         (*tc).rng = SecureRng::new(&super::globals().placement, seed);
         (*tc).quarantine.size_for(super::globals().opts.quarantine as usize);
         (*tc).fast = fast_paths_allowed(&super::globals().opts) && super::globals().canary.has_aes();
+        (*tc).batch_remote = !ptr::eq(e, &FALLBACK.0);
     }
     if id != 0 {
         CACHES[id as usize].store(e, Ordering::Release);

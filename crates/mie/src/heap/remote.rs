@@ -1,0 +1,131 @@
+//! Frees of blocks in slabs other threads own. The free itself claims the block's record
+//! with one compare-and-swap (so two frees of one block can never both succeed: the loser
+//! is reported at its call) and clears the slot; telling the owner is batched. Each thread
+//! keeps an outbox of the slots it freed this way, per slab, and publishes a slab's entry
+//! (one `fetch_or` per bitmap word with bits in it, and the owner's notification unless the
+//! slab is queued already) when it has gathered `PUBLISH_AT` frees, when a free for another
+//! slab needs its place, and whenever the thread takes one of its own slow paths (refill,
+//! trim, thread exit). A thread that frees many blocks of one slab (a consumer of another
+//! thread's allocations) so pays one locked instruction per free, the record's, and one
+//! per word for the batch.
+//!
+//! A slot waits in an outbox at most until its entry is published: the owner cannot reuse
+//! it meanwhile (it does not know it is free yet), which is all the delay costs.
+
+use core::sync::atomic::Ordering;
+
+use super::layout::BUCKET_SLOTS;
+use super::size_class::CLASSES;
+use super::slab::{from_id, slab_id, SlabMeta};
+use super::{owner, validate, Globals};
+
+/// Slabs an outbox holds frees for.
+pub const ENTRIES: usize = 4;
+/// Bitmap words of the slab with the most slots (1024 slots of 16 bytes).
+const WORDS: usize = 16;
+/// Frees gathered for one slab before they are published.
+const PUBLISH_AT: u32 = 32;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// `slab_id` of the slab (0: the entry is empty).
+    id: u32,
+    count: u32,
+    bits: [u64; WORDS],
+}
+
+/// A thread's remote frees not yet published to their slabs' owners.
+pub struct Outbox {
+    e: [Entry; ENTRIES],
+    /// The entry the next new slab replaces (round robin).
+    next: usize,
+    /// The entry of the last remote free.
+    last: usize,
+}
+
+impl Outbox {
+    pub const fn new() -> Self {
+        Outbox { e: [Entry { id: 0, count: 0, bits: [0; WORDS] }; ENTRIES], next: 0, last: 0 }
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Note that this thread freed `slot` of `slab` in `region` (its record already claimed):
+/// published with the slab's other such frees.
+#[inline]
+pub fn post(g: &Globals, ob: &mut Outbox, region: usize, slab: usize, slot: usize) {
+    let id = slab_id(region, slab);
+    // The slab of the previous remote free first (a consumer frees runs of one slab).
+    let i = if ob.e[ob.last].id == id { ob.last } else { find_or_replace(g, ob, id) };
+    ob.last = i;
+    let e = &mut ob.e[i];
+    e.bits[slot / 64] |= 1u64 << (slot % 64);
+    e.count += 1;
+    if e.count >= PUBLISH_AT {
+        publish(g, e);
+    }
+}
+
+/// The entry of slab `id`, or the next one round robin, published and given to `id`.
+#[cold]
+fn find_or_replace(g: &Globals, ob: &mut Outbox, id: u32) -> usize {
+    if let Some(i) = ob.e.iter().position(|e| e.id == id) {
+        return i;
+    }
+    let i = ob.next;
+    ob.next = (i + 1) % ENTRIES;
+    publish(g, &mut ob.e[i]);
+    ob.e[i].id = id;
+    i
+}
+
+/// Publish everything in the outbox (this thread's slow paths, thread exit, trim).
+pub fn flush(g: &Globals, ob: &mut Outbox) {
+    for e in ob.e.iter_mut() {
+        publish(g, e);
+    }
+}
+
+/// Set the entry's bits in its slab's remote-free bitmap and tell the owner; empty it.
+#[cold]
+fn publish(g: &Globals, e: &mut Entry) {
+    if e.id == 0 {
+        return;
+    }
+    let (region, slab) = from_id(e.id);
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    let m = SlabMeta::of(&g.geo, k, region, slab);
+    for (w, bits) in e.bits.iter_mut().enumerate().take(k.words as usize) {
+        if *bits == 0 {
+            continue;
+        }
+        // SeqCst: `owner::notify` may skip the push on seeing the slab queued already.
+        let old = m.remote_word(k, w).fetch_or(*bits, Ordering::SeqCst);
+        if old & *bits != 0 {
+            // A slot whose earlier remote free the owner has not collected yet was freed
+            // remotely again: the owner freed it too meanwhile, and it was reused.
+            let slot = w * 64 + (old & *bits).trailing_zeros() as usize;
+            validate::racing_double_free(g, g.geo.slot_addr(region, slab, slot), region, slab, slot);
+        }
+        *bits = 0;
+    }
+    e.id = 0;
+    e.count = 0;
+    owner::notify(&g.geo, m, region, slab);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_biggest_slab_fits_an_entry() {
+        let most = CLASSES.iter().map(|k| k.words as usize).max().unwrap();
+        assert!(most <= WORDS, "a slab has {most} bitmap words, an outbox entry {WORDS}");
+    }
+}
