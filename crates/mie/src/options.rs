@@ -52,7 +52,7 @@ pub struct Options {
     /// the block has are always fatal.
     pub alloc_dealloc_mismatch: u8,
     /// At exit, check the whole heap once (bounded in time): canaries of blocks never
-    /// freed, zeros of free slots (`heap/sweep.rs`).
+    /// freed, zeros of free slots (`heap/diagnose/sweep.rs`).
     pub exit_check: bool,
     /// Source lines (file:line, inlined frames) in reports, from binutils' addr2line run as
     /// a child process (`platform/symbolizer.rs`).
@@ -60,7 +60,7 @@ pub struct Options {
     /// The debugging profile: allocation and free stacks, 16 frames of the bad call's stack,
     /// ten times more guarded samples (faults at the access for more blocks).
     pub debug: bool,
-    /// Guard mode (`heap/guard.rs`): every block on pages of its own beside an unmapped page.
+    /// Guard mode (`heap/checks/guard.rs`): every block on pages of its own beside an unmapped page.
     pub guard: bool,
     /// Guard mode: the block's start (not its end) touches the guard page.
     pub guard_below: bool,

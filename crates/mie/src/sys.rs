@@ -6,12 +6,12 @@
 //! function here that gives a block back (and so lets its memory be reused) is `unsafe`;
 //! the rest only allocate, read mie's own metadata, or report and stop the process.
 
-pub use crate::heap::kind;
+pub use crate::heap::types::kind;
 pub use crate::heap::{alloc, alloc_as, alloc_zeroed_flag, count_unknown_type, ensure_init, owner_of, slab_metadata_of, token_bucket, trim, usable_size, Caller, Func, Globals, Release};
 
 /// Range checks of the checked C functions (they read only mie's metadata).
 pub mod bounds {
-    pub use crate::heap::bounds::{check, known_inside, object_size, scan_limit, Access};
+    pub use crate::heap::checks::bounds::{check, known_inside, object_size, scan_limit, Access};
 }
 
 pub mod platform {
@@ -38,7 +38,7 @@ pub fn heap_ranges() -> [usize; 4] {
 
 /// Size classes (for tests that check where blocks land).
 pub mod size_class {
-    pub use crate::heap::size_class::class_size;
+    pub use crate::heap::slab::size_class::class_size;
 }
 
 /// The bucket of an untyped allocation called from `cs` with the caller's stack pointer

@@ -1,46 +1,20 @@
-//! The allocator core. Where each part lives:
+//! The allocator core, one folder per concern:
 //!
-//! | file | what |
+//! | folder | what |
 //! |---|---|
-//! | `alloc.rs`, `free.rs` | the hot paths: malloc, free |
-//! | `validate.rs`, `mismatch.rs` | the slow path of a release: what is wrong, the report |
-//! | `realloc.rs` | realloc, usable size, where a block lives |
-//! | `owner.rs` | thread-owned slabs: refill, remote frees, quarantine expiry, giving slabs back |
-//! | `tcache.rs`, `quarantine.rs` | thread caches (bins, quarantine, notification stack) |
-//! | `slab.rs`, `record.rs`, `pool.rs` | slab metadata, per-slot records, the pools of empty slabs |
-//! | `layout.rs`, `size_class.rs`, `bucket.rs`, `wrappers.rs` | addresses, classes, type buckets, allocation wrappers |
-//! | `large/`, `sample.rs`, `zero.rs` | large blocks, guarded samples, `malloc(0)` |
-//! | `canary.rs`, `kind.rs`, `stacks.rs` | canaries, allocation kinds, allocation stacks |
-//! | `fault.rs`, `foreign.rs`, `bounds.rs` | the SIGSEGV/SIGABRT handlers, range checks at the call |
-//! | `sweep.rs` | the check of the whole heap at exit (blocks never freed) |
+//! | `slab/` | the small-block allocator: classes and address layout, slot records and slab metadata, pools, thread caches and their slabs, remote frees, the quarantine, and the hot paths (`alloc.rs`, `free.rs`, `realloc.rs`) |
+//! | `large/` | large blocks: their window, table, index and warm pages |
+//! | `checks/` | canaries, zero-size blocks, bounds for the checks at the call, guarded samples, guard mode, allocation stacks |
+//! | `types/` | type ids, call sites and allocation wrappers to buckets; allocation kinds |
+//! | `diagnose/` | what is wrong and its report: the slow path of a release, harmless mismatches, the fault handlers, the C library meeting mie blocks, the sweep at exit |
+//!
+//! This file: the globals, start-up, fork and exit.
 
-pub mod alloc;
-pub mod bounds;
-pub mod bucket;
-pub mod canary;
-pub mod fault;
-pub mod foreign;
-pub mod free;
-pub mod guard;
-pub mod kind;
+pub mod checks;
+pub mod diagnose;
 pub mod large;
-pub mod layout;
-pub mod mismatch;
-pub mod owner;
-pub mod pool;
-pub mod quarantine;
-pub mod realloc;
-pub mod remote;
-pub mod record;
-pub mod sample;
-pub mod size_class;
 pub mod slab;
-pub mod stacks;
-pub mod sweep;
-pub mod tcache;
-pub mod validate;
-pub mod wrappers;
-pub mod zero;
+pub mod types;
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -49,16 +23,16 @@ use crate::options::Options;
 use crate::platform::{self, lock::Lock};
 use crate::report;
 use crate::tag;
-use bucket::Keys;
+use types::bucket::Keys;
 use large::LARGE;
-use layout::{Geometry, REGION_COUNT};
-use pool::POOLS;
+use slab::layout::{Geometry, REGION_COUNT};
+use slab::pool::POOLS;
 
-pub use alloc::alloc_as;
-pub use free::{free, release};
-pub use kind::Release;
-pub use realloc::{owner_of, realloc, slab_metadata_of, usable_size};
-pub use validate::describe_slot;
+pub use slab::alloc::alloc_as;
+pub use slab::free::{free, release};
+pub use types::kind::Release;
+pub use slab::realloc::{owner_of, realloc, slab_metadata_of, usable_size};
+pub use diagnose::validate::describe_slot;
 
 /// Process-wide state, written once by `init` and read-only afterwards.
 pub struct Globals {
@@ -111,7 +85,7 @@ pub fn globals() -> &'static Globals {
 }
 
 /// At process exit (the C library runs `.fini_array` entries from `exit`): check the freed
-/// blocks the exiting thread still holds for writes after free (`owner::check_at_exit`),
+/// blocks the exiting thread still holds for writes after free (`slab::owner::check_at_exit`),
 /// then the whole heap for overflows from blocks that were never freed (`sweep.rs`).
 extern "C" fn at_exit() {
     if STATE.load(Ordering::Acquire) != READY {
@@ -119,12 +93,12 @@ extern "C" fn at_exit() {
     }
     report::set_exiting();
     let tcp = crate::platform::tls::get();
-    if tcp > tcache::DEAD {
+    if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache, not in use during `exit`.
-        owner::check_at_exit(globals(), unsafe { &*(tcp as *const tcache::TCache) });
+        slab::owner::check_at_exit(globals(), unsafe { &*(tcp as *const slab::tcache::TCache) });
     }
     if globals().opts.exit_check {
-        sweep::at_exit(globals());
+        diagnose::sweep::at_exit(globals());
     }
 }
 
@@ -152,7 +126,7 @@ fn init_slow() -> Option<&'static Globals> {
                 report::set_stacks_recorded(g.opts.stacks);
                 // Before any heap mapping exists: tagging decides PROT_MTE.
                 tag::init(g.opts.mte);
-                let shape = layout::init_shape();
+                let shape = slab::layout::init_shape();
                 // Another mie heap in the process (libmie.so under a Rust program that has
                 // mie as its global allocator): region-aligned random bases could overlap
                 // its regions, whose mappings would then be in the way of ours.
@@ -172,7 +146,7 @@ fn init_slow() -> Option<&'static Globals> {
                     bases = shape.choose_bases(platform::random_u64());
                 }
                 let (heap, meta) = bases;
-                let Some(key) = platform::thread_key_create(tcache::thread_exit) else {
+                let Some(key) = platform::thread_key_create(slab::tcache::thread_exit) else {
                     report::warn(format_args!("cannot create a thread key; every allocation will fail"));
                     STATE.store(FAILED, Ordering::Release);
                     return None;
@@ -185,17 +159,17 @@ fn init_slow() -> Option<&'static Globals> {
                 g.keys = Keys {
                     prf: crate::prf::Prf::random(),
                     pointer_buckets: g.opts.buckets,
-                    token_half: bucket::token_half(token_max),
+                    token_half: types::bucket::token_half(token_max),
                     token_max_known: token_max != 0,
                     token_max,
                 };
                 g.keys.init_layouts();
                 g.canary = crate::prf::Prf::random();
                 g.placement = crate::prf::Prf::random();
-                bounds::init();
+                checks::bounds::init();
                 // Always: guard pages and quarantined large blocks fault on every machine.
-                fault::install();
-                foreign::install();
+                diagnose::fault::install();
+                diagnose::foreign::install();
                 crate::traps::install();
                 STATE.store(READY, Ordering::Release);
             }
@@ -208,7 +182,7 @@ fn init_slow() -> Option<&'static Globals> {
         // SAFETY: READY is set; the globals are read-only from here on.
         let opts = unsafe { &(*G.0.get()).opts };
         if opts.stacks {
-            stacks::init();
+            checks::stacks::init();
         }
         if opts.stats != 0 {
             // SAFETY: registering a plain extern "C" function.
@@ -226,25 +200,25 @@ extern "C" fn stats_at_exit() {
 // Fork: take every allocator lock so the child starts with consistent metadata.
 unsafe extern "C" fn fork_prepare() {
     INIT_LOCK.lock();
-    tcache::POOL_LOCK.lock();
-    tcache::FALLBACK_LOCK.lock();
+    slab::tcache::POOL_LOCK.lock();
+    slab::tcache::FALLBACK_LOCK.lock();
     for p in POOLS.iter() {
         p.lock.lock();
     }
     LARGE.lock.lock();
-    sample::LOCK.lock();
-    guard::LOCK.lock();
+    checks::sample::LOCK.lock();
+    checks::guard::LOCK.lock();
 }
 
 unsafe extern "C" fn fork_parent() {
-    sample::LOCK.unlock();
-    guard::LOCK.unlock();
+    checks::sample::LOCK.unlock();
+    checks::guard::LOCK.unlock();
     LARGE.lock.unlock();
     for p in POOLS.iter().rev() {
         p.lock.unlock();
     }
-    tcache::FALLBACK_LOCK.unlock();
-    tcache::POOL_LOCK.unlock();
+    slab::tcache::FALLBACK_LOCK.unlock();
+    slab::tcache::POOL_LOCK.unlock();
     INIT_LOCK.unlock();
 }
 
@@ -252,17 +226,17 @@ unsafe extern "C" fn fork_child() {
     // Other threads do not exist in the child; their caches stay in use (their slots are
     // simply never reused, and frees into their slabs wait in the remote bitmaps), which is
     // safe whatever state those threads were in.
-    sample::LOCK.reset();
+    checks::sample::LOCK.reset();
     LARGE.lock.reset();
     for p in POOLS.iter() {
         p.lock.reset();
     }
-    tcache::FALLBACK_LOCK.reset();
-    tcache::POOL_LOCK.reset();
+    slab::tcache::FALLBACK_LOCK.reset();
+    slab::tcache::POOL_LOCK.reset();
     INIT_LOCK.reset();
-    tcache::after_fork_child();
-    sample::after_fork_child();
-    guard::after_fork_child();
+    slab::tcache::after_fork_child();
+    checks::sample::after_fork_child();
+    checks::guard::after_fork_child();
 }
 
 /// How a call is identified in reports: the function name and the caller's address. Two
@@ -306,9 +280,9 @@ macro_rules! caller {
 #[inline(always)]
 pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     let tcp = platform::tls::get();
-    if tcp > tcache::DEAD {
+    if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
-        let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+        let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
         // SAFETY: the caller's guarantee.
         if let Some(b) = unsafe { last_site_bucket(tc, cs, sp) } {
             return b;
@@ -324,13 +298,13 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
 /// # Safety
 /// As `call_site_bucket`.
 #[inline(always)]
-unsafe fn last_site_bucket(tc: &mut tcache::TCache, cs: usize, sp: usize) -> Option<usize> {
+unsafe fn last_site_bucket(tc: &mut slab::tcache::TCache, cs: usize, sp: usize) -> Option<usize> {
     let t = tc.site_tick.wrapping_add(1);
-    if cs != tc.last_site || t.is_multiple_of(wrappers::SAMPLE_EVERY) {
+    if cs != tc.last_site || t.is_multiple_of(types::wrappers::SAMPLE_EVERY) {
         return None;
     }
     // SAFETY: the caller's guarantee; last_k was a word index the scan read.
-    if tc.last_k != tcache::NO_SITE && !unsafe { wrappers::same_caller(sp, tc.last_k, tc.last_ret) } {
+    if tc.last_k != slab::tcache::NO_SITE && !unsafe { types::wrappers::same_caller(sp, tc.last_k, tc.last_ret) } {
         return None;
     }
     tc.site_tick = t;
@@ -346,25 +320,25 @@ unsafe fn last_site_bucket(tc: &mut tcache::TCache, cs: usize, sp: usize) -> Opt
 unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
     let Some(g) = ensure_init() else { return 1 };
     let tcp = platform::tls::get();
-    if tcp <= tcache::DEAD {
+    if tcp <= slab::tcache::DEAD {
         // SAFETY: the caller's guarantee.
-        return unsafe { wrappers::bucket(&g.keys, cs, sp, None) }.0;
+        return unsafe { types::wrappers::bucket(&g.keys, cs, sp, None) }.0;
     }
     // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
-    let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+    let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
     // SAFETY: the caller's guarantee.
-    let (b, found) = unsafe { wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
+    let (b, found) = unsafe { types::wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
     (tc.last_site, tc.last_k, tc.last_ret) = match found {
-        wrappers::Found::Own => (cs, tcache::NO_SITE, 0),
-        wrappers::Found::Caller { k, ret } => (cs, k, ret),
-        wrappers::Found::Other => (tcache::NO_SITE, tcache::NO_SITE, 0),
+        types::wrappers::Found::Own => (cs, slab::tcache::NO_SITE, 0),
+        types::wrappers::Found::Caller { k, ret } => (cs, k, ret),
+        types::wrappers::Found::Other => (slab::tcache::NO_SITE, slab::tcache::NO_SITE, 0),
     };
     tc.last_bucket = b;
     b
 }
 
 /// `malloc(size)` called from `cs` with the caller's stack pointer `sp`: the bucket from
-/// the thread's last call site and the block from `alloc::malloc_fast` when both can,
+/// the thread's last call site and the block from `slab::alloc::malloc_fast` when both can,
 /// with one read of the thread's cache; otherwise `call_site_bucket` and `alloc`. Null on
 /// exhaustion (errno is left to the C front end).
 ///
@@ -373,12 +347,12 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
 #[inline(always)]
 pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
     let tcp = platform::tls::get();
-    if tcp > tcache::DEAD {
+    if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
-        let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+        let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
         // SAFETY: the caller's guarantee.
         if let Some(b) = unsafe { last_site_bucket(tc, cs, sp) } {
-            let p = alloc::malloc_fast_in(tc, size, b, kind::MALLOC).0;
+            let p = slab::alloc::malloc_fast_in(tc, size, b, types::kind::MALLOC).0;
             if !p.is_null() {
                 return p;
             }
@@ -402,13 +376,13 @@ unsafe fn malloc_at_slow(size: usize, cs: usize, sp: usize) -> *mut u8 {
 pub fn token_bucket(token: u64) -> usize {
     let Some(g) = ensure_init() else { return 1 };
     let tcp = platform::tls::get();
-    if tcp <= tcache::DEAD {
+    if tcp <= slab::tcache::DEAD {
         return g.keys.for_alloc_token(token);
     }
     // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
-    let tc = unsafe { &mut *(tcp as *mut tcache::TCache) };
+    let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
     tc.count_typed(false);
-    let i = ((token ^ (token >> 17) ^ (token >> 41)) as usize) & (tcache::TOKEN_CACHE - 1);
+    let i = ((token ^ (token >> 17) ^ (token >> 41)) as usize) & (slab::tcache::TOKEN_CACHE - 1);
     if tc.token_ids[i] == token && tc.token_buckets[i] != 0 {
         return tc.token_buckets[i] as usize - 1;
     }
@@ -423,9 +397,9 @@ pub fn token_bucket(token: u64) -> usize {
 #[inline]
 pub fn count_unknown_type() {
     let tcp = platform::tls::get();
-    if tcp > tcache::DEAD {
+    if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
-        unsafe { &*(tcp as *const tcache::TCache) }.count_typed(true);
+        unsafe { &*(tcp as *const slab::tcache::TCache) }.count_typed(true);
     }
 }
 
@@ -433,21 +407,21 @@ pub fn count_unknown_type() {
 /// does. Returns null on exhaustion (errno is left to the C front end).
 #[inline]
 pub fn alloc(size: usize, align: usize, bucket: usize) -> *mut u8 {
-    alloc_as(size, align, bucket, kind::MALLOC).0
+    alloc_as(size, align, bucket, types::kind::MALLOC).0
 }
 
 /// As `alloc`, also telling whether the block's first `size` bytes are known to be zero.
 #[inline]
 pub fn alloc_zeroed_flag(size: usize, align: usize, bucket: usize) -> (*mut u8, bool) {
-    alloc_as(size, align, bucket, kind::MALLOC)
+    alloc_as(size, align, bucket, types::kind::MALLOC)
 }
 
 /// Give back what the calling thread's cache holds and purge empty slabs (malloc_trim).
 pub fn trim() {
     let Some(g) = ensure_init() else { return };
-    tcache::with_cache(|tc| {
-        owner::drain(g, tc, "malloc_trim");
-        owner::give_back(g, tc, true);
+    slab::tcache::with_cache(|tc| {
+        slab::owner::drain(g, tc, "malloc_trim");
+        slab::owner::give_back(g, tc, true);
     });
     for (region, p) in POOLS.iter().enumerate().take(REGION_COUNT) {
         p.trim(&g.geo, region);

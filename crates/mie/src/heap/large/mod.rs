@@ -231,7 +231,7 @@ impl Large {
             let t = self.table();
             let Some(addr) = Self::place(t, body, align) else { return null };
             let mut pieces = [Piece::default(); MAX_PIECES];
-            let limit = if super::tcache::threads() > 1 { warm::THREADED_PIECES } else { MAX_PIECES };
+            let limit = if crate::heap::slab::tcache::threads() > 1 { warm::THREADED_PIECES } else { MAX_PIECES };
             let (mut n, warm) = t.warm.take(addr, body, &mut pieces, limit);
             if warm < body {
                 // Out of memory or address space: the warm pages and the quarantine go first.

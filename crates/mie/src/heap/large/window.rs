@@ -43,7 +43,7 @@ impl Window {
     /// unmapped guard page before and after it. None if the window is not set up.
     pub fn take(&mut self, len: usize, align_at: usize, align: usize) -> Option<usize> {
         if self.hi == 0 {
-            let (lo, hi) = super::super::globals().geo.large_window;
+            let (lo, hi) = crate::heap::globals().geo.large_window;
             if hi == 0 {
                 return None;
             }

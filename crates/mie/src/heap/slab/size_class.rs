@@ -25,7 +25,7 @@ pub const MAX_SLOTS: usize = 1 << (MIN_SLAB_SHIFT - 4);
 pub const MAX_WORDS: usize = MAX_SLOTS / 64;
 /// `(off * magic) >> MAGIC_SHIFT == off / size` for every offset inside a slab (≤ 1 MiB).
 pub const MAGIC_SHIFT: u32 = 40;
-/// Bytes of per-slab metadata header (see `slab.rs`): one cache line.
+/// Bytes of per-slab metadata header (see `meta.rs`): one cache line.
 pub const SLAB_HEADER: usize = 64;
 /// Classes up to this size keep 16-bit slot records (their slack fits in 8 bits).
 pub const NARROW_RECORD_MAX: usize = 224;

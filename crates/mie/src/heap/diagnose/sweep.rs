@@ -12,13 +12,13 @@
 
 use core::fmt::Write;
 
-use super::alloc::{all_zero, Found};
-use super::large::LARGE;
-use super::layout::{Loc, REGION_COUNT, BUCKET_SLOTS};
-use super::record;
-use super::size_class::{CLASSES, ZERO_MAX};
-use super::slab::{SlabMeta, PURGED};
-use super::{canary, pool, tcache, validate, Globals};
+use crate::heap::slab::alloc::{all_zero, Found};
+use crate::heap::large::LARGE;
+use crate::heap::slab::layout::{Loc, REGION_COUNT, BUCKET_SLOTS};
+use crate::heap::slab::record;
+use crate::heap::slab::size_class::{CLASSES, ZERO_MAX};
+use crate::heap::slab::meta::{SlabMeta, PURGED};
+use crate::heap::{checks::canary, slab::pool, slab::tcache, diagnose::validate, Globals};
 use crate::platform;
 use crate::report::{self, Kind};
 use crate::tag;
@@ -116,7 +116,7 @@ fn found(g: &Globals, l: Loc, p: usize, rec: u32) {
         return validate::check_canary(g, p, mem, usable, size - usable, Some(&l), crate::caller!("exit", 0));
     }
     if record::state(rec) == record::FREED {
-        return super::alloc::check_still_zero(g, p, size, "exit", Found::ExitFree);
+        return crate::heap::slab::alloc::check_still_zero(g, p, size, "exit", Found::ExitFree);
     }
     // A never-used slot: the slot before it is where the write came from, if it holds a block.
     let prev = (l.slot > 0).then(|| (Loc { slot: l.slot - 1, ..l }, p - size));

@@ -18,7 +18,7 @@
 //! replacing anything. What is not mapped faults like a guard page. This keeps start-up
 //! cheap under emulators and address-space limits (`RLIMIT_AS`, valgrind, qemu-user).
 
-use super::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT};
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT};
 
 /// Bucket slots per class: slot 0 is the pointer-free data bucket, 1..=7 pointer buckets.
 pub const BUCKET_SLOTS: usize = 8;

@@ -6,12 +6,12 @@
 
 use core::fmt::Write;
 
-use super::large::{self, Info};
-use super::layout::Loc;
-use super::sample::{self, Slot};
-use super::size_class::CLASSES;
-use super::slab::SlabMeta;
-use super::{describe_slot, globals, pool, zero, READY, STATE};
+use crate::heap::large::{self, Info};
+use crate::heap::slab::layout::Loc;
+use crate::heap::checks::sample::{self, Slot};
+use crate::heap::slab::size_class::CLASSES;
+use crate::heap::slab::meta::SlabMeta;
+use crate::heap::{describe_slot, globals, slab::pool, checks::zero, READY, STATE};
 use crate::platform;
 use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
@@ -60,14 +60,14 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
         let addr = unsafe { (*info).si_addr() } as usize;
         // A fault inside the C library's own free or realloc: it read the chunk header it
         // expects before a block mie made. That is the finding, whatever the address is.
-        if platform::default_action(libc::SIGSEGV) && super::foreign::pc_in_libc_allocator(platform::context_pc(uc)) {
-            super::foreign::explain_fault();
+        if platform::default_action(libc::SIGSEGV) && crate::heap::diagnose::foreign::pc_in_libc_allocator(platform::context_pc(uc)) {
+            crate::heap::diagnose::foreign::explain_fault();
         }
         if let Some(f) = classify(code, addr, platform::context_pc(uc), platform::context_link(uc)) {
             if f.is_fatal() {
                 let mut o = report::Line::new();
                 let kind = f.write(&mut o);
-                super::foreign::add_cause_if_libc_allocator(&mut o, platform::context_pc(uc));
+                crate::heap::diagnose::foreign::add_cause_if_libc_allocator(&mut o, platform::context_pc(uc));
                 report::conclude(o, kind);
             }
             // Not mie's to stop (the program protected its own memory): say what happened
@@ -81,7 +81,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
         } else if platform::default_action(libc::SIGSEGV) {
             // A crash inside the C library's own allocator: a mie block may have reached it.
             // Anything else: at least what and where.
-            if !super::foreign::explain("the C library's allocator crashed (SIGSEGV)") {
+            if !crate::heap::diagnose::foreign::explain("the C library's allocator crashed (SIGSEGV)") {
                 report::fatal_signal(libc::SIGSEGV, tag::strip(addr), platform::context_pc(uc));
             }
         }
@@ -124,8 +124,8 @@ pub enum Finding {
     /// In unmapped heap space just before the first slot of a slab whose block is live: a
     /// write (or read) before that block's start.
     SlabFront { addr: usize, pc: usize, start: usize, size: usize, loc: Loc },
-    /// In or beside a block of guard mode (`guard.rs`).
-    Guard { addr: usize, pc: usize, e: super::guard::Entry, exec: bool },
+    /// In or beside a block of guard mode (`checks/guard.rs`).
+    Guard { addr: usize, pc: usize, e: crate::heap::checks::guard::Entry, exec: bool },
     /// In mie's large-block window, outside every block's mapping: `below` is the nearest
     /// block below the address (the likeliest one a too-large index came from).
     LargeArea { addr: usize, pc: usize, below: Option<Info>, exec: bool },
@@ -161,7 +161,7 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
     // For an execution fault, `pc` is the address itself: report where the jump came from.
     let pc = if exec && link != 0 { link | JUMPED } else { pc };
     if globals().opts.guard {
-        if let Some(e) = super::guard::containing(addr) {
+        if let Some(e) = crate::heap::checks::guard::containing(addr) {
             return Some(Finding::Guard { addr, pc, e, exec });
         }
     }
@@ -256,7 +256,7 @@ fn slot_exists(l: &Loc) -> bool {
 /// likely ran out of: the first live slot to the left, past slots that hold no block, if it
 /// carries the tag (true: an overflow), else the same to the right (false: an underflow).
 /// At most 16 slots each way.
-fn origin_across_free_slots(m: SlabMeta, k: &super::size_class::ClassInfo, i: usize, slot: usize, ptag: u8) -> Option<(usize, bool)> {
+fn origin_across_free_slots(m: SlabMeta, k: &crate::heap::slab::size_class::ClassInfo, i: usize, slot: usize, ptag: u8) -> Option<(usize, bool)> {
     let size = k.size as usize;
     let left = (1..=16.min(i)).find(|&d| m.is_live(k, i - d)).map(|d| slot - d * size);
     if let Some(b) = left.filter(|&b| tag::hw().load(b) == ptag) {
@@ -333,14 +333,14 @@ fn tag_fault(raw: usize, pc: usize) -> TagFault {
     };
     let live = m.is_live(k, l.slot);
     let rec = m.rec(k, l.slot);
-    let end = slot + size.saturating_sub(super::record::slack(rec));
-    if live && super::record::tag(rec) == ptag && addr >= end {
+    let end = slot + size.saturating_sub(crate::heap::slab::record::slack(rec));
+    if live && crate::heap::slab::record::tag(rec) == ptag && addr >= end {
         // The block's own pointer, past its tagged granules: into its slot's slack.
         return TagFault { kind: Kind::HeapBufferOverflow, mtag, loc: Some(l), slot, live, origin: slot, own_end: end, ..f };
     }
     // This thread was releasing the block when its memory changed tag under it: another
     // thread released it at the same moment.
-    let racing = kind == Kind::UseAfterFree && super::tcache::freeing() == slot;
+    let racing = kind == Kind::UseAfterFree && crate::heap::slab::tcache::freeing() == slot;
     let kind = if racing { Kind::DoubleFree } else { kind };
     TagFault { kind, mtag, loc: Some(l), slot, live, origin, ..f }
 }
@@ -445,7 +445,7 @@ impl Finding {
                 }
                 let what = if hit == LargeHit::Freed { "freed" } else { "live" };
                 let _ = writeln!(o, "  block {:#x}: {} bytes requested, large allocation (own mapping), state: {what}", e.addr, e.req);
-                super::stacks::print(o, e.addr, "");
+                crate::heap::checks::stacks::print(o, e.addr, "");
                 pc_line(o, pc);
             }
             Finding::InBlock { addr, pc, start, size, live, large, exec, loc } => {
@@ -470,7 +470,7 @@ impl Finding {
                     Some(l) => describe_slot(o, &l, start, state),
                     None => {
                         let _ = writeln!(o, "  block {start:#x}: {size} bytes requested, {}", if large { "large allocation (own mapping)" } else { "guarded sample slot" });
-                        super::stacks::print(o, start, "");
+                        crate::heap::checks::stacks::print(o, start, "");
                     }
                 }
                 pc_line(o, pc);
@@ -506,7 +506,7 @@ impl Finding {
                 pc_line(o, pc);
             }
             Finding::Guard { addr, pc, e, exec } => {
-                super::guard::write_fault(o, e, addr, pc, exec);
+                crate::heap::checks::guard::write_fault(o, e, addr, pc, exec);
             }
             Finding::SlabFront { addr, pc, start, size, loc } => {
                 report::fault_headline(o, kind, addr, "the access hit unmapped space before a slab's first slot");
@@ -530,7 +530,7 @@ impl Finding {
                             e.req, e.addr
                         );
                         let _ = writeln!(o, "  block {:#x}: {} bytes requested, large allocation (own mapping), state: live", e.addr, e.req);
-                        super::stacks::print(o, e.addr, "");
+                        crate::heap::checks::stacks::print(o, e.addr, "");
                     }
                     Some(e) => {
                         let _ = writeln!(
@@ -609,7 +609,7 @@ impl TagFault {
         }
         describe_slot(o, &l, slot, if self.live { "live" } else { "free" });
         if origin != 0 {
-            super::stacks::print(o, origin, "the pointer's block was ");
+            crate::heap::checks::stacks::print(o, origin, "the pointer's block was ");
         }
         report::write_code_addr(o, "faulting instruction", self.pc);
     }
@@ -623,7 +623,7 @@ mod tests {
     //! checks), and every report it writes must be sane: the right kind for the address,
     //! no absurd byte counts.
     use super::*;
-    use crate::heap::{self, kind, Caller};
+    use crate::heap::{self, types::kind, Caller};
     use proptest::prelude::*;
 
     const WHO: Caller = crate::caller!("test", 0);

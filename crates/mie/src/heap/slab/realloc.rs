@@ -1,13 +1,13 @@
 //! realloc and the queries about a block (usable size, where it lives).
 
-use super::kind::Release;
-use super::large::LARGE;
-use super::record;
-use super::size_class::{self, CLASSES, MAX_SMALL};
-use super::slab::SlabMeta;
-use super::tcache::with_cache;
-use super::validate::{self, Block, Use};
-use super::{alloc, canary, free, pool, sample, zero, Caller, Globals};
+use crate::heap::types::kind::Release;
+use crate::heap::large::LARGE;
+use crate::heap::slab::record;
+use crate::heap::slab::size_class::{self, CLASSES, MAX_SMALL};
+use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::tcache::with_cache;
+use crate::heap::diagnose::validate::{self, Block, Use};
+use crate::heap::{slab::alloc, checks::canary, slab::free, slab::pool, checks::sample, checks::zero, Caller, Globals};
 use crate::tag::{self, TagStore};
 
 /// Usable size of a live block (the requested size). Aborts for anything else: no oracle.
@@ -16,9 +16,9 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
         return 0;
     }
     let a = tag::untag(p as usize);
-    let Some(g) = super::ensure_init() else { validate::invalid(a, who, Use::Query, "mie's heap is not initialised") };
+    let Some(g) = crate::heap::ensure_init() else { validate::invalid(a, who, Use::Query, "mie's heap is not initialised") };
     if g.opts.guard {
-        if let Some(e) = super::guard::lookup(a) {
+        if let Some(e) = crate::heap::checks::guard::lookup(a) {
             if !e.is_live() {
                 validate::invalid(a, who, Use::Query, "a guarded block that was freed: only a live block can be asked about");
             }
@@ -44,26 +44,26 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *mut u8 {
     if p.is_null() {
-        return alloc::alloc_as(size, 16, default_bucket, super::kind::MALLOC).0;
+        return alloc::alloc_as(size, 16, default_bucket, crate::heap::types::kind::MALLOC).0;
     }
     let raw = p as usize;
     let addr = tag::untag(raw);
-    let Some(g) = super::ensure_init() else { validate::invalid(addr, who, Use::Release, "mie's heap is not initialised") };
+    let Some(g) = crate::heap::ensure_init() else { validate::invalid(addr, who, Use::Release, "mie's heap is not initialised") };
     let extra = g.opts.canary as usize;
     if g.opts.guard {
-        if let Some(e) = super::guard::lookup(addr) {
+        if let Some(e) = crate::heap::checks::guard::lookup(addr) {
             // Guard mode: every realloc moves, so a stale pointer to the old block faults.
             if !e.is_live() {
-                super::guard::bad_release(e, addr, who);
+                crate::heap::checks::guard::bad_release(e, addr, who);
             }
             validate::check_release(g, addr, who, Release::FREE, e.kind, e.size, None);
-            let q = alloc::alloc_as(size, 16, default_bucket, super::kind::MALLOC).0;
+            let q = alloc::alloc_as(size, 16, default_bucket, crate::heap::types::kind::MALLOC).0;
             if q.is_null() {
                 return q;
             }
             // SAFETY: both are live blocks; the copy is no longer than either.
             unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, q, e.size.min(size)) };
-            super::guard::free(g, e, who);
+            crate::heap::checks::guard::free(g, e, who);
             return q;
         }
     }
@@ -134,7 +134,7 @@ fn grown(new: usize, old: usize) -> usize {
 
 /// Change a small block's requested size in place: `p` is the block's address, `mem` its
 /// tagged pointer, `rec` its record. False if the slot's record changed meanwhile.
-fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout::Loc, rec: u32, old: usize, new: usize) -> bool {
+fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &crate::heap::slab::layout::Loc, rec: u32, old: usize, new: usize) -> bool {
     let k = &CLASSES[loc.class];
     let slot_size = k.size as usize;
     if !pool::slab_exists(loc.region, loc.slab) {
@@ -179,7 +179,7 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &super::layout:
 /// Where an address is, for tests and tools: (class size, bucket) of a small block.
 /// A guarded sample slot answers as one page-sized slot of the bucket it serves.
 pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
-    let g = super::ensure_init()?;
+    let g = crate::heap::ensure_init()?;
     if let Some(bucket) = sample::bucket_of(tag::untag(p as usize)) {
         return Some((sample::MAX_SIZE, bucket));
     }
@@ -190,7 +190,7 @@ pub fn owner_of(p: *const u8) -> Option<(usize, usize)> {
 /// Address of the out-of-line metadata of the slab holding small block `p` (diagnostics and
 /// the tests that show a heap pointer cannot reach metadata). `None` for other pointers.
 pub fn slab_metadata_of(p: *const u8) -> Option<usize> {
-    let g = super::ensure_init()?;
+    let g = crate::heap::ensure_init()?;
     let l = g.geo.decode(tag::untag(p as usize))?;
     pool::slab_exists(l.region, l.slab).then(|| g.geo.slab_meta_addr(&CLASSES[l.class], l.region, l.slab))
 }

@@ -5,14 +5,14 @@
 
 use core::fmt::Write;
 
-use super::layout::{region_of, Loc};
-use super::owner;
-use super::record;
-use super::sample;
-use super::size_class::{self, ClassInfo, CLASSES, MAX_SMALL, ZERO_MAX};
-use super::slab::SlabMeta;
-use super::tcache::{self, with_cache, TCache};
-use super::{canary, kind, large::LARGE, stacks, zero, Globals};
+use crate::heap::slab::layout::{region_of, Loc};
+use crate::heap::slab::owner;
+use crate::heap::slab::record;
+use crate::heap::checks::sample;
+use crate::heap::slab::size_class::{self, ClassInfo, CLASSES, MAX_SMALL, ZERO_MAX};
+use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::tcache::{self, with_cache, TCache};
+use crate::heap::{checks::canary, types::kind, large::LARGE, checks::stacks, checks::zero, Globals};
 use crate::report::{self, Kind};
 use crate::platform::tls;
 use crate::tag;
@@ -51,7 +51,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     if size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
         return none;
     }
-    let g = super::globals();
+    let g = crate::heap::globals();
     // (`fast`: canaries on, so the class is for size + 1.)
     let class = size_class::fast_class(size + 1);
     let region = region_of(class, bucket);
@@ -95,10 +95,10 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
 /// Everything `malloc_fast` leaves: first use, empty bins, samples, large, aligned.
 #[inline(never)]
 fn alloc_general(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
-    let Some(g) = super::ensure_init() else { return (core::ptr::null_mut(), false) };
+    let Some(g) = crate::heap::ensure_init() else { return (core::ptr::null_mut(), false) };
     if g.opts.guard {
         // (Guard mode records stacks, so the fast path always comes here.)
-        let p = super::guard::alloc(g, size, align, kind);
+        let p = crate::heap::checks::guard::alloc(g, size, align, kind);
         if !p.is_null() {
             stacks::on_alloc(p as usize);
             return (p, true);
@@ -114,7 +114,7 @@ fn alloc_general(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8
 /// A malloc-kind block of `size` bytes in a slot with room for `room` (≥ size) bytes, so
 /// that a block growing by realloc can grow in place for a while. It reports `size`.
 pub fn alloc_with_room(size: usize, room: usize, bucket: usize) -> *mut u8 {
-    let Some(g) = super::ensure_init() else { return core::ptr::null_mut() };
+    let Some(g) = crate::heap::ensure_init() else { return core::ptr::null_mut() };
     let r = alloc_sized(g, size, room.max(size), 16, bucket, kind::MALLOC).0;
     if g.opts.stacks && !r.is_null() {
         stacks::on_alloc(tag::untag(r as usize));
@@ -213,9 +213,9 @@ fn tag_block(p: usize, size: usize, k: &ClassInfo, region: usize, slab: usize, s
     let slab_mask = (1usize << k.slab_shift) - 1;
     // The neighbouring slots' first granules (their blocks' tags), inside the slab or in the
     // adjacent slab if it exists.
-    let left = (slot > 0 || super::pool::slab_exists(region, slab.wrapping_sub(1))).then(|| p - slot_size);
+    let left = (slot > 0 || crate::heap::slab::pool::slab_exists(region, slab.wrapping_sub(1))).then(|| p - slot_size);
     let end = p + slot_size;
-    let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || super::pool::slab_exists(region, slab + 1)).then_some(end);
+    let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || crate::heap::slab::pool::slab_exists(region, slab + 1)).then_some(end);
     tag::policy::tag_new_block(&mut tag::hw(), p, tag::policy::tagged_len(size), slot_size, left, right, previous, false)
 }
 
@@ -288,7 +288,7 @@ pub enum Found {
     Leaving,
     /// At process exit, still quarantined or cached.
     Exit,
-    /// At process exit, in a free slot (the exit sweep, `sweep.rs`).
+    /// At process exit, in a free slot (the exit sweep, `diagnose/sweep.rs`).
     ExitFree,
 }
 
@@ -439,7 +439,7 @@ fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, wh
                 Found::ExitFree => "at exit, in a slot that was free",
             }
         );
-        super::validate::describe_slot(o, &l, p, "free");
+        crate::heap::diagnose::validate::describe_slot(o, &l, p, "free");
         let _ = writeln!(o, "  hint: a dangling pointer wrote to this block after it was freed");
     })
 }

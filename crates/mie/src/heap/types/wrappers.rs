@@ -23,7 +23,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use super::bucket::{self, Keys, WRAPPER};
+use crate::heap::types::bucket::{self, Keys, WRAPPER};
 use crate::platform;
 
 pub const SAMPLE_EVERY: u32 = 64;

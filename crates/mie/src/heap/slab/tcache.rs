@@ -12,8 +12,8 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::layout::REGION_COUNT;
-use super::quarantine::Quarantine;
+use crate::heap::slab::layout::REGION_COUNT;
+use crate::heap::slab::quarantine::Quarantine;
 use crate::platform::{self, lock::Lock, tls};
 use crate::rand::SecureRng;
 
@@ -81,9 +81,9 @@ pub struct TCache {
     pub rng: SecureRng,
     /// With MTE: the block this thread is releasing, while its canary is read (through the
     /// caller's tagged pointer). A tag fault on it then means another thread freed it at
-    /// the same moment: a double free (`fault.rs`). 0 otherwise.
+    /// the same moment: a double free (`diagnose/fault.rs`). 0 otherwise.
     pub freeing: usize,
-    /// Counts untyped allocations, to sample call sites one in 64 (`wrappers.rs`).
+    /// Counts untyped allocations, to sample call sites one in 64 (`types/wrappers.rs`).
     pub site_tick: u32,
     /// The last call site of an untyped allocation and its bucket, when a later call from
     /// there can reuse it: always (`last_k` = `NO_SITE`: the site's own bucket), or for a
@@ -99,7 +99,7 @@ pub struct TCache {
     pub token_ids: [u64; TOKEN_CACHE],
     pub token_buckets: [u8; TOKEN_CACHE],
     /// The blocks the last checked read and write were in (`bounds::Hint`).
-    pub hints: [super::bounds::Hint; 2],
+    pub hints: [crate::heap::checks::bounds::Hint; 2],
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
@@ -107,7 +107,7 @@ pub struct TCache {
     pub owned: [Owned; REGION_COUNT],
     pub quarantine: Quarantine,
     /// Frees of blocks in other caches' slabs, not yet published to them (`remote.rs`).
-    pub outbox: super::remote::Outbox,
+    pub outbox: crate::heap::slab::remote::Outbox,
 }
 
 /// One cache: both parts, in one mapping.
@@ -149,13 +149,13 @@ impl TCache {
             last_ret: 0,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
-            hints: [super::bounds::Hint::NONE; 2],
+            hints: [crate::heap::checks::bounds::Hint::NONE; 2],
             qbits: 0,
             sh: ptr::null(),
             bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
             owned: [Owned { partial: 0, empties: 0 }; REGION_COUNT],
             quarantine: Quarantine::new(),
-            outbox: super::remote::Outbox::new(),
+            outbox: crate::heap::slab::remote::Outbox::new(),
         }
     }
 
@@ -292,7 +292,7 @@ fn with_cache_slow<R>(p: usize, f: impl FnOnce(&mut TCache) -> R) -> R {
 
 /// Whether options let the fast paths run (`TCache::fast`).
 fn fast_paths_allowed(o: &crate::options::Options) -> bool {
-    let small_quarantine = (o.quarantine as usize + super::quarantine::RANDOM_STAGE) * super::size_class::FAST_MAX;
+    let small_quarantine = (o.quarantine as usize + crate::heap::slab::quarantine::RANDOM_STAGE) * crate::heap::slab::size_class::FAST_MAX;
     o.canary && o.zero_on_free && o.write_after_free_check && !o.stacks && !o.guard && o.quarantine > 0 && o.quarantine_bytes >= small_quarantine
 }
 
@@ -308,9 +308,9 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         let tc = (*e).local.get();
         (*tc).id = id;
         (*tc).sh = &(*e).shared;
-        (*tc).rng = SecureRng::new(&super::globals().placement, seed);
-        (*tc).quarantine.size_for(super::globals().opts.quarantine as usize);
-        (*tc).fast = fast_paths_allowed(&super::globals().opts) && super::globals().canary.has_aes();
+        (*tc).rng = SecureRng::new(&crate::heap::globals().placement, seed);
+        (*tc).quarantine.size_for(crate::heap::globals().opts.quarantine as usize);
+        (*tc).fast = fast_paths_allowed(&crate::heap::globals().opts) && crate::heap::globals().canary.has_aes();
         (*tc).batch_remote = !ptr::eq(e, &FALLBACK.0);
     }
     if id != 0 {
@@ -344,7 +344,7 @@ pub fn threads() -> usize {
 /// Give this thread a cache: an idle one or a freshly mapped one (zeroed memory is a valid
 /// empty cache).
 fn attach() -> Option<*mut TCache> {
-    let g = super::ensure_init()?;
+    let g = crate::heap::ensure_init()?;
     let tc = {
         let _lock = POOL_LOCK.guard();
         let mut found = ptr::null_mut();
@@ -367,19 +367,19 @@ fn attach() -> Option<*mut TCache> {
             if found.is_null() {
                 return None;
             }
-            super::pool::MAPPED_BYTES.fetch_add(core::mem::size_of::<Entry>(), Ordering::Relaxed);
+            crate::heap::slab::pool::MAPPED_BYTES.fetch_add(core::mem::size_of::<Entry>(), Ordering::Relaxed);
             // SAFETY: a fresh, zeroed mapping (a valid empty entry) nobody else can reach.
             unsafe { init_entry(found, id, platform::random_u64()) };
         } else {
             // SAFETY: found is held exclusively (in_use set by us).
-            unsafe { (*(*found).local.get()).rng = SecureRng::new(&super::globals().placement, platform::random_u64()) };
+            unsafe { (*(*found).local.get()).rng = SecureRng::new(&crate::heap::globals().placement, platform::random_u64()) };
         }
         // SAFETY: found is a valid entry, held by this thread.
         unsafe { (*found).local.get() }
     };
     tls::set(tc as usize);
     THREADS.fetch_add(1, Ordering::Relaxed);
-    super::fault::ensure_installed();
+    crate::heap::diagnose::fault::ensure_installed();
     // May allocate inside glibc (for high key numbers); the TLS word is already set, so that
     // allocation is served by this cache.
     platform::thread_key_set(g.tc_key, tc.cast());
@@ -396,13 +396,13 @@ pub unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if tc.is_null() {
         return;
     }
-    let Some(g) = super::ensure_init() else { return };
+    let Some(g) = crate::heap::ensure_init() else { return };
     // SAFETY: arg is this thread's cache (set by attach); nothing else uses it now.
     let c = unsafe { &mut *tc };
-    super::owner::drain(g, c, "thread exit");
+    crate::heap::slab::owner::drain(g, c, "thread exit");
     // The thread is gone: its slabs with free slots go back to the pools, where any thread
     // takes them (full ones stay with the idle cache until frees reach them).
-    super::owner::give_back(g, c, false);
+    crate::heap::slab::owner::give_back(g, c, false);
     tls::set(DEAD);
     THREADS.fetch_sub(1, Ordering::Relaxed);
     release(c, g);
@@ -411,7 +411,7 @@ pub unsafe extern "C" fn thread_exit(arg: *mut libc::c_void) {
 /// Mark a cache idle; if frees arrived meanwhile and nobody is collecting them, collect them
 /// first (SeqCst pairs with `help`: either the freeing thread sees the cache idle, or we see
 /// its notification).
-fn release(c: &mut TCache, g: &'static super::Globals) {
+fn release(c: &mut TCache, g: &'static crate::heap::Globals) {
     let s = c.shared() as *const Shared;
     // SAFETY: the shared part outlives the cache's use; only atomics are touched.
     let s = unsafe { &*s };
@@ -420,7 +420,7 @@ fn release(c: &mut TCache, g: &'static super::Globals) {
         if s.notify.head.load(Ordering::SeqCst) == 0 || s.in_use.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err() {
             return;
         }
-        super::owner::collect(g, c, "free");
+        crate::heap::slab::owner::collect(g, c, "free");
     }
 }
 
@@ -432,10 +432,10 @@ pub fn help(id: u32) {
     if s.in_use.load(Ordering::SeqCst) || s.in_use.compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err() {
         return;
     }
-    let Some(g) = super::ensure_init() else { return };
+    let Some(g) = crate::heap::ensure_init() else { return };
     // SAFETY: in_use was false and we set it: the private part is ours until released.
     let c = unsafe { &mut *(*e).local.get() };
-    super::owner::collect(g, c, "free");
+    crate::heap::slab::owner::collect(g, c, "free");
     release(c, g);
 }
 

@@ -5,16 +5,16 @@
 //! batches (`remote.rs`). Anything unusual (and every error) goes to `validate`, which finds
 //! out what is wrong and reports it.
 
-use super::canary::{self, MAX_CANARY, TAIL};
-use super::kind::Release;
-use super::layout::Loc;
-use super::owner;
-use super::pool;
-use super::record;
-use super::size_class::{ClassInfo, CLASSES, ZERO_MAX};
-use super::slab::SlabMeta;
-use super::tcache::{self, with_cache, TCache};
-use super::{stacks, validate, Caller, Globals};
+use crate::heap::checks::canary::{self, MAX_CANARY, TAIL};
+use crate::heap::types::kind::Release;
+use crate::heap::slab::layout::Loc;
+use crate::heap::slab::owner;
+use crate::heap::slab::pool;
+use crate::heap::slab::record;
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, ZERO_MAX};
+use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::tcache::{self, with_cache, TCache};
+use crate::heap::{checks::stacks, diagnose::validate, Caller, Globals};
 use crate::platform::{self, tls};
 use crate::tag;
 
@@ -23,7 +23,7 @@ pub fn free(p: *mut u8, who: Caller) {
 }
 
 /// Release a block the way `r` says it was allocated (`delete[]`, sized `free_sized`, ...):
-/// a block allocated otherwise, or of another size, is a mismatch (`mismatch.rs`).
+/// a block allocated otherwise, or of another size, is a mismatch (`diagnose/mismatch.rs`).
 #[inline(always)]
 pub fn release(p: *mut u8, who: Caller, r: Release) {
     if p.is_null() {
@@ -47,7 +47,7 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     if !tc.fast {
         return false;
     }
-    let g = super::globals();
+    let g = crate::heap::globals();
     let p = tag::untag(raw);
     let Some(loc) = g.geo.decode(p) else { return false };
     // SAFETY: decode returns class < CLASS_COUNT.
@@ -89,9 +89,9 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     // The record first: a thread racing to free the block too sees it freed (not a
     // cleared canary under a live record).
     m.set_rec(k, loc.slot, record::freed(rec));
-    if slot_size <= super::alloc::SHORT_SLOT && !tag::enabled() {
+    if slot_size <= crate::heap::slab::alloc::SHORT_SLOT && !tag::enabled() {
         // SAFETY: the slot is the block's, released now; slot sizes are multiples of 16.
-        unsafe { super::alloc::zero_short(p, slot_size) };
+        unsafe { crate::heap::slab::alloc::zero_short(p, slot_size) };
     } else {
         scrub(g, k, raw, p, usable);
     }
@@ -159,9 +159,9 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: 
     }
     scrub(g, k, raw, p, usable);
     tc.freeing = 0;
-    super::remote::post(g, &mut tc.outbox, loc.region, loc.slab, loc.slot);
+    crate::heap::slab::remote::post(g, &mut tc.outbox, loc.region, loc.slab, loc.slot);
     if !tc.batch_remote {
-        super::remote::flush(g, &mut tc.outbox);
+        crate::heap::slab::remote::flush(g, &mut tc.outbox);
     }
     tc.count_free(loc.region);
 }

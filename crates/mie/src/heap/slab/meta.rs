@@ -15,9 +15,9 @@
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use super::layout::{Geometry, BUCKET_SLOTS};
-use super::record;
-use super::size_class::{ClassInfo, CLASSES};
+use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS};
+use crate::heap::slab::record;
+use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 
 /// `state` bit: the slab is on its owner's notification stack.
 pub const QUEUED: u64 = 1 << 32;

@@ -18,8 +18,8 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use super::large::LARGE;
-use super::{canary, stacks, Caller, Globals};
+use crate::heap::large::LARGE;
+use crate::heap::{checks::canary, checks::stacks, Caller, Globals};
 use crate::platform::{self, lock::Lock};
 use crate::report::{self, Kind};
 

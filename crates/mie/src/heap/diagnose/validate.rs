@@ -5,14 +5,14 @@
 
 use core::fmt::Write;
 
-use super::kind::Release;
-use super::large::{self, LARGE};
-use super::layout::Loc;
-use super::pool;
-use super::record;
-use super::size_class::CLASSES;
-use super::slab::SlabMeta;
-use super::{bucket, canary, foreign, free, mismatch, sample, stacks, zero, Caller, Globals};
+use crate::heap::types::kind::Release;
+use crate::heap::large::{self, LARGE};
+use crate::heap::slab::layout::Loc;
+use crate::heap::slab::pool;
+use crate::heap::slab::record;
+use crate::heap::slab::size_class::CLASSES;
+use crate::heap::slab::meta::SlabMeta;
+use crate::heap::{types::bucket, checks::canary, diagnose::foreign, slab::free, diagnose::mismatch, checks::sample, checks::stacks, checks::zero, Caller, Globals};
 use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
 
@@ -36,21 +36,21 @@ pub enum Use {
 pub fn free_full(p: *mut u8, who: Caller, r: Release) {
     let raw = p as usize;
     let addr = tag::untag(raw);
-    let Some(g) = super::ensure_init() else { invalid(addr, who, Use::Release, "mie's heap is not initialised") };
+    let Some(g) = crate::heap::ensure_init() else { invalid(addr, who, Use::Release, "mie's heap is not initialised") };
     if g.opts.guard {
-        if let Some(e) = super::guard::lookup(addr) {
+        if let Some(e) = crate::heap::checks::guard::lookup(addr) {
             if !e.is_live() {
-                super::guard::bad_release(e, addr, who);
+                crate::heap::checks::guard::bad_release(e, addr, who);
             }
             check_release(g, addr, who, r, e.kind, e.size, None);
-            return super::guard::free(g, e, who);
+            return crate::heap::checks::guard::free(g, e, who);
         }
         // Inside a guarded block (they live in the large-block window; a block that came from
         // the ordinary heap when guard mode ran out of mappings is not looked for here).
         let (lo, hi) = g.geo.large_window;
         if addr >= lo && addr < hi && LARGE.lookup(addr).is_none() {
-            if let Some(e) = super::guard::containing(addr).filter(|e| addr.wrapping_sub(e.p) < e.size.max(1)) {
-                super::guard::bad_release(e, addr, who);
+            if let Some(e) = crate::heap::checks::guard::containing(addr).filter(|e| addr.wrapping_sub(e.p) < e.size.max(1)) {
+                crate::heap::checks::guard::bad_release(e, addr, who);
             }
         }
     }
@@ -61,10 +61,10 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
     }
     if zero::owns(addr) {
         zero::validate(addr, who.func, who.ret_addr, true);
-        check_release(g, addr, who, r, super::kind::MALLOC, 0, None);
+        check_release(g, addr, who, r, crate::heap::types::kind::MALLOC, 0, None);
         return zero::free(addr, who.func, who.ret_addr);
     }
-    if r.kind == super::kind::NEW || r.kind == super::kind::NEW_ALIGNED {
+    if r.kind == crate::heap::types::kind::NEW || r.kind == crate::heap::types::kind::NEW_ALIGNED {
         array_cookie_check(g, addr, who, r);
     }
     match validate(g, raw, who, Use::Release) {
@@ -89,7 +89,7 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
 /// interior pointer is (freeing it would corrupt the heap: always fatal).
 #[cold]
 fn array_cookie_check(g: &Globals, p: usize, who: Caller, r: Release) {
-    use super::kind::{NEW_ARRAY, NEW_ARRAY_ALIGNED};
+    use crate::heap::types::kind::{NEW_ARRAY, NEW_ARRAY_ALIGNED};
     let (start, kind, size, loc) = if let Some(l) = g.geo.decode(p).filter(|l| matches!(l.interior, 8 | 16)) {
         let k = &CLASSES[l.class];
         if l.bucket > g.keys.pointer_buckets as usize || !pool::slab_exists(l.region, l.slab) || l.slot >= k.nslots as usize {
@@ -112,8 +112,8 @@ fn array_cookie_check(g: &Globals, p: usize, who: Caller, r: Release) {
         let _ = writeln!(
             o,
             "  {}() of an array allocated with {} (release it with delete[]): the pointer is {} bytes into the block at {start:#x}, past the array cookie where the compiler keeps the element count (the elements have a destructor)",
-            super::kind::released_by(r.kind),
-            super::kind::allocated_by(kind),
+            crate::heap::types::kind::released_by(r.kind),
+            crate::heap::types::kind::allocated_by(kind),
             p - start
         );
         match loc {
@@ -284,7 +284,7 @@ pub fn invalid(p: usize, who: Caller, how: Use, why: &str) -> ! {
 
 pub fn describe_slot(o: &mut dyn Write, l: &Loc, start: usize, state: &str) {
     let k = &CLASSES[l.class];
-    let g = super::globals();
+    let g = crate::heap::globals();
     let _ = write!(o, "  block {start:#x}: ");
     if state == "live" && pool::slab_exists(l.region, l.slab) {
         let m = SlabMeta::of(&g.geo, k, l.region, l.slab);
@@ -312,12 +312,12 @@ pub fn check_small_canary(g: &Globals, p: usize, mem: usize, usable: usize, loc:
     let k = &CLASSES[loc.class];
     let slot_size = k.size as usize;
     if tag::enabled() {
-        super::tcache::set_freeing(p);
+        crate::heap::slab::tcache::set_freeing(p);
     }
     // SAFETY: [mem, mem + slot_size) is the block's slot.
     let intact = unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, slot_size) };
     if tag::enabled() {
-        super::tcache::set_freeing(0);
+        crate::heap::slab::tcache::set_freeing(0);
     }
     if intact {
         return;
@@ -450,7 +450,7 @@ pub fn concurrent_double_free(g: &Globals, p: usize, loc: &Loc, who: Caller) -> 
 #[cold]
 #[inline(never)]
 pub fn racing_double_free(g: &Globals, p: usize, region: usize, slab: usize, slot: usize) -> ! {
-    let l = g.geo.decode(p).unwrap_or(Loc { region, class: region / super::layout::BUCKET_SLOTS, bucket: 0, slab, slot, interior: 0 });
+    let l = g.geo.decode(p).unwrap_or(Loc { region, class: region / crate::heap::slab::layout::BUCKET_SLOTS, bucket: 0, slab, slot, interior: 0 });
     report::fatal(Kind::DoubleFree, p, "free", |o| {
         let _ = writeln!(o, "  the block was freed twice at the same time, by two threads (found when the second free was collected)");
         describe_slot(o, &l, p, "free");

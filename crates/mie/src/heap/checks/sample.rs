@@ -17,7 +17,7 @@ use crate::report::{self, Kind};
 pub const SLOTS: usize = 64;
 /// The largest block that is sampled.
 pub const MAX_SIZE: usize = PAGE - 16;
-use super::stacks::FRAMES;
+use crate::heap::checks::stacks::FRAMES;
 /// Each slot is one page for the block and one inaccessible guard page after it.
 fn area() -> usize {
     2 * SLOTS * platform::page_size()
@@ -108,7 +108,7 @@ fn set_up() -> bool {
     if STATE.compare_exchange(UNSET, SETTING_UP, Ordering::Acquire, Ordering::Acquire).is_err() {
         return STATE.load(Ordering::Acquire) == READY;
     }
-    let base = super::large::LARGE.reserve_area(area());
+    let base = crate::heap::large::LARGE.reserve_area(area());
     if base.is_null() {
         STATE.store(FAILED, Ordering::Release);
         return false;
@@ -185,7 +185,7 @@ pub fn alloc(size: usize, bucket: usize, canary: &crate::prf::Prf, kind: u8) -> 
     let p = page + pg - ((size + 15) & !15).max(16);
     let pad = page + pg - (p + size);
     // SAFETY: [p+size, page+pg) is inside the page just committed.
-    unsafe { super::canary::write(super::canary::pattern(canary, p), (p + size) as *mut u8, pad) };
+    unsafe { crate::heap::checks::canary::write(crate::heap::checks::canary::pattern(canary, p), (p + size) as *mut u8, pad) };
     let _g = LOCK.guard();
     // SAFETY: LOCK is held.
     let t = unsafe { &mut *TABLE.0.get() };
@@ -261,7 +261,7 @@ pub fn free(p: usize, canary: &crate::prf::Prf, func: &str, ret_addr: usize) {
     let pg = platform::page_size();
     let pad = page + pg - (p + size);
     // SAFETY: the page is committed while the block is live.
-    if let Some(off) = unsafe { super::canary::check(super::canary::pattern(canary, p), (p + size) as *const u8, pad) } {
+    if let Some(off) = unsafe { crate::heap::checks::canary::check(crate::heap::checks::canary::pattern(canary, p), (p + size) as *const u8, pad) } {
         report::fatal(Kind::HeapBufferOverflow, p, func, |o| {
             let _ = writeln!(o, "  the canary after the guarded {size}-byte block was overwritten: byte {off} past its end");
             report::write_code_addr(o, "detected in a call from", ret_addr);
@@ -294,8 +294,8 @@ pub fn counts() -> (u64, u64, u64) {
 }
 
 fn print_stacks(o: &mut dyn Write, s: &Slot) {
-    super::stacks::print_stack(o, format_args!("allocated at:"), &s.alloc_stack[..s.alloc_frames]);
-    super::stacks::print_stack(o, format_args!("freed at:"), &s.free_stack[..s.free_frames]);
+    crate::heap::checks::stacks::print_stack(o, format_args!("allocated at:"), &s.alloc_stack[..s.alloc_frames]);
+    crate::heap::checks::stacks::print_stack(o, format_args!("freed at:"), &s.free_stack[..s.free_frames]);
 }
 
 /// What the SIGSEGV handler needs about a fault at `addr`: the slot it hit (a copy, read

@@ -8,11 +8,11 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::layout::Loc;
-use super::size_class::CLASSES;
-use super::slab::SlabMeta;
-use super::{describe_slot, large, pool, record, sample, zero, READY, STATE};
-use super::tcache;
+use crate::heap::slab::layout::Loc;
+use crate::heap::slab::size_class::CLASSES;
+use crate::heap::slab::meta::SlabMeta;
+use crate::heap::{describe_slot, large, slab::pool, slab::record, checks::sample, checks::zero, READY, STATE};
+use crate::heap::slab::tcache;
 use crate::platform::tls;
 use crate::report::{self, Kind};
 use crate::tag;
@@ -50,7 +50,7 @@ pub fn place(p: usize) -> Place {
     if STATE.load(Ordering::Acquire) != READY {
         return Place::Unknown;
     }
-    let g = super::globals();
+    let g = crate::heap::globals();
     let a = tag::untag(p);
     if let Some(loc) = g.geo.decode(a) {
         return small_place(g, a, &loc);
@@ -81,7 +81,7 @@ fn other_place(a: usize) -> Place {
 }
 
 #[inline(always)]
-fn small_place(g: &super::Globals, a: usize, loc: &Loc) -> Place {
+fn small_place(g: &crate::heap::Globals, a: usize, loc: &Loc) -> Place {
     let k = &CLASSES[loc.class];
     if loc.bucket > g.keys.pointer_buckets as usize || loc.slot >= k.nslots as usize || !pool::slab_exists(loc.region, loc.slab) {
         // No block here: the access itself faults (unmapped) or hits a slab's unused tail.
@@ -181,7 +181,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
     if len == 0 || known_inside(p, len, access) {
         return;
     }
-    let g = super::globals();
+    let g = crate::heap::globals();
     let a = tag::untag(p);
     if let Some(loc) = g.geo.decode(a) {
         // SAFETY: decode returns class < CLASS_COUNT.
@@ -206,7 +206,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
 /// changed since (`Hint`). False means only: ask `check`.
 #[inline(always)]
 pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
-    let g = super::globals();
+    let g = crate::heap::globals();
     let a = tag::untag(p);
     if !g.opts.checked_calls || !g.geo.tracks(a) {
         return true;
@@ -227,7 +227,7 @@ fn hint(access: Access) -> Option<&'static mut Hint> {
 /// Before initialisation nothing is tracked.
 #[inline(always)]
 pub fn tracked(a: usize) -> bool {
-    let g = super::globals();
+    let g = crate::heap::globals();
     g.opts.checked_calls && g.geo.tracks(a)
 }
 
@@ -235,7 +235,7 @@ pub fn tracked(a: usize) -> bool {
 /// caller is not mie itself, and `checked_calls` is on.
 #[inline(always)]
 fn checking(ret_addr: usize) -> bool {
-    STATE.load(Ordering::Acquire) == READY && !from_mie(ret_addr) && super::globals().opts.checked_calls
+    STATE.load(Ordering::Acquire) == READY && !from_mie(ret_addr) && crate::heap::globals().opts.checked_calls
 }
 
 /// The full check: where `p` is, and a report if the range leaves its block.
@@ -272,7 +272,7 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
 /// `a`'s slab): a range that starts in free slots or slack before a live block is an
 /// underflow of that block (memcpy from `p - 32` with `p` an 8-byte block).
 fn next_live(a: usize, len: usize) -> Option<(usize, usize)> {
-    let g = super::globals();
+    let g = crate::heap::globals();
     let loc = g.geo.decode(a)?;
     let k = &CLASSES[loc.class];
     let end = a.saturating_add(len);
@@ -312,7 +312,7 @@ fn verb(a: Access) -> &'static str {
 }
 
 fn describe(o: &mut dyn Write, start: usize, state: &str) {
-    let g = super::globals();
+    let g = crate::heap::globals();
     match g.geo.decode(start) {
         Some(l) => describe_slot(o, &l, start, state),
         None => {
@@ -324,7 +324,7 @@ fn describe(o: &mut dyn Write, start: usize, state: &str) {
                 "large allocation (own mapping)"
             };
             let _ = writeln!(o, "  block {start:#x}: {what}");
-            super::stacks::print(o, start, "");
+            crate::heap::checks::stacks::print(o, start, "");
         }
     }
 }

@@ -14,10 +14,10 @@
 
 use core::sync::atomic::Ordering;
 
-use super::layout::BUCKET_SLOTS;
-use super::size_class::CLASSES;
-use super::slab::{from_id, slab_id, SlabMeta};
-use super::{owner, validate, Globals};
+use crate::heap::slab::layout::BUCKET_SLOTS;
+use crate::heap::slab::size_class::CLASSES;
+use crate::heap::slab::meta::{from_id, slab_id, SlabMeta};
+use crate::heap::{slab::owner, diagnose::validate, Globals};
 
 /// Slabs an outbox holds frees for.
 pub const ENTRIES: usize = 4;

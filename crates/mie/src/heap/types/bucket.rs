@@ -90,7 +90,7 @@ impl Keys {
         if d.wrapping_sub(1) < (1 << BUCKET_BITS) - 1 {
             return d;
         }
-        let b = self.pointer_bucket(site) as u64 | if super::wrappers::is_wrapper(ret_addr) { WRAPPER } else { 0 };
+        let b = self.pointer_bucket(site) as u64 | if crate::heap::types::wrappers::is_wrapper(ret_addr) { WRAPPER } else { 0 };
         e.store(site << BUCKET_BITS | b, Ordering::Relaxed);
         b
     }

@@ -19,9 +19,9 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use super::kind::{self, Release};
-use super::layout::Loc;
-use super::{describe_slot, stacks, Caller};
+use crate::heap::types::kind::{self, Release};
+use crate::heap::slab::layout::Loc;
+use crate::heap::{describe_slot, checks::stacks, Caller};
 use crate::platform;
 use crate::report::{self, Kind};
 

@@ -46,7 +46,7 @@ fn init() -> bool {
     if live.is_null() {
         return false;
     }
-    let base = super::large::LARGE.reserve_area(SPAN);
+    let base = crate::heap::large::LARGE.reserve_area(SPAN);
     if base.is_null() {
         platform::release(live, WORDS * 8);
         return false;

@@ -12,9 +12,9 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::layout::{Geometry, BUCKET_SLOTS, META_SLABS_OFF, REGION_COUNT};
-use super::size_class::{ClassInfo, CLASSES};
-use super::slab::{SlabMeta, PARTIAL, PURGED, RESIDENT};
+use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, META_SLABS_OFF, REGION_COUNT};
+use crate::heap::slab::size_class::{ClassInfo, CLASSES};
+use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
 use crate::platform::{self, lock::Lock};
 use crate::rand::SecureRng;
 
@@ -91,7 +91,7 @@ pub fn slot_span(k: &ClassInfo) -> usize {
 /// Whether the class's slabs get an unmapped gap after their slots (at least one page).
 #[inline]
 pub fn guardable(k: &ClassInfo) -> bool {
-    k.size as usize >= super::size_class::GUARDED_MIN && !crate::tag::enabled() && slot_span(k) < 1usize << k.slab_shift
+    k.size as usize >= crate::heap::slab::size_class::GUARDED_MIN && !crate::tag::enabled() && slot_span(k) < 1usize << k.slab_shift
 }
 
 /// Whether `slab` (created) of `region` has its unmapped gap after the last slot: reading
@@ -192,7 +192,7 @@ impl Pool {
                 s
             } else {
                 // Out of address space: let the large quarantine go first, then try once more.
-                self.grow(g, region, inner, rng).or_else(|| if super::large::LARGE.relieve() { self.grow(g, region, inner, rng) } else { None })?
+                self.grow(g, region, inner, rng).or_else(|| if crate::heap::large::LARGE.relieve() { self.grow(g, region, inner, rng) } else { None })?
             }
         };
         let h = SlabMeta::of(g, k, region, slab);

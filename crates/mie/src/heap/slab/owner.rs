@@ -15,14 +15,14 @@
 
 use core::sync::atomic::Ordering;
 
-use super::layout::{Geometry, BUCKET_SLOTS};
-use super::pool::POOLS;
-use super::quarantine;
-use super::record;
-use super::size_class::{ClassInfo, CLASSES, FAST_MAX, ZERO_MAX};
-use super::slab::{from_id, slab_id, SlabMeta, IN_PARTIAL, QUEUED};
-use super::tcache::{self, TCache};
-use super::Globals;
+use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS};
+use crate::heap::slab::pool::POOLS;
+use crate::heap::slab::quarantine;
+use crate::heap::slab::record;
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, FAST_MAX, ZERO_MAX};
+use crate::heap::slab::meta::{from_id, slab_id, SlabMeta, IN_PARTIAL, QUEUED};
+use crate::heap::slab::tcache::{self, TCache};
+use crate::heap::Globals;
 
 /// Empty slabs a cache keeps per region before giving more back to the pool (only slabs of
 /// at most `KEEP_EMPTY_MAX` bytes: a big empty slab goes back at once).
@@ -36,7 +36,7 @@ const CHOICES: usize = 4;
 #[cold]
 #[inline(never)]
 pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
-    super::remote::flush(g, &mut tc.outbox);
+    crate::heap::slab::remote::flush(g, &mut tc.outbox);
     collect(g, tc, "malloc");
     let k = &CLASSES[region / BUCKET_SLOTS];
     loop {
@@ -162,7 +162,7 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
     let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
     if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX {
-        super::alloc::check_still_zero(g, p, k.size as usize, func, super::alloc::Found::Leaving);
+        crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     }
     // SAFETY: as above.
     let bin = unsafe { tc.bins.get_unchecked_mut(region) };
@@ -181,7 +181,7 @@ fn expire_small(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     let region = g.geo.region_of_addr(p);
     // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
     let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
-    super::alloc::check_still_zero_small(g, p, k.size as usize, func, super::alloc::Found::Leaving);
+    crate::heap::slab::alloc::check_still_zero_small(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     // SAFETY: as above.
     let bin = unsafe { tc.bins.get_unchecked_mut(region) };
     if bin.n >= k.cache_cap as u32 {
@@ -204,14 +204,14 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
         let region = g.geo.region_of_addr(p);
         let k = &CLASSES[region / BUCKET_SLOTS];
         if k.size as usize <= ZERO_MAX {
-            super::alloc::check_still_zero(g, p, k.size as usize, "exit", super::alloc::Found::Exit);
+            crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
         }
     };
     tc.quarantine.for_each(check);
     for (region, bin) in tc.bins.iter().enumerate() {
         let k = &CLASSES[region / BUCKET_SLOTS];
         for &p in &bin.slots[..bin.n as usize] {
-            let (slab, slot) = super::alloc::slab_slot(g, k, region, p);
+            let (slab, slot) = crate::heap::slab::alloc::slab_slot(g, k, region, p);
             if record::state(SlabMeta::of(&g.geo, k, region, slab).rec(k, slot)) == record::FREED {
                 check(p);
             }
@@ -240,7 +240,7 @@ fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize
 fn to_bitmap(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
     let slab = (p - g.slab_base(region, 0)) >> k.slab_shift;
     let m = SlabMeta::of(g, k, region, slab);
-    let slot = ((((p - g.slab_base(region, slab)) as u64) * k.magic) >> super::size_class::MAGIC_SHIFT) as usize;
+    let slot = ((((p - g.slab_base(region, slab)) as u64) * k.magic) >> crate::heap::slab::size_class::MAGIC_SHIFT) as usize;
     let fw = m.free_word(k, slot / 64);
     fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
     let h = m.header();
@@ -342,7 +342,7 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
             let r = m.rec(k, slot);
             let p = g.geo.slot_addr(region, slab, slot);
             if record::state(r) != record::REMOTE_FREED {
-                super::validate::racing_double_free(g, p, region, slab, slot);
+                crate::heap::diagnose::validate::racing_double_free(g, p, region, slab, slot);
             }
             m.set_rec(k, slot, record::freed(r));
             quarantine(g, tc, p, k.size as usize, func);
@@ -389,7 +389,7 @@ pub fn notify(g: &Geometry, m: SlabMeta, region: usize, slab: usize) {
 /// slot checked) and the bins into the free bitmaps, give empty slabs to the pools beyond
 /// the one kept per region. Thread exit, trim, and collection for idle caches.
 pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
-    super::remote::flush(g, &mut tc.outbox);
+    crate::heap::slab::remote::flush(g, &mut tc.outbox);
     collect(g, tc, func);
     let mut pending = [0usize; 64];
     loop {

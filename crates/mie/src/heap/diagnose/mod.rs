@@ -1,0 +1,7 @@
+//! What is wrong and its report: the slow path of a release, harmless mismatches, the fault classifier, the C library meeting mie blocks, the sweep at exit.
+
+pub mod validate;
+pub mod mismatch;
+pub mod fault;
+pub mod foreign;
+pub mod sweep;

@@ -1,0 +1,5 @@
+//! Type isolation: type ids, call sites and allocation wrappers to buckets; allocation kinds.
+
+pub mod bucket;
+pub mod wrappers;
+pub mod kind;
