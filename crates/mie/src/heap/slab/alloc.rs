@@ -31,7 +31,7 @@ pub fn alloc_as(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8,
     alloc_general(size, align, bucket, kind)
 }
 
-/// The common malloc, in one straight line: a small block (up to 1 KiB) from the slot on
+/// The common malloc, in one straight line: a small block (up to 2 KiB) from the slot on
 /// top of the thread's bin. Null when anything needs the general path (no cache yet, empty
 /// bin, a sample due, zero or bigger sizes, stacks recorded); it then does the same work.
 #[inline(always)]

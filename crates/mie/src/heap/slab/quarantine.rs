@@ -5,7 +5,7 @@
 //!
 //! Slots of up to `FAST_MAX` bytes (the classes of the fast paths) have stages of their own,
 //! counted in entries only: with the byte budget at least `(cap + RANDOM_STAGE) * FAST_MAX`
-//! (the default: 80 KiB of 1 MiB) they can never exceed it, so their push is a swap in the
+//! (the default: 160 KiB of 1 MiB) they can never exceed it, so their push is a swap in the
 //! random stage and a swap in a fixed-length ring, with no sizes kept (the thread cache
 //! decides, `TCache::fast`). Each block still waits at least `cap` later frees of its kind.
 

@@ -128,7 +128,7 @@ pub static CLASSES: [ClassInfo; CLASS_COUNT] = {
 
 /// Requests up to this size (canary byte included: `need <= FAST_MAX`) take their class
 /// from a table.
-pub const FAST_MAX: usize = 1024;
+pub const FAST_MAX: usize = 2048;
 
 /// Class by ceil(need / 16), for need <= FAST_MAX.
 static FAST_CLASS: [u8; FAST_MAX / 16 + 1] = {
