@@ -134,6 +134,19 @@ pub fn purge(p: *mut u8, len: usize) -> bool {
     unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) == 0 }
 }
 
+/// Which pages of the page-aligned range `[p, p + len)` are resident: bit 0 of `out[i]` for
+/// page i (`mincore`). False if the kernel refused (or `out` is too short): then nothing is
+/// known.
+pub fn resident(p: usize, len: usize, out: &mut [u8]) -> bool {
+    let pg = page_size();
+    if p & (pg - 1) != 0 || len.div_ceil(pg) > out.len() {
+        return false;
+    }
+    // SAFETY: mincore writes one byte per page of the range into `out`, which is long enough
+    // (checked); the range is the caller's mapped memory.
+    unsafe { libc::mincore(p as *mut libc::c_void, len, out.as_mut_ptr().cast()) == 0 }
+}
+
 /// Map an inaccessible range exactly at `addr` without replacing anything (a probe or a
 /// reservation); false if anything is in the way or the address is out of reach.
 pub fn map_at_none(addr: *mut u8, len: usize) -> bool {

@@ -2,7 +2,10 @@
 //! overflow from it (the heap overflows of long-lived buffers, CVE-2021-3156's among them)
 //! would go unseen. When the process exits, every live block's canaries (small and large),
 //! every freed slot's zero fill and the first bytes of every never-used slot and of every
-//! slab's unused tail are checked once, and the first thing found broken is reported.
+//! slab's unused tail are checked once, and the first thing found broken is reported. The
+//! never-used parts are read only where their page is resident (`mincore`): a page nobody
+//! wrote to reads as zero, and reading it would only map it. (A page swapped out is not
+//! resident either: never-used bytes on it go unchecked.)
 //!
 //! Bounded: the sweep stops after `BUDGET_NS` (measured: 2 ms for 200 MB of 1 KB blocks,
 //! 15 ms for 2 million 64-byte blocks, so the budget runs out only in far bigger heaps). It runs only
@@ -70,6 +73,16 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
     }
     let size = k.size as usize;
     let zeroed = g.opts.zero_on_free && g.opts.write_after_free_check && size <= ZERO_MAX;
+    // Never-used slots and the tail are read only on resident pages: a page nothing ever
+    // wrote to is not resident and reads as zero, and reading it would map it (a page fault
+    // for each, most of the sweep's cost in a short-lived process).
+    let base = g.geo.slab_base(region, slab);
+    let pg = platform::page_size();
+    let first_page = base & !(pg - 1);
+    let span = (base + pool::mapped_len(region, slab)).next_multiple_of(pg) - first_page;
+    let mut pages = [0u8; 256];
+    let known = platform::resident(first_page, span, &mut pages);
+    let untouched = |a: usize, len: usize| known && ((a - first_page) / pg..=(a + len - 1 - first_page) / pg).all(|i| pages.get(i).is_some_and(|b| b & 1 == 0));
     for slot in 0..k.nslots as usize {
         let rec = m.rec(k, slot);
         let p = g.geo.slot_addr(region, slab, slot);
@@ -83,8 +96,9 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
             // SAFETY: a free slot of a created slab: committed, carrying the free tag.
             !unsafe { all_zero(view, size) }
         } else if record::state(rec) == record::FREE_CLEAN {
+            let n = size.min(CLEAN_PREFIX);
             // SAFETY: a never-used slot: committed, zero, carrying the allocator's tag 0.
-            !unsafe { all_zero(p, size.min(CLEAN_PREFIX)) }
+            !untouched(p, n) && !unsafe { all_zero(p, n) }
         } else {
             false // freed by another thread a moment ago: its owner collects it
         };
@@ -94,8 +108,8 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
     }
     // The slab's unused tail, where it is mapped (a guarded slab's faults instead).
     let tail = (1usize << k.slab_shift) - k.nslots as usize * size;
-    if tail >= 16 && !pool::slab_guarded(region, slab) {
-        let t = g.geo.slot_addr(region, slab, k.nslots as usize);
+    let t = g.geo.slot_addr(region, slab, k.nslots as usize);
+    if tail >= 16 && !pool::slab_guarded(region, slab) && !untouched(t, tail.min(CLEAN_PREFIX)) {
         // SAFETY: the slab's own mapped tail, which no block owns (tag 0 with MTE).
         if !unsafe { all_zero(t, tail.min(CLEAN_PREFIX)) } {
             let last = loc(region, slab, k.nslots as usize - 1);
