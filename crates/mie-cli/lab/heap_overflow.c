@@ -12,11 +12,7 @@ static void win(void) { pwned("the overflow replaced session->on_close"); }
 
 int main(void) {
     lab_init();
-    /* `sizeof (char)`: with `mie demo --typed` the compiler sees the buffer's type only in its
-     * size (a bare 24 is a type it cannot see: bucketed by call site, over the pointer
-     * buckets, where one run in 7 shares the session's bucket and one in 50 sits right
-     * before it). */
-    char *name = alloc_typed(24 * sizeof(char), DATA_TYPE(1));
+    char *name = alloc_typed(24, DATA_TYPE(1));
     struct session *s = alloc_typed(sizeof *s, PTR_TYPE(2));
     s->on_close = close_normally;
     /* Attacker input, 40 bytes. On glibc the session's data starts 32 bytes after `name`

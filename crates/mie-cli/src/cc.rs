@@ -123,6 +123,20 @@ pub fn unsupported(args: &[OsString]) -> Option<String> {
     None
 }
 
+/// Arguments that take the compiler's type ids away without stopping the build: said on
+/// stderr, the build goes on. `-fno-builtin` and `-ffreestanding` turn off the compiler's
+/// knowledge of `malloc` & co., and LLVM AllocToken finds allocation calls through it: every
+/// block would be untyped (bucketed by call site) with nothing said.
+pub fn caution(args: &[OsString]) -> Option<String> {
+    if args.iter().any(|a| a == NO_TYPES) {
+        return None;
+    }
+    let a = args.iter().map(|a| a.to_string_lossy()).find(|a| a == "-fno-builtin" || a == "-ffreestanding")?;
+    Some(format!(
+        "{a} turns off the compiler's type ids for malloc, calloc, realloc and operator new (LLVM AllocToken recognises them as builtins): blocks are bucketed by call site instead. To keep some calls real calls, name them: -fno-builtin-memcpy, -fno-builtin-strcpy, ..."
+    ))
+}
+
 /// The full command: compiler, then mie's flags, then the caller's arguments, then (when
 /// linking) libmie and, if the id space was given, the object that records it.
 pub fn command(compiler: &Path, cxx: bool, args: &[OsString], lib: &Path, token_object: Option<&Path>) -> Result<Command, String> {
@@ -265,6 +279,10 @@ mod tests {
         assert!(unsupported(&os(&["-fsanitize=undefined,address", "x.c"])).is_some_and(|m| m.contains("-fsanitize=address")));
         assert!(unsupported(&os(&["-fsanitize=thread", "-c", "x.c"])).is_some());
         assert_eq!(unsupported(&os(&["-fsanitize=undefined", "-fsanitize=bounds", "x.c"])), None);
+        assert!(caution(&os(&["-O1", "-fno-builtin", "x.c"])).is_some_and(|m| m.contains("-fno-builtin turns off")));
+        assert!(caution(&os(&["-ffreestanding", "x.c"])).is_some());
+        assert_eq!(caution(&os(&["-O1", "-fno-builtin-memcpy", "x.c"])), None);
+        assert_eq!(caution(&os(&["-fno-builtin", NO_TYPES, "x.c"])), None);
     }
 
     #[test]

@@ -248,10 +248,19 @@ fn build_with(cfg: &Config, a: &Attack, mie: Option<&Path>) -> Result<PathBuf, S
     if cfg.typed.is_some() {
         cmd.arg("-DLAB_COMPILER_TYPES=1");
     }
-    // -fno-builtin keeps every memcpy/strcpy a real call, as in code the compiler cannot see
-    // through; no fortify, so the bugs reach the allocator.
+    // Every memcpy/strcpy stays a real call, as in code the compiler cannot see through, and
+    // no access of the attack is optimised away: -fno-builtin at -O1. Not in the typed build:
+    // -fno-builtin also takes away the type ids (the compiler finds allocation calls through
+    // the allocation builtins), so that one is built at -O0 with the copies and string
+    // functions named one by one. No fortify, so the bugs reach the allocator.
+    let flags: Vec<String> = if mie.is_some() {
+        ["-O0"].into_iter().map(String::from).chain(["memcpy", "memmove", "memset", "strcpy", "strncpy", "strcat", "strncat", "stpcpy", "strlen"].map(|f| format!("-fno-builtin-{f}"))).collect()
+    } else {
+        vec!["-O1".into(), "-fno-builtin".into()]
+    };
     let out = cmd
-        .args(["-O1", "-g", "-pthread", "-fno-builtin", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0", "-o"])
+        .args(&flags)
+        .args(["-g", "-pthread", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0", "-o"])
         .arg(&bin)
         .arg(&src)
         .output()

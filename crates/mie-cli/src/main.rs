@@ -563,6 +563,9 @@ fn cc(cxx: bool, args: &[OsString]) -> ! {
     if let Some(why) = cc::unsupported(args) {
         die(&why);
     }
+    if let Some(why) = cc::caution(args) {
+        eprintln!("mie: {} {why}", if cxx { "c++" } else { "cc" });
+    }
     let mut cmd = cc::command(&compiler, cxx, args, &lib, token_object.as_deref()).unwrap_or_else(|e| die(&e));
     if args.iter().any(|a| a == cc::DRY_RUN) {
         let words: Vec<String> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy().into_owned()).collect();
