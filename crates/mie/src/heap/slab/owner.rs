@@ -158,31 +158,35 @@ fn partial_remove(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, s
 /// bitmap when the bin is full. `func` names the call it happens in, for reports.
 #[inline(always)]
 pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
-    let region = g.geo.region_of_addr(p);
-    // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
-    let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
+    let (region, k) = class_of_slot(g, p);
     if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX {
         crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     }
-    // SAFETY: as above.
-    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
-    if bin.n >= k.cache_cap as u32 {
-        return expire_to_full_bin(g, k, tc, region, p);
-    }
-    // SAFETY: n < cache_cap <= BIN_CAP.
-    unsafe { *bin.slots.get_unchecked_mut(bin.n as usize) = p };
-    bin.n += 1;
+    to_bin(g, tc, k, region, p);
 }
 
 /// `expire` of a slot of at most `FAST_MAX` bytes in a cache whose options are the fast
 /// paths' (`TCache::fast`: zeroing and its check on).
 #[inline(always)]
 fn expire_small(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
+    let (region, k) = class_of_slot(g, p);
+    crate::heap::slab::alloc::check_still_zero_small(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+    to_bin(g, tc, k, region, p);
+}
+
+/// The region and class of a slot of this cache's slabs.
+#[inline(always)]
+fn class_of_slot(g: &Globals, p: usize) -> (usize, &'static ClassInfo) {
     let region = g.geo.region_of_addr(p);
     // SAFETY: p is a slot of this cache's slabs: region < REGION_COUNT.
-    let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
-    crate::heap::slab::alloc::check_still_zero_small(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
-    // SAFETY: as above.
+    (region, unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) })
+}
+
+/// Put a free slot of class `k` on top of its bin (half the bin goes back to the free
+/// bitmaps first when it is full).
+#[inline(always)]
+fn to_bin(g: &Globals, tc: &mut TCache, k: &ClassInfo, region: usize, p: usize) {
+    // SAFETY: region < REGION_COUNT (`class_of_slot`).
     let bin = unsafe { tc.bins.get_unchecked_mut(region) };
     if bin.n >= k.cache_cap as u32 {
         return expire_to_full_bin(g, k, tc, region, p);
