@@ -37,6 +37,7 @@ const CHOICES: usize = 4;
 #[inline(never)]
 pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
     crate::heap::slab::remote::flush(g, &mut tc.outbox);
+    tc.used[region / 64] |= 1u64 << (region % 64);
     collect(g, tc, "malloc");
     let k = &CLASSES[region / BUCKET_SLOTS];
     loop {
@@ -212,8 +213,9 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
         }
     };
     tc.quarantine.for_each(check);
-    for (region, bin) in tc.bins.iter().enumerate() {
+    for region in tcache::regions_in(tc.used) {
         let k = &CLASSES[region / BUCKET_SLOTS];
+        let bin = &tc.bins[region];
         for &p in &bin.slots[..bin.n as usize] {
             let (slab, slot) = crate::heap::slab::alloc::slab_slot(g, k, region, p);
             if record::state(SlabMeta::of(&g.geo, k, region, slab).rec(k, slot)) == record::FREED {
@@ -406,7 +408,7 @@ pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
             expire(g, tc, p, func);
         }
     }
-    for region in 0..tc.bins.len() {
+    for region in tcache::regions_in(tc.used) {
         let n = tc.bins[region].n as usize;
         if n == 0 {
             continue;
