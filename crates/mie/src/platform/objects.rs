@@ -122,8 +122,12 @@ pub fn global_symbol(name: &core::ffi::CStr) -> usize {
 }
 
 const DT_NEEDED: i64 = 1;
+const DT_PLTRELSZ: i64 = 2;
 const DT_STRTAB: i64 = 5;
 const DT_SYMTAB: i64 = 6;
+const DT_RELA: i64 = 7;
+const DT_RELASZ: i64 = 8;
+const DT_JMPREL: i64 = 23;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 
 #[repr(C)]
@@ -239,10 +243,6 @@ pub fn needs_library(addr: usize, part: &[u8]) -> bool {
 /// # Safety
 /// `map` must be a live link map of a loaded object.
 unsafe fn bound_import(map: *mut LinkMap, name: &[u8]) -> usize {
-    const DT_PLTRELSZ: i64 = 2;
-    const DT_RELA: i64 = 7;
-    const DT_RELASZ: i64 = 8;
-    const DT_JMPREL: i64 = 23;
     #[repr(C)]
     struct Rela {
         off: u64,
