@@ -72,8 +72,8 @@ pub struct TCache {
     /// The fast paths may run: the options are the ones they are written for (canaries,
     /// zeroing and its check on, a quarantine whose byte budget holds every small slot,
     /// no stacks recorded) and canary patterns come from the CPU's AES instructions. Fixed
-    /// when the cache is made; otherwise every call takes the
-    /// general paths, which read the options.
+    /// when the cache is made; otherwise every call takes the general paths, which read the
+    /// options.
     pub fast: bool,
     /// Remote frees wait in the outbox to be published in batches. Not in the shared
     /// fallback cache, which any thread may use last (`remote.rs`).

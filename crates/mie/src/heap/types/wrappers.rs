@@ -96,9 +96,10 @@ pub enum Found {
     Other,
 }
 
-/// The bucket of a later call from a wrapper's site `cs` found as `f`, if its stack shows
-/// the same caller (one word read; no check of code bytes: that word was found to be a
-/// return address before, and a wrong answer could only pick another pointer bucket).
+/// Whether a later call from a wrapper's site, found as `Found::Caller { k, ret }`, comes
+/// from the same caller: word `k` above `sp` holds `ret` again (one word read; no check of
+/// code bytes: that word was found to be a return address before, and a wrong answer could
+/// only pick another pointer bucket).
 ///
 /// # Safety
 /// As `bucket`.
@@ -135,7 +136,8 @@ unsafe fn through_wrappers(keys: &Keys, cs: usize, sp: usize, mut e: u64, sample
         // The site the bucket comes from: a hot caller of a wrapper can be a wrapper too.
         sample(site);
     }
-    ((e & !WRAPPER) as usize, if e & WRAPPER == 0 { found } else { Found::Other })
+    // (`found` is a caller's only if the first level ended on a site that is no wrapper.)
+    ((e & !WRAPPER) as usize, found)
 }
 
 /// Count one sampled allocation from `site`; every ROUND samples, mark the hot sites.
