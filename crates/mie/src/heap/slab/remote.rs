@@ -71,10 +71,16 @@ pub fn post(g: &Globals, ob: &mut Outbox, region: usize, slab: usize, slot: usiz
     }
 }
 
-/// The entry of slab `id`, or the next one round robin, published and given to `id`.
+/// The entry of slab `id`, else an empty one, else the next one round robin, published and
+/// given to `id` (an entry published when it filled is empty again: it is taken before a
+/// slab with frees waiting is pushed out early).
 #[cold]
 fn find_or_replace(g: &Globals, ob: &mut Outbox, id: u32) -> usize {
     if let Some(i) = ob.e.iter().position(|e| e.id == id) {
+        return i;
+    }
+    if let Some(i) = ob.e.iter().position(|e| e.id == 0) {
+        ob.e[i].id = id;
         return i;
     }
     let i = ob.next;
@@ -86,7 +92,7 @@ fn find_or_replace(g: &Globals, ob: &mut Outbox, id: u32) -> usize {
 
 /// Publish everything in the outbox (this thread's slow paths, thread exit, trim).
 pub fn flush(g: &Globals, ob: &mut Outbox) {
-    for e in ob.e.iter_mut() {
+    for e in ob.e.iter_mut().filter(|e| e.id != 0) {
         publish(g, e);
     }
 }
@@ -94,9 +100,7 @@ pub fn flush(g: &Globals, ob: &mut Outbox) {
 /// Set the entry's bits in its slab's remote-free bitmap and tell the owner; empty it.
 #[cold]
 fn publish(g: &Globals, e: &mut Entry) {
-    if e.id == 0 {
-        return;
-    }
+    debug_assert!(e.id != 0, "an empty outbox entry is never published");
     let (region, slab) = from_id(e.id);
     let k = &CLASSES[region / BUCKET_SLOTS];
     let m = SlabMeta::of(&g.geo, k, region, slab);
