@@ -76,7 +76,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     // malloc+free (callgrind), through worse register allocation.
     let slot_size = k.size as usize;
     if record::state(r) == record::FREED {
-        check_still_zero_small(g, p, slot_size, "malloc", Found::Handout);
+        check_still_zero(g, p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
         let t = tag_block(p, size, k, region, slab, slot, record::tag(r));
@@ -293,38 +293,31 @@ pub enum Found {
 }
 
 /// The write-after-free check: a slot zeroed at free must still be zero. `p` is the slot
-/// (untagged); with MTE its memory carries the free tag.
-#[inline]
-pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
-    let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
-    // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
-    // multiple of 16 (slot sizes are).
-    if !unsafe { all_zero(view, len) } {
-        // SAFETY: as above.
-        let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
-        write_after_free(g, p, words, func, when);
-    }
-}
-
-/// `check_still_zero` for a slot of at most `FAST_MAX` bytes: slots up to 128 bytes in
-/// straight-line code (two to eight loads), larger ones by the loop.
+/// (untagged); with MTE its memory carries the free tag. Slots up to `SHORT_SLOT` bytes are
+/// read in straight-line code (two to eight loads), larger ones by the loop.
 #[inline(always)]
-pub fn check_still_zero_small(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
-    if len > SHORT_SLOT || tag::enabled() {
-        return check_still_zero(g, p, len, func, when);
-    }
-    // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
-    // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
-    if !unsafe { all_zero_short(p, len) } {
-        check_again(g, p, len, func, when);
+pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
+    let zero = if len <= SHORT_SLOT && !tag::enabled() {
+        // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
+        // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
+        unsafe { all_zero_short(p, len) }
+    } else {
+        // SAFETY: as above (any multiple of 16), read through the free tag with MTE.
+        unsafe { all_zero(if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len) }
+    };
+    if !zero {
+        written_after_free(g, p, len, func, when);
     }
 }
 
-/// A small slot is not zero: the full check finds where and reports.
+/// A freed slot is not zero: find the first written byte and report.
 #[cold]
 #[inline(never)]
-fn check_again(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
-    check_still_zero(g, p, len, func, when)
+fn written_after_free(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) -> ! {
+    let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+    // SAFETY: as in `check_still_zero`.
+    let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
+    write_after_free(g, p, words, func, when)
 }
 
 /// Slots up to this size are zeroed and checked in straight-line code.

@@ -82,19 +82,18 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     if !tag::enabled() {
         if loc.slot == 0 {
             first_slot_before_intact(g, tc, k, loc, p, who);
-        } else if !before_intact_fast(g, k, m, loc, p) {
-            return false;
+        } else {
+            // SAFETY: the fast paths run only where the PRF is AES.
+            let prev_pat = unsafe { canary::pattern_aes(&g.canary, p - slot_size) };
+            if !before_intact(k, m, loc, p, prev_pat, true) {
+                return false;
+            }
         }
     }
     // The record first: a thread racing to free the block too sees it freed (not a
     // cleared canary under a live record).
     m.set_rec(k, loc.slot, record::freed(rec));
-    if slot_size <= crate::heap::slab::alloc::SHORT_SLOT && !tag::enabled() {
-        // SAFETY: the slot is the block's, released now; slot sizes are multiples of 16.
-        unsafe { crate::heap::slab::alloc::zero_short(p, slot_size) };
-    } else {
-        scrub(g, k, raw, p, usable);
-    }
+    scrub(g, k, raw, p, usable);
     tc.freeing = 0;
     tc.count_free(loc.region);
     owner::quarantine(g, tc, p, slot_size, who.func);
@@ -121,7 +120,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
     if g.opts.canary && !tag::enabled() {
         if loc.slot > 0 {
-            if !before_intact(g, k, m, loc, p) {
+            if !before_intact(k, m, loc, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) {
                 validate::underflow(g, p, loc, m.rec(k, loc.slot - 1), who);
             }
         } else {
@@ -175,6 +174,10 @@ fn scrub(g: &Globals, k: &ClassInfo, raw: usize, p: usize, usable: usize) {
     if tag::enabled() {
         // Dangling pointers fault from now on. The slack carries the free tag already.
         tag::policy::tag_freed_slot(&mut tag::hw(), p, tag::policy::tagged_len(usable), zero);
+    } else if zero && slot_size <= crate::heap::slab::alloc::SHORT_SLOT {
+        // The whole slot, in straight-line code.
+        // SAFETY: the slot is the block's, released now; slot sizes are multiples of 16.
+        unsafe { crate::heap::slab::alloc::zero_short(raw, slot_size) };
     } else if zero {
         let slack = slot_size - usable;
         // Slots are multiples of 16 bytes: rounding up to whole words stays inside.
@@ -247,25 +250,13 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p
 /// A write just before a block lands in the end of the previous slot: that slot's canary if
 /// it is live, zeros if it is free. Whether those bytes are intact (checked when the block
 /// is freed, by the slab's owner only: nobody else changes the previous slot meanwhile).
+/// `pat` is the previous slot's canary pattern, `zero_on_free` the option.
 ///
 /// Without branches on the previous slot's state: with random placement whether it is live
 /// is a coin toss, and a mispredicted branch here cost 8 % of a tree-building benchmark.
 #[inline(always)]
-fn before_intact(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) -> bool {
-    let (expect, mask) = end_of_slot(g, k, m.rec(k, loc.slot - 1), p - k.size as usize, p);
-    // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
-    let w = unsafe { ((p - 8) as *const u64).read() };
-    (w ^ expect) & mask == 0
-}
-
-/// `before_intact` in the fast path: zeroing on, the PRF is AES (`TCache::fast`).
-#[inline(always)]
-fn before_intact_fast(g: &Globals, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) -> bool {
-    let prev = m.rec(k, loc.slot - 1);
-    let prev_start = p - k.size as usize;
-    // SAFETY: the fast paths run only where the PRF is AES.
-    let pat = unsafe { canary::pattern_aes(&g.canary, prev_start) };
-    let (expect, mask) = end_mask(k, prev, pat, p, true);
+fn before_intact(k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize, pat: u64, zero_on_free: bool) -> bool {
+    let (expect, mask) = end_mask(k, m.rec(k, loc.slot - 1), pat, p, zero_on_free);
     // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
     let w = unsafe { ((p - 8) as *const u64).read() };
     (w ^ expect) & mask == 0

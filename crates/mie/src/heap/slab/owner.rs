@@ -171,7 +171,7 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
 #[inline(always)]
 fn expire_small(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     let (region, k) = class_of_slot(g, p);
-    crate::heap::slab::alloc::check_still_zero_small(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+    crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     to_bin(g, tc, k, region, p);
 }
 
