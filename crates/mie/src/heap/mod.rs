@@ -356,18 +356,17 @@ pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
             if !p.is_null() {
                 return p;
             }
+            return alloc_in_bucket(size, b);
         }
     }
     // SAFETY: the caller's guarantee.
-    unsafe { malloc_at_slow(size, cs, sp) }
+    alloc_in_bucket(size, unsafe { site_bucket_slow(cs, sp) })
 }
 
-/// # Safety
-/// As `call_site_bucket`.
+/// `malloc_at` past its fast path, the bucket known (out of line: the fast path stays small).
 #[inline(never)]
-unsafe fn malloc_at_slow(size: usize, cs: usize, sp: usize) -> *mut u8 {
-    // SAFETY: the caller's guarantee.
-    alloc(size, 16, unsafe { call_site_bucket(cs, sp) })
+fn alloc_in_bucket(size: usize, bucket: usize) -> *mut u8 {
+    alloc(size, 16, bucket)
 }
 
 /// The bucket of an AllocToken id (`__alloc_token_*` entry points), through the calling
