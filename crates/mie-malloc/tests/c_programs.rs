@@ -1124,6 +1124,23 @@ fn underflow_lands_on_the_previous_slots_canary() {
     }
 }
 
+#[test]
+fn an_overflow_found_by_the_next_blocks_free_is_named_an_overflow() {
+    // The second block's free reads the end of the previous slot; broken from right after
+    // the first block's end, that is the first block's overflow (it was named an underflow
+    // of the second).
+    let o = run_exact(&detect_bin(), &["overflow_found_by_next"], "");
+    let t = text(&o);
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    let first = t.lines().find_map(|l| l.split("first ").nth(1)).expect("blocks printed").split(' ').next().unwrap().to_string();
+    assert!(t.contains(&format!("mie: heap-buffer-overflow on {first}")), "{t}");
+    if cfg!(target_arch = "aarch64") {
+        return; // with MTE the write itself faults
+    }
+    let second = t.lines().find_map(|l| l.split("second ").nth(1)).unwrap().trim().to_string();
+    assert!(t.contains("byte 0 past the end of the 40-byte block") && t.contains(&format!("found when the block after it ({second}) was released")), "{t}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Options cannot weaken a privileged process
 

@@ -193,6 +193,23 @@ int main(int argc, char **argv) {
                 }
         printf("no neighbouring slots found\n");
         return 3;
+    } else if (!strcmp(m, "overflow_found_by_next")) {
+        /* Find two blocks in neighbouring slots, overflow the first by 8 bytes (its whole
+         * slack), then free the second: its start check reads the first one's canary, and
+         * the write is the first block's overflow, not an underflow of the second. */
+        char *ps[400];
+        for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(40);
+        for (int i = 0; i < 400; i++)
+            for (int j = 0; j < 400; j++)
+                if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
+                    printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
+                    for (int b = 0; b < 8; b++) ((volatile char *)ps[i])[40 + b] = 'A';
+                    free(ps[j]);
+                    printf("NOT DETECTED: %s\n", m);
+                    return 0;
+                }
+        printf("no neighbouring slots found\n");
+        return 3;
     } else if (!strcmp(m, "underflow_free_neighbour")) {
         /* One byte written just before a block whose previous slot is free: found when the
            block is freed (x86-64: the free slot's zero tail is checked), or at the write (MTE). */

@@ -346,7 +346,7 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
         let k = &CLASSES[l.class];
         let next = p + usable + slack;
         let m = SlabMeta::new(&g.geo, l.region, l.slab);
-        if off > 0 && off + canary::TAIL >= slack && l.slot + 1 < k.nslots as usize && m.is_live(k, l.slot + 1) {
+        if blames_next(off, slack) && l.slot + 1 < k.nslots as usize && m.is_live(k, l.slot + 1) {
             let next_loc = Loc { slot: l.slot + 1, ..*l };
             report::fatal(Kind::HeapBufferUnderflow, next, who.func, |o| {
                 let _ = writeln!(
@@ -366,29 +366,57 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
         }
     }
     if let Some(off) = bad {
-        report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
-            let _ = writeln!(
-                o,
-                "  the slack canary after the block was overwritten: byte {} past the end of the {}-byte block (address {:#x})",
-                off,
-                usable,
-                p + usable + off
-            );
-            match loc {
-                Some(l) => describe_slot(o, l, p, "live"),
-                None => {
-                    let _ = writeln!(o, "  block {p:#x}: {usable} bytes requested, large allocation (own mapping)");
-                    stacks::print(o, p, "");
-                }
+        overflow(p, usable, off, loc, if at_exit { Found::AtExit } else { Found::Released }, who);
+    }
+}
+
+/// Whether a broken canary (first bad byte at `off` of `slack`) is a write before the next
+/// slot's block rather than past this one: the bytes right after this block are intact and
+/// the damage lies in the slot's last `TAIL` bytes, where the next block starts.
+fn blames_next(off: usize, slack: usize) -> bool {
+    off > 0 && off + canary::TAIL >= slack
+}
+
+/// When an overflow was found.
+#[derive(Clone, Copy)]
+enum Found {
+    /// At the block's release.
+    Released,
+    /// By the exit sweep (the block was never freed).
+    AtExit,
+    /// At the release of the block in the next slot, whose start check reads this canary.
+    NextReleased(usize),
+}
+
+/// Report a write `off` bytes past the end of the `usable`-byte block at `p`.
+fn overflow(p: usize, usable: usize, off: usize, loc: Option<&Loc>, found: Found, who: Caller) -> ! {
+    report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {
+        let _ = writeln!(
+            o,
+            "  the slack canary after the block was overwritten: byte {} past the end of the {}-byte block (address {:#x})",
+            off,
+            usable,
+            p + usable + off
+        );
+        match loc {
+            Some(l) => describe_slot(o, l, p, "live"),
+            None => {
+                let _ = writeln!(o, "  block {p:#x}: {usable} bytes requested, large allocation (own mapping)");
+                stacks::print(o, p, "");
             }
-            if at_exit {
+        }
+        match found {
+            Found::AtExit => {
                 let _ = writeln!(o, "  found at exit: the block was never freed, so no free checked its canary before");
-            } else {
+            }
+            Found::Released => report::write_code_addr(o, "detected in a call from", who.ret_addr),
+            Found::NextReleased(next) => {
+                let _ = writeln!(o, "  found when the block after it ({next:#x}) was released: its start check reads this canary");
                 report::write_code_addr(o, "detected in a call from", who.ret_addr);
             }
-            let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
-        });
-    }
+        }
+        let _ = writeln!(o, "  hint: a write ran past the end of this block (linear overflow / off-by-one)");
+    })
 }
 
 /// The bytes just before the block at `p` (the end of the previous slot, `prev` its record)
@@ -396,14 +424,15 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
 #[cold]
 #[inline(never)]
 pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller) -> ! {
-    let _ = g;
+    let prev_loc = Loc { slot: loc.slot - 1, interior: 0, ..loc };
+    blame_previous(g, p, p - CLASSES[loc.class].size as usize, prev, &prev_loc, who);
     report::fatal(Kind::HeapBufferUnderflow, p, who.func, |o| {
         let k = &CLASSES[loc.class];
         let prev_start = p - k.size as usize;
         if record::is_live(prev) {
             let _ = writeln!(
                 o,
-                "  the bytes just before the block (the canary at the end of the previous slot, {prev_start:#x}) were overwritten: a write before the start of this block, or past the end of the block before it"
+                "  the bytes just before the block (the canary at the end of the previous slot, {prev_start:#x}) were overwritten, and the previous block's canary is intact right after its end: a write before the start of this block"
             );
         } else {
             let _ = writeln!(
@@ -416,11 +445,34 @@ pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller) -> ! {
     })
 }
 
+/// The bytes before the block at `p` (the end of the slot at `prev_start`, `prev_loc`, record `prev`)
+/// were found overwritten. When that slot holds a live block whose canary is broken from
+/// right after its end, the write ran past that block: report it as its overflow (returns
+/// otherwise: the write came from before `p`).
+fn blame_previous(g: &Globals, p: usize, prev_start: usize, prev: u32, prev_loc: &Loc, who: Caller) {
+    if !record::is_live(prev) {
+        return;
+    }
+    let slot_size = CLASSES[prev_loc.class].size as usize;
+    let slack = record::slack(prev).min(slot_size);
+    let usable = slot_size - slack;
+    // SAFETY: [prev_start, prev_start + slot_size) is the slot before p in the same region,
+    // mapped (the caller read its end); no tags (this check runs without MTE).
+    let bad = unsafe { canary::check_small(canary::pattern(&g.canary, prev_start), prev_start, usable, slot_size) };
+    if let Some(off) = bad.filter(|&off| !blames_next(off, slack)) {
+        overflow(prev_start, usable, off, Some(prev_loc), Found::NextReleased(p), who);
+    }
+}
+
 /// As `underflow`, for the first slot of a slab: the bytes before it are the end of the
 /// slab before (`prev` is its last slot's record; None: its unused tail).
 #[cold]
 #[inline(never)]
 pub fn underflow_first_slot(p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller) -> ! {
+    if let Some(r) = prev {
+        let last = CLASSES[loc.class].nslots as usize - 1;
+        blame_previous(crate::heap::globals(), p, last_start, r, &Loc { slab: loc.slab - 1, slot: last, interior: 0, ..loc }, who);
+    }
     report::fatal(Kind::HeapBufferUnderflow, p, who.func, |o| {
         let what = match prev {
             Some(r) if record::is_live(r) => format_args!("the canary at the end of the last slot of the slab before, {last_start:#x}"),
