@@ -4,10 +4,15 @@
 //! heap:  | region (class 0, bucket 0) | region (class 0, bucket 1) | ... | region (47, 7) |
 //!          each region: 4 GiB (256 MiB in a 39-bit address space), slabs of 2^slab_shift
 //!          bytes from a random first slab upward
-//! meta:  | meta region (0,0) | meta region (0,1) | ...                                   |
-//!          each meta region: a quarter of a heap region: partial-slab list, guard, then
-//!          per-slab metadata
+//! meta:  | chunk table | guard | chunks of slab metadata, packed in the order regions grow |
+//!          a chunk holds the metadata of 256 consecutive slabs of one region; the table
+//!          (row = slab / 256, column = region) gives each chunk's address
 //! ```
+//! Metadata is packed rather than laid out region by region: a region that starts costs a
+//! few kilobytes of metadata beside the others' instead of pages (and page tables) of its
+//! own, so a process that touches 40 regions maps a few page-table pages for its metadata,
+//! not 80 (every page-table page is copied at each fork).
+//!
 //! A pointer's class, bucket, slab and slot follow from its address by shifts, masks and one
 //! multiply, with no lookup. Region sizes depend on the address space (`Shape`). Address
 //! ranges are never reassigned: a region belongs to one (class, bucket) for the life of the
@@ -18,14 +23,16 @@
 //! replacing anything. What is not mapped faults like a guard page. This keeps start-up
 //! cheap under emulators and address-space limits (`RLIMIT_AS`, valgrind, qemu-user).
 
-use crate::heap::slab::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT};
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT, MIN_SLAB_SHIFT};
 
 /// Bucket slots per class: slot 0 is the pointer-free data bucket, 1..=7 pointer buckets.
 pub const BUCKET_SLOTS: usize = 8;
 pub const REGION_COUNT: usize = CLASS_COUNT * BUCKET_SLOTS;
-/// Slab metadata starts here inside a meta region; below it sits the partial-slab list
-/// (at most 2^18 slabs × 4 bytes = 1 MiB) and at least one MiB of guard.
-pub const META_SLABS_OFF: usize = 2 << 20;
+/// Slabs per metadata chunk (one table entry).
+pub const META_CHUNK_SHIFT: u32 = 8;
+pub const META_CHUNK_SLABS: usize = 1 << META_CHUNK_SHIFT;
+/// Unmapped bytes between the chunk table and the first chunk.
+const META_TABLE_GUARD: usize = 1 << 20;
 
 /// How big the regions are, chosen at start-up for the address space the process has.
 ///
@@ -64,7 +71,8 @@ impl Shape {
     pub const fn region_size(&self) -> usize {
         1 << self.region_shift
     }
-    /// Metadata regions are a quarter of heap regions (per-slab metadata is < 1/6 of a slab).
+    /// The metadata reservation per region is a quarter of a heap region (per-slab
+    /// metadata is < 1/6 of a slab); the regions share it.
     #[inline(always)]
     pub const fn meta_region_shift(&self) -> u32 {
         self.region_shift - 2
@@ -141,8 +149,8 @@ pub struct Geometry {
     /// Precomputed from the above, so that decoding is loads, masks and one multiply.
     heap_span: usize,
     region_mask: usize,
-    /// Start of the slab metadata of region 0 (the metadata base plus the offset below it).
-    meta_slabs: usize,
+    /// Where metadata chunks start (after the chunk table at `meta_base` and a guard).
+    pub meta_chunks: usize,
     track_span: usize,
 }
 
@@ -154,7 +162,7 @@ impl Geometry {
         large_window: (0, 0),
         heap_span: 0,
         region_mask: 0,
-        meta_slabs: 0,
+        meta_chunks: 0,
         track_span: 0,
     };
 
@@ -167,9 +175,18 @@ impl Geometry {
             large_window: shape.large_window,
             heap_span,
             region_mask: (1 << shape.region_shift) - 1,
-            meta_slabs: meta_base + META_SLABS_OFF,
+            meta_chunks: meta_base + Self::table_bytes(shape.region_shift).next_multiple_of(META_TABLE_GUARD) + META_TABLE_GUARD,
             track_span: (heap_base + heap_span).saturating_sub(shape.large_window.0),
         }
+    }
+
+    /// Bytes of the metadata chunk table: a row of REGION_COUNT addresses per
+    /// META_CHUNK_SLABS slabs of the class with the most slabs per region.
+    pub const fn table_bytes(region_shift: u32) -> usize {
+        Self::table_rows(region_shift) * REGION_COUNT * 8
+    }
+    const fn table_rows(region_shift: u32) -> usize {
+        ((1usize << region_shift) >> MIN_SLAB_SHIFT).div_ceil(META_CHUNK_SLABS)
     }
 
     #[inline(always)]
@@ -249,16 +266,21 @@ impl Geometry {
         self.slab_base(region, slab) + slot * CLASSES[region / BUCKET_SLOTS].size as usize
     }
 
-    /// Address of the metadata of `slab` in `region` (class `k`).
+    /// The chunk table's entry for `slab` of `region`: the address the chunk's slab 0
+    /// would have (a region's first chunk starts at its first slab, so it points below).
     #[inline(always)]
-    pub fn slab_meta_addr(&self, k: &ClassInfo, region: usize, slab: usize) -> usize {
-        self.meta_slabs + (region << (self.region_shift - 2)) + slab * k.meta_stride as usize
+    pub fn meta_entry(&self, region: usize, slab: usize) -> &core::sync::atomic::AtomicUsize {
+        let i = (slab >> META_CHUNK_SHIFT) * REGION_COUNT + region;
+        // SAFETY: slab < max_slabs and region < REGION_COUNT: inside the table, which is
+        // mapped before any slab exists (`meta::chunk_for`) and never unmapped.
+        unsafe { &*((self.meta_base + 8 * i) as *const core::sync::atomic::AtomicUsize) }
     }
 
-    /// Start of a metadata region (the pool's bookkeeping lives below its slab metadata).
+    /// Address of the metadata of `slab` in `region` (class `k`), which exists: its chunk's
+    /// entry was published before the slab was (`pool.rs`, Release of the slab range).
     #[inline(always)]
-    pub fn meta_region(&self, region: usize) -> usize {
-        self.meta_base + (region << self.meta_region_shift())
+    pub fn slab_meta_addr(&self, k: &ClassInfo, region: usize, slab: usize) -> usize {
+        self.meta_entry(region, slab).load(core::sync::atomic::Ordering::Relaxed) + (slab & (META_CHUNK_SLABS - 1)) * k.meta_stride as usize
     }
 }
 
@@ -269,13 +291,18 @@ mod tests {
     const SHAPES: [Shape; 2] = [Shape::LARGE, Shape::SMALL];
 
     #[test]
-    fn metadata_fits_its_region() {
+    fn metadata_fits_its_reservation() {
         for sh in SHAPES {
+            let g = Geometry::new(sh, 0, sh.meta_window.0);
+            // The table has a row for every chunk of the class with the most slabs.
             for k in CLASSES.iter() {
-                let n = sh.region_size() >> k.slab_shift;
-                assert!(n * 4 <= META_SLABS_OFF / 2, "partial list overflows into guard");
-                assert!(META_SLABS_OFF + n * k.meta_stride as usize <= 1 << sh.meta_region_shift(), "{sh:?} class {}", k.size);
+                let rows = g.max_slabs(k).div_ceil(META_CHUNK_SLABS);
+                assert!(rows * REGION_COUNT * 8 <= Geometry::table_bytes(sh.region_shift));
             }
+            // Every region's slabs' metadata, packed, fits after the table.
+            let all: usize = CLASSES.iter().map(|k| BUCKET_SLOTS * g.max_slabs(k) * k.meta_stride as usize).sum();
+            assert!(g.meta_chunks - g.meta_base + all <= sh.meta_size(), "{sh:?}");
+            assert!(g.meta_chunks >= g.meta_base + Geometry::table_bytes(sh.region_shift) + META_TABLE_GUARD);
         }
     }
 

@@ -13,9 +13,11 @@
 //! Every field is an atomic so that racing readers are well defined; the owner's accesses
 //! are relaxed loads and stores, which compile to plain moves.
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS};
+use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, META_CHUNK_SLABS};
+use crate::platform::{self, lock::Lock};
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 
@@ -171,4 +173,71 @@ impl SlabMeta {
     pub fn slack(&self, k: &ClassInfo, slot: usize) -> usize {
         record::slack(self.rec(k, slot))
     }
+}
+
+/// The metadata reservation's allocator: chunks are carved from its start upward, in the
+/// order regions grow, and mapped in steps of `META_COMMIT`.
+struct Arena {
+    /// The chunk table is mapped.
+    table: bool,
+    /// Next free byte (0: not started) and the end of what is mapped.
+    next: usize,
+    mapped: usize,
+}
+
+const META_COMMIT: usize = 256 << 10;
+
+struct ArenaCell(UnsafeCell<Arena>);
+// SAFETY: the arena is only touched with ARENA_LOCK held.
+unsafe impl Sync for ArenaCell {}
+
+static ARENA: ArenaCell = ArenaCell(UnsafeCell::new(Arena { table: false, next: 0, mapped: 0 }));
+/// Taken inside a pool's lock only (`Pool::grow`): a fork, which holds every pool lock,
+/// never finds it held.
+static ARENA_LOCK: Lock = Lock::new();
+
+/// Give `slab` of `region` (class `k`) a metadata chunk if its chunk has none yet: the
+/// region's first slab (the chunk then starts at that slab) or the first slab of the next
+/// 256. Called by the pool, under its lock, before the slab is published. Returns the bytes
+/// newly mapped, or None when the reservation is full or the mapping fails.
+pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first: bool) -> Option<usize> {
+    let in_chunk = slab % META_CHUNK_SLABS;
+    if !first && in_chunk != 0 {
+        return Some(0);
+    }
+    let stride = k.meta_stride as usize;
+    let len = (META_CHUNK_SLABS - in_chunk) * stride;
+    let _guard = ARENA_LOCK.guard();
+    // SAFETY: ARENA_LOCK is held.
+    let a = unsafe { &mut *ARENA.0.get() };
+    let pg = platform::page_size();
+    let mut mapped = 0;
+    if !a.table {
+        let bytes = Geometry::table_bytes(g.region_shift).next_multiple_of(pg);
+        if !platform::map_at(g.meta_base as *mut u8, bytes, crate::tag::prot_flags()) {
+            return None;
+        }
+        a.table = true;
+        a.next = g.meta_chunks;
+        a.mapped = g.meta_chunks;
+        mapped += bytes;
+    }
+    let at = a.next;
+    let end = at + len;
+    if end > g.meta_base + g.meta_size() {
+        return None;
+    }
+    if end > a.mapped {
+        let to = end.max(a.mapped + META_COMMIT).next_multiple_of(pg).min(g.meta_base + g.meta_size());
+        if !platform::map_at(a.mapped as *mut u8, to - a.mapped, crate::tag::prot_flags()) {
+            return None;
+        }
+        mapped += to - a.mapped;
+        a.mapped = to;
+    }
+    a.next = end;
+    // The entry is the address slab 0 of the chunk would have; it is read only for slabs
+    // that exist, which the pool publishes (Release) after this.
+    g.meta_entry(region, slab).store(at - in_chunk * stride, Ordering::Relaxed);
+    Some(mapped)
 }

@@ -12,7 +12,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, META_SLABS_OFF, REGION_COUNT};
+use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
 use crate::platform::{self, lock::Lock};
@@ -39,7 +39,6 @@ struct Inner {
     /// Slabs created: first_slab..end.
     end: u32,
     heap_committed: usize,
-    meta_committed: usize,
     /// Resident empty slabs, newest at the head (slab index + 1; 0 = none).
     resident_head: u32,
     resident_tail: u32,
@@ -146,7 +145,6 @@ impl Pool {
                 first_slab: 0,
                 end: 0,
                 heap_committed: 0,
-                meta_committed: 0,
                 resident_head: 0,
                 resident_tail: 0,
                 resident: 0,
@@ -322,7 +320,6 @@ impl Pool {
             inner.end = inner.first_slab;
             // Mappings start on a page boundary (slabs may be smaller than a 16/64 KiB page).
             inner.heap_committed = ((inner.first_slab as usize) << k.slab_shift) & !(pg - 1);
-            inner.meta_committed = 0;
             inner.initialised = true;
         }
         let (begin, end) = (inner.first_slab as usize, inner.end as usize);
@@ -361,19 +358,8 @@ impl Pool {
             settle_tags(region_base + inner.heap_committed, to - inner.heap_committed);
             inner.heap_committed = to;
         }
-        // Slab metadata.
-        let meta_region = g.meta_region(region);
-        let meta_need = META_SLABS_OFF + (end + 1) * k.meta_stride as usize;
-        let meta_have = META_SLABS_OFF + inner.meta_committed;
-        if meta_need > meta_have {
-            let from = if inner.meta_committed == 0 { META_SLABS_OFF + ((begin * k.meta_stride as usize) & !(pg - 1)) } else { meta_have };
-            let to = round_up(meta_need.max(from + COMMIT_CHUNK / 4), pg);
-            if !platform::map_at((meta_region + from) as *mut u8, to - from, crate::tag::prot_flags()) {
-                return None;
-            }
-            MAPPED_BYTES.fetch_add(to - from, Ordering::Relaxed);
-            inner.meta_committed = to - META_SLABS_OFF;
-        }
+        // Slab metadata: a chunk of the shared reservation for every 256 slabs.
+        MAPPED_BYTES.fetch_add(crate::heap::slab::meta::chunk_for(g, k, region, end, end == begin)?, Ordering::Relaxed);
         let m = SlabMeta::of(g, k, region, end);
         let n = k.nslots as usize;
         for w in 0..k.words as usize {
