@@ -51,8 +51,10 @@ char *__fgets_chk(char *, size_t, int, FILE *);
 static void protect(void *p, int prot) {
     long pg = sysconf(_SC_PAGESIZE);
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1);
-    /* The block may straddle a page boundary: cover both pages. */
-    if (mprotect((void *)a, 2 * pg, prot) != 0) {
+    /* The block (and its slot's slack) may straddle a page boundary: cover the pages it
+     * spans, and no more (the next page may be unmapped: the end of mie's segment). */
+    uintptr_t end = ((uintptr_t)p + 64 + pg - 1) & ~(uintptr_t)(pg - 1);
+    if (mprotect((void *)a, end - a, prot) != 0) {
         perror("mprotect");
         exit(3);
     }

@@ -7,7 +7,7 @@
 use core::fmt::Write;
 
 use crate::heap::large::{self, Info};
-use crate::heap::slab::layout::Loc;
+use crate::heap::slab::layout::{Geometry, Loc};
 use crate::heap::checks::sample::{self, Slot};
 use crate::heap::slab::size_class::CLASSES;
 use crate::heap::slab::meta::SlabMeta;
@@ -241,6 +241,19 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
             if m.is_live(k, 0) {
                 let size = (k.size as usize).saturating_sub(m.slack(k, 0));
                 return Some(Finding::SlabFront { addr, pc, start: front, size, loc: l });
+            }
+        }
+        // In the gap at the end of a segment: past the last slot of the slab before it.
+        if let Some(l) = geo.decode(addr) {
+            let k = &CLASSES[l.class];
+            let before = (Geometry::segment_usable_end(k, l.slab) >> k.slab_shift).wrapping_sub(1);
+            if Geometry::is_gap(k, l.slab) && pool::slab_exists(l.region, before) {
+                let last = Loc { slab: before, slot: k.nslots as usize - 1, interior: 0, ..l };
+                let start = geo.slot_addr(l.region, before, last.slot);
+                let m = SlabMeta::new(geo, l.region, before);
+                let live = m.is_live(k, last.slot);
+                let size = if live { (k.size as usize).saturating_sub(m.slack(k, last.slot)) } else { k.size as usize };
+                return Some(Finding::SlabGap { addr, pc, start, size, live, loc: last });
             }
         }
     }

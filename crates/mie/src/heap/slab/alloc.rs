@@ -63,7 +63,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     let n = bin.n - 1;
     // SAFETY: n < BIN_CAP.
     let p = unsafe { *bin.slots.get_unchecked(n as usize) };
-    let (slab, slot) = slab_slot(g, k, region, p);
+    let (slab, slot) = slab_slot(g, k, p);
     let m = SlabMeta::of(&g.geo, k, region, slab);
     let r = m.rec(k, slot);
     if !record::allocatable(r) {
@@ -172,7 +172,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     bin.n -= 1;
     // SAFETY: n < BIN_CAP after the decrement.
     let p = unsafe { *bin.slots.get_unchecked(bin.n as usize) };
-    let (slab, slot) = slab_slot(g, k, region, p);
+    let (slab, slot) = slab_slot(g, k, p);
     let m = SlabMeta::of(&g.geo, k, region, slab);
     let r = m.rec(k, slot);
     if !record::allocatable(r) {
@@ -199,12 +199,11 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     (user as *mut u8, zeroed_class || record::state(r) == record::FREE_CLEAN)
 }
 
-/// The slab and slot of a slot address in `region` (a multiply, no division).
+/// The slab and slot of a slot address of class `k` (a multiply, no division).
 #[inline(always)]
-pub fn slab_slot(g: &Globals, k: &ClassInfo, region: usize, p: usize) -> (usize, usize) {
-    let off = p - g.geo.heap_base - (region << g.geo.region_shift);
-    let in_slab = (off & k.slab_mask as usize) as u64;
-    (off >> k.slab_shift, ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize)
+pub fn slab_slot(g: &Globals, k: &ClassInfo, p: usize) -> (usize, usize) {
+    let in_slab = (p & k.slab_mask as usize) as u64;
+    (g.geo.slab_of(k, p), ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize)
 }
 
 /// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.
@@ -212,10 +211,11 @@ fn tag_block(p: usize, size: usize, k: &ClassInfo, region: usize, slab: usize, s
     let slot_size = k.size as usize;
     let slab_mask = (1usize << k.slab_shift) - 1;
     // The neighbouring slots' first granules (their blocks' tags), inside the slab or in the
-    // adjacent slab if it exists.
-    let left = (slot > 0 || crate::heap::slab::pool::slab_exists(region, slab.wrapping_sub(1))).then(|| p - slot_size);
+    // adjacent slab of the same segment if it exists (a segment's ends border a gap).
+    use crate::heap::slab::{layout::Geometry, pool::slab_exists};
+    let left = (slot > 0 || (!Geometry::first_in_segment(k, slab) && slab_exists(region, slab - 1))).then(|| p - slot_size);
     let end = p + slot_size;
-    let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || crate::heap::slab::pool::slab_exists(region, slab + 1)).then_some(end);
+    let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || (!Geometry::is_gap(k, slab + 1) && !Geometry::first_in_segment(k, slab + 1) && slab_exists(region, slab + 1))).then_some(end);
     tag::policy::tag_new_block(&mut tag::hw(), p, tag::policy::tagged_len(size), slot_size, left, right, previous, false)
 }
 

@@ -7,7 +7,7 @@
 
 use crate::heap::checks::canary::{self, MAX_CANARY, TAIL};
 use crate::heap::types::kind::Release;
-use crate::heap::slab::layout::Loc;
+use crate::heap::slab::layout::{Geometry, Loc};
 use crate::heap::slab::owner;
 use crate::heap::slab::pool;
 use crate::heap::slab::record;
@@ -212,14 +212,14 @@ fn zero_words(p: usize, len: usize) {
 }
 
 /// The first slot of a slab: the bytes before it are the end of the slab before, in the
-/// same region (its last slot, or the unused tail after it, zero). Checked as
+/// same segment of the region (its last slot, or the unused tail after it, zero). Checked as
 /// `before_intact` checks a slot's neighbour, when this thread owns that slab too (nobody
 /// else changes its last slot meanwhile) and it is mapped there (not a guarded slab's gap).
 #[cold]
 #[inline(never)]
 fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p: usize, who: Caller) {
-    if loc.slab == 0 || !pool::slab_exists(loc.region, loc.slab - 1) {
-        return;
+    if Geometry::first_in_segment(k, loc.slab) || !pool::slab_exists(loc.region, loc.slab - 1) {
+        return; // the bytes before are the gap at the end of another region's segment
     }
     let prev_slab = loc.slab - 1;
     let prev_base = g.geo.slot_addr(loc.region, prev_slab, 0);

@@ -1,13 +1,21 @@
 //! Address layout: one reservation for all slab memory, one (far away) for metadata.
 //!
 //! ```text
-//! heap:  | region (class 0, bucket 0) | region (class 0, bucket 1) | ... | region (47, 7) |
-//!          each region: 4 GiB (256 MiB in a 39-bit address space), slabs of 2^slab_shift
-//!          bytes from a random first slab upward
+//! heap:  row 0: | seg (class 0, bucket 0) | seg (1, 0) | ... | seg (47, 0) | 16 unused |
+//!                 | seg (0, 1) | ... | seg (47, 7) | 16 unused |
+//!        row 1: | seg (0, 0) | seg (1, 0) | ...                                          |
+//!          a region (class, bucket) is its segment of every row: 256 KiB each, 512 slots
+//!          per row (64 per bucket), 4 GiB per region in all (256 MiB in a 39-bit address
+//!          space); slabs of 2^slab_shift bytes numbered through the region's segments,
+//!          from a random first slab of its first segment upward; the end of each segment
+//!          (at least 64 KiB and a slab) is never mapped: a gap between regions
 //! meta:  | chunk table | guard | chunks of slab metadata, packed in the order regions grow |
 //!          a chunk holds the metadata of 256 consecutive slabs of one region; the table
 //!          (row = slab / 256, column = region) gives each chunk's address
 //! ```
+//! Regions are interleaved so that what a small process touches lies close together: the
+//! first slabs of all regions share a few page-table pages (each region 4 GiB from the next
+//! cost a page-table page and a middle-level page of its own, copied at every fork).
 //! Metadata is packed rather than laid out region by region: a region that starts costs a
 //! few kilobytes of metadata beside the others' instead of pages (and page tables) of its
 //! own, so a process that touches 40 regions maps a few page-table pages for its metadata,
@@ -28,6 +36,48 @@ use crate::heap::slab::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT
 /// Bucket slots per class: slot 0 is the pointer-free data bucket, 1..=7 pointer buckets.
 pub const BUCKET_SLOTS: usize = 8;
 pub const REGION_COUNT: usize = CLASS_COUNT * BUCKET_SLOTS;
+/// A region's share of the first two heap rows; at least the largest slab. Row j >= 1
+/// has segments of SEG << (j-1) bytes: a region has a segment per doubling of its size
+/// (at most 15 mappings), and what a small process uses lies in the first rows, close
+/// together.
+pub const SEG_SHIFT: u32 = 18;
+const SEG: usize = 1 << SEG_SHIFT;
+/// Segments per row, a power of two for decoding by shifts: per bucket, CLASS_SLOTS of
+/// them (CLASS_COUNT used), so the classes of a bucket lie side by side (a process uses
+/// most classes of a few buckets: they share page-table pages).
+const CLASS_SLOTS: usize = 64;
+const ROW_BITS: u32 = 9;
+const _: () = assert!(CLASS_COUNT <= CLASS_SLOTS && BUCKET_SLOTS * CLASS_SLOTS == 1 << ROW_BITS);
+/// Bytes of heap row 0.
+const ROW0: usize = 1 << (SEG_SHIFT + ROW_BITS);
+
+/// The segment size (log 2) of the row that heap offset `off` lies in.
+#[inline(always)]
+const fn seg_shift_at(off: usize) -> u32 {
+    usize::BITS - 1 - (off | ROW0).leading_zeros() - ROW_BITS
+}
+
+/// The region-linear start of the segment holding region-linear byte `lin`.
+#[inline(always)]
+const fn segment_start(lin: usize) -> usize {
+    if lin < SEG {
+        0
+    } else {
+        1 << (usize::BITS - 1 - lin.leading_zeros())
+    }
+}
+
+/// The length of the segment holding region-linear byte `lin`.
+#[inline(always)]
+const fn segment_len(lin: usize) -> usize {
+    if lin < SEG {
+        SEG
+    } else {
+        segment_start(lin)
+    }
+}
+/// The least gap at a segment's end: the largest page size (arm64 64 KiB pages).
+const SEG_GAP_MIN: usize = 64 << 10;
 /// Slabs per metadata chunk (one table entry).
 pub const META_CHUNK_SHIFT: u32 = 8;
 pub const META_CHUNK_SLABS: usize = 1 << META_CHUNK_SHIFT;
@@ -77,9 +127,10 @@ impl Shape {
     pub const fn meta_region_shift(&self) -> u32 {
         self.region_shift - 2
     }
+    /// Rows of all segment slots, REGION_COUNT of them used.
     #[inline(always)]
     pub const fn heap_size(&self) -> usize {
-        REGION_COUNT << self.region_shift
+        1 << (self.region_shift + ROW_BITS)
     }
     #[inline(always)]
     pub const fn meta_size(&self) -> usize {
@@ -148,7 +199,6 @@ pub struct Geometry {
     pub large_window: (usize, usize),
     /// Precomputed from the above, so that decoding is loads, masks and one multiply.
     heap_span: usize,
-    region_mask: usize,
     /// Where metadata chunks start (after the chunk table at `meta_base` and a guard).
     pub meta_chunks: usize,
     track_span: usize,
@@ -161,20 +211,18 @@ impl Geometry {
         region_shift: 0,
         large_window: (0, 0),
         heap_span: 0,
-        region_mask: 0,
         meta_chunks: 0,
         track_span: 0,
     };
 
     pub fn new(shape: Shape, heap_base: usize, meta_base: usize) -> Self {
-        let heap_span = REGION_COUNT << shape.region_shift;
+        let heap_span = shape.heap_size();
         Geometry {
             heap_base,
             meta_base,
             region_shift: shape.region_shift,
             large_window: shape.large_window,
             heap_span,
-            region_mask: (1 << shape.region_shift) - 1,
             meta_chunks: meta_base + Self::table_bytes(shape.region_shift).next_multiple_of(META_TABLE_GUARD) + META_TABLE_GUARD,
             track_span: (heap_base + heap_span).saturating_sub(shape.large_window.0),
         }
@@ -210,6 +258,58 @@ impl Geometry {
         self.region_size() >> k.slab_shift
     }
 
+    /// Whether `slab` is the first of its segment: the bytes before it are another
+    /// region's (its segment's end, a gap).
+    #[inline(always)]
+    pub const fn first_in_segment(k: &ClassInfo, slab: usize) -> bool {
+        let lin = slab << k.slab_shift;
+        lin == segment_start(lin)
+    }
+
+    /// Bytes at the end of a segment of `len` bytes of class `k` that no slab uses: never
+    /// mapped, so a run past a segment's last slab faults before it reaches the next
+    /// region. At least a slab and the largest page (64 KiB); none in a segment of one slab
+    /// (its classes leave an unmapped gap inside each slab).
+    #[inline(always)]
+    pub const fn segment_gap(k: &ClassInfo, len: usize) -> usize {
+        let slab = 1usize << k.slab_shift;
+        if slab == len {
+            0
+        } else if slab > SEG_GAP_MIN {
+            slab
+        } else {
+            SEG_GAP_MIN
+        }
+    }
+
+    /// Whether `slab` lies in the gap at the end of its segment (made, never mapped).
+    #[inline(always)]
+    pub const fn is_gap(k: &ClassInfo, slab: usize) -> bool {
+        let lin = slab << k.slab_shift;
+        let len = segment_len(lin);
+        lin - segment_start(lin) >= len - Self::segment_gap(k, len)
+    }
+
+    /// Usable slabs in a region's first segment.
+    #[inline(always)]
+    pub const fn usable_in_first_segment(k: &ClassInfo) -> usize {
+        (SEG - Self::segment_gap(k, SEG)) >> k.slab_shift
+    }
+
+    /// Where, in region-linear bytes, the usable part of the segment holding `slab` ends.
+    #[inline(always)]
+    pub const fn segment_usable_end(k: &ClassInfo, slab: usize) -> usize {
+        let lin = slab << k.slab_shift;
+        let len = segment_len(lin);
+        segment_start(lin) + len - Self::segment_gap(k, len)
+    }
+
+    /// Where, in region-linear bytes, the segment holding `slab` starts.
+    #[inline(always)]
+    pub const fn segment_start_of(k: &ClassInfo, slab: usize) -> usize {
+        segment_start(slab << k.slab_shift)
+    }
+
     /// Is `addr` (untagged) inside the heap's address range (mapped or not)?
     #[inline(always)]
     pub fn holds_heap(&self, addr: usize) -> bool {
@@ -233,32 +333,60 @@ impl Geometry {
     #[inline(always)]
     pub fn decode(&self, p: usize) -> Option<Loc> {
         let off = p.wrapping_sub(self.heap_base);
-        if off >= self.heap_span {
+        let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
+        let (class, bucket) = (seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS);
+        if off >= self.heap_span || class >= CLASS_COUNT {
             return None;
         }
-        let region = off >> self.region_shift;
-        let class = region / BUCKET_SLOTS;
+        let region = region_of(class, bucket);
         // SAFETY: region < REGION_COUNT, so class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(class) };
-        let in_region = off & self.region_mask;
-        let slab = in_region >> k.slab_shift;
-        let in_slab = (in_region & k.slab_mask as usize) as u64;
+        let slab = Self::linear(off) >> k.slab_shift;
+        let in_slab = (off & k.slab_mask as usize) as u64;
         let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
         let interior = in_slab as usize - slot * k.size as usize;
-        Some(Loc { region, class, bucket: region % BUCKET_SLOTS, slab, slot, interior })
+        Some(Loc { region, class, bucket, slab, slot, interior })
+    }
+
+    /// An offset in the heap as an offset in its region (its segments end to end).
+    #[inline(always)]
+    const fn linear(off: usize) -> usize {
+        let sh = seg_shift_at(off);
+        (((off >= ROW0) as usize) << sh) | (off & ((1 << sh) - 1))
     }
 
     /// The region of a slot address known to be in the heap.
     #[inline(always)]
     pub fn region_of_addr(&self, p: usize) -> usize {
-        (p - self.heap_base) >> self.region_shift
+        let off = p - self.heap_base;
+        let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
+        region_of(seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS)
+    }
+
+    /// The slab of `region` (class `k`) that holds the heap address `p`.
+    #[inline(always)]
+    pub fn slab_of(&self, k: &ClassInfo, p: usize) -> usize {
+        Self::linear(p - self.heap_base) >> k.slab_shift
+    }
+
+    /// The address of byte `lin` of `region`'s segments taken end to end.
+    #[inline(always)]
+    pub fn region_addr(&self, region: usize, lin: usize) -> usize {
+        let seg = (region % BUCKET_SLOTS) * CLASS_SLOTS + region / BUCKET_SLOTS;
+        if lin < SEG {
+            return self.heap_base + (seg << SEG_SHIFT) + lin;
+        }
+        // Row j >= 1 holds region-linear bytes [SEG << (j-1), SEG << j) in segments of
+        // SEG << (j-1) bytes, from heap offset 512 segments of that size.
+        let sh = usize::BITS - 1 - lin.leading_zeros();
+        self.heap_base + (((1 << ROW_BITS) - 1 + seg) << sh) + lin
     }
 
     #[inline(always)]
     pub fn slab_base(&self, region: usize, slab: usize) -> usize {
         // SAFETY-free indexing: callers pass region < REGION_COUNT.
         let k = &CLASSES[region / BUCKET_SLOTS];
-        self.heap_base + (region << self.region_shift) + (slab << k.slab_shift)
+        self.region_addr(region, slab << k.slab_shift)
     }
 
     #[inline(always)]
@@ -355,16 +483,48 @@ mod tests {
     #[test]
     fn regions_never_overlap() {
         // Property: the address ranges of distinct (class, bucket) pairs are disjoint, so an
-        // address can never change owner.
+        // address can never change owner: every byte of a region's segments decodes to it
+        // with its region-linear offset, and segments double in size row by row.
         for sh in SHAPES {
-            let rs = sh.region_shift;
-            let g = Geometry::new(sh, 0, 0);
+            let g = Geometry::new(sh, sh.heap_window.0, 0);
+            let mut lins = vec![0, 1, SEG - 1, SEG, SEG + 1, 2 * SEG - 1, 2 * SEG, 3 * SEG + 5, 4 * SEG, sh.region_size() / 2 - 1, sh.region_size() / 2, sh.region_size() - 1];
+            let mut seed = 3u64;
+            for _ in 0..200 {
+                seed = crate::rand::mix64(seed);
+                lins.push(seed as usize % sh.region_size());
+            }
+            let mut seen = std::collections::HashSet::new();
             for r in 0..REGION_COUNT {
                 let k = &CLASSES[r / BUCKET_SLOTS];
-                let last = g.slot_addr(r, (sh.region_size() >> k.slab_shift) - 1, k.nslots as usize - 1) + k.size as usize - 1;
-                assert_eq!(last >> rs, r);
-                assert_eq!(g.slot_addr(r, 0, 0) >> rs, r);
+                for &lin in &lins {
+                    let a = g.region_addr(r, lin);
+                    assert!(a >= g.heap_base && a < g.heap_base + g.heap_size());
+                    assert!(seen.insert(a), "two regions share {a:#x}");
+                    let l = g.decode(a).unwrap();
+                    assert_eq!((l.region, l.slab), (r, lin >> k.slab_shift), "{sh:?} region {r} lin {lin:#x}");
+                    assert_eq!(g.region_of_addr(a), r);
+                    assert_eq!(g.slab_of(k, a), lin >> k.slab_shift);
+                    // Within a segment, addresses are contiguous.
+                    let s = segment_start(lin);
+                    assert_eq!(g.region_addr(r, s) + (lin - s), a);
+                }
+                let usable = Geometry::usable_in_first_segment(k);
+                assert!(usable >= 1);
+                assert!((0..usable).all(|s| !Geometry::is_gap(k, s)));
+                assert!(Geometry::is_gap(k, usable) || (1 << k.slab_shift) == SEG);
+                // Every segment ends with a gap of at least 64 KiB and a slab, unless it is one slab.
+                for seg_lin in [SEG, 2 * SEG, 8 * SEG] {
+                    let last = (2 * seg_lin >> k.slab_shift) - 1;
+                    assert!((Geometry::is_gap(k, last) || 1 << k.slab_shift == seg_lin) && Geometry::first_in_segment(k, last + 1));
+                    assert!(!Geometry::is_gap(k, seg_lin >> k.slab_shift) && Geometry::first_in_segment(k, seg_lin >> k.slab_shift));
+                    assert_eq!(Geometry::segment_usable_end(k, last), 2 * seg_lin - Geometry::segment_gap(k, seg_lin));
+                }
+                assert!(!Geometry::first_in_segment(k, 1) || (1 << k.slab_shift) == SEG);
             }
+            // The unused slots of a row decode to nothing.
+            assert_eq!(g.decode(g.heap_base + (CLASS_COUNT << SEG_SHIFT)), None);
+            assert_eq!(g.decode(g.heap_base + ROW0 - 1), None);
+            assert!(g.decode(g.heap_base + ROW0).is_some());
         }
     }
 }

@@ -48,6 +48,9 @@ pub const RESIDENT: u32 = 2;
 pub const PURGED: u32 = 4;
 /// Pool flag: the slab is on the pool's partial list (it holds live blocks).
 pub const PARTIAL: u32 = 8;
+/// The slab lies in the unmapped gap at the end of a heap segment: made, never mapped,
+/// never handed out (`layout::Geometry::is_gap`).
+pub const GAP: u32 = 16;
 
 /// A slab's id in notifications: region and slab index in one non-zero u32.
 #[inline(always)]

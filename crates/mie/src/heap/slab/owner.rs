@@ -217,7 +217,7 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let bin = &tc.bins[region];
         for &p in &bin.slots[..bin.n as usize] {
-            let (slab, slot) = crate::heap::slab::alloc::slab_slot(g, k, region, p);
+            let (slab, slot) = crate::heap::slab::alloc::slab_slot(g, k, p);
             if record::state(SlabMeta::of(&g.geo, k, region, slab).rec(k, slot)) == record::FREED {
                 check(p);
             }
@@ -244,7 +244,7 @@ fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize
 /// Return an owned free slot to its slab's free bitmap; an emptied slab beyond the one kept
 /// per region goes back to the pool.
 fn to_bitmap(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
-    let slab = (p - g.slab_base(region, 0)) >> k.slab_shift;
+    let slab = g.slab_of(k, p);
     let m = SlabMeta::of(g, k, region, slab);
     let slot = ((((p - g.slab_base(region, slab)) as u64) * k.magic) >> crate::heap::slab::size_class::MAGIC_SHIFT) as usize;
     let fw = m.free_word(k, slot / 64);

@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
-use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
+use crate::heap::slab::meta::{SlabMeta, GAP, PARTIAL, PURGED, RESIDENT};
 use crate::platform::{self, lock::Lock};
 use crate::rand::SecureRng;
 
@@ -28,8 +28,6 @@ const EMPTY_BUDGET_MAX: usize = 64 << 20;
 fn empty_budget() -> usize {
     (MAPPED_BYTES.load(Ordering::Relaxed) / 16).clamp(EMPTY_BUDGET_MIN, EMPTY_BUDGET_MAX)
 }
-/// Slabs before the first one used in a region: a random number in 0..FIRST_SLAB_SPREAD.
-const FIRST_SLAB_SPREAD: u32 = 256;
 /// The most slabs one purge call covers.
 const PURGE_RUN: usize = 64;
 
@@ -131,9 +129,10 @@ pub fn slabs(region: usize) -> core::ops::Range<usize> {
     v as u32 as usize..(v >> 32) as usize
 }
 
-/// Slabs created in `region` (statistics).
+/// Slabs created in `region`, segment gaps aside (statistics).
 pub fn slab_count(region: usize) -> usize {
-    slabs(region).len()
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    slabs(region).filter(|&s| !Geometry::is_gap(k, s)).count()
 }
 
 impl Pool {
@@ -275,10 +274,11 @@ impl Pool {
         while bytes > 0 && inner.resident_tail != 0 {
             let victim = inner.resident_tail as usize - 1;
             let (mut lo, mut hi) = (victim, victim + 1);
-            while hi - lo < PURGE_RUN && lo > 0 && is_resident(lo - 1) {
+            // A run stays inside one segment (the next one is another region's).
+            while hi - lo < PURGE_RUN && !Geometry::first_in_segment(k, lo) && is_resident(lo - 1) {
                 lo -= 1;
             }
-            while hi - lo < PURGE_RUN && is_resident(hi) {
+            while hi - lo < PURGE_RUN && !Geometry::first_in_segment(k, hi) && is_resident(hi) {
                 hi += 1;
             }
             for s in lo..hi {
@@ -316,21 +316,36 @@ impl Pool {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let pg = platform::page_size();
         if !inner.initialised {
-            inner.first_slab = rng.below(FIRST_SLAB_SPREAD);
+            // A random first slab in the region's first segment (all regions' first
+            // segments lie side by side, in the first row).
+            inner.first_slab = rng.below(Geometry::usable_in_first_segment(k) as u32);
             inner.end = inner.first_slab;
             // Mappings start on a page boundary (slabs may be smaller than a 16/64 KiB page).
             inner.heap_committed = ((inner.first_slab as usize) << k.slab_shift) & !(pg - 1);
             inner.initialised = true;
         }
-        let (begin, end) = (inner.first_slab as usize, inner.end as usize);
+        let begin = inner.first_slab as usize;
+        // The gap at the end of a segment: its slabs are made (the slab range stays one
+        // range) but never mapped nor handed out.
+        while (inner.end as usize) < g.max_slabs(k) && Geometry::is_gap(k, inner.end as usize) {
+            let gap = inner.end as usize;
+            MAPPED_BYTES.fetch_add(crate::heap::slab::meta::chunk_for(g, k, region, gap, false)?, Ordering::Relaxed);
+            SlabMeta::of(g, k, region, gap).header().flags.store(GAP, Ordering::Relaxed);
+            inner.end += 1;
+        }
+        let end = inner.end as usize;
         if end >= g.max_slabs(k) {
             return None;
         }
         let slab_bytes = 1usize << k.slab_shift;
-        let region_base = g.heap_base + (region << g.region_shift);
         // Heap pages for the new slab: a guarded slab alone, as far as its slots reach (the
         // mapping watermark stays at its end, so the gap is never mapped), any other with the
-        // chunk around it.
+        // chunk around it, within its segment's usable part. (Offsets are region-linear:
+        // the region's segments taken end to end.)
+        let seg_start = Geometry::segment_start_of(k, end);
+        if inner.heap_committed < seg_start {
+            inner.heap_committed = seg_start; // the previous segment's gap stays unmapped
+        }
         let need = (end + 1) * slab_bytes;
         let guarded = guardable(k)
             && inner.heap_committed == end * slab_bytes
@@ -338,7 +353,7 @@ impl Pool {
             && GUARDED_SLABS.fetch_add(1, Ordering::Relaxed) < GUARDED_SLABS_MAX;
         if guarded {
             let span = slot_span(k);
-            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, span, crate::tag::prot_flags()) {
+            if !platform::map_at(g.region_addr(region, inner.heap_committed) as *mut u8, span, crate::tag::prot_flags()) {
                 GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
                 return None;
             }
@@ -350,12 +365,14 @@ impl Pool {
             UNGUARDED_FROM[region].store(end as u32, Ordering::Relaxed);
         }
         if need > inner.heap_committed {
-            let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).min(g.region_size()).max(need), pg);
-            if !platform::map_at((region_base + inner.heap_committed) as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
+            let usable_end = Geometry::segment_usable_end(k, end);
+            let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).max(need), pg).min(usable_end);
+            let at = g.region_addr(region, inner.heap_committed);
+            if !platform::map_at(at as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
                 return None;
             }
             MAPPED_BYTES.fetch_add(to - inner.heap_committed, Ordering::Relaxed);
-            settle_tags(region_base + inner.heap_committed, to - inner.heap_committed);
+            settle_tags(at, to - inner.heap_committed);
             inner.heap_committed = to;
         }
         // Slab metadata: a chunk of the shared reservation for every 256 slabs.
