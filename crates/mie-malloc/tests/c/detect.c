@@ -103,7 +103,8 @@ int main(int argc, char **argv) {
         /* A buffer that lives until exit, overrun by plain stores (CVE-2021-3156's shape):
            no free ever checks its canary, the exit sweep does. */
         char *p = malloc(40);
-        for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = 'A' + i % 26;
+        /* Even bytes: a canary byte is always odd, so byte 0 past the end is always seen. */
+        for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1;
         for (int i = 0; i < 200; i++) free(malloc(16 + (i * 37) % 3000));
         printf("exiting\n");
         exit(0);
@@ -203,7 +204,7 @@ int main(int argc, char **argv) {
             for (int j = 0; j < 400; j++)
                 if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
                     printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
-                    for (int b = 0; b < 8; b++) ((volatile char *)ps[i])[40 + b] = 'A';
+                    for (int b = 0; b < 8; b++) ((volatile char *)ps[i])[40 + b] = 'B'; /* even: never a canary byte */
                     free(ps[j]);
                     printf("NOT DETECTED: %s\n", m);
                     return 0;

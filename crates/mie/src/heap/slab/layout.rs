@@ -9,9 +9,9 @@
 //!          space); slabs of 2^slab_shift bytes numbered through the region's segments,
 //!          from a random first slab of its first segment upward; the end of each segment
 //!          (at least 64 KiB and a slab) is never mapped: a gap between regions
-//! meta:  | chunk table | guard | chunks of slab metadata, packed in the order regions grow |
-//!          a chunk holds the metadata of 256 consecutive slabs of one region; the table
-//!          (row = slab / 256, column = region) gives each chunk's address
+//! meta:  | chunk table (rows downward) | guard | chunks of slab metadata, packed in the order regions grow |
+//!          a chunk holds the metadata of 16 consecutive slabs of one region; the table
+//!          (row = slab / 16, column = region) gives each chunk's address
 //! ```
 //! Regions are interleaved so that what a small process touches lies close together: the
 //! first slabs of all regions share a few page-table pages (each region 4 GiB from the next
@@ -78,19 +78,22 @@ const fn segment_len(lin: usize) -> usize {
 }
 /// The least gap at a segment's end: the largest page size (arm64 64 KiB pages).
 const SEG_GAP_MIN: usize = 64 << 10;
-/// Slabs per metadata chunk (one table entry).
-pub const META_CHUNK_SHIFT: u32 = 8;
+/// Slabs per metadata chunk (one table entry): a region's first segment is in its first
+/// chunk, so what a small process touches of the table is its first row.
+pub const META_CHUNK_SHIFT: u32 = 4;
 pub const META_CHUNK_SLABS: usize = 1 << META_CHUNK_SHIFT;
-/// Unmapped bytes between the chunk table and the first chunk.
-const META_TABLE_GUARD: usize = 1 << 20;
+/// Unmapped bytes between the chunk table and the first chunk (the largest page).
+const META_TABLE_GUARD: usize = 64 << 10;
+/// Bytes of one row of the chunk table.
+const META_ROW: usize = REGION_COUNT * 8;
 
 /// How big the regions are, chosen at start-up for the address space the process has.
 ///
 /// - `LARGE` (47/48-bit user address space, x86-64 and most arm64 kernels): 4 GiB per
-///   (class, bucket) region, 1.5 TiB of heap and 384 GiB of metadata addresses, based at
+///   (class, bucket) region, 2 TiB of heap and 384 GiB of metadata addresses, based at
 ///   random in [16, 24) TiB and [32, 40) TiB.
 /// - `SMALL` (39 to 46 bits, e.g. arm64 kernels with 3-level 4 KiB page tables: 512 GiB):
-///   256 MiB per region, 96 GiB of heap and 24 GiB of metadata addresses, based at random in
+///   256 MiB per region, 128 GiB of heap and 24 GiB of metadata addresses, based at random in
 ///   [64, 256) GiB and [256, 320) GiB.
 ///
 /// Nothing is mapped up front either way; only the addresses are set aside.
@@ -199,8 +202,11 @@ pub struct Geometry {
     pub large_window: (usize, usize),
     /// Precomputed from the above, so that decoding is loads, masks and one multiply.
     heap_span: usize,
-    /// Where metadata chunks start (after the chunk table at `meta_base` and a guard).
+    /// Where metadata chunks start: after the chunk table and a guard, half-way into a
+    /// 2 MiB page-table page that the table's first row (its top) shares.
     pub meta_chunks: usize,
+    /// The chunk table's first row; row r lies r rows below it.
+    meta_row0: usize,
     track_span: usize,
 }
 
@@ -212,6 +218,7 @@ impl Geometry {
         large_window: (0, 0),
         heap_span: 0,
         meta_chunks: 0,
+        meta_row0: 0,
         track_span: 0,
     };
 
@@ -223,7 +230,8 @@ impl Geometry {
             region_shift: shape.region_shift,
             large_window: shape.large_window,
             heap_span,
-            meta_chunks: meta_base + Self::table_bytes(shape.region_shift).next_multiple_of(META_TABLE_GUARD) + META_TABLE_GUARD,
+            meta_chunks: meta_base + Self::meta_chunks_off(shape.region_shift),
+            meta_row0: meta_base + Self::meta_chunks_off(shape.region_shift) - META_TABLE_GUARD - META_ROW,
             track_span: (heap_base + heap_span).saturating_sub(shape.large_window.0),
         }
     }
@@ -231,7 +239,17 @@ impl Geometry {
     /// Bytes of the metadata chunk table: a row of REGION_COUNT addresses per
     /// META_CHUNK_SLABS slabs of the class with the most slabs per region.
     pub const fn table_bytes(region_shift: u32) -> usize {
-        Self::table_rows(region_shift) * REGION_COUNT * 8
+        Self::table_rows(region_shift) * META_ROW
+    }
+    /// Where the chunks start in the metadata reservation: the table (rows downward from
+    /// its top) and the guard below, 1 MiB into a 2 MiB page.
+    const fn meta_chunks_off(region_shift: u32) -> usize {
+        (Self::table_bytes(region_shift) + META_TABLE_GUARD).next_multiple_of(2 << 20) + (1 << 20)
+    }
+    /// The chunk table's lowest address (its last row) and its length.
+    pub fn meta_table(&self) -> (usize, usize) {
+        let len = Self::table_bytes(self.region_shift);
+        (self.meta_row0 + META_ROW - len, len)
     }
     const fn table_rows(region_shift: u32) -> usize {
         ((1usize << region_shift) >> MIN_SLAB_SHIFT).div_ceil(META_CHUNK_SLABS)
@@ -398,10 +416,10 @@ impl Geometry {
     /// would have (a region's first chunk starts at its first slab, so it points below).
     #[inline(always)]
     pub fn meta_entry(&self, region: usize, slab: usize) -> &core::sync::atomic::AtomicUsize {
-        let i = (slab >> META_CHUNK_SHIFT) * REGION_COUNT + region;
+        let at = self.meta_row0 + 8 * region - (slab >> META_CHUNK_SHIFT) * META_ROW;
         // SAFETY: slab < max_slabs and region < REGION_COUNT: inside the table, which is
         // mapped before any slab exists (`meta::chunk_for`) and never unmapped.
-        unsafe { &*((self.meta_base + 8 * i) as *const core::sync::atomic::AtomicUsize) }
+        unsafe { &*(at as *const core::sync::atomic::AtomicUsize) }
     }
 
     /// Address of the metadata of `slab` in `region` (class `k`), which exists: its chunk's
@@ -430,7 +448,11 @@ mod tests {
             // Every region's slabs' metadata, packed, fits after the table.
             let all: usize = CLASSES.iter().map(|k| BUCKET_SLOTS * g.max_slabs(k) * k.meta_stride as usize).sum();
             assert!(g.meta_chunks - g.meta_base + all <= sh.meta_size(), "{sh:?}");
-            assert!(g.meta_chunks >= g.meta_base + Geometry::table_bytes(sh.region_shift) + META_TABLE_GUARD);
+            let (lo, len) = g.meta_table();
+            assert!(lo >= g.meta_base && lo + len + META_TABLE_GUARD == g.meta_chunks);
+            assert_eq!(g.meta_row0 + META_ROW, lo + len);
+            // The first row and the first chunks share a 2 MiB page-table page.
+            assert_eq!(g.meta_row0 >> 21, (g.meta_chunks + (512 << 10)) >> 21);
         }
     }
 

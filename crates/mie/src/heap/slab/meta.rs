@@ -201,8 +201,8 @@ static ARENA_LOCK: Lock = Lock::new();
 
 /// Give `slab` of `region` (class `k`) a metadata chunk if its chunk has none yet: the
 /// region's first slab (the chunk then starts at that slab) or the first slab of the next
-/// 256. Called by the pool, under its lock, before the slab is published. Returns the bytes
-/// newly mapped, or None when the reservation is full or the mapping fails.
+/// META_CHUNK_SLABS. Called by the pool, under its lock, before the slab is published.
+/// Returns the bytes newly mapped, or None when the reservation is full or mapping fails.
 pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first: bool) -> Option<usize> {
     let in_chunk = slab % META_CHUNK_SLABS;
     if !first && in_chunk != 0 {
@@ -216,8 +216,9 @@ pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first:
     let pg = platform::page_size();
     let mut mapped = 0;
     if !a.table {
-        let bytes = Geometry::table_bytes(g.region_shift).next_multiple_of(pg);
-        if !platform::map_at(g.meta_base as *mut u8, bytes, crate::tag::prot_flags()) {
+        let (lo, len) = g.meta_table();
+        let (lo, bytes) = (lo & !(pg - 1), (lo + len).next_multiple_of(pg) - (lo & !(pg - 1)));
+        if !platform::map_at(lo as *mut u8, bytes, crate::tag::prot_flags()) {
             return None;
         }
         a.table = true;

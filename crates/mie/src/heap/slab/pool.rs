@@ -375,7 +375,7 @@ impl Pool {
             settle_tags(at, to - inner.heap_committed);
             inner.heap_committed = to;
         }
-        // Slab metadata: a chunk of the shared reservation for every 256 slabs.
+        // Slab metadata: a chunk of the shared reservation for every META_CHUNK_SLABS slabs.
         MAPPED_BYTES.fetch_add(crate::heap::slab::meta::chunk_for(g, k, region, end, end == begin)?, Ordering::Relaxed);
         let m = SlabMeta::of(g, k, region, end);
         let n = k.nslots as usize;
