@@ -152,6 +152,11 @@ fn init_slow() -> Option<&'static Globals> {
                     return None;
                 };
                 g.geo = Geometry::new(shape, heap, meta);
+                if !slab::meta::map_table(&g.geo) {
+                    report::warn(format_args!("cannot map the slab metadata table; every allocation will fail"));
+                    STATE.store(FAILED, Ordering::Release);
+                    return None;
+                }
                 g.tc_key = key;
                 // The AllocToken id space: the option, else what `mie cc` recorded in the
                 // program (`__mie_alloc_token_max`, its -falloc-token-max), else unknown.

@@ -63,8 +63,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     let n = bin.n - 1;
     // SAFETY: n < BIN_CAP.
     let p = unsafe { *bin.slots.get_unchecked(n as usize) };
-    let (slab, slot) = slab_slot(g, k, p);
-    let m = SlabMeta::of(&g.geo, k, region, slab);
+    let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec(k, slot);
     if !record::allocatable(r) {
         return none; // the general path reports it
@@ -79,7 +78,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
         check_still_zero(g, p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
-        let t = tag_block(p, size, k, region, slab, slot, record::tag(r));
+        let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
         (tag::with_tag(p, t), t)
     } else {
         (p, record::tag(r).wrapping_add(1))
@@ -172,8 +171,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     bin.n -= 1;
     // SAFETY: n < BIN_CAP after the decrement.
     let p = unsafe { *bin.slots.get_unchecked(bin.n as usize) };
-    let (slab, slot) = slab_slot(g, k, p);
-    let m = SlabMeta::of(&g.geo, k, region, slab);
+    let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec(k, slot);
     if !record::allocatable(r) {
         corrupt_slot(g, p, r);
@@ -184,7 +182,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
         check_still_zero(g, p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
-        let t = tag_block(p, size, k, region, slab, slot, record::tag(r));
+        let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
         (tag::with_tag(p, t), t)
     } else {
         // Without MTE the tag field counts generations of the slot.
@@ -199,11 +197,12 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     (user as *mut u8, zeroed_class || record::state(r) == record::FREE_CLEAN)
 }
 
-/// The slab and slot of a slot address of class `k` (a multiply, no division).
+/// The slot of a slot address of class `k` in its slab (a multiply, no division; slabs are
+/// aligned to their size).
 #[inline(always)]
-pub fn slab_slot(g: &Globals, k: &ClassInfo, p: usize) -> (usize, usize) {
+pub fn slot_of(k: &ClassInfo, p: usize) -> usize {
     let in_slab = (p & k.slab_mask as usize) as u64;
-    (g.geo.slab_of(k, p), ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize)
+    ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize
 }
 
 /// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.

@@ -49,14 +49,14 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     }
     let g = crate::heap::globals();
     let p = tag::untag(raw);
-    let Some(loc) = g.geo.decode(p) else { return false };
+    let Some(loc) = g.geo.decode_slot(p) else { return false };
     // SAFETY: decode returns class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
-    // (`slab_exists` covers the bucket: no slab exists in an unused bucket's region.)
-    if loc.interior != 0 || loc.slot >= k.nslots as usize || !pool::slab_exists(loc.region, loc.slab) {
+    if loc.interior != 0 || loc.slot >= k.nslots as usize {
         return false;
     }
-    let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+    // (A slab made covers the bucket: no slab exists in an unused bucket's region.)
+    let Some(m) = SlabMeta::made(&g.geo, k, p) else { return false };
     let rec = m.rec(k, loc.slot);
     let slot_size = k.size as usize;
     let slack = record::slack(rec);
@@ -81,7 +81,7 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     }
     if !tag::enabled() {
         if loc.slot == 0 {
-            first_slot_before_intact(g, tc, k, loc, p, who);
+            first_slot_before_intact(g, tc, k, loc.with_slab(&g.geo, p), p, who);
         } else {
             // SAFETY: the fast paths run only where the PRF is AES.
             let prev_pat = unsafe { canary::pattern_aes(&g.canary, p - slot_size) };
@@ -96,7 +96,7 @@ fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     scrub(g, k, raw, p, usable);
     tc.freeing = 0;
     tc.count_free(loc.region);
-    owner::quarantine(g, tc, p, slot_size, who.func);
+    owner::quarantine(g, tc, p, loc.region, slot_size, who.func);
     true
 }
 
@@ -137,7 +137,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
     scrub(g, k, raw, p, usable);
     tc.freeing = 0;
     tc.count_free(loc.region);
-    owner::quarantine(g, tc, p, k.size as usize, who.func);
+    owner::quarantine(g, tc, p, loc.region, k.size as usize, who.func);
 }
 
 /// A free in a slab another cache owns: claim the record with a compare-and-swap (so two
@@ -151,14 +151,14 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: 
         tc.freeing = p;
     }
     if !m.cas_rec(k, loc.slot, rec, record::remote_freed(rec)) {
-        validate::concurrent_double_free(g, p, &loc, who);
+        validate::concurrent_double_free(g, p, &loc.with_slab(&g.geo, p), who);
     }
     if g.opts.stacks {
         stacks::on_free(p);
     }
     scrub(g, k, raw, p, usable);
     tc.freeing = 0;
-    crate::heap::slab::remote::post(g, &mut tc.outbox, loc.region, loc.slab, loc.slot);
+    crate::heap::slab::remote::post(g, &mut tc.outbox, m, p, loc.slot);
     if !tc.batch_remote {
         crate::heap::slab::remote::flush(g, &mut tc.outbox);
     }

@@ -9,9 +9,9 @@
 //!          space); slabs of 2^slab_shift bytes numbered through the region's segments,
 //!          from a random first slab of its first segment upward; the end of each segment
 //!          (at least 64 KiB and a slab) is never mapped: a gap between regions
-//! meta:  | chunk table (rows downward) | guard | chunks of slab metadata, packed in the order regions grow |
-//!          a chunk holds the metadata of 16 consecutive slabs of one region; the table
-//!          (row = slab / 16, column = region) gives each chunk's address
+//! meta:  | ... chunks of slab metadata, packed downward in the order slabs are made | guard | chunk table |
+//!          a chunk holds the metadata of the slabs of one 256 KiB granule of the heap
+//!          (one region's); the table, an entry per granule, gives each chunk's address
 //! ```
 //! Regions are interleaved so that what a small process touches lies close together: the
 //! first slabs of all regions share a few page-table pages (each region 4 GiB from the next
@@ -31,7 +31,7 @@
 //! replacing anything. What is not mapped faults like a guard page. This keeps start-up
 //! cheap under emulators and address-space limits (`RLIMIT_AS`, valgrind, qemu-user).
 
-use crate::heap::slab::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT, MIN_SLAB_SHIFT};
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, CLASS_COUNT, MAGIC_SHIFT};
 
 /// Bucket slots per class: slot 0 is the pointer-free data bucket, 1..=7 pointer buckets.
 pub const BUCKET_SLOTS: usize = 8;
@@ -78,14 +78,12 @@ const fn segment_len(lin: usize) -> usize {
 }
 /// The least gap at a segment's end: the largest page size (arm64 64 KiB pages).
 const SEG_GAP_MIN: usize = 64 << 10;
-/// Slabs per metadata chunk (one table entry): a region's first segment is in its first
-/// chunk, so what a small process touches of the table is its first row.
-pub const META_CHUNK_SHIFT: u32 = 4;
-pub const META_CHUNK_SLABS: usize = 1 << META_CHUNK_SHIFT;
-/// Unmapped bytes between the chunk table and the first chunk (the largest page).
+/// Heap bytes per metadata chunk (one table entry): a granule of the heap's address range,
+/// inside one segment (segments are multiples of it), so it belongs to one region.
+pub const GRANULE_SHIFT: u32 = SEG_SHIFT;
+const GRANULE_MASK: usize = (1 << GRANULE_SHIFT) - 1;
+/// Unmapped bytes between the chunks (growing down) and the chunk table (the largest page).
 const META_TABLE_GUARD: usize = 64 << 10;
-/// Bytes of one row of the chunk table.
-const META_ROW: usize = REGION_COUNT * 8;
 
 /// How big the regions are, chosen at start-up for the address space the process has.
 ///
@@ -186,6 +184,14 @@ pub struct Loc {
     pub interior: usize,
 }
 
+impl Loc {
+    /// This place with its slab number (after `Geometry::decode_slot`); `p` is its address.
+    #[inline(always)]
+    pub fn with_slab(self, g: &Geometry, p: usize) -> Loc {
+        Loc { slab: g.slab_of(&CLASSES[self.class], p), ..self }
+    }
+}
+
 #[inline(always)]
 pub const fn region_of(class: usize, bucket: usize) -> usize {
     class * BUCKET_SLOTS + bucket
@@ -202,11 +208,11 @@ pub struct Geometry {
     pub large_window: (usize, usize),
     /// Precomputed from the above, so that decoding is loads, masks and one multiply.
     heap_span: usize,
-    /// Where metadata chunks start: after the chunk table and a guard, half-way into a
-    /// 2 MiB page-table page that the table's first row (its top) shares.
-    pub meta_chunks: usize,
-    /// The chunk table's first row; row r lies r rows below it.
-    meta_row0: usize,
+    /// The chunk table: an entry per heap granule. Its start (the first rows' granules)
+    /// lies half-way into a 2 MiB page-table page that the first chunks, below it, share.
+    meta_table: usize,
+    /// Where metadata chunks end: they are carved downward from here.
+    pub meta_chunks_top: usize,
     track_span: usize,
 }
 
@@ -217,8 +223,8 @@ impl Geometry {
         region_shift: 0,
         large_window: (0, 0),
         heap_span: 0,
-        meta_chunks: 0,
-        meta_row0: 0,
+        meta_table: 0,
+        meta_chunks_top: 0,
         track_span: 0,
     };
 
@@ -230,29 +236,24 @@ impl Geometry {
             region_shift: shape.region_shift,
             large_window: shape.large_window,
             heap_span,
-            meta_chunks: meta_base + Self::meta_chunks_off(shape.region_shift),
-            meta_row0: meta_base + Self::meta_chunks_off(shape.region_shift) - META_TABLE_GUARD - META_ROW,
+            meta_table: meta_base + Self::meta_table_off(shape),
+            meta_chunks_top: meta_base + Self::meta_table_off(shape) - META_TABLE_GUARD,
             track_span: (heap_base + heap_span).saturating_sub(shape.large_window.0),
         }
     }
 
-    /// Bytes of the metadata chunk table: a row of REGION_COUNT addresses per
-    /// META_CHUNK_SLABS slabs of the class with the most slabs per region.
-    pub const fn table_bytes(region_shift: u32) -> usize {
-        Self::table_rows(region_shift) * META_ROW
+    /// Bytes of the metadata chunk table: an address per heap granule.
+    pub const fn table_bytes(shape: Shape) -> usize {
+        (shape.heap_size() >> GRANULE_SHIFT) * 8
     }
-    /// Where the chunks start in the metadata reservation: the table (rows downward from
-    /// its top) and the guard below, 1 MiB into a 2 MiB page.
-    const fn meta_chunks_off(region_shift: u32) -> usize {
-        (Self::table_bytes(region_shift) + META_TABLE_GUARD).next_multiple_of(2 << 20) + (1 << 20)
+    /// Where the chunk table starts in the metadata reservation: at its top, 1 MiB into a
+    /// 2 MiB page.
+    const fn meta_table_off(shape: Shape) -> usize {
+        shape.meta_size() - Self::table_bytes(shape).next_multiple_of(2 << 20) - (1 << 20)
     }
-    /// The chunk table's lowest address (its last row) and its length.
+    /// The chunk table's address and length.
     pub fn meta_table(&self) -> (usize, usize) {
-        let len = Self::table_bytes(self.region_shift);
-        (self.meta_row0 + META_ROW - len, len)
-    }
-    const fn table_rows(region_shift: u32) -> usize {
-        ((1usize << region_shift) >> MIN_SLAB_SHIFT).div_ceil(META_CHUNK_SLABS)
+        (self.meta_table, (self.heap_span >> GRANULE_SHIFT) * 8)
     }
 
     #[inline(always)]
@@ -366,6 +367,25 @@ impl Geometry {
         Some(Loc { region, class, bucket, slab, slot, interior })
     }
 
+    /// As `decode`, without the slab number (`slab` is usize::MAX: `Loc::with_slab` fills
+    /// it in): the free fast path finds the slab's metadata by address and needs the number
+    /// only on its rarer branches.
+    #[inline(always)]
+    pub fn decode_slot(&self, p: usize) -> Option<Loc> {
+        let off = p.wrapping_sub(self.heap_base);
+        let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
+        let (class, bucket) = (seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS);
+        if off >= self.heap_span || class >= CLASS_COUNT {
+            return None;
+        }
+        // SAFETY: class < CLASS_COUNT.
+        let k = unsafe { CLASSES.get_unchecked(class) };
+        let in_slab = (off & k.slab_mask as usize) as u64;
+        let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
+        let interior = in_slab as usize - slot * k.size as usize;
+        Some(Loc { region: region_of(class, bucket), class, bucket, slab: usize::MAX, slot, interior })
+    }
+
     /// An offset in the heap as an offset in its region (its segments end to end).
     #[inline(always)]
     const fn linear(off: usize) -> usize {
@@ -412,21 +432,40 @@ impl Geometry {
         self.slab_base(region, slab) + slot * CLASSES[region / BUCKET_SLOTS].size as usize
     }
 
-    /// The chunk table's entry for `slab` of `region`: the address the chunk's slab 0
-    /// would have (a region's first chunk starts at its first slab, so it points below).
+    /// The chunk table's entry for the heap granule holding `p`: the address of the
+    /// metadata of the granule's first slab (0: no chunk yet).
     #[inline(always)]
-    pub fn meta_entry(&self, region: usize, slab: usize) -> &core::sync::atomic::AtomicUsize {
-        let at = self.meta_row0 + 8 * region - (slab >> META_CHUNK_SHIFT) * META_ROW;
-        // SAFETY: slab < max_slabs and region < REGION_COUNT: inside the table, which is
-        // mapped before any slab exists (`meta::chunk_for`) and never unmapped.
+    pub fn meta_entry(&self, p: usize) -> &core::sync::atomic::AtomicUsize {
+        let at = self.meta_table + 8 * ((p - self.heap_base) >> GRANULE_SHIFT);
+        // SAFETY: p is in the heap, so the entry is inside the table, which is mapped at
+        // start-up (`meta::map_table`) and never unmapped.
         unsafe { &*(at as *const core::sync::atomic::AtomicUsize) }
     }
 
-    /// Address of the metadata of `slab` in `region` (class `k`), which exists: its chunk's
-    /// entry was published before the slab was (`pool.rs`, Release of the slab range).
+    /// Address of the metadata of the slab of class `k` that holds the heap address `p`;
+    /// the slab exists (its chunk's entry was published before the slab was: `pool.rs`,
+    /// Release of the slab range).
+    #[inline(always)]
+    pub fn meta_of_addr(&self, k: &ClassInfo, p: usize) -> usize {
+        self.meta_entry(p).load(core::sync::atomic::Ordering::Relaxed) + self.slab_in_granule(k, p) * k.meta_stride as usize
+    }
+
+    /// The index in its heap granule of the slab of class `k` holding `p`.
+    #[inline(always)]
+    pub fn slab_in_granule(&self, k: &ClassInfo, p: usize) -> usize {
+        (p & GRANULE_MASK) >> k.slab_shift
+    }
+
+    /// Address of the metadata of `slab` in `region` (class `k`), which exists.
     #[inline(always)]
     pub fn slab_meta_addr(&self, k: &ClassInfo, region: usize, slab: usize) -> usize {
-        self.meta_entry(region, slab).load(core::sync::atomic::Ordering::Relaxed) + (slab & (META_CHUNK_SLABS - 1)) * k.meta_stride as usize
+        self.meta_of_addr(k, self.slab_base(region, slab))
+    }
+
+    /// The index of `slab` (of class `k`) in its heap granule.
+    #[inline(always)]
+    pub const fn in_granule(k: &ClassInfo, slab: usize) -> usize {
+        ((slab << k.slab_shift) & GRANULE_MASK) >> k.slab_shift
     }
 }
 
@@ -439,20 +478,20 @@ mod tests {
     #[test]
     fn metadata_fits_its_reservation() {
         for sh in SHAPES {
-            let g = Geometry::new(sh, 0, sh.meta_window.0);
-            // The table has a row for every chunk of the class with the most slabs.
-            for k in CLASSES.iter() {
-                let rows = g.max_slabs(k).div_ceil(META_CHUNK_SLABS);
-                assert!(rows * REGION_COUNT * 8 <= Geometry::table_bytes(sh.region_shift));
-            }
-            // Every region's slabs' metadata, packed, fits after the table.
+            let g = Geometry::new(sh, sh.heap_window.0, sh.meta_window.0);
+            let (table, len) = g.meta_table();
+            assert_eq!(len, Geometry::table_bytes(sh));
+            assert!(table + len <= g.meta_base + sh.meta_size());
+            assert_eq!(g.meta_chunks_top + META_TABLE_GUARD, table);
+            // Every region's slabs' metadata, packed, fits below the table.
             let all: usize = CLASSES.iter().map(|k| BUCKET_SLOTS * g.max_slabs(k) * k.meta_stride as usize).sum();
-            assert!(g.meta_chunks - g.meta_base + all <= sh.meta_size(), "{sh:?}");
-            let (lo, len) = g.meta_table();
-            assert!(lo >= g.meta_base && lo + len + META_TABLE_GUARD == g.meta_chunks);
-            assert_eq!(g.meta_row0 + META_ROW, lo + len);
-            // The first row and the first chunks share a 2 MiB page-table page.
-            assert_eq!(g.meta_row0 >> 21, (g.meta_chunks + (512 << 10)) >> 21);
+            assert!(g.meta_base + all <= g.meta_chunks_top, "{sh:?}");
+            // The table's first page and the first chunks share a 2 MiB page-table page.
+            assert_eq!(table >> 21, (g.meta_chunks_top - (512 << 10)) >> 21);
+            // Each granule lies in one segment of one region.
+            for k in CLASSES.iter() {
+                assert!(1 << k.slab_shift <= 1 << GRANULE_SHIFT);
+            }
         }
     }
 
@@ -536,7 +575,7 @@ mod tests {
                 assert!(Geometry::is_gap(k, usable) || (1 << k.slab_shift) == SEG);
                 // Every segment ends with a gap of at least 64 KiB and a slab, unless it is one slab.
                 for seg_lin in [SEG, 2 * SEG, 8 * SEG] {
-                    let last = (2 * seg_lin >> k.slab_shift) - 1;
+                    let last = ((2 * seg_lin) >> k.slab_shift) - 1;
                     assert!((Geometry::is_gap(k, last) || 1 << k.slab_shift == seg_lin) && Geometry::first_in_segment(k, last + 1));
                     assert!(!Geometry::is_gap(k, seg_lin >> k.slab_shift) && Geometry::first_in_segment(k, seg_lin >> k.slab_shift));
                     assert_eq!(Geometry::segment_usable_end(k, last), 2 * seg_lin - Geometry::segment_gap(k, seg_lin));

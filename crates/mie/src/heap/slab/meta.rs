@@ -16,7 +16,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, META_CHUNK_SLABS};
+use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, GRANULE_SHIFT};
 use crate::platform::{self, lock::Lock};
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
@@ -39,6 +39,10 @@ pub struct SlabHeader {
     pub link: AtomicU32,
     /// Owner / pool flags.
     pub flags: AtomicU32,
+    /// 1 once the slab is made (its bitmaps and records set up; a gap slab never is):
+    /// stored with Release before the slab is published, read with Acquire by the free
+    /// fast path, which finds a slab by its address alone.
+    pub created: AtomicU32,
 }
 
 /// Owner flag: the slab is on the owner's partial list of its region.
@@ -78,9 +82,35 @@ impl SlabMeta {
         SlabMeta { base: g.slab_meta_addr(k, region, slab) }
     }
 
+    /// The metadata of the slab of class `k` that holds the heap address `p` (the slab
+    /// exists): one table load, no slab number.
+    #[inline(always)]
+    pub fn at(g: &Geometry, k: &ClassInfo, p: usize) -> Self {
+        SlabMeta { base: g.meta_of_addr(k, p) }
+    }
+
+    /// The metadata of the slab of class `k` (the class of `p`'s region) that holds the heap
+    /// address `p`, if that slab was made: its granule has a chunk and the slab's header
+    /// says so. Any heap address may be asked (the table is mapped at start-up).
+    #[inline(always)]
+    pub fn made(g: &Geometry, k: &ClassInfo, p: usize) -> Option<Self> {
+        let entry = g.meta_entry(p).load(Ordering::Relaxed);
+        if entry == 0 {
+            return None;
+        }
+        let m = SlabMeta { base: entry + g.slab_in_granule(k, p) * k.meta_stride as usize };
+        (m.header().created.load(Ordering::Acquire) != 0).then_some(m)
+    }
+
     #[inline(always)]
     pub fn new(g: &Geometry, region: usize, slab: usize) -> Self {
         Self::of(g, &CLASSES[region / BUCKET_SLOTS], region, slab)
+    }
+
+    /// The metadata's address: a key unique to the slab.
+    #[inline(always)]
+    pub fn key(&self) -> usize {
+        self.base
     }
 
     #[inline(always)]
@@ -178,13 +208,11 @@ impl SlabMeta {
     }
 }
 
-/// The metadata reservation's allocator: chunks are carved from its start upward, in the
-/// order regions grow, and mapped in steps of `META_COMMIT`.
+/// The metadata reservation's allocator: chunks are carved from below the chunk table
+/// downward, in the order slabs are made, and mapped in steps of `META_COMMIT`.
 struct Arena {
-    /// The chunk table is mapped.
-    table: bool,
-    /// Next free byte (0: not started) and the end of what is mapped.
-    next: usize,
+    /// The lowest chunk byte so far, and the lowest mapped byte.
+    low: usize,
     mapped: usize,
 }
 
@@ -194,54 +222,54 @@ struct ArenaCell(UnsafeCell<Arena>);
 // SAFETY: the arena is only touched with ARENA_LOCK held.
 unsafe impl Sync for ArenaCell {}
 
-static ARENA: ArenaCell = ArenaCell(UnsafeCell::new(Arena { table: false, next: 0, mapped: 0 }));
+static ARENA: ArenaCell = ArenaCell(UnsafeCell::new(Arena { low: 0, mapped: 0 }));
 /// Taken inside a pool's lock only (`Pool::grow`): a fork, which holds every pool lock,
 /// never finds it held.
 static ARENA_LOCK: Lock = Lock::new();
 
-/// Give `slab` of `region` (class `k`) a metadata chunk if its chunk has none yet: the
-/// region's first slab (the chunk then starts at that slab) or the first slab of the next
-/// META_CHUNK_SLABS. Called by the pool, under its lock, before the slab is published.
-/// Returns the bytes newly mapped, or None when the reservation is full or mapping fails.
+/// Map the chunk table (at start-up: the free fast path reads it for any heap address).
+pub fn map_table(g: &Geometry) -> bool {
+    let (table, bytes) = g.meta_table();
+    let ok = platform::map_at(table as *mut u8, bytes.next_multiple_of(platform::page_size()), crate::tag::prot_flags());
+    if ok {
+        let _guard = ARENA_LOCK.guard();
+        // SAFETY: ARENA_LOCK is held.
+        let a = unsafe { &mut *ARENA.0.get() };
+        a.low = g.meta_chunks_top;
+        a.mapped = g.meta_chunks_top;
+    }
+    ok
+}
+
+/// Give `slab` of `region` (class `k`) metadata if its heap granule has no chunk yet: the
+/// region's first slab or the first slab of a granule. A chunk covers the whole granule
+/// (the slabs before a region's first one too: their headers read "not made"). Called by
+/// the pool, under its lock, before the slab is published. Returns the bytes newly
+/// mapped, or None when the reservation is full or mapping fails.
 pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first: bool) -> Option<usize> {
-    let in_chunk = slab % META_CHUNK_SLABS;
-    if !first && in_chunk != 0 {
+    let in_granule = Geometry::in_granule(k, slab);
+    if !first && in_granule != 0 {
         return Some(0);
     }
     let stride = k.meta_stride as usize;
-    let len = (META_CHUNK_SLABS - in_chunk) * stride;
+    let len = ((1usize << GRANULE_SHIFT) >> k.slab_shift) * stride;
     let _guard = ARENA_LOCK.guard();
     // SAFETY: ARENA_LOCK is held.
     let a = unsafe { &mut *ARENA.0.get() };
     let pg = platform::page_size();
     let mut mapped = 0;
-    if !a.table {
-        let (lo, len) = g.meta_table();
-        let (lo, bytes) = (lo & !(pg - 1), (lo + len).next_multiple_of(pg) - (lo & !(pg - 1)));
-        if !platform::map_at(lo as *mut u8, bytes, crate::tag::prot_flags()) {
+    let at = a.low.checked_sub(len).filter(|&at| at >= g.meta_base)? & !63;
+    if at < a.mapped {
+        let from = at.min(a.mapped.saturating_sub(META_COMMIT)).max(g.meta_base) & !(pg - 1);
+        if !platform::map_at(from as *mut u8, a.mapped - from, crate::tag::prot_flags()) {
             return None;
         }
-        a.table = true;
-        a.next = g.meta_chunks;
-        a.mapped = g.meta_chunks;
-        mapped += bytes;
+        mapped += a.mapped - from;
+        a.mapped = from;
     }
-    let at = a.next;
-    let end = at + len;
-    if end > g.meta_base + g.meta_size() {
-        return None;
-    }
-    if end > a.mapped {
-        let to = end.max(a.mapped + META_COMMIT).next_multiple_of(pg).min(g.meta_base + g.meta_size());
-        if !platform::map_at(a.mapped as *mut u8, to - a.mapped, crate::tag::prot_flags()) {
-            return None;
-        }
-        mapped += to - a.mapped;
-        a.mapped = to;
-    }
-    a.next = end;
-    // The entry is the address slab 0 of the chunk would have; it is read only for slabs
-    // that exist, which the pool publishes (Release) after this.
-    g.meta_entry(region, slab).store(at - in_chunk * stride, Ordering::Relaxed);
+    a.low = at;
+    // Read only for slabs that exist, which the pool publishes (Release) after this, or
+    // by the free fast path, which then reads the slab's `created` (Acquire).
+    g.meta_entry(g.slab_base(region, slab)).store(at, Ordering::Release);
     Some(mapped)
 }

@@ -169,8 +169,9 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
 /// `expire` of a slot of at most `FAST_MAX` bytes in a cache whose options are the fast
 /// paths' (`TCache::fast`: zeroing and its check on).
 #[inline(always)]
-fn expire_small(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
-    let (region, k) = class_of_slot(g, p);
+fn expire_small(g: &Globals, tc: &mut TCache, p: usize, region: usize, func: &'static str) {
+    // SAFETY: the region of a slot of this cache's slabs: < REGION_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
     crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     to_bin(g, tc, k, region, p);
 }
@@ -217,8 +218,8 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let bin = &tc.bins[region];
         for &p in &bin.slots[..bin.n as usize] {
-            let (slab, slot) = crate::heap::slab::alloc::slab_slot(g, k, p);
-            if record::state(SlabMeta::of(&g.geo, k, region, slab).rec(k, slot)) == record::FREED {
+            let slot = crate::heap::slab::alloc::slot_of(k, p);
+            if record::state(SlabMeta::at(&g.geo, k, p).rec(k, slot)) == record::FREED {
                 check(p);
             }
         }
@@ -244,21 +245,20 @@ fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize
 /// Return an owned free slot to its slab's free bitmap; an emptied slab beyond the one kept
 /// per region goes back to the pool.
 fn to_bitmap(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
-    let slab = g.slab_of(k, p);
-    let m = SlabMeta::of(g, k, region, slab);
-    let slot = ((((p - g.slab_base(region, slab)) as u64) * k.magic) >> crate::heap::slab::size_class::MAGIC_SHIFT) as usize;
+    let m = SlabMeta::at(g, k, p);
+    let slot = crate::heap::slab::alloc::slot_of(k, p);
     let fw = m.free_word(k, slot / 64);
     fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
     let h = m.header();
     let nfree = h.nfree.load(Ordering::Relaxed) + 1;
     h.nfree.store(nfree, Ordering::Relaxed);
     if h.flags.load(Ordering::Relaxed) & IN_PARTIAL == 0 {
-        partial_push(g, k, tc, region, slab);
+        partial_push(g, k, tc, region, g.slab_of(k, p));
     }
     if nfree == k.nslots as u32 {
         tc.owned[region].empties += 1;
         if tc.owned[region].empties > KEEP_EMPTY || 1usize << k.slab_shift > KEEP_EMPTY_MAX {
-            release(g, k, tc, region, slab);
+            release(g, k, tc, region, g.slab_of(k, p));
         }
     }
 }
@@ -280,12 +280,12 @@ fn release(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: us
 
 /// Put a freed slot in the quarantine; slots whose delay is over leave it (`expire`).
 #[inline(always)]
-pub fn quarantine(g: &Globals, tc: &mut TCache, p: usize, slot_size: usize, func: &'static str) {
+pub fn quarantine(g: &Globals, tc: &mut TCache, p: usize, region: usize, slot_size: usize, func: &'static str) {
     if tc.fast && slot_size <= FAST_MAX {
         let j = tc.stage_index();
-        let old = tc.quarantine.push_small(p, j);
+        let (old, old_region) = tc.quarantine.push_small(p, region, j);
         if old != 0 {
-            expire_small(g, tc, old, func);
+            expire_small(g, tc, old, old_region, func);
         }
         return;
     }
@@ -340,18 +340,19 @@ pub fn collect(g: &Globals, tc: &mut TCache, func: &'static str) {
 fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: &'static str) {
     let k = &CLASSES[region / BUCKET_SLOTS];
     let m = SlabMeta::of(&g.geo, k, region, slab);
+    let base = g.geo.slab_base(region, slab);
     for w in 0..k.words as usize {
         let mut bits = m.remote_word(k, w).swap(0, Ordering::SeqCst);
         while bits != 0 {
             let slot = w * 64 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let r = m.rec(k, slot);
-            let p = g.geo.slot_addr(region, slab, slot);
+            let p = base + slot * k.size as usize;
             if record::state(r) != record::REMOTE_FREED {
                 crate::heap::diagnose::validate::racing_double_free(g, p, region, slab, slot);
             }
             m.set_rec(k, slot, record::freed(r));
-            quarantine(g, tc, p, k.size as usize, func);
+            quarantine(g, tc, p, region, k.size as usize, func);
         }
     }
 }

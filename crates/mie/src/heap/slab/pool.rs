@@ -375,7 +375,7 @@ impl Pool {
             settle_tags(at, to - inner.heap_committed);
             inner.heap_committed = to;
         }
-        // Slab metadata: a chunk of the shared reservation for every META_CHUNK_SLABS slabs.
+        // Slab metadata: a chunk of the shared reservation for each heap granule.
         MAPPED_BYTES.fetch_add(crate::heap::slab::meta::chunk_for(g, k, region, end, end == begin)?, Ordering::Relaxed);
         let m = SlabMeta::of(g, k, region, end);
         let n = k.nslots as usize;
@@ -384,6 +384,7 @@ impl Pool {
             m.free_word(k, w).store(bits, Ordering::Relaxed);
         }
         m.header().nfree.store(n as u32, Ordering::Relaxed);
+        m.header().created.store(1, Ordering::Release);
         inner.end = end as u32 + 1;
         SLABS[region].store(begin as u64 | (inner.end as u64) << 32, Ordering::Release);
         Some(end)

@@ -14,6 +14,22 @@ use crate::options::MAX_QUARANTINE;
 use crate::rand::Rng;
 
 pub const RANDOM_STAGE: usize = 16;
+
+/// A small stage's entry holds the slot's region above its (untagged) address, which is
+/// below 2^47 (the heap's windows end at 40 TiB): the slot leaves without decoding its
+/// address again.
+const REGION_SHIFT: u32 = 47;
+
+#[inline(always)]
+fn small_entry(p: usize, region: usize) -> usize {
+    p | region << REGION_SHIFT
+}
+
+/// The slot address of a small stage's entry.
+#[inline(always)]
+fn small_slot(e: usize) -> usize {
+    e & ((1 << REGION_SHIFT) - 1)
+}
 const _: () = assert!(RANDOM_STAGE.is_power_of_two());
 
 /// How long the ring may grow: at most `cap` entries and `budget` bytes.
@@ -78,19 +94,20 @@ impl Quarantine {
         self.small_cap = cap.clamp(1, RING);
     }
 
-    /// Quarantine a small slot `p` in place of the occupant `j` (random) of the small random
-    /// stage, which enters the small ring; return the block the ring lets go (0: none, while
-    /// the ring fills). A block leaves exactly `cap` ring entries after it entered.
+    /// Quarantine a small slot `p` of `region` in place of the occupant `j` (random) of the
+    /// small random stage, which enters the small ring; return the block the ring lets go
+    /// and its region (p = 0: none, while the ring fills). A block leaves exactly `cap` ring
+    /// entries after it entered.
     #[inline(always)]
-    pub fn push_small(&mut self, p: usize, j: usize) -> usize {
-        let victim = core::mem::replace(&mut self.small_random[j & (RANDOM_STAGE - 1)], p);
+    pub fn push_small(&mut self, p: usize, region: usize, j: usize) -> (usize, usize) {
+        let victim = core::mem::replace(&mut self.small_random[j & (RANDOM_STAGE - 1)], small_entry(p, region));
         if victim == 0 {
-            return 0;
+            return (0, 0);
         }
         let h = self.small_head;
         let old = core::mem::replace(&mut self.small_ring[h & (RING - 1)], victim);
         self.small_head = if h + 1 >= self.small_cap { 0 } else { h + 1 };
-        old
+        (small_slot(old), old >> REGION_SHIFT)
     }
 
     /// A ring index: within the part in use (`mask`, which `size_for` keeps below RING) and,
@@ -191,7 +208,7 @@ impl Quarantine {
                 return;
             }
             if *e != 0 {
-                out[*n] = core::mem::replace(e, 0);
+                out[*n] = small_slot(core::mem::replace(e, 0));
                 *n += 1;
             }
         }
@@ -208,7 +225,7 @@ impl Quarantine {
         for i in 0..self.len {
             f(self.ring[self.at(self.head + i)]);
         }
-        self.small_random.iter().chain(self.small_ring[..self.small_cap].iter()).filter(|&&e| e != 0).for_each(|&e| f(e));
+        self.small_random.iter().chain(self.small_ring[..self.small_cap].iter()).filter(|&&e| e != 0).for_each(|&e| f(small_slot(e)));
     }
 
     /// Empty the quarantine, passing every block to `release`.
@@ -226,7 +243,7 @@ impl Quarantine {
         self.random_bytes = 0;
         for e in self.small_random.iter_mut().chain(self.small_ring.iter_mut()) {
             if *e != 0 {
-                release(core::mem::replace(e, 0));
+                release(small_slot(core::mem::replace(e, 0)));
             }
         }
     }
@@ -316,7 +333,7 @@ mod tests {
             let n = 4 * (cap + RANDOM_STAGE) + 100;
             let mut max = 0;
             for i in 1..=n {
-                let old = q.push_small(i * 16, rng.below(RANDOM_STAGE as u32) as usize);
+                let (old, _) = q.push_small(i * 16, 3, rng.below(RANDOM_STAGE as u32) as usize);
                 if old != 0 {
                     assert!(out.insert(old / 16, i).is_none(), "cap {cap}: {old:#x} out twice");
                     max = max.max(i - old / 16);

@@ -16,7 +16,7 @@ use core::sync::atomic::Ordering;
 
 use crate::heap::slab::layout::BUCKET_SLOTS;
 use crate::heap::slab::size_class::CLASSES;
-use crate::heap::slab::meta::{from_id, slab_id, SlabMeta};
+use crate::heap::slab::meta::SlabMeta;
 use crate::heap::{slab::owner, diagnose::validate, Globals};
 
 /// Slabs an outbox holds frees for.
@@ -28,8 +28,10 @@ const PUBLISH_AT: u32 = 32;
 
 #[derive(Clone, Copy)]
 struct Entry {
-    /// `slab_id` of the slab (0: the entry is empty).
-    id: u32,
+    /// The slab's metadata address (0: the entry is empty), and one of its slots (its
+    /// region and number are worked out from it when the entry is published).
+    key: usize,
+    addr: usize,
     count: u32,
     bits: [u64; WORDS],
 }
@@ -45,7 +47,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub const fn new() -> Self {
-        Outbox { e: [Entry { id: 0, count: 0, bits: [0; WORDS] }; ENTRIES], next: 0, last: 0 }
+        Outbox { e: [Entry { key: 0, addr: 0, count: 0, bits: [0; WORDS] }; ENTRIES], next: 0, last: 0 }
     }
 }
 
@@ -55,13 +57,13 @@ impl Default for Outbox {
     }
 }
 
-/// Note that this thread freed `slot` of `slab` in `region` (its record already claimed):
-/// published with the slab's other such frees.
+/// Note that this thread freed `slot` (at `p`) of the slab whose metadata is `m` (its
+/// record already claimed): published with the slab's other such frees.
 #[inline]
-pub fn post(g: &Globals, ob: &mut Outbox, region: usize, slab: usize, slot: usize) {
-    let id = slab_id(region, slab);
+pub fn post(g: &Globals, ob: &mut Outbox, m: SlabMeta, p: usize, slot: usize) {
+    let key = m.key();
     // The slab of the previous remote free first (a consumer frees runs of one slab).
-    let i = if ob.e[ob.last].id == id { ob.last } else { find_or_replace(g, ob, id) };
+    let i = if ob.e[ob.last].key == key { ob.last } else { find_or_replace(g, ob, key, p) };
     ob.last = i;
     let e = &mut ob.e[i];
     e.bits[slot / 64] |= 1u64 << (slot % 64);
@@ -71,28 +73,31 @@ pub fn post(g: &Globals, ob: &mut Outbox, region: usize, slab: usize, slot: usiz
     }
 }
 
-/// The entry of slab `id`, else an empty one, else the next one round robin, published and
-/// given to `id` (an entry published when it filled is empty again: it is taken before a
-/// slab with frees waiting is pushed out early).
+/// The entry of slab `key` (whose slot `p` is), else an empty one, else the next one round
+/// robin, published and given to `key` (an entry published when it filled is empty again:
+/// it is taken before a slab with frees waiting is pushed out early).
 #[cold]
-fn find_or_replace(g: &Globals, ob: &mut Outbox, id: u32) -> usize {
-    if let Some(i) = ob.e.iter().position(|e| e.id == id) {
+fn find_or_replace(g: &Globals, ob: &mut Outbox, key: usize, p: usize) -> usize {
+    if let Some(i) = ob.e.iter().position(|e| e.key == key) {
         return i;
     }
-    if let Some(i) = ob.e.iter().position(|e| e.id == 0) {
-        ob.e[i].id = id;
-        return i;
-    }
-    let i = ob.next;
-    ob.next = (i + 1) % ENTRIES;
-    publish(g, &mut ob.e[i]);
-    ob.e[i].id = id;
+    let i = match ob.e.iter().position(|e| e.key == 0) {
+        Some(i) => i,
+        None => {
+            let i = ob.next;
+            ob.next = (i + 1) % ENTRIES;
+            publish(g, &mut ob.e[i]);
+            i
+        }
+    };
+    ob.e[i].key = key;
+    ob.e[i].addr = p;
     i
 }
 
 /// Publish everything in the outbox (this thread's slow paths, thread exit, trim).
 pub fn flush(g: &Globals, ob: &mut Outbox) {
-    for e in ob.e.iter_mut().filter(|e| e.id != 0) {
+    for e in ob.e.iter_mut().filter(|e| e.key != 0) {
         publish(g, e);
     }
 }
@@ -100,9 +105,10 @@ pub fn flush(g: &Globals, ob: &mut Outbox) {
 /// Set the entry's bits in its slab's remote-free bitmap and tell the owner; empty it.
 #[cold]
 fn publish(g: &Globals, e: &mut Entry) {
-    debug_assert!(e.id != 0, "an empty outbox entry is never published");
-    let (region, slab) = from_id(e.id);
+    debug_assert!(e.key != 0, "an empty outbox entry is never published");
+    let region = g.geo.region_of_addr(e.addr);
     let k = &CLASSES[region / BUCKET_SLOTS];
+    let slab = g.geo.slab_of(k, e.addr);
     let m = SlabMeta::of(&g.geo, k, region, slab);
     for (w, bits) in e.bits.iter_mut().enumerate().take(k.words as usize) {
         if *bits == 0 {
@@ -118,7 +124,7 @@ fn publish(g: &Globals, e: &mut Entry) {
         }
         *bits = 0;
     }
-    e.id = 0;
+    e.key = 0;
     e.count = 0;
     owner::notify(&g.geo, m, region, slab);
 }

@@ -10,7 +10,7 @@ pub const ZERO_MAX: usize = 16 << 10;
 /// are at most 64 KiB up to 16 KiB classes, so an empty slab of a big class does not hold
 /// much memory. A slot's unused tail in its slab is never touched, so it costs address
 /// space, not memory.
-pub const MIN_SLAB_SHIFT: u32 = 14;
+const MIN_SLAB_SHIFT: u32 = 14;
 const MAX_SLAB_SHIFT: u32 = 16;
 /// Classes from this size up leave at least `GUARD_GAP` bytes after the last slot of every
 /// slab: their slabs are at least 64 KiB and big enough for two slots up to 32 KiB, for one
