@@ -85,6 +85,22 @@ const GRANULE_MASK: usize = (1 << GRANULE_SHIFT) - 1;
 /// Unmapped bytes between the chunks (growing down) and the chunk table (the largest page).
 const META_TABLE_GUARD: usize = 64 << 10;
 
+/// The heap offsets whose chunk-table entries are mapped: the table is mapped from its start
+/// as far as the rows in use reach (`meta::chunk_for`), so a process reserves table space
+/// in proportion to what it uses. Only grows; stored (Release) after the mapping.
+static TABLE_SPAN: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// See `TABLE_SPAN`.
+#[inline(always)]
+pub fn table_span() -> usize {
+    TABLE_SPAN.load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// The table is mapped for heap offsets below `span` (under the metadata arena's lock).
+pub fn set_table_span(span: usize) {
+    TABLE_SPAN.store(span, core::sync::atomic::Ordering::Release);
+}
+
 /// How big the regions are, chosen at start-up for the address space the process has.
 ///
 /// - `LARGE` (47/48-bit user address space, x86-64 and most arm64 kernels): 4 GiB per
@@ -369,13 +385,14 @@ impl Geometry {
 
     /// As `decode`, without the slab number (`slab` is usize::MAX: `Loc::with_slab` fills
     /// it in): the free fast path finds the slab's metadata by address and needs the number
-    /// only on its rarer branches.
+    /// only on its rarer branches. None too beyond the part of the heap whose chunk-table
+    /// entries are mapped (no slab is there).
     #[inline(always)]
     pub fn decode_slot(&self, p: usize) -> Option<Loc> {
         let off = p.wrapping_sub(self.heap_base);
         let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
         let (class, bucket) = (seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS);
-        if off >= self.heap_span || class >= CLASS_COUNT {
+        if off >= table_span() || class >= CLASS_COUNT {
             return None;
         }
         // SAFETY: class < CLASS_COUNT.
@@ -437,8 +454,8 @@ impl Geometry {
     #[inline(always)]
     pub fn meta_entry(&self, p: usize) -> &core::sync::atomic::AtomicUsize {
         let at = self.meta_table + 8 * ((p - self.heap_base) >> GRANULE_SHIFT);
-        // SAFETY: p is in the heap, so the entry is inside the table, which is mapped at
-        // start-up (`meta::map_table`) and never unmapped.
+        // SAFETY: p is in the heap below `table_span()` (a slab's address, or checked by
+        // `decode_slot`), so the entry is inside the mapped part of the table, never unmapped.
         unsafe { &*(at as *const core::sync::atomic::AtomicUsize) }
     }
 

@@ -16,7 +16,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, GRANULE_SHIFT};
+use crate::heap::slab::layout::{set_table_span, table_span, Geometry, BUCKET_SLOTS, GRANULE_SHIFT};
 use crate::platform::{self, lock::Lock};
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
@@ -227,18 +227,34 @@ static ARENA: ArenaCell = ArenaCell(UnsafeCell::new(Arena { low: 0, mapped: 0 })
 /// never finds it held.
 static ARENA_LOCK: Lock = Lock::new();
 
-/// Map the chunk table (at start-up: the free fast path reads it for any heap address).
+/// Set up the metadata arena and map the start of the chunk table (at start-up).
 pub fn map_table(g: &Geometry) -> bool {
-    let (table, bytes) = g.meta_table();
-    let ok = platform::map_at(table as *mut u8, bytes.next_multiple_of(platform::page_size()), crate::tag::prot_flags());
-    if ok {
-        let _guard = ARENA_LOCK.guard();
-        // SAFETY: ARENA_LOCK is held.
-        let a = unsafe { &mut *ARENA.0.get() };
-        a.low = g.meta_chunks_top;
-        a.mapped = g.meta_chunks_top;
+    let _guard = ARENA_LOCK.guard();
+    // SAFETY: ARENA_LOCK is held.
+    let a = unsafe { &mut *ARENA.0.get() };
+    a.low = g.meta_chunks_top;
+    a.mapped = g.meta_chunks_top;
+    grow_table(g, 0)
+}
+
+/// Bytes of the chunk table mapped at a time (at least): 8192 entries, 2 GiB of heap.
+const TABLE_STEP: usize = 64 << 10;
+
+/// Map the chunk table far enough for the heap offset `off` (ARENA_LOCK held): from its
+/// start, doubling, never beyond its end.
+fn grow_table(g: &Geometry, off: usize) -> bool {
+    let (table, len) = g.meta_table();
+    let have = (table_span() >> GRANULE_SHIFT) * 8;
+    let need = ((off >> GRANULE_SHIFT) + 1) * 8;
+    if need <= have {
+        return true;
     }
-    ok
+    let to = need.max(2 * have).max(TABLE_STEP).next_multiple_of(TABLE_STEP.max(platform::page_size())).min(len);
+    if !platform::map_at((table + have) as *mut u8, to - have, crate::tag::prot_flags()) {
+        return false;
+    }
+    set_table_span((to / 8) << GRANULE_SHIFT);
+    true
 }
 
 /// Give `slab` of `region` (class `k`) metadata if its heap granule has no chunk yet: the
@@ -258,6 +274,10 @@ pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first:
     let a = unsafe { &mut *ARENA.0.get() };
     let pg = platform::page_size();
     let mut mapped = 0;
+    let base = g.slab_base(region, slab);
+    if !grow_table(g, base - g.heap_base) {
+        return None;
+    }
     let at = a.low.checked_sub(len).filter(|&at| at >= g.meta_base)? & !63;
     if at < a.mapped {
         let from = at.min(a.mapped.saturating_sub(META_COMMIT)).max(g.meta_base) & !(pg - 1);
@@ -270,6 +290,6 @@ pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first:
     a.low = at;
     // Read only for slabs that exist, which the pool publishes (Release) after this, or
     // by the free fast path, which then reads the slab's `created` (Acquire).
-    g.meta_entry(g.slab_base(region, slab)).store(at, Ordering::Release);
+    g.meta_entry(base).store(at, Ordering::Release);
     Some(mapped)
 }
