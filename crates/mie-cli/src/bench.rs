@@ -70,6 +70,11 @@ pub const WORKLOADS: &[Workload] = &[
         program: Program::C(include_str!("../bench/large.c")),
     },
     Workload {
+        name: "fork_exec",
+        what: "a shell's loop: 3000 kept blocks, and per command some churn and a fork + exec of /bin/true",
+        program: Program::C(include_str!("../bench/fork_exec.c")),
+    },
+    Workload {
         name: "string_ops",
         what: "memcpy/memmove/memset/strcpy/strlen of 16-256 B on heap blocks (range-checked calls under mie)",
         program: Program::C(include_str!("../bench/string_ops.c")),
