@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::heap::slab::layout::Loc;
 use crate::heap::slab::size_class::CLASSES;
 use crate::heap::slab::meta::SlabMeta;
-use crate::heap::{describe_slot, large, slab::pool, slab::record, checks::sample, checks::zero, READY, STATE};
+use crate::heap::{describe_slot, large, slab::record, checks::sample, checks::zero, READY, STATE};
 use crate::heap::slab::tcache;
 use crate::platform::tls;
 use crate::report::{self, Kind};
@@ -52,7 +52,7 @@ pub fn place(p: usize) -> Place {
     }
     let g = crate::heap::globals();
     let a = tag::untag(p);
-    if let Some(loc) = g.geo.decode(a) {
+    if let Some(loc) = g.geo.decode_slot(a) {
         return small_place(g, a, &loc);
     }
     if sample::owns(a) || zero::owns(a) || large::maybe_live(a) {
@@ -83,11 +83,12 @@ fn other_place(a: usize) -> Place {
 #[inline(always)]
 fn small_place(g: &crate::heap::Globals, a: usize, loc: &Loc) -> Place {
     let k = &CLASSES[loc.class];
-    if loc.bucket > g.keys.pointer_buckets as usize || loc.slot >= k.nslots as usize || !pool::slab_exists(loc.region, loc.slab) {
+    let m = SlabMeta::made(&g.geo, k, a);
+    let Some(m) = m.filter(|_| loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize) else {
         // No block here: the access itself faults (unmapped) or hits a slab's unused tail.
         return Place::Unknown;
-    }
-    let r = SlabMeta::of(&g.geo, k, loc.region, loc.slab).rec(k, loc.slot);
+    };
+    let r = m.rec(k, loc.slot);
     let start = a - loc.interior;
     if !record::is_live(r) {
         return Place::Freed { start, size: k.size as usize };
@@ -183,11 +184,11 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
     }
     let g = crate::heap::globals();
     let a = tag::untag(p);
-    if let Some(loc) = g.geo.decode(a) {
+    if let Some(loc) = g.geo.decode_slot(a) {
         // SAFETY: decode returns class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(loc.class) };
-        if loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize && pool::slab_exists(loc.region, loc.slab) {
-            let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+        let made = || SlabMeta::made(&g.geo, k, a);
+        if let Some(m) = made().filter(|_| loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize) {
             let r = m.rec(k, loc.slot);
             let size = (k.size as usize).wrapping_sub(record::slack(r));
             if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {

@@ -70,7 +70,7 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
     match validate(g, raw, who, Use::Release) {
         Block::Small { loc, rec, usable } => {
             check_release(g, addr, who, r, record::kind(rec), usable, Some(&loc));
-            let m = SlabMeta::new(&g.geo, loc.region, loc.slab);
+            let m = SlabMeta::at(&g.geo, &CLASSES[loc.class], addr);
             if g.opts.canary {
                 check_small_canary(g, addr, raw, usable, &loc, m, rec, who);
             }
@@ -147,7 +147,7 @@ pub fn validate(g: &Globals, raw: usize, who: Caller, how: Use) -> Block {
         if loc.slot >= k.nslots as usize {
             invalid(p, who, how, "the address is in the unused tail of a slab, not in any block");
         }
-        let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+        let m = SlabMeta::at(&g.geo, k, p);
         let rec = m.rec(k, loc.slot);
         let state = state_name(rec);
         if loc.interior != 0 {

@@ -428,13 +428,12 @@ impl Geometry {
     #[inline(always)]
     pub fn region_addr(&self, region: usize, lin: usize) -> usize {
         let seg = (region % BUCKET_SLOTS) * CLASS_SLOTS + region / BUCKET_SLOTS;
-        if lin < SEG {
-            return self.heap_base + (seg << SEG_SHIFT) + lin;
-        }
-        // Row j >= 1 holds region-linear bytes [SEG << (j-1), SEG << j) in segments of
-        // SEG << (j-1) bytes, from heap offset 512 segments of that size.
-        let sh = usize::BITS - 1 - lin.leading_zeros();
-        self.heap_base + (((1 << ROW_BITS) - 1 + seg) << sh) + lin
+        // Row 0 holds region-linear bytes [0, SEG) in segments of SEG bytes; row j >= 1
+        // holds [SEG << (j-1), SEG << j) in segments of SEG << (j-1) bytes, from heap offset
+        // 512 segments of that size. (Without a branch: row 0's shift is SEG_SHIFT too.)
+        let sh = usize::BITS - 1 - (lin | SEG).leading_zeros();
+        let past_row0 = ((lin >= SEG) as usize) * ((1 << ROW_BITS) - 1);
+        self.heap_base + ((past_row0 + seg) << sh) + lin
     }
 
     #[inline(always)]

@@ -82,7 +82,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
                 validate::check_release(g, addr, who, Release::FREE, record::kind(rec), usable, Some(&loc));
                 let slot_size = k.size as usize;
                 if g.opts.canary {
-                    let m = SlabMeta::new(&g.geo, loc.region, loc.slab);
+                    let m = SlabMeta::at(&g.geo, k, addr);
                     validate::check_small_canary(g, addr, raw, usable, &loc, m, rec, who);
                 }
                 // In place when the new size fits the slot and would not use a class of
@@ -140,7 +140,7 @@ fn resize_small_in_place(g: &Globals, p: usize, mem: usize, loc: &crate::heap::s
     if !pool::slab_exists(loc.region, loc.slab) {
         return false;
     }
-    let m = SlabMeta::of(&g.geo, k, loc.region, loc.slab);
+    let m = SlabMeta::at(&g.geo, k, p);
     // What the old block's canary used (with MTE: its last granule only).
     let old_span = canary::span(old, slot_size);
     let old_end = (old + (old_span - old).min(canary::MAX_CANARY)).min(old_span);
