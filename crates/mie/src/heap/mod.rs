@@ -13,6 +13,7 @@
 pub mod checks;
 pub mod diagnose;
 pub mod large;
+pub mod realloc;
 pub mod slab;
 pub mod types;
 
@@ -29,9 +30,27 @@ use slab::layout::{Geometry, REGION_COUNT};
 use slab::pool::POOLS;
 
 pub use slab::alloc::alloc_as;
-pub use slab::free::{free, release};
+pub use realloc::{owner_of, realloc, slab_metadata_of, usable_size};
 pub use types::kind::Release;
-pub use slab::realloc::{owner_of, realloc, slab_metadata_of, usable_size};
+
+/// Free a block (`free`).
+pub fn free(p: *mut u8, who: Caller) {
+    release(p, who, types::kind::Release::FREE)
+}
+
+/// Release a block the way `r` says it was allocated (`delete[]`, sized `free_sized`, ...):
+/// a block allocated otherwise, or of another size, is a mismatch (`diagnose/mismatch.rs`).
+/// The slab allocator's fast path first; anything else, and every error, goes to
+/// `diagnose::validate`, which finds out what it is and reports.
+#[inline(always)]
+pub fn release(p: *mut u8, who: Caller, r: types::kind::Release) {
+    if p.is_null() {
+        return;
+    }
+    if !slab::free::free_fast(p as usize, who, r) {
+        diagnose::validate::free_full(p, who, r)
+    }
+}
 pub use diagnose::validate::describe_slot;
 
 /// Process-wide state, written once by `init` and read-only afterwards.
@@ -152,6 +171,8 @@ fn init_slow() -> Option<&'static Globals> {
                     return None;
                 };
                 g.geo = Geometry::new(shape, heap, meta);
+                slab::finding::install(diagnose::findings::report_finding);
+                slab::tcache::on_attach(diagnose::fault::ensure_installed);
                 if !slab::meta::map_table(&g.geo) {
                     report::warn(format_args!("cannot map the slab metadata table; every allocation will fail"));
                     STATE.store(FAILED, Ordering::Release);

@@ -5,12 +5,13 @@
 
 use core::fmt::Write;
 
-use crate::heap::slab::layout::{region_of, Loc};
+use crate::heap::slab::layout::region_of;
 use crate::heap::slab::owner;
 use crate::heap::slab::record;
 use crate::heap::checks::sample;
 use crate::heap::slab::size_class::{self, ClassInfo, CLASSES, MAX_SMALL, ZERO_MAX};
 use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::finding::{self, Finding};
 use crate::heap::slab::tcache::{self, with_cache, TCache};
 use crate::heap::{checks::canary, types::kind, large::LARGE, checks::stacks, checks::zero, Globals};
 use crate::report::{self, Kind};
@@ -75,7 +76,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     // malloc+free (callgrind), through worse register allocation.
     let slot_size = k.size as usize;
     if record::state(r) == record::FREED {
-        check_still_zero(g, p, slot_size, "malloc", Found::Handout);
+        check_still_zero(p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
         let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
@@ -179,7 +180,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     let slot_size = k.size as usize;
     let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
     if record::state(r) == record::FREED && zeroed_class && g.opts.write_after_free_check {
-        check_still_zero(g, p, slot_size, "malloc", Found::Handout);
+        check_still_zero(p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
         let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
@@ -295,7 +296,7 @@ pub enum Found {
 /// (untagged); with MTE its memory carries the free tag. Slots up to `SHORT_SLOT` bytes are
 /// read in straight-line code (two to eight loads), larger ones by the loop.
 #[inline(always)]
-pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) {
+pub fn check_still_zero(p: usize, len: usize, func: &'static str, when: Found) {
     let zero = if len <= SHORT_SLOT && !tag::enabled() {
         // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
         // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
@@ -305,18 +306,18 @@ pub fn check_still_zero(g: &Globals, p: usize, len: usize, func: &'static str, w
         unsafe { all_zero(if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len) }
     };
     if !zero {
-        written_after_free(g, p, len, func, when);
+        written_after_free(p, len, func, when);
     }
 }
 
 /// A freed slot is not zero: find the first written byte and report.
 #[cold]
 #[inline(never)]
-fn written_after_free(g: &Globals, p: usize, len: usize, func: &'static str, when: Found) -> ! {
+fn written_after_free(p: usize, len: usize, func: &'static str, when: Found) -> ! {
     let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
     // SAFETY: as in `check_still_zero`.
     let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
-    write_after_free(g, p, words, func, when)
+    write_after_free(p, words, func, when)
 }
 
 /// Slots up to this size are zeroed and checked in straight-line code.
@@ -416,24 +417,9 @@ pub unsafe fn all_zero(p: usize, len: usize) -> bool {
 
 #[cold]
 #[inline(never)]
-fn write_after_free(g: &Globals, p: usize, words: &[u64], func: &'static str, when: Found) -> ! {
+fn write_after_free(p: usize, words: &[u64], func: &'static str, when: Found) -> ! {
     let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;
-    let l = g.geo.decode(p).unwrap_or(Loc { region: 0, class: 0, bucket: 0, slab: 0, slot: 0, interior: 0 });
-    report::fatal(Kind::WriteAfterFree, p, func, |o| {
-        let _ = writeln!(o, "  a freed block was modified while it was free: byte {first} of the {}-byte slot is not zero", CLASSES[l.class].size);
-        let _ = writeln!(
-            o,
-            "  found {}",
-            match when {
-                Found::Leaving => "when the block left the quarantine, where it waited after it was freed",
-                Found::Handout => "when the slot was about to be handed out again",
-                Found::Exit => "at exit: the block was still waiting in the quarantine or the thread's cache",
-                Found::ExitFree => "at exit, in a slot that was free",
-            }
-        );
-        crate::heap::diagnose::validate::describe_slot(o, &l, p, "free");
-        let _ = writeln!(o, "  hint: a dangling pointer wrote to this block after it was freed");
-    })
+    finding::found(Finding::WriteAfterFree { p, first, func, when })
 }
 
 #[cold]

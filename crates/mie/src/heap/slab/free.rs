@@ -13,31 +13,17 @@ use crate::heap::slab::pool;
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES, ZERO_MAX};
 use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::finding::{self, Finding};
 use crate::heap::slab::tcache::{self, with_cache, TCache};
-use crate::heap::{checks::stacks, diagnose::validate, Caller, Globals};
+use crate::heap::{checks::stacks, Caller, Globals};
 use crate::platform::{self, tls};
 use crate::tag;
 
-pub fn free(p: *mut u8, who: Caller) {
-    release(p, who, Release::FREE)
-}
-
-/// Release a block the way `r` says it was allocated (`delete[]`, sized `free_sized`, ...):
-/// a block allocated otherwise, or of another size, is a mismatch (`diagnose/mismatch.rs`).
-#[inline(always)]
-pub fn release(p: *mut u8, who: Caller, r: Release) {
-    if p.is_null() {
-        return;
-    }
-    if !free_fast(p as usize, who, r) {
-        validate::free_full(p, who, r)
-    }
-}
-
 /// The common free, in one straight line: a valid small block. False, having changed
-/// nothing, for anything else (the general path then finds out what it is, and reports).
+/// nothing, for anything else (the general path then finds out what it is, and reports:
+/// `heap::release`).
 #[inline(always)]
-fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
+pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     let tcp = tls::get();
     if tcp <= tcache::DEAD {
         return false;
@@ -121,7 +107,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
     if g.opts.canary && !tag::enabled() {
         if loc.slot > 0 {
             if !before_intact(k, m, loc, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) {
-                validate::underflow(g, p, loc, m.rec(k, loc.slot - 1), who);
+                finding::found(Finding::Underflow { p, loc, prev: m.rec(k, loc.slot - 1), who });
             }
         } else {
             first_slot_before_intact(g, tc, k, loc, p, who);
@@ -151,7 +137,7 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: 
         tc.freeing = p;
     }
     if !m.cas_rec(k, loc.slot, rec, record::remote_freed(rec)) {
-        validate::concurrent_double_free(g, p, &loc.with_slab(&g.geo, p), who);
+        finding::found(Finding::ConcurrentDoubleFree { p, loc: loc.with_slab(&g.geo, p), who });
     }
     if g.opts.stacks {
         stacks::on_free(p);
@@ -243,7 +229,7 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p
     // SAFETY: p - 8 lies in the mapped part of the previous slab of this region (checked).
     let w = unsafe { ((p - 8) as *const u64).read() };
     if (w ^ expect) & mask != 0 {
-        validate::underflow_first_slot(p, loc, last_start, rec, who);
+        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev: rec, who });
     }
 }
 

@@ -11,4 +11,4 @@ pub mod remote;
 pub mod quarantine;
 pub mod alloc;
 pub mod free;
-pub mod realloc;
+pub mod finding;

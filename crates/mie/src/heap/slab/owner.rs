@@ -21,6 +21,7 @@ use crate::heap::slab::quarantine;
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES, FAST_MAX, ZERO_MAX};
 use crate::heap::slab::meta::{from_id, slab_id, SlabMeta, IN_PARTIAL, QUEUED};
+use crate::heap::slab::finding::{self, Finding};
 use crate::heap::slab::tcache::{self, TCache};
 use crate::heap::Globals;
 
@@ -161,7 +162,7 @@ fn partial_remove(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, s
 pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     let (region, k) = class_of_slot(g, p);
     if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX {
-        crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+        crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     }
     to_bin(g, tc, k, region, p);
 }
@@ -172,7 +173,7 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
 fn expire_small(g: &Globals, tc: &mut TCache, p: usize, region: usize, func: &'static str) {
     // SAFETY: the region of a slot of this cache's slabs: < REGION_COUNT.
     let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
-    crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+    crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     to_bin(g, tc, k, region, p);
 }
 
@@ -210,7 +211,7 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
         let region = g.geo.region_of_addr(p);
         let k = &CLASSES[region / BUCKET_SLOTS];
         if k.size as usize <= ZERO_MAX {
-            crate::heap::slab::alloc::check_still_zero(g, p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
+            crate::heap::slab::alloc::check_still_zero(p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
         }
     };
     tc.quarantine.for_each(check);
@@ -349,7 +350,7 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
             let r = m.rec(k, slot);
             let p = base + slot * k.size as usize;
             if record::state(r) != record::REMOTE_FREED {
-                crate::heap::diagnose::validate::racing_double_free(g, p, region, slab, slot);
+                finding::found(Finding::RacingDoubleFree { p, region, slab, slot });
             }
             m.set_rec(k, slot, record::freed(r));
             quarantine(g, tc, p, region, k.size as usize, func);

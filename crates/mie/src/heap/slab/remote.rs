@@ -17,7 +17,8 @@ use core::sync::atomic::Ordering;
 use crate::heap::slab::layout::BUCKET_SLOTS;
 use crate::heap::slab::size_class::CLASSES;
 use crate::heap::slab::meta::SlabMeta;
-use crate::heap::{slab::owner, diagnose::validate, Globals};
+use crate::heap::slab::finding::{self, Finding};
+use crate::heap::{slab::owner, Globals};
 
 /// Slabs an outbox holds frees for.
 pub const ENTRIES: usize = 4;
@@ -120,7 +121,7 @@ fn publish(g: &Globals, e: &mut Entry) {
             // A slot whose earlier remote free the owner has not collected yet was freed
             // remotely again: the owner freed it too meanwhile, and it was reused.
             let slot = w * 64 + (old & *bits).trailing_zeros() as usize;
-            validate::racing_double_free(g, g.geo.slot_addr(region, slab, slot), region, slab, slot);
+            finding::found(Finding::RacingDoubleFree { p: g.geo.slot_addr(region, slab, slot), region, slab, slot });
         }
         *bits = 0;
     }

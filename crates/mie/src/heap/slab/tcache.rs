@@ -17,6 +17,15 @@ use crate::heap::slab::quarantine::Quarantine;
 use crate::platform::{self, lock::Lock, tls};
 use crate::rand::SecureRng;
 
+/// Run each time a thread attaches its cache: start-up installs the fault handler's check
+/// that it is still in place (`diagnose::fault::ensure_installed`; a `fn()`, 0 before).
+static ON_ATTACH: AtomicUsize = AtomicUsize::new(0);
+
+/// Start-up: what runs when a thread attaches its cache.
+pub fn on_attach(hook: fn()) {
+    ON_ATTACH.store(hook as usize, Ordering::Release);
+}
+
 /// The largest `cache_cap` of any class.
 pub const BIN_CAP: usize = 64;
 /// Caches that can exist at once (threads beyond this share a locked fallback cache).
@@ -399,7 +408,11 @@ fn attach() -> Option<*mut TCache> {
     };
     tls::set(tc as usize);
     THREADS.fetch_add(1, Ordering::Relaxed);
-    crate::heap::diagnose::fault::ensure_installed();
+    let hook = ON_ATTACH.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: the only non-zero value is a `fn()` stored by `on_attach`.
+        unsafe { core::mem::transmute::<usize, fn()>(hook)() };
+    }
     // May allocate inside glibc (for high key numbers); the TLS word is already set, so that
     // allocation is served by this cache.
     platform::thread_key_set(g.tc_key, tc.cast());

@@ -7,7 +7,7 @@ use crate::heap::slab::size_class::{self, CLASSES, MAX_SMALL};
 use crate::heap::slab::meta::SlabMeta;
 use crate::heap::slab::tcache::with_cache;
 use crate::heap::diagnose::validate::{self, Block, Use};
-use crate::heap::{slab::alloc, checks::canary, slab::free, slab::pool, checks::sample, checks::zero, Caller, Globals};
+use crate::heap::{slab::alloc, checks::canary, slab::pool, checks::sample, checks::zero, Caller, Globals};
 use crate::tag::{self, TagStore};
 
 /// Usable size of a live block (the requested size). Aborts for anything else: no oracle.
@@ -117,7 +117,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     }
     // Both blocks are live and distinct; at most the smaller usable size is copied.
     crate::platform::copy(q, p, old_usable.min(size));
-    free::free(p, who);
+    crate::heap::free(p, who);
     q
 }
 

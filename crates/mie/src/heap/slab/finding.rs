@@ -1,0 +1,50 @@
+//! What the slab allocator finds wrong on its own paths, deep inside a free, a refill or a
+//! hand-out: it does not write reports. It describes the finding and hands it to the
+//! diagnosis that start-up installs (`heap::diagnose::report_finding`), which reads the
+//! allocator's state and reports; so `slab/` never imports `diagnose/`, and the arrow
+//! between them points one way.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::heap::slab::alloc::Found;
+use crate::heap::slab::layout::Loc;
+use crate::heap::Caller;
+
+/// A memory-corrupting error the slab allocator found (each one ends the process).
+#[derive(Clone, Copy)]
+pub enum Finding {
+    /// The bytes before the block at `p` (the end of the previous slot of its slab, record
+    /// `prev`) were overwritten.
+    Underflow { p: usize, loc: Loc, prev: u32, who: Caller },
+    /// As `Underflow`, for the first slot of a slab: the bytes before it end the slab before
+    /// (its last slot at `last_start`, record `prev`; None: its unused tail).
+    UnderflowFirstSlot { p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller },
+    /// Two releases of the block at `p` raced, and this one lost.
+    ConcurrentDoubleFree { p: usize, loc: Loc, who: Caller },
+    /// The owner, collecting remote frees, found the slot freed by two threads at once.
+    RacingDoubleFree { p: usize, region: usize, slab: usize, slot: usize },
+    /// A free slot at `p` is not zero from byte `first` on (found in `func`).
+    WriteAfterFree { p: usize, first: usize, func: &'static str, when: Found },
+}
+
+/// The diagnosis's handler (a `fn(Finding) -> !`), 0 until start-up installs it.
+static HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Start-up: where findings go.
+pub fn install(handler: fn(Finding) -> !) {
+    HANDLER.store(handler as usize, Ordering::Release);
+}
+
+/// Hand a finding to the diagnosis; never returns.
+#[cold]
+#[inline(never)]
+pub fn found(f: Finding) -> ! {
+    let h = HANDLER.load(Ordering::Acquire);
+    if h == 0 {
+        // No heap without start-up, so no finding before it: abort all the same.
+        crate::platform::abort();
+    }
+    // SAFETY: the only non-zero value is a `fn(Finding) -> !` stored by `install`.
+    let h = unsafe { core::mem::transmute::<usize, fn(Finding) -> !>(h) };
+    h(f)
+}
