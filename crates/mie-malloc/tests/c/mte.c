@@ -32,12 +32,13 @@ int main(int argc, char **argv) {
         printf("no neighbours found\n");
         return 3;
     } else if (!strcmp(m, "far_into_unused")) {
-        /* One 200-byte block (224-byte slots, 64 KiB slabs, 292 slots): an access two slots
+        /* One 200-byte block (224-byte slots, 16 KiB slabs, 73 slots): an access two slots
            away, into a slot no block was ever given (its granules carry the allocator's
-           tag), is an overflow of the block (or, near the slab's end, an underflow of it). */
+           tag), is an overflow of the block (or, near the slab's end, an underflow of it).
+           The access stays in the block's slab: the next one may not exist yet. */
         volatile char *p = one_site(200);
-        size_t idx = (ADDR(p) & 0xffff) / 224;
-        if (idx + 3 < 292) {
+        size_t idx = (ADDR(p) & 0x3fff) / 224;
+        if (idx + 3 < 73) {
             printf("direction overflow\n");
             p[2 * 224 + 8] = 'X';
         } else {
