@@ -3,8 +3,8 @@
 //! range, requested size, state, the mappings its body is made of) sits in an out-of-line
 //! open-addressing table in its own mapping.
 //!
-//! A freed large block's range is unmapped before `free` returns (its pages go back to the
-//! OS, or into the warm pool, `warm.rs`; the system calls run without the lock) and kept in a bounded FIFO address quarantine: a use after free
+//! A freed large block's range is unmapped at once (its pages go back to the OS, or into
+//! the warm pool, `warm.rs`) and kept in a bounded FIFO address quarantine: a use after free
 //! of a large block faults deterministically and is reported as one, and a double free is
 //! recognised as one. Its addresses are not handed out again.
 
@@ -226,47 +226,26 @@ impl Large {
             return null;
         }
         let align = align.max(page);
-        // Under the lock: an address range and the spares whose pages will fill it.
-        let mut pieces = [Piece::default(); MAX_PIECES];
-        let mut from = [0usize; MAX_PIECES];
-        let (addr, planned) = {
+        let (warm_bytes, addr) = {
             let _g = self.lock.guard();
             let t = self.table();
             let Some(addr) = Self::place(t, body, align) else { return null };
+            let mut pieces = [Piece::default(); MAX_PIECES];
             let limit = if crate::heap::slab::tcache::threads() > 1 { warm::THREADED_PIECES } else { MAX_PIECES };
-            (addr, t.warm.take(body, &mut pieces, &mut from, limit))
-        };
-        // Without it: move the spares' pages in (a piece that cannot move is dropped, and
-        // what follows it is fresh memory), map the rest fresh.
-        let mut n = 0;
-        let mut warm = 0;
-        for i in 0..planned {
-            let Piece { off, len } = pieces[i];
-            if off == warm && platform::move_pages_to(from[i] as *mut u8, (addr + off) as *mut u8, len) {
-                warm += len;
-                n += 1;
-            } else {
-                platform::release(from[i] as *mut u8, len);
-            }
-        }
-        if warm < body {
-            // Out of memory or address space: the warm pages and the quarantine go first.
-            let fresh = || platform::map_at((addr + warm) as *mut u8, body - warm, 0);
-            if !(fresh() || self.relieve() && fresh()) {
-                if warm > 0 {
-                    platform::release(addr as *mut u8, warm);
+            let (mut n, warm) = t.warm.take(addr, body, &mut pieces, limit);
+            if warm < body {
+                // Out of memory or address space: the warm pages and the quarantine go first.
+                let fresh = |a: usize, l: usize| platform::map_at(a as *mut u8, l, 0);
+                if !(fresh(addr + warm, body - warm) || Self::relieve_locked(t) && fresh(addr + warm, body - warm)) {
+                    platform::release(addr as *mut u8, body);
+                    return null;
                 }
-                return null;
+                pieces[n] = Piece { off: warm, len: body - warm };
+                n += 1;
             }
-            pieces[n] = Piece { off: warm, len: body - warm };
-            n += 1;
-        }
-        {
-            let _g = self.lock.guard();
-            let t = self.table();
             let info = Info { addr, map: addr - guard, map_len: total, body_len: body, req: size, state: LIVE, kind };
-            if !t.insert(Entry { info, npieces: n as u8, pieces }) {
-                drop(_g);
+            let e = Entry { info, npieces: n as u8, pieces };
+            if !t.insert(e) {
                 platform::release(addr as *mut u8, body);
                 return null;
             }
@@ -276,12 +255,13 @@ impl Large {
             t.mapped += body;
             t.warm.note_live(t.live_bytes, false);
             index::insert(addr, addr + size);
-        }
-        // Pages moved in from freed blocks still hold their bytes: clear them (nobody has
-        // the block yet). Cheaper than giving them back to the kernel and faulting fresh
-        // ones in, which is what warm reuse saves.
-        if warm != 0 {
-            platform::zero(addr as *mut u8, warm);
+            (warm, addr)
+        };
+        // Pages moved in from freed blocks still hold their bytes: clear them (outside the
+        // lock; nobody has the block yet). Cheaper than giving them back to the kernel and
+        // faulting fresh ones in, which is what warm reuse saves.
+        if warm_bytes != 0 {
+            platform::zero(addr as *mut u8, warm_bytes);
         }
         (addr as *mut u8, body, true)
     }
@@ -435,79 +415,43 @@ impl Large {
     /// Free a live block. Returns `Err(entry)` if it is not live (already freed: double
     /// free), `Err(Entry::NONE)` if it is unknown.
     pub fn free(&self, p: usize, keep: usize, keep_bytes: usize) -> Result<(), Info> {
-        // Under the lock: the block is marked freed, and each mapping of its body gets a
-        // range to be kept in (while the warm budget allows).
-        let mut pieces = [Piece::default(); MAX_PIECES];
-        let mut to = [0usize; MAX_PIECES];
-        let (addr, n, wrapped) = {
-            let _g = self.lock.guard();
-            let t = self.table();
-            let Some(e) = t.find(p) else { return Err(Info::NONE) };
-            // SAFETY: e is a valid entry pointer from find.
-            let Entry { info: e, npieces, pieces: mine } = unsafe { &mut *e };
-            if e.state != LIVE {
-                return Err(*e);
-            }
-            t.live_count -= 1;
-            index::update(p, None);
-            t.live_bytes -= e.req;
-            t.mapped -= e.body_len;
-            t.warm.note_live(t.live_bytes, true);
-            let n = *npieces as usize;
-            pieces[..n].copy_from_slice(&mine[..n]);
-            *npieces = 0;
-            let mut warm = t.warm.has_room(e.body_len);
-            for i in 0..n {
-                to[i] = if warm { t.warm.reserve(&mut t.window, pieces[i].len).unwrap_or(0) } else { 0 };
-                warm = to[i] != 0;
-            }
-            let addr = e.addr;
-            if keep == 0 || e.map_len > keep_bytes {
-                // No quarantine for it.
-                e.state = TOMBSTONE;
-            } else {
-                e.state = FREED;
-                let len = e.map_len;
-                while t.len >= keep || (t.len > 0 && t.ring_bytes + len > keep_bytes) {
-                    t.evict_oldest();
-                }
-                let ring = t.ring.len();
-                t.ring[(t.head + t.len) % ring] = p;
-                t.len += 1;
-                t.ring_bytes += len;
-            }
-            (addr, n, t.window.wrapped)
-        };
-        // Without it: move the pages out (the range is left unmapped either way: a dangling
-        // pointer faults once this returns), then hand the spares to the pool.
-        let mut kept = 0;
-        for i in 0..n {
-            let (at, len) = (addr + pieces[i].off, pieces[i].len);
-            // Once the window has wrapped, its range may be in use: make sure first.
-            let room = to[i] != 0 && (!wrapped || platform::map_at_none(to[i] as *mut u8, len));
-            if room && platform::move_pages_to(at as *mut u8, to[i] as *mut u8, len) {
-                kept += 1;
-            } else {
-                if room && wrapped {
-                    platform::release(to[i] as *mut u8, len);
-                }
-                to[i] = 0;
-                platform::release(at as *mut u8, len);
+        let _g = self.lock.guard();
+        let t = self.table();
+        let Some(e) = t.find(p) else { return Err(Info::NONE) };
+        // SAFETY: e is a valid entry pointer from find.
+        let Entry { info: e, npieces, pieces } = unsafe { &mut *e };
+        if e.state != LIVE {
+            return Err(*e);
+        }
+        t.live_count -= 1;
+        index::update(p, None);
+        t.live_bytes -= e.req;
+        t.mapped -= e.body_len;
+        t.warm.note_live(t.live_bytes, true);
+        // Keep the pages warm while the budget allows (each mapping of the body moved out as
+        // it came in), else drop them; either way the range is left unmapped.
+        let mut warm = t.warm.has_room(e.body_len);
+        for piece in &pieces[..*npieces as usize] {
+            warm = warm && t.warm.put(&mut t.window, e.addr + piece.off, piece.len);
+            if !warm {
+                platform::release((e.addr + piece.off) as *mut u8, piece.len);
             }
         }
-        if kept > 0 {
-            let mut evicted = warm::Evicted::new();
-            {
-                let _g = self.lock.guard();
-                let t = self.table();
-                for i in 0..n {
-                    if to[i] != 0 {
-                        t.warm.keep(to[i], pieces[i].len, &mut evicted);
-                    }
-                }
-            }
-            evicted.release();
+        *npieces = 0;
+        if keep == 0 || e.map_len > keep_bytes {
+            // No quarantine for it.
+            e.state = TOMBSTONE;
+            return Ok(());
         }
+        e.state = FREED;
+        let len = e.map_len;
+        while t.len >= keep || (t.len > 0 && t.ring_bytes + len > keep_bytes) {
+            t.evict_oldest();
+        }
+        let n = t.ring.len();
+        t.ring[(t.head + t.len) % n] = p;
+        t.len += 1;
+        t.ring_bytes += len;
         Ok(())
     }
 

@@ -5,9 +5,6 @@
 //! own, new range. Only pages, never addresses, are reused, and they are cleared before the
 //! new block is handed out.
 //!
-//! The system calls (moving pages in and out, unmapping) run without the large-block lock:
-//! the lock only hands out addresses and spares, so threads do not queue behind `mremap`.
-//!
 //! The pool of spares is sized from the recent peak of live large-block memory: a program
 //! that keeps 100 MiB of large blocks and churns them keeps their pages warm; one that
 //! briefly needed them gives them back as the peak decays.
@@ -27,26 +24,6 @@ pub const MAX_PIECES: usize = 16;
 /// TLB of every CPU the process runs on (an inter-processor interrupt). A single-threaded
 /// program pays no such interrupts and takes up to MAX_PIECES - 1 (fewer page faults).
 pub const THREADED_PIECES: usize = 2;
-
-/// Spares dropped while the lock was held, unmapped after it is released.
-pub struct Evicted {
-    ranges: [(usize, usize); 8],
-    n: usize,
-}
-
-impl Evicted {
-    pub const fn new() -> Self {
-        Evicted { ranges: [(0, 0); 8], n: 0 }
-    }
-
-    /// Unmap them (without the lock).
-    pub fn release(&mut self) {
-        for &(a, l) in &self.ranges[..self.n] {
-            platform::release(a as *mut u8, l);
-        }
-        self.n = 0;
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Spare {
@@ -93,87 +70,92 @@ impl Warm {
         self.bytes + len <= self.budget()
     }
 
-    /// A range of the window to keep `len` bytes of a freed block's pages in, if the
-    /// budget has room (the pages are moved there by the caller, without the lock, then
-    /// handed to `keep`).
-    pub fn reserve(&mut self, w: &mut Window, len: usize) -> Option<usize> {
-        if !self.has_room(len) {
-            return None;
+    /// Keep the pages of the mapping `[from, from + len)`: move them to a fresh range of the
+    /// window (the source is left unmapped). False if that failed (the caller then drops them).
+    pub fn put(&mut self, w: &mut Window, from: usize, len: usize) -> bool {
+        let Some(to) = w.take(len, 0, platform::page_size()) else { return false };
+        // Before the window wrapped, a fresh range holds nothing; after, make sure first.
+        if w.wrapped && !platform::map_at_none(to as *mut u8, len) {
+            return false;
         }
-        w.take(len, 0, platform::page_size())
-    }
-
-    /// Keep the spare at `[to, to + len)` (its pages moved in). Spares beyond the budget
-    /// (oldest first) go into `evicted` for the caller to unmap without the lock; what does
-    /// not fit there is unmapped at once.
-    pub fn keep(&mut self, to: usize, len: usize, evicted: &mut Evicted) {
+        if !platform::move_pages_to(from as *mut u8, to as *mut u8, len) {
+            if w.wrapped {
+                platform::release(to as *mut u8, len);
+            }
+            return false;
+        }
         if self.n == SPARES {
-            self.evict_oldest(evicted);
+            self.evict_oldest();
         }
         self.spares[self.n] = Spare { addr: to, len };
         self.n += 1;
         self.bytes += len;
         while self.bytes > self.budget() && self.n > 0 {
-            self.evict_oldest(evicted);
+            self.evict_oldest();
         }
+        true
     }
 
-    fn evict_oldest(&mut self, evicted: &mut Evicted) {
+    fn evict_oldest(&mut self) {
         let s = self.spares[0];
-        if evicted.n < evicted.ranges.len() {
-            evicted.ranges[evicted.n] = (s.addr, s.len);
-            evicted.n += 1;
-        } else {
-            platform::release(s.addr as *mut u8, s.len);
-        }
+        platform::release(s.addr as *mut u8, s.len);
         self.bytes -= s.len;
         self.spares.copy_within(1..self.n, 0);
         self.n -= 1;
     }
 
-    /// Spares for a block of `body` bytes: the best single spare that covers it, else the
-    /// biggest spares, up to `limit` of them, taken out of the pool. Fills `pieces` (the
-    /// parts of the body, from offset 0) and `from` (where each part's pages are now), and
-    /// returns the count; the caller moves the pages (`move_pages_to`) without the lock.
-    pub fn take(&mut self, body: usize, pieces: &mut [Piece; MAX_PIECES], from: &mut [usize; MAX_PIECES], limit: usize) -> usize {
+    /// Move warm pages into `[addr, addr + body)` (an inaccessible reserved range): the best
+    /// single spare that covers it, else the biggest spares, up to `limit` of them.
+    /// Fills `pieces` and returns (pieces used, bytes covered from offset 0); the rest of the
+    /// body is left to the caller.
+    pub fn take(&mut self, addr: usize, body: usize, pieces: &mut [Piece; MAX_PIECES], limit: usize) -> (usize, usize) {
         let limit = limit.min(MAX_PIECES - 1);
+        if self.n == 0 {
+            return (0, 0);
+        }
         let mut covered = 0;
         let mut used = 0;
         while covered < body && used < limit && self.n > 0 {
             let want = body - covered;
             // The smallest spare that covers the rest, else the largest.
-            let mut best = 0;
-            for i in 1..self.n {
-                let (l, bl) = (self.spares[i].len, self.spares[best].len);
-                if if l >= want { bl < want || l < bl } else { bl < want && l > bl } {
-                    best = i;
-                }
+            let mut best: Option<usize> = None;
+            for i in 0..self.n {
+                let l = self.spares[i].len;
+                best = match best {
+                    None => Some(i),
+                    Some(b) => {
+                        let bl = self.spares[b].len;
+                        let better = if l >= want { bl < want || l < bl } else { bl < want && l > bl };
+                        Some(if better { i } else { b })
+                    }
+                };
             }
-            let s = self.spares[best];
+            let Some(i) = best else { break };
+            let s = self.spares[i];
             let take = s.len.min(want);
+            if !platform::move_pages_to(s.addr as *mut u8, (addr + covered) as *mut u8, take) {
+                break;
+            }
             if take < s.len {
-                // The rest of the spare stays (a mapping of its own once the front moves).
-                self.spares[best] = Spare { addr: s.addr + take, len: s.len - take };
+                // The rest of the spare stays (its own mapping still).
+                self.spares[i] = Spare { addr: s.addr + take, len: s.len - take };
             } else {
-                self.spares.copy_within(best + 1..self.n, best);
+                self.spares.copy_within(i + 1..self.n, i);
                 self.n -= 1;
             }
             self.bytes -= take;
             pieces[used] = Piece { off: covered, len: take };
-            from[used] = s.addr;
             used += 1;
             covered += take;
         }
-        used
+        (used, covered)
     }
 
     /// Drop every spare (out of memory or address space).
     pub fn clear(&mut self) -> bool {
         let had = self.n > 0;
-        let mut none = Evicted::new();
         while self.n > 0 {
-            self.evict_oldest(&mut none);
-            none.release();
+            self.evict_oldest();
         }
         had
     }
