@@ -187,8 +187,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
     if let Some(loc) = g.geo.decode_slot(a) {
         // SAFETY: decode returns class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(loc.class) };
-        let made = || SlabMeta::made(&g.geo, k, a);
-        if let Some(m) = made().filter(|_| loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize) {
+        if let Some(m) = SlabMeta::made(&g.geo, k, a).filter(|_| loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize) {
             let r = m.rec(k, loc.slot);
             let size = (k.size as usize).wrapping_sub(record::slack(r));
             if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {

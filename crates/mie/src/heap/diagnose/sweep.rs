@@ -20,7 +20,7 @@ use crate::heap::large::LARGE;
 use crate::heap::slab::layout::{Loc, REGION_COUNT, BUCKET_SLOTS};
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{CLASSES, ZERO_MAX};
-use crate::heap::slab::meta::{SlabMeta, GAP, PURGED};
+use crate::heap::slab::meta::{SlabMeta, PURGED};
 use crate::heap::{checks::canary, slab::pool, slab::tcache, diagnose::validate, Globals};
 use crate::platform;
 use crate::report::{self, Kind};
@@ -68,8 +68,9 @@ fn loc(region: usize, slab: usize, slot: usize) -> Loc {
 fn sweep_slab(g: &Globals, region: usize, slab: usize) {
     let k = &CLASSES[region / BUCKET_SLOTS];
     let m = SlabMeta::of(&g.geo, k, region, slab);
-    if m.header().flags.load(core::sync::atomic::Ordering::Relaxed) & (PURGED | GAP) != 0 {
-        return; // its pages read as zero and no slot holds a block, or it is never mapped
+    let h = m.header();
+    if h.flags.load(core::sync::atomic::Ordering::Relaxed) & PURGED != 0 || h.created.load(core::sync::atomic::Ordering::Relaxed) == 0 {
+        return; // its pages read as zero and no slot holds a block, or it is a segment's gap (never mapped)
     }
     let size = k.size as usize;
     let zeroed = g.opts.zero_on_free && g.opts.write_after_free_check && size <= ZERO_MAX;

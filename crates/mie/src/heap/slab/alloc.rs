@@ -317,7 +317,8 @@ fn written_after_free(p: usize, len: usize, func: &'static str, when: Found) -> 
     let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
     // SAFETY: as in `check_still_zero`.
     let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
-    write_after_free(p, words, func, when)
+    let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;
+    finding::found(Finding::WriteAfterFree { p, first, func, when })
 }
 
 /// Slots up to this size are zeroed and checked in straight-line code.
@@ -413,13 +414,6 @@ pub unsafe fn all_zero(p: usize, len: usize) -> bool {
         }
         vmaxvq_u8(vorrq_u8(vorrq_u8(a, b), vorrq_u8(c, d))) == 0
     }
-}
-
-#[cold]
-#[inline(never)]
-fn write_after_free(p: usize, words: &[u64], func: &'static str, when: Found) -> ! {
-    let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;
-    finding::found(Finding::WriteAfterFree { p, first, func, when })
 }
 
 #[cold]

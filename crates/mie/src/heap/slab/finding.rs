@@ -1,6 +1,6 @@
 //! What the slab allocator finds wrong on its own paths, deep inside a free, a refill or a
 //! hand-out: it does not write reports. It describes the finding and hands it to the
-//! diagnosis that start-up installs (`heap::diagnose::report_finding`), which reads the
+//! diagnosis that start-up installs (`diagnose::findings::report_finding`), which reads the
 //! allocator's state and reports; so `slab/` never imports `diagnose/`, and the arrow
 //! between them points one way.
 

@@ -57,6 +57,14 @@ const fn seg_shift_at(off: usize) -> u32 {
     usize::BITS - 1 - (off | ROW0).leading_zeros() - ROW_BITS
 }
 
+/// The (class, bucket) slot of the segment heap offset `off` lies in (a class of
+/// CLASS_COUNT or more: one of the unused slots).
+#[inline(always)]
+const fn class_bucket_at(off: usize) -> (usize, usize) {
+    let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
+    (seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS)
+}
+
 /// The region-linear start of the segment holding region-linear byte `lin`.
 #[inline(always)]
 const fn segment_start(lin: usize) -> usize {
@@ -260,7 +268,10 @@ impl Geometry {
 
     /// Bytes of the metadata chunk table: an address per heap granule.
     pub const fn table_bytes(shape: Shape) -> usize {
-        (shape.heap_size() >> GRANULE_SHIFT) * 8
+        Self::table_len(shape.heap_size())
+    }
+    const fn table_len(heap_size: usize) -> usize {
+        (heap_size >> GRANULE_SHIFT) * 8
     }
     /// Where the chunk table starts in the metadata reservation: at its top, 1 MiB into a
     /// 2 MiB page.
@@ -269,7 +280,7 @@ impl Geometry {
     }
     /// The chunk table's address and length.
     pub fn meta_table(&self) -> (usize, usize) {
-        (self.meta_table, (self.heap_span >> GRANULE_SHIFT) * 8)
+        (self.meta_table, Self::table_len(self.heap_span))
     }
 
     #[inline(always)]
@@ -368,19 +379,10 @@ impl Geometry {
     #[inline(always)]
     pub fn decode(&self, p: usize) -> Option<Loc> {
         let off = p.wrapping_sub(self.heap_base);
-        let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
-        let (class, bucket) = (seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS);
-        if off >= self.heap_span || class >= CLASS_COUNT {
-            return None;
-        }
-        let region = region_of(class, bucket);
-        // SAFETY: region < REGION_COUNT, so class < CLASS_COUNT.
-        let k = unsafe { CLASSES.get_unchecked(class) };
-        let slab = Self::linear(off) >> k.slab_shift;
-        let in_slab = (off & k.slab_mask as usize) as u64;
-        let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
-        let interior = in_slab as usize - slot * k.size as usize;
-        Some(Loc { region, class, bucket, slab, slot, interior })
+        let l = Self::locate(off, self.heap_span)?;
+        // SAFETY: `locate` returns class < CLASS_COUNT.
+        let k = unsafe { CLASSES.get_unchecked(l.class) };
+        Some(Loc { slab: Self::linear(off) >> k.slab_shift, ..l })
     }
 
     /// As `decode`, without the slab number (`slab` is usize::MAX: `Loc::with_slab` fills
@@ -389,10 +391,14 @@ impl Geometry {
     /// entries are mapped (no slab is there).
     #[inline(always)]
     pub fn decode_slot(&self, p: usize) -> Option<Loc> {
-        let off = p.wrapping_sub(self.heap_base);
-        let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
-        let (class, bucket) = (seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS);
-        if off >= table_span() || class >= CLASS_COUNT {
+        Self::locate(p.wrapping_sub(self.heap_base), table_span())
+    }
+
+    /// The place of heap offset `off` below `limit`, all but its slab number (usize::MAX).
+    #[inline(always)]
+    fn locate(off: usize, limit: usize) -> Option<Loc> {
+        let (class, bucket) = class_bucket_at(off);
+        if off >= limit || class >= CLASS_COUNT {
             return None;
         }
         // SAFETY: class < CLASS_COUNT.
@@ -413,9 +419,8 @@ impl Geometry {
     /// The region of a slot address known to be in the heap.
     #[inline(always)]
     pub fn region_of_addr(&self, p: usize) -> usize {
-        let off = p - self.heap_base;
-        let seg = (off >> seg_shift_at(off)) & ((1 << ROW_BITS) - 1);
-        region_of(seg & (CLASS_SLOTS - 1), seg / CLASS_SLOTS)
+        let (class, bucket) = class_bucket_at(p - self.heap_base);
+        region_of(class, bucket)
     }
 
     /// The slab of `region` (class `k`) that holds the heap address `p`.
@@ -478,11 +483,6 @@ impl Geometry {
         self.meta_of_addr(k, self.slab_base(region, slab))
     }
 
-    /// The index of `slab` (of class `k`) in its heap granule.
-    #[inline(always)]
-    pub const fn in_granule(k: &ClassInfo, slab: usize) -> usize {
-        ((slab << k.slab_shift) & GRANULE_MASK) >> k.slab_shift
-    }
 }
 
 #[cfg(test)]

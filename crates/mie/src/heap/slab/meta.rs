@@ -52,9 +52,6 @@ pub const RESIDENT: u32 = 2;
 pub const PURGED: u32 = 4;
 /// Pool flag: the slab is on the pool's partial list (it holds live blocks).
 pub const PARTIAL: u32 = 8;
-/// The slab lies in the unmapped gap at the end of a heap segment: made, never mapped,
-/// never handed out (`layout::Geometry::is_gap`).
-pub const GAP: u32 = 16;
 
 /// A slab's id in notifications: region and slab index in one non-zero u32.
 #[inline(always)]
@@ -91,7 +88,8 @@ impl SlabMeta {
 
     /// The metadata of the slab of class `k` (the class of `p`'s region) that holds the heap
     /// address `p`, if that slab was made: its granule has a chunk and the slab's header
-    /// says so. Any heap address may be asked (the table is mapped at start-up).
+    /// says so. Any heap address below `layout::table_span()` may be asked (what
+    /// `Geometry::decode_slot` accepts).
     #[inline(always)]
     pub fn made(g: &Geometry, k: &ClassInfo, p: usize) -> Option<Self> {
         let entry = g.meta_entry(p).load(Ordering::Relaxed);
@@ -263,8 +261,8 @@ fn grow_table(g: &Geometry, off: usize) -> bool {
 /// the pool, under its lock, before the slab is published. Returns the bytes newly
 /// mapped, or None when the reservation is full or mapping fails.
 pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first: bool) -> Option<usize> {
-    let in_granule = Geometry::in_granule(k, slab);
-    if !first && in_granule != 0 {
+    let base = g.slab_base(region, slab);
+    if !first && g.slab_in_granule(k, base) != 0 {
         return Some(0);
     }
     let stride = k.meta_stride as usize;
@@ -274,7 +272,6 @@ pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first:
     let a = unsafe { &mut *ARENA.0.get() };
     let pg = platform::page_size();
     let mut mapped = 0;
-    let base = g.slab_base(region, slab);
     if !grow_table(g, base - g.heap_base) {
         return None;
     }

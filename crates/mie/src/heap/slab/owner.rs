@@ -208,8 +208,7 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
         return;
     }
     let check = |p: usize| {
-        let region = g.geo.region_of_addr(p);
-        let k = &CLASSES[region / BUCKET_SLOTS];
+        let (_, k) = class_of_slot(g, p);
         if k.size as usize <= ZERO_MAX {
             crate::heap::slab::alloc::check_still_zero(p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
         }

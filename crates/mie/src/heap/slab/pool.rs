@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
-use crate::heap::slab::meta::{SlabMeta, GAP, PARTIAL, PURGED, RESIDENT};
+use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
 use crate::platform::{self, lock::Lock};
 use crate::rand::SecureRng;
 
@@ -325,12 +325,12 @@ impl Pool {
             inner.initialised = true;
         }
         let begin = inner.first_slab as usize;
-        // The gap at the end of a segment: its slabs are made (the slab range stays one
-        // range) but never mapped nor handed out.
+        // The gap at the end of a segment: its slabs fall in the slab range (it stays one
+        // range) and have metadata (a gap can be a whole granule), but are never mapped,
+        // made (their headers' `created` stays 0) nor handed out.
         while (inner.end as usize) < g.max_slabs(k) && Geometry::is_gap(k, inner.end as usize) {
             let gap = inner.end as usize;
             MAPPED_BYTES.fetch_add(crate::heap::slab::meta::chunk_for(g, k, region, gap, false)?, Ordering::Relaxed);
-            SlabMeta::of(g, k, region, gap).header().flags.store(GAP, Ordering::Relaxed);
             inner.end += 1;
         }
         let end = inner.end as usize;

@@ -110,7 +110,7 @@ fn publish(g: &Globals, e: &mut Entry) {
     let region = g.geo.region_of_addr(e.addr);
     let k = &CLASSES[region / BUCKET_SLOTS];
     let slab = g.geo.slab_of(k, e.addr);
-    let m = SlabMeta::of(&g.geo, k, region, slab);
+    let m = SlabMeta::at(&g.geo, k, e.addr);
     for (w, bits) in e.bits.iter_mut().enumerate().take(k.words as usize) {
         if *bits == 0 {
             continue;
