@@ -33,25 +33,48 @@ pub fn span(usable: usize, slot_size: usize) -> usize {
 ///
 /// # Safety
 /// `[slot, slot + slot_size)` must be the block's own writable slot.
-#[inline]
+#[inline(always)]
 pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize) {
-    let slot_size = span(usable, slot_size);
-    let slack = slot_size - usable;
-    let len = slack.min(MAX_CANARY);
-    // SAFETY: both ranges lie inside the slot (the caller's guarantee); a short canary is
-    // written by merging it into the word that ends where it ends (the block is not handed
-    // out yet, so its own bytes in that word cannot change meanwhile).
+    let span = span(usable, slot_size);
+    let slack = span - usable;
+    // SAFETY: both ranges lie inside the slot (the caller's guarantee); the word holding the
+    // block's last bytes keeps them (the block is not handed out yet, or it is the caller's
+    // own during a realloc in place, so they cannot change meanwhile).
     unsafe {
-        if len >= 8 || len == 0 {
-            write(pat, (slot + usable) as *mut u8, len);
+        if slack <= MAX_CANARY {
+            write_to_word(pat, slot + usable, slot + span);
         } else {
-            let a = slot + usable + len - 8;
-            let mask = !0u64 << (8 * (8 - len));
-            let old = (a as *const u64).read_unaligned();
-            (a as *mut u64).write_unaligned((old & !mask) | (word_at(pat, a) & mask));
+            write(pat, (slot + usable) as *mut u8, MAX_CANARY);
+            write_to_word(pat, slot + span - TAIL, slot + span);
         }
-        if slack > MAX_CANARY {
-            write(pat, (slot + slot_size - TAIL) as *mut u8, TAIL);
+    }
+}
+
+/// `write_small` into a slot that is all zero (a fresh or checked free slot on the malloc
+/// fast path): the canary's first word is stored without reading what it replaces.
+///
+/// # Safety
+/// As `write_small`, and `[slot, slot + slot_size)` is zero.
+#[inline(always)]
+pub unsafe fn write_small_zeroed(pat: u64, slot: usize, usable: usize, slot_size: usize) {
+    let span = span(usable, slot_size);
+    let slack = span - usable;
+    // SAFETY: the caller's guarantee; the bytes before `end` in the first word are zero, so
+    // storing zeros there changes nothing.
+    unsafe {
+        if slack <= MAX_CANARY {
+            let end = slot + usable;
+            if end < slot + span {
+                let mut a = end & !7;
+                (a as *mut u64).write((pat & (!0u64 << (8 * (end & 7)))).to_le());
+                a += 8;
+                while a < slot + span {
+                    (a as *mut u64).write(pat.to_le());
+                    a += 8;
+                }
+            }
+        } else {
+            write_small(pat, slot, usable, slot_size);
         }
     }
 }
@@ -84,10 +107,63 @@ pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize
 /// slot at least 16 bytes (always true of small blocks).
 #[inline(always)]
 pub unsafe fn small_intact(pat: u64, slot: usize, usable: usize, slot_size: usize) -> bool {
-    let slot_size = span(usable, slot_size);
-    let slack = slot_size - usable;
+    let span = span(usable, slot_size);
+    let slack = span - usable;
     // SAFETY: both ranges lie inside the slot (the caller's guarantee).
-    unsafe { intact(pat, slot + usable, slack.min(MAX_CANARY)) && (slack <= MAX_CANARY || intact(pat, slot + slot_size - TAIL, TAIL)) }
+    unsafe {
+        if slack <= MAX_CANARY {
+            intact_to_word(pat, slot + usable, slot + span)
+        } else {
+            intact(pat, slot + usable, MAX_CANARY) && intact_to_word(pat, slot + span - TAIL, slot + span)
+        }
+    }
+}
+
+/// Whether the canary bytes `[end, stop)` are intact, `stop` a multiple of 8: aligned whole
+/// words only, the first with the bytes before `end` masked off. An aligned canary word is
+/// the pattern itself (see `pattern`), so no rotation is needed either.
+///
+/// # Safety
+/// `[end & !7, stop)` must be readable and belong to the block's slot.
+#[inline(always)]
+unsafe fn intact_to_word(pat: u64, end: usize, stop: usize) -> bool {
+    if end >= stop {
+        return true;
+    }
+    let mut a = end & !7;
+    // SAFETY (both reads): [a, stop) lies in the slot (the caller's guarantee); a is aligned.
+    let mut diff = (u64::from_le(unsafe { (a as *const u64).read() }) ^ pat) & (!0u64 << (8 * (end & 7)));
+    a += 8;
+    while a < stop {
+        diff |= u64::from_le(unsafe { (a as *const u64).read() }) ^ pat;
+        a += 8;
+    }
+    diff == 0
+}
+
+/// Write the canary into `[end, stop)`, `stop` a multiple of 8: aligned whole words, the
+/// bytes before `end` in the first one kept.
+///
+/// # Safety
+/// `[end & !7, stop)` must be writable, belong to the block's slot, and nobody else may
+/// change the bytes before `end` in its first word meanwhile.
+#[inline(always)]
+unsafe fn write_to_word(pat: u64, end: usize, stop: usize) {
+    if end >= stop {
+        return;
+    }
+    let mut a = end & !7;
+    let keep = !(!0u64 << (8 * (end & 7)));
+    // SAFETY (all accesses): [a, stop) lies in the slot (the caller's guarantee); a is aligned.
+    unsafe {
+        let old = u64::from_le((a as *const u64).read());
+        (a as *mut u64).write(((old & keep) | (pat & !keep)).to_le());
+        a += 8;
+        while a < stop {
+            (a as *mut u64).write(pat.to_le());
+            a += 8;
+        }
+    }
 }
 
 /// Whether the `len` canary bytes at `end` are intact. Reads whole words: when `len < 8`,
@@ -122,7 +198,8 @@ pub unsafe fn intact(pat: u64, end: usize, len: usize) -> bool {
     }
 }
 
-/// The canary pattern word for a block: the byte at address `a` is `pattern >> 8*(a % 8)`.
+/// The canary pattern word for a block: the byte at address `a` is `pattern >> 8*(a % 8)`,
+/// so a little-endian word read at a multiple of 8 is the pattern itself.
 #[inline]
 pub fn pattern(prf: &crate::prf::Prf, block: usize) -> u64 {
     let x = prf.eval(block as u64);
@@ -138,12 +215,6 @@ pub fn pattern(prf: &crate::prf::Prf, block: usize) -> u64 {
 pub unsafe fn pattern_aes(prf: &crate::prf::Prf, block: usize) -> u64 {
     // SAFETY: the caller's guarantee.
     unsafe { prf.eval_aes(block as u64) | 0x0101_0101_0101_0101 }
-}
-
-/// The 8 canary bytes of pattern `pat` that end at address `end`, as a little-endian word.
-#[inline(always)]
-pub fn word_before(pat: u64, end: usize) -> u64 {
-    word_at(pat, end - 8)
 }
 
 #[inline]

@@ -85,9 +85,10 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
         (p, record::tag(r).wrapping_add(1))
     };
     m.set_rec(k, slot, record::live(kind, t, slot_size - size));
-    // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag; the
-    // PRF is AES (`fast`).
-    unsafe { canary::write_small(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
+    // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag, and
+    // zero (never used, or checked just above: every fast class is zeroed); the PRF is AES
+    // (`fast`).
+    unsafe { canary::write_small_zeroed(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
     tc.count_alloc(region);
     (user as *mut u8, true)
 }
@@ -346,23 +347,44 @@ fn short_pieces(len: usize, mut f: impl FnMut(usize)) {
 /// Whether the `len` bytes at `p` are zero, for a multiple of 16 up to `SHORT_SLOT`.
 ///
 /// # Safety
-/// `[p, p + len)` must be readable.
+/// `[p, p + len)` must be readable, `p` a multiple of 16 (a slot's start).
 #[inline(always)]
 pub unsafe fn all_zero_short(p: usize, len: usize) -> bool {
-    let mut acc = 0u128;
-    // SAFETY: every piece lies inside [p, p + len) (`short_pieces`).
-    short_pieces(len, |o| acc |= unsafe { ((p + o) as *const u128).read_unaligned() });
-    acc == 0
+    debug_assert!(p.is_multiple_of(16));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: every piece lies inside [p, p + len) (`short_pieces`) and is 16-byte aligned
+    // (p is; so are the offsets); SSE2 is part of x86-64.
+    unsafe {
+        use core::arch::x86_64::*;
+        let mut acc = _mm_setzero_si128();
+        short_pieces(len, |o| acc = _mm_or_si128(acc, _mm_load_si128((p + o) as *const __m128i)));
+        _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut acc = 0u128;
+        // SAFETY: every piece lies inside [p, p + len) (`short_pieces`).
+        short_pieces(len, |o| acc |= unsafe { ((p + o) as *const u128).read_unaligned() });
+        acc == 0
+    }
 }
 
 /// Zero the `len` bytes at `p`, for a multiple of 16 up to `SHORT_SLOT`. Volatile, so the
 /// compiler cannot make a call to the exported, checked `memset` of it.
 ///
 /// # Safety
-/// `[p, p + len)` must be writable and the caller's.
+/// `[p, p + len)` must be writable and the caller's, `p` a multiple of 16 (a slot's start).
 #[inline(always)]
 pub unsafe fn zero_short(p: usize, len: usize) {
-    // SAFETY: every piece lies inside [p, p + len) (`short_pieces`).
+    // SAFETY: every piece lies inside [p, p + len) (`short_pieces`); SSE2 is part of x86-64.
+    #[cfg(target_arch = "x86_64")]
+    short_pieces(len, |o| unsafe {
+        use core::arch::x86_64::*;
+        // (As a vector: an array volatile-stored went through the stack first.)
+        core::ptr::write_volatile((p + o) as *mut __m128i, _mm_setzero_si128())
+    });
+    // SAFETY: as above.
+    #[cfg(not(target_arch = "x86_64"))]
     short_pieces(len, |o| unsafe { core::ptr::write_volatile((p + o) as *mut [u64; 2], [0; 2]) });
 }
 
@@ -436,8 +458,11 @@ mod tests {
                 seen[o / 16] = true;
             });
             assert!(seen[..len / 16].iter().all(|&s| s), "len {len}: {seen:?}");
-            let mut buf = vec![0u8; len];
-            // SAFETY: buf has len bytes.
+            #[repr(align(16))]
+            struct Slot([u8; super::SHORT_SLOT]);
+            let mut slot = Slot([0; super::SHORT_SLOT]);
+            let buf = &mut slot.0[..len];
+            // SAFETY: buf has len bytes and starts at a multiple of 16.
             assert!(unsafe { super::all_zero_short(buf.as_ptr() as usize, len) });
             for i in 0..len {
                 buf[i] = 1;

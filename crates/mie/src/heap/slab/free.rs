@@ -11,8 +11,8 @@ use crate::heap::slab::layout::{Geometry, Loc};
 use crate::heap::slab::owner;
 use crate::heap::slab::pool;
 use crate::heap::slab::record;
-use crate::heap::slab::size_class::{ClassInfo, CLASSES, ZERO_MAX};
-use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, FAST_MAX, ZERO_MAX};
+use crate::heap::slab::meta::{SlabMeta, SlotAt};
 use crate::heap::slab::finding::{self, Finding};
 use crate::heap::slab::tcache::{self, with_cache, TCache};
 use crate::heap::{checks::stacks, Caller, Globals};
@@ -35,15 +35,10 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     }
     let g = crate::heap::globals();
     let p = tag::untag(raw);
-    let Some(loc) = g.geo.decode_slot(p) else { return false };
-    // SAFETY: decode returns class < CLASS_COUNT.
-    let k = unsafe { CLASSES.get_unchecked(loc.class) };
-    if loc.interior != 0 || loc.slot >= k.nslots as usize {
-        return false;
-    }
-    // (A slab made covers the bucket: no slab exists in an unused bucket's region.)
-    let Some(m) = SlabMeta::made(&g.geo, k, p) else { return false };
-    let rec = m.rec(k, loc.slot);
+    let Some(s) = SlabMeta::slot_at(&g.geo, p) else { return false };
+    // SAFETY: slot_at returns class < CLASS_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(s.class) };
+    let rec = s.m.rec(k, s.slot);
     let slot_size = k.size as usize;
     let slack = record::slack(rec);
     if !record::is_live(rec) || slack > slot_size {
@@ -61,28 +56,34 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     if !unsafe { canary::small_intact(canary::pattern_aes(&g.canary, p), raw, usable, slot_size) } {
         return false;
     }
-    if m.owner() != tc.id {
-        free_remote(g, tc, raw, p, loc, m, rec, usable, who);
+    if s.m.owner() != tc.id {
+        free_remote(g, tc, raw, p, s, rec, usable, who);
         return true;
     }
     if !tag::enabled() {
-        if loc.slot == 0 {
-            first_slot_before_intact(g, tc, k, loc.with_slab(&g.geo, p), p, who);
+        if s.slot == 0 {
+            first_slot_before_intact(g, tc, k, p, who);
         } else {
             // SAFETY: the fast paths run only where the PRF is AES.
             let prev_pat = unsafe { canary::pattern_aes(&g.canary, p - slot_size) };
-            if !before_intact(k, m, loc, p, prev_pat, true) {
+            if !before_intact_zeroed(s.m.rec(k, s.slot - 1), p, prev_pat) {
                 return false;
             }
         }
     }
     // The record first: a thread racing to free the block too sees it freed (not a
     // cleared canary under a live record).
-    m.set_rec(k, loc.slot, record::freed(rec));
-    scrub(g, k, raw, p, usable);
-    tc.freeing = 0;
-    tc.count_free(loc.region);
-    owner::quarantine(g, tc, p, loc.region, slot_size, who.func);
+    s.m.set_rec(k, s.slot, record::freed(rec));
+    scrub(true, k, raw, p, usable);
+    if tag::enabled() {
+        tc.freeing = 0;
+    }
+    tc.count_free(s.region);
+    if slot_size <= FAST_MAX {
+        owner::quarantine_fast(g, tc, p, s.region, slot_size, who.func);
+    } else {
+        owner::quarantine(g, tc, p, s.region, slot_size, who.func);
+    }
     true
 }
 
@@ -94,7 +95,7 @@ pub fn release_valid(g: &Globals, raw: usize, p: usize, loc: Loc, m: SlabMeta, r
         if m.owner() == tc.id {
             free_local(g, tc, raw, p, loc, m, rec, usable, who)
         } else {
-            free_remote(g, tc, raw, p, loc, m, rec, usable, who)
+            free_remote(g, tc, raw, p, SlotAt { m, region: loc.region, class: loc.class, slot: loc.slot }, rec, usable, who)
         }
     })
 }
@@ -106,11 +107,11 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
     if g.opts.canary && !tag::enabled() {
         if loc.slot > 0 {
-            if !before_intact(k, m, loc, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) {
+            if !before_intact(k, m, loc.slot, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) {
                 finding::found(Finding::Underflow { p, loc, prev: m.rec(k, loc.slot - 1), who });
             }
         } else {
-            first_slot_before_intact(g, tc, k, loc, p, who);
+            first_slot_before_intact(g, tc, k, p, who);
         }
     }
     if tag::enabled() {
@@ -120,7 +121,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
         stacks::on_free(p);
     }
     m.set_rec(k, loc.slot, record::freed(rec));
-    scrub(g, k, raw, p, usable);
+    scrub(g.opts.zero_on_free, k, raw, p, usable);
     tc.freeing = 0;
     tc.count_free(loc.region);
     owner::quarantine(g, tc, p, loc.region, k.size as usize, who.func);
@@ -131,32 +132,33 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
 /// (`remote.rs`), who collects it into its quarantine.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
-    let k = &CLASSES[loc.class];
+fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, s: SlotAt, rec: u32, usable: usize, who: Caller) {
+    let k = &CLASSES[s.class];
     if tag::enabled() {
         tc.freeing = p;
     }
-    if !m.cas_rec(k, loc.slot, rec, record::remote_freed(rec)) {
-        finding::found(Finding::ConcurrentDoubleFree { p, loc: loc.with_slab(&g.geo, p), who });
+    if !s.m.cas_rec(k, s.slot, rec, record::remote_freed(rec)) {
+        finding::found(Finding::ConcurrentDoubleFree { p, loc: s.loc(&g.geo, p), who });
     }
     if g.opts.stacks {
         stacks::on_free(p);
     }
-    scrub(g, k, raw, p, usable);
+    scrub(g.opts.zero_on_free, k, raw, p, usable);
     tc.freeing = 0;
-    crate::heap::slab::remote::post(g, &mut tc.outbox, m, p, loc.slot);
+    crate::heap::slab::remote::post(g, &mut tc.outbox, s.m, p, s.slot);
     if !tc.batch_remote {
         crate::heap::slab::remote::flush(g, &mut tc.outbox);
     }
-    tc.count_free(loc.region);
+    tc.count_free(s.region);
 }
 
 /// Clear a freed slot: zero what the block and its canary used (the rest of the slot is
 /// zero already), and with MTE give the whole slot the free tag (zeroing in the same pass).
+/// `zero_on_free` is the option (true on the fast path).
 #[inline(always)]
-fn scrub(g: &Globals, k: &ClassInfo, raw: usize, p: usize, usable: usize) {
+fn scrub(zero_on_free: bool, k: &ClassInfo, raw: usize, p: usize, usable: usize) {
     let slot_size = k.size as usize;
-    let zero = g.opts.zero_on_free && slot_size <= ZERO_MAX;
+    let zero = zero_on_free && slot_size <= ZERO_MAX;
     if tag::enabled() {
         // Dangling pointers fault from now on. The slack carries the free tag already.
         tag::policy::tag_freed_slot(&mut tag::hw(), p, tag::policy::tagged_len(usable), zero);
@@ -203,7 +205,8 @@ fn zero_words(p: usize, len: usize) {
 /// else changes its last slot meanwhile) and it is mapped there (not a guarded slab's gap).
 #[cold]
 #[inline(never)]
-fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p: usize, who: Caller) {
+fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, who: Caller) {
+    let Some(loc) = g.geo.decode(p) else { return };
     if Geometry::first_in_segment(k, loc.slab) || !pool::slab_exists(loc.region, loc.slab - 1) {
         return; // the bytes before are the gap at the end of another region's segment
     }
@@ -233,6 +236,28 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p
     }
 }
 
+/// `before_intact` for a zeroed class (every class on the fast path): the previous slot's
+/// record is `prev`. The same rule, with the byte count from a table: a free slot's last 8
+/// bytes are zero unless another thread is clearing it (REMOTE_FREED).
+#[inline(always)]
+fn before_intact_zeroed(prev: u32, p: usize, pat: u64) -> bool {
+    const FREE_BYTES: [u8; 8] = {
+        let mut t = [8u8; 8];
+        t[record::REMOTE_FREED as usize] = 0;
+        t
+    };
+    let live = record::is_live(prev);
+    // SAFETY: the state of a record that is not live is below 8.
+    let n = if live { record::slack(prev).min(8) } else { (unsafe { *FREE_BYTES.get_unchecked(record::state(prev) as usize & 7) }) as usize };
+    // SAFETY: n <= 8.
+    let mask = unsafe { *LAST_BYTES.get_unchecked(n) };
+    // The word before p is aligned: its canary bytes are the pattern itself (`end_mask`).
+    let expect = pat & (live as u64).wrapping_neg();
+    // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
+    let w = unsafe { ((p - 8) as *const u64).read() };
+    (w ^ expect) & mask == 0
+}
+
 /// A write just before a block lands in the end of the previous slot: that slot's canary if
 /// it is live, zeros if it is free. Whether those bytes are intact (checked when the block
 /// is freed, by the slab's owner only: nobody else changes the previous slot meanwhile).
@@ -241,8 +266,8 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, loc: Loc, p
 /// Without branches on the previous slot's state: with random placement whether it is live
 /// is a coin toss, and a mispredicted branch here cost 8 % of a tree-building benchmark.
 #[inline(always)]
-fn before_intact(k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize, pat: u64, zero_on_free: bool) -> bool {
-    let (expect, mask) = end_mask(k, m.rec(k, loc.slot - 1), pat, p, zero_on_free);
+fn before_intact(k: &ClassInfo, m: SlabMeta, slot: usize, p: usize, pat: u64, zero_on_free: bool) -> bool {
+    let (expect, mask) = end_mask(k, m.rec(k, slot - 1), pat, p, zero_on_free);
     // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
     let w = unsafe { ((p - 8) as *const u64).read() };
     (w ^ expect) & mask == 0
@@ -264,7 +289,23 @@ fn end_mask(k: &ClassInfo, prev: u32, pat: u64, p: usize, zero_on_free: bool) ->
     let live = record::is_live(prev);
     let zeroed = zero_on_free && k.size as usize <= ZERO_MAX && record::state(prev) != record::REMOTE_FREED;
     let n = if live { record::slack(prev).min(8) } else { 8 * zeroed as usize };
-    let mask = u64::MAX.checked_shl(64 - 8 * n as u32).unwrap_or(0);
-    let expect = canary::word_before(pat, p) & (live as u64).wrapping_neg();
+    // SAFETY: n <= 8.
+    let mask = unsafe { *LAST_BYTES.get_unchecked(n) };
+    // Slots start at multiples of 16, so the word before `p` is aligned: its canary bytes
+    // are the pattern itself (`canary::pattern`).
+    debug_assert!(p.is_multiple_of(8));
+    let expect = pat & (live as u64).wrapping_neg();
     (expect, mask)
 }
+
+/// The mask of the last n bytes of a little-endian word, n = 0..=8 (a table: a shift by
+/// 64 - 8n would need a branch for n = 0).
+const LAST_BYTES: [u64; 9] = {
+    let mut t = [0u64; 9];
+    let mut n = 1;
+    while n <= 8 {
+        t[n] = !0u64 << (64 - 8 * n);
+        n += 1;
+    }
+    t
+};

@@ -89,7 +89,7 @@ const SEG_GAP_MIN: usize = 64 << 10;
 /// Heap bytes per metadata chunk (one table entry): a granule of the heap's address range,
 /// inside one segment (segments are multiples of it), so it belongs to one region.
 pub const GRANULE_SHIFT: u32 = SEG_SHIFT;
-const GRANULE_MASK: usize = (1 << GRANULE_SHIFT) - 1;
+pub const GRANULE_MASK: usize = (1 << GRANULE_SHIFT) - 1;
 /// Unmapped bytes between the chunks (growing down) and the chunk table (the largest page).
 const META_TABLE_GUARD: usize = 64 << 10;
 
@@ -468,7 +468,7 @@ impl Geometry {
     /// Release of the slab range).
     #[inline(always)]
     pub fn meta_of_addr(&self, k: &ClassInfo, p: usize) -> usize {
-        self.meta_entry(p).load(core::sync::atomic::Ordering::Relaxed) + self.slab_in_granule(k, p) * k.meta_stride as usize
+        crate::heap::slab::meta::entry_chunk(self.meta_entry(p).load(core::sync::atomic::Ordering::Relaxed)) + self.slab_in_granule(k, p) * k.meta_stride as usize
     }
 
     /// The index in its heap granule of the slab of class `k` holding `p`.

@@ -16,10 +16,10 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::heap::slab::layout::{set_table_span, table_span, Geometry, BUCKET_SLOTS, GRANULE_SHIFT};
+use crate::heap::slab::layout::{set_table_span, table_span, Geometry, BUCKET_SLOTS, GRANULE_MASK, GRANULE_SHIFT};
 use crate::platform::{self, lock::Lock};
 use crate::heap::slab::record;
-use crate::heap::slab::size_class::{ClassInfo, CLASSES};
+use crate::heap::slab::size_class::{ClassInfo, CLASSES, MAGIC_SHIFT};
 
 /// `state` bit: the slab is on its owner's notification stack.
 pub const QUEUED: u64 = 1 << 32;
@@ -65,6 +65,35 @@ pub const fn from_id(id: u32) -> (usize, usize) {
     (v >> 18, v & ((1 << 18) - 1))
 }
 
+/// A chunk-table entry is the address of its granule's metadata chunk with, from bit
+/// `ENTRY_REGION` up, the region the granule belongs to (a granule lies in one segment of
+/// one region): the free fast path learns class, bucket and metadata from one load.
+pub const ENTRY_REGION: u32 = 48;
+pub const ENTRY_CHUNK: usize = (1 << ENTRY_REGION) - 1;
+
+/// The chunk address of a chunk-table entry.
+#[inline(always)]
+pub const fn entry_chunk(entry: usize) -> usize {
+    entry & ENTRY_CHUNK
+}
+
+/// What the free fast path needs of a block's start (`SlabMeta::slot_at`).
+#[derive(Clone, Copy)]
+pub struct SlotAt {
+    pub m: SlabMeta,
+    pub region: usize,
+    pub class: usize,
+    pub slot: usize,
+}
+
+impl SlotAt {
+    /// The slot's place (for a report); `p` is its address.
+    pub fn loc(&self, g: &Geometry, p: usize) -> crate::heap::slab::layout::Loc {
+        let k = &CLASSES[self.class];
+        crate::heap::slab::layout::Loc { region: self.region, class: self.class, bucket: self.region % BUCKET_SLOTS, slab: g.slab_of(k, p), slot: self.slot, interior: 0 }
+    }
+}
+
 /// Typed view of one slab's metadata.
 #[derive(Clone, Copy)]
 pub struct SlabMeta {
@@ -96,8 +125,37 @@ impl SlabMeta {
         if entry == 0 {
             return None;
         }
-        let m = SlabMeta { base: entry + g.slab_in_granule(k, p) * k.meta_stride as usize };
+        let m = SlabMeta { base: entry_chunk(entry) + g.slab_in_granule(k, p) * k.meta_stride as usize };
         (m.header().created.load(Ordering::Acquire) != 0).then_some(m)
+    }
+
+    /// The slot that the heap address `p` is the start of, in a slab that was made: one
+    /// chunk-table load gives its region (so its class) and metadata, one multiply its slot.
+    /// None for anything else: outside the heap part whose table is mapped, a granule
+    /// without metadata, a slab never made, an address inside a slot or past the last one.
+    /// (The same answer as `Geometry::decode_slot` and `made`, which `heap::release`'s
+    /// general path uses.)
+    #[inline(always)]
+    pub fn slot_at(g: &Geometry, p: usize) -> Option<SlotAt> {
+        let off = p.wrapping_sub(g.heap_base);
+        if off >= table_span() {
+            return None;
+        }
+        let entry = g.meta_entry(p).load(Ordering::Relaxed);
+        if entry == 0 {
+            return None;
+        }
+        let region = entry >> ENTRY_REGION;
+        let class = region / BUCKET_SLOTS;
+        // SAFETY: a published entry names a region, so class < CLASS_COUNT.
+        let k = unsafe { CLASSES.get_unchecked(class) };
+        let in_slab = (off & k.slab_mask as usize) as u64;
+        let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
+        if in_slab as usize != slot * k.size as usize || slot >= k.nslots as usize {
+            return None;
+        }
+        let m = SlabMeta { base: entry_chunk(entry) + ((p & GRANULE_MASK) >> k.slab_shift) * k.meta_stride as usize };
+        (m.header().created.load(Ordering::Acquire) != 0).then_some(SlotAt { m, region, class, slot })
     }
 
     #[inline(always)]
@@ -275,7 +333,7 @@ pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first:
     if !grow_table(g, base - g.heap_base) {
         return None;
     }
-    let at = a.low.checked_sub(len).filter(|&at| at >= g.meta_base)? & !63;
+    let at = a.low.checked_sub(len).filter(|&at| at >= g.meta_base && at <= ENTRY_CHUNK)? & !63;
     if at < a.mapped {
         let from = at.min(a.mapped.saturating_sub(META_COMMIT)).max(g.meta_base) & !(pg - 1);
         if !platform::map_at(from as *mut u8, a.mapped - from, crate::tag::prot_flags()) {
@@ -287,6 +345,6 @@ pub fn chunk_for(g: &Geometry, k: &ClassInfo, region: usize, slab: usize, first:
     a.low = at;
     // Read only for slabs that exist, which the pool publishes (Release) after this, or
     // by the free fast path, which then reads the slab's `created` (Acquire).
-    g.meta_entry(base).store(at, Ordering::Release);
+    g.meta_entry(base).store(at | region << ENTRY_REGION, Ordering::Release);
     Some(mapped)
 }

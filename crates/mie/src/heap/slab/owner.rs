@@ -282,12 +282,7 @@ fn release(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: us
 #[inline(always)]
 pub fn quarantine(g: &Globals, tc: &mut TCache, p: usize, region: usize, slot_size: usize, func: &'static str) {
     if tc.fast && slot_size <= FAST_MAX {
-        let j = tc.stage_index();
-        let (old, old_region) = tc.quarantine.push_small(p, region, j);
-        if old != 0 {
-            expire_small(g, tc, old, old_region, func);
-        }
-        return;
+        return quarantine_fast(g, tc, p, region, slot_size, func);
     }
     let cap = g.opts.quarantine as usize;
     if cap == 0 {
@@ -301,6 +296,17 @@ pub fn quarantine(g: &Globals, tc: &mut TCache, p: usize, region: usize, slot_si
         if tc.quarantine.over(limits) {
             quarantine_overflow(g, tc, limits, func);
         }
+    }
+}
+
+/// `quarantine` on the free fast path (`tc.fast`): a small slot enters the count-only ring.
+#[inline(always)]
+pub fn quarantine_fast(g: &Globals, tc: &mut TCache, p: usize, region: usize, slot_size: usize, func: &'static str) {
+    debug_assert!(tc.fast && slot_size <= FAST_MAX);
+    let j = tc.stage_index();
+    let (old, old_region) = tc.quarantine.push_small(p, region, j);
+    if old != 0 {
+        expire_small(g, tc, old, old_region, func);
     }
 }
 
