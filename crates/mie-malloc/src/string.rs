@@ -277,7 +277,7 @@ fn fortify(n: usize, dlen: usize) {
 /// thread that keeps working on the same blocks costs two record compares.
 #[inline(always)]
 fn both_known(d: *const c_void, s: *const c_void, n: usize) -> bool {
-    bounds::known_inside(d as usize, n, Access::Write) && bounds::known_inside(s as usize, n, Access::Read)
+    bounds::both_known_inside(d as usize, s as usize, n)
 }
 
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {

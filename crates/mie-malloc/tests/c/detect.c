@@ -105,7 +105,9 @@ int main(int argc, char **argv) {
         char *p = malloc(40);
         /* Even bytes: a canary byte is always odd, so byte 0 past the end is always seen. */
         for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1;
-        for (int i = 0; i < 200; i++) free(malloc(16 + (i * 37) % 3000));
+        /* Churn in other classes only (64 bytes and up): a block of p's class could take the
+           slot after p, and its free would find the overrun before exit (about 1 run in 150). */
+        for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
         printf("exiting\n");
         exit(0);
     } else if (!strcmp(m, "never_freed_large_overflow")) {

@@ -214,6 +214,25 @@ pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
     hint(access).is_some_and(|h| h.inside(a, len))
 }
 
+/// `known_inside` of a write range at `w` and a read range at `r`, both `len` bytes (a
+/// copy): the options, the thread's cache and its hints read once.
+#[inline(always)]
+pub fn both_known_inside(w: usize, r: usize, len: usize) -> bool {
+    let g = crate::heap::globals();
+    let (wa, ra) = (tag::untag(w), tag::untag(r));
+    let (wt, rt) = (g.geo.tracks(wa), g.geo.tracks(ra));
+    if !g.opts.checked_calls || !(wt || rt) {
+        return true;
+    }
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD {
+        return false;
+    }
+    // SAFETY: as in `hint`.
+    let hints = unsafe { &(*(tcp as *const tcache::TCache)).hints };
+    (!wt || hints[Access::Write as usize].inside(wa, len)) && (!rt || hints[Access::Read as usize].inside(ra, len))
+}
+
 /// This thread's hint for `access` (None before it has a cache).
 #[inline(always)]
 fn hint(access: Access) -> Option<&'static mut Hint> {
