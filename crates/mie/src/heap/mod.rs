@@ -326,15 +326,18 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
 #[inline(always)]
 unsafe fn last_site_bucket(tc: &mut slab::tcache::TCache, cs: usize, sp: usize) -> Option<usize> {
     let t = tc.site_tick.wrapping_add(1);
-    if cs != tc.last_site || t.is_multiple_of(types::wrappers::SAMPLE_EVERY) {
+    // SAFETY: site_slot < SITE_MEMO.
+    let e = unsafe { tc.sites.get_unchecked(slab::tcache::site_slot(cs)) };
+    if cs != e.site || t.is_multiple_of(types::wrappers::SAMPLE_EVERY) {
         return None;
     }
-    // SAFETY: the caller's guarantee; last_k was a word index the scan read.
-    if tc.last_k != slab::tcache::NO_SITE && !unsafe { types::wrappers::same_caller(sp, tc.last_k, tc.last_ret) } {
+    // SAFETY: the caller's guarantee; k was a word index the scan read.
+    if e.k != slab::tcache::NO_SITE && !unsafe { types::wrappers::same_caller(sp, e.k, e.ret) } {
         return None;
     }
+    let b = e.bucket;
     tc.site_tick = t;
-    Some(tc.last_bucket)
+    Some(b)
 }
 
 /// `call_site_bucket` through the process-wide table of sites (and the wrappers' stack
@@ -354,12 +357,18 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
     let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
     // SAFETY: the caller's guarantee.
     let (b, found) = unsafe { types::wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
-    (tc.last_site, tc.last_k, tc.last_ret) = match found {
+    // A new wrapper changes the buckets of calls from its site: forget every site.
+    let epoch = types::wrappers::epoch();
+    if tc.sites_epoch != epoch {
+        tc.sites = [slab::tcache::SiteMemo::NONE; slab::tcache::SITE_MEMO];
+        tc.sites_epoch = epoch;
+    }
+    let (site, k, ret) = match found {
         types::wrappers::Found::Own => (cs, slab::tcache::NO_SITE, 0),
         types::wrappers::Found::Caller { k, ret } => (cs, k, ret),
         types::wrappers::Found::Other => (slab::tcache::NO_SITE, slab::tcache::NO_SITE, 0),
     };
-    tc.last_bucket = b;
+    tc.sites[slab::tcache::site_slot(cs)] = slab::tcache::SiteMemo { site, bucket: b, k, ret };
     b
 }
 

@@ -8,7 +8,7 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::heap::slab::layout::Loc;
+use crate::heap::slab::layout::{Loc, BUCKET_SLOTS};
 use crate::heap::slab::size_class::CLASSES;
 use crate::heap::slab::meta::SlabMeta;
 use crate::heap::{describe_slot, large, slab::record, checks::sample, checks::zero, READY, STATE};
@@ -182,20 +182,25 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
     if len == 0 || known_inside(p, len, access) {
         return;
     }
+    check_unhinted(p, len, access, func, ret_addr);
+}
+
+/// `check` past the hint: the pointer is tracked, checks are on, `len` is not 0.
+#[inline(always)]
+fn check_unhinted(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     let g = crate::heap::globals();
     let a = tag::untag(p);
-    if let Some(loc) = g.geo.decode_slot(a) {
-        // SAFETY: decode returns class < CLASS_COUNT.
-        let k = unsafe { CLASSES.get_unchecked(loc.class) };
-        if let Some(m) = SlabMeta::made(&g.geo, k, a).filter(|_| loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize) {
-            let r = m.rec(k, loc.slot);
-            let size = (k.size as usize).wrapping_sub(record::slack(r));
-            if record::is_live(r) && loc.interior.checked_add(len).is_some_and(|end| end <= size) {
-                if let Some(h) = hint(access) {
-                    h.set(a - loc.interior, size, m.rec_addr(k, loc.slot), r, k.wide);
-                }
-                return;
+    // One chunk-table load finds the slot and its metadata (`SlabMeta::block_at`).
+    if let Some(s) = SlabMeta::block_at(&g.geo, a).filter(|s| s.region % BUCKET_SLOTS <= g.keys.pointer_buckets as usize) {
+        // SAFETY: block_at returns class < CLASS_COUNT.
+        let k = unsafe { CLASSES.get_unchecked(s.class) };
+        let r = s.m.rec(k, s.slot);
+        let size = (k.size as usize).wrapping_sub(record::slack(r));
+        if record::is_live(r) && s.interior.checked_add(len).is_some_and(|end| end <= size) {
+            if let Some(h) = hint(access) {
+                h.set(a - s.interior, size, s.m.rec_addr(k, s.slot), r, k.wide);
             }
+            return;
         }
     }
     check_tracked(p, len, access, func, ret_addr);

@@ -95,7 +95,7 @@ pub fn release_valid(g: &Globals, raw: usize, p: usize, loc: Loc, m: SlabMeta, r
         if m.owner() == tc.id {
             free_local(g, tc, raw, p, loc, m, rec, usable, who)
         } else {
-            free_remote(g, tc, raw, p, SlotAt { m, region: loc.region, class: loc.class, slot: loc.slot }, rec, usable, who)
+            free_remote(g, tc, raw, p, SlotAt { m, region: loc.region, class: loc.class, slot: loc.slot, interior: 0 }, rec, usable, who)
         }
     })
 }

@@ -77,20 +77,22 @@ pub const fn entry_chunk(entry: usize) -> usize {
     entry & ENTRY_CHUNK
 }
 
-/// What the free fast path needs of a block's start (`SlabMeta::slot_at`).
+/// A slot found by address (`SlabMeta::slot_at`, `block_at`): its metadata, region, class
+/// and index, and how far into it the address is.
 #[derive(Clone, Copy)]
 pub struct SlotAt {
     pub m: SlabMeta,
     pub region: usize,
     pub class: usize,
     pub slot: usize,
+    pub interior: usize,
 }
 
 impl SlotAt {
     /// The slot's place (for a report); `p` is its address.
     pub fn loc(&self, g: &Geometry, p: usize) -> crate::heap::slab::layout::Loc {
         let k = &CLASSES[self.class];
-        crate::heap::slab::layout::Loc { region: self.region, class: self.class, bucket: self.region % BUCKET_SLOTS, slab: g.slab_of(k, p), slot: self.slot, interior: 0 }
+        crate::heap::slab::layout::Loc { region: self.region, class: self.class, bucket: self.region % BUCKET_SLOTS, slab: g.slab_of(k, p - self.interior), slot: self.slot, interior: self.interior }
     }
 }
 
@@ -137,6 +139,12 @@ impl SlabMeta {
     /// general path uses.)
     #[inline(always)]
     pub fn slot_at(g: &Geometry, p: usize) -> Option<SlotAt> {
+        Self::block_at(g, p).filter(|s| s.interior == 0)
+    }
+
+    /// As `slot_at` for any address in a slot (`interior` bytes into it).
+    #[inline(always)]
+    pub fn block_at(g: &Geometry, p: usize) -> Option<SlotAt> {
         let off = p.wrapping_sub(g.heap_base);
         if off >= table_span() {
             return None;
@@ -151,11 +159,12 @@ impl SlabMeta {
         let k = unsafe { CLASSES.get_unchecked(class) };
         let in_slab = (off & k.slab_mask as usize) as u64;
         let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
-        if in_slab as usize != slot * k.size as usize || slot >= k.nslots as usize {
+        if slot >= k.nslots as usize {
             return None;
         }
+        let interior = in_slab as usize - slot * k.size as usize;
         let m = SlabMeta { base: entry_chunk(entry) + ((p & GRANULE_MASK) >> k.slab_shift) * k.meta_stride as usize };
-        (m.header().created.load(Ordering::Acquire) != 0).then_some(SlotAt { m, region, class, slot })
+        (m.header().created.load(Ordering::Acquire) != 0).then_some(SlotAt { m, region, class, slot, interior })
     }
 
     #[inline(always)]

@@ -94,15 +94,10 @@ pub struct TCache {
     pub freeing: usize,
     /// Counts untyped allocations, to sample call sites one in 64 (`types/wrappers.rs`).
     pub site_tick: u32,
-    /// The last call site of an untyped allocation and its bucket, when a later call from
-    /// there can reuse it: always (`last_k` = `NO_SITE`: the site's own bucket), or for a
-    /// wrapper's site, when stack word `last_k` holds the same return address `last_ret`
-    /// (`wrappers::Found`). Looked up again at each sampled call, so a site found to be a
-    /// wrapper's meanwhile is seen.
-    pub last_site: usize,
-    pub last_bucket: usize,
-    pub last_k: usize,
-    pub last_ret: usize,
+    /// Recent call sites of untyped allocations and their buckets (`SiteMemo`), by
+    /// `site_slot`; cleared when the process finds a new wrapper (`sites_epoch`).
+    pub sites: [SiteMemo; SITE_MEMO],
+    pub sites_epoch: u32,
     /// Recent AllocToken ids and their buckets + 1 (0: empty): the PRF stays off the typed
     /// allocation path. Per thread, so an entry is never read half-written.
     pub token_ids: [u64; TOKEN_CACHE],
@@ -157,10 +152,8 @@ impl TCache {
             rng: SecureRng::UNSEEDED,
             freeing: 0,
             site_tick: 0,
-            last_site: NO_SITE,
-            last_bucket: 0,
-            last_k: NO_SITE,
-            last_ret: 0,
+            sites: [SiteMemo::NONE; SITE_MEMO],
+            sites_epoch: 0,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
             hints: [crate::heap::checks::bounds::Hint::NONE; 2],
@@ -234,8 +227,35 @@ pub fn regions_in(used: [u64; REGION_COUNT.div_ceil(64)]) -> impl Iterator<Item 
     })
 }
 
-/// `TCache::last_site` when there is none (no return address is this).
+/// `SiteMemo::site` when there is none (no return address is this).
 pub const NO_SITE: usize = usize::MAX;
+
+/// A call site of an untyped allocation and its bucket, as this thread found it, for later
+/// calls from there: always (`k` = `NO_SITE`: the site's own bucket), or for a wrapper's
+/// site, when stack word `k` holds the same return address `ret` (`wrappers::Found`). A
+/// sampled call looks its site up again.
+#[derive(Clone, Copy)]
+pub struct SiteMemo {
+    pub site: usize,
+    pub bucket: usize,
+    pub k: usize,
+    pub ret: usize,
+}
+
+impl SiteMemo {
+    pub const NONE: SiteMemo = SiteMemo { site: NO_SITE, bucket: 0, k: NO_SITE, ret: 0 };
+}
+
+/// Entries of `TCache::sites`: a program's busy allocation sites (python calls malloc from
+/// dozens, in turn) each keep theirs.
+pub const SITE_MEMO: usize = 32;
+
+/// The entry of `TCache::sites` for call site `cs`: return addresses differ in their low
+/// bits (instructions have many lengths).
+#[inline(always)]
+pub const fn site_slot(cs: usize) -> usize {
+    cs & (SITE_MEMO - 1)
+}
 
 /// TLS value of a thread whose cache was already returned (during thread teardown).
 pub const DEAD: usize = 1;

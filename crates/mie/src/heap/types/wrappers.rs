@@ -52,6 +52,16 @@ static NOT_WRAPPERS_NEXT: AtomicUsize = AtomicUsize::new(0);
 /// return address was found last, + 1 (0: not found yet).
 static SLOT_HINT: [AtomicU32; MAX_WRAPPERS] = [const { AtomicU32::new(0) }; MAX_WRAPPERS];
 
+/// Counts the wrappers found: threads forget the buckets they remembered for call sites
+/// when it changes (`TCache::sites`).
+static EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// The number of wrappers found so far (see `EPOCH`).
+#[inline]
+pub fn epoch() -> u32 {
+    EPOCH.load(Ordering::Relaxed)
+}
+
 /// Whether `site` has been found to be a wrapper's.
 pub fn is_wrapper(site: usize) -> bool {
     WRAPPERS.iter().any(|w| w.load(Ordering::Relaxed) == site)
@@ -171,6 +181,7 @@ fn sample(site: usize) {
             if let Some(free) = WRAPPERS.iter().position(|w| w.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed).is_ok()) {
                 SLOT_HINT[free].store(0, Ordering::Relaxed);
                 bucket::forget_site(s);
+                EPOCH.fetch_add(1, Ordering::Relaxed);
             }
         }
         // Decay, so the table follows what the program does now.
