@@ -573,11 +573,16 @@ fn one_leaked_canary_does_not_give_the_next() {
 #[test]
 fn blocks_from_an_allocation_wrapper_are_bucketed_by_its_callers() {
     let bin = build("wrapper.c");
-    let o = run_exact(&bin, &[], "buckets=7");
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
-    let n: usize = t.lines().find_map(|l| l.strip_prefix("distinct buckets: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    assert!(n >= 2, "every caller of the wrapper in one bucket\n{t}");
+    // One wrapper, then a wrapper called by a wrapper: by the outermost wrapper's caller.
+    for args in [&[][..], &["chain"][..]] {
+        let o = run_exact(&bin, args, "buckets=7");
+        let t = text(&o);
+        assert!(o.status.success(), "{args:?}: {t}");
+        let value = |key: &str| t.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<usize>().ok());
+        assert!(value("distinct buckets: ").unwrap_or(0) >= 2, "{args:?}: every caller of the wrapper in one bucket\n{t}");
+        // Every call from one caller, remembered or looked up again, in one bucket.
+        assert_eq!(value("inconsistent: "), Some(0), "{args:?}: {t}");
+    }
 }
 
 /// A library bound to the C library's allocator (dlopen RTLD_DEEPBIND, as php-cli loads its

@@ -331,13 +331,41 @@ unsafe fn last_site_bucket(tc: &mut slab::tcache::TCache, cs: usize, sp: usize) 
     if cs != e.site || t.is_multiple_of(types::wrappers::SAMPLE_EVERY) {
         return None;
     }
-    // SAFETY: the caller's guarantee; k was a word index the scan read.
-    if e.k != slab::tcache::NO_SITE && !unsafe { types::wrappers::same_caller(sp, e.k, e.ret) } {
-        return None;
+    let mut b = e.bucket;
+    if e.k != slab::tcache::NO_SITE {
+        // SAFETY: the caller's guarantee; k was a word index the scan read.
+        let w = unsafe { types::wrappers::word(sp, e.k) };
+        if w != e.ret || e.k1 != slab::tcache::NO_SITE {
+            // SAFETY: the caller's guarantee.
+            b = unsafe { wrapper_caller_bucket(tc, cs, sp, w) }?;
+        }
     }
-    let b = e.bucket;
     tc.site_tick = t;
     Some(b)
+}
+
+/// `last_site_bucket` of a wrapper's site `cs` whose memo (`SiteMemo`) did not match at
+/// once: word `w` of the stack is another caller (one level), or the outer wrapper's call
+/// whose caller is then in word `k1` (two levels); their buckets from `TCache::callers`.
+///
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(always)]
+unsafe fn wrapper_caller_bucket(tc: &slab::tcache::TCache, cs: usize, sp: usize, w: usize) -> Option<usize> {
+    use slab::tcache::{CALLER_MEMO, NO_SITE};
+    // SAFETY: site_slot < SITE_MEMO.
+    let e = unsafe { tc.sites.get_unchecked(slab::tcache::site_slot(cs)) };
+    let ret = if e.k1 == NO_SITE {
+        w
+    } else if w == e.ret {
+        // SAFETY: the caller's guarantee; k1 was a word index the scan read.
+        unsafe { types::wrappers::word(sp, e.k1) }
+    } else {
+        return None;
+    };
+    // SAFETY: the index is below CALLER_MEMO.
+    let c = unsafe { tc.callers.get_unchecked(ret & (CALLER_MEMO - 1)) };
+    (c.site == cs && c.ret == ret).then_some(c.bucket)
 }
 
 /// `call_site_bucket` through the process-wide table of sites (and the wrappers' stack
@@ -363,12 +391,17 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
         tc.sites = [slab::tcache::SiteMemo::NONE; slab::tcache::SITE_MEMO];
         tc.sites_epoch = epoch;
     }
-    let (site, k, ret) = match found {
-        types::wrappers::Found::Own => (cs, slab::tcache::NO_SITE, 0),
-        types::wrappers::Found::Caller { k, ret } => (cs, k, ret),
-        types::wrappers::Found::Other => (slab::tcache::NO_SITE, slab::tcache::NO_SITE, 0),
+    use slab::tcache::{CallerMemo, SiteMemo, CALLER_MEMO, NO_SITE};
+    let (memo, caller) = match found {
+        types::wrappers::Found::Own => (SiteMemo { site: cs, bucket: b, k: NO_SITE, ret: 0, k1: NO_SITE }, None),
+        types::wrappers::Found::Caller { k, ret } => (SiteMemo { site: cs, bucket: b, k, ret, k1: NO_SITE }, Some(ret)),
+        types::wrappers::Found::Chain { k0, ret0, k1, ret1 } => (SiteMemo { site: cs, bucket: b, k: k0, ret: ret0, k1 }, Some(ret1)),
+        types::wrappers::Found::Other => (SiteMemo::NONE, None),
     };
-    tc.sites[slab::tcache::site_slot(cs)] = slab::tcache::SiteMemo { site, bucket: b, k, ret };
+    tc.sites[slab::tcache::site_slot(cs)] = memo;
+    if let Some(ret) = caller {
+        tc.callers[ret & (CALLER_MEMO - 1)] = CallerMemo { site: cs, ret, bucket: b };
+    }
     b
 }
 

@@ -95,8 +95,10 @@ pub struct TCache {
     /// Counts untyped allocations, to sample call sites one in 64 (`types/wrappers.rs`).
     pub site_tick: u32,
     /// Recent call sites of untyped allocations and their buckets (`SiteMemo`), by
-    /// `site_slot`; cleared when the process finds a new wrapper (`sites_epoch`).
+    /// `site_slot`, and recent callers of wrappers (`CallerMemo`); both cleared when the
+    /// process finds a new wrapper (`sites_epoch`).
     pub sites: [SiteMemo; SITE_MEMO],
+    pub callers: [CallerMemo; CALLER_MEMO],
     pub sites_epoch: u32,
     /// Recent AllocToken ids and their buckets + 1 (0: empty): the PRF stays off the typed
     /// allocation path. Per thread, so an entry is never read half-written.
@@ -153,6 +155,7 @@ impl TCache {
             freeing: 0,
             site_tick: 0,
             sites: [SiteMemo::NONE; SITE_MEMO],
+            callers: [CallerMemo::NONE; CALLER_MEMO],
             sites_epoch: 0,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
@@ -231,20 +234,39 @@ pub fn regions_in(used: [u64; REGION_COUNT.div_ceil(64)]) -> impl Iterator<Item 
 pub const NO_SITE: usize = usize::MAX;
 
 /// A call site of an untyped allocation and its bucket, as this thread found it, for later
-/// calls from there: always (`k` = `NO_SITE`: the site's own bucket), or for a wrapper's
-/// site, when stack word `k` holds the same return address `ret` (`wrappers::Found`). A
-/// sampled call looks its site up again.
+/// calls from there (`wrappers::Found`): always (`k` = `NO_SITE`: the site's own bucket);
+/// for a wrapper's site, when stack word `k` holds the same return address `ret`, and
+/// otherwise by the caller in word `k` (`CallerMemo`); for a wrapper called by a wrapper
+/// (`k1` set), when word `k` holds `ret` (the outer wrapper's call), by the caller in
+/// word `k1`. A sampled call looks its site up again.
 #[derive(Clone, Copy)]
 pub struct SiteMemo {
     pub site: usize,
     pub bucket: usize,
     pub k: usize,
     pub ret: usize,
+    pub k1: usize,
 }
 
 impl SiteMemo {
-    pub const NONE: SiteMemo = SiteMemo { site: NO_SITE, bucket: 0, k: NO_SITE, ret: 0 };
+    pub const NONE: SiteMemo = SiteMemo { site: NO_SITE, bucket: 0, k: NO_SITE, ret: 0, k1: NO_SITE };
 }
+
+/// The bucket of calls through the wrapper whose malloc call is `site`, from the caller
+/// whose return address is `ret` (`SiteMemo`): programs call their wrapper from many places.
+#[derive(Clone, Copy)]
+pub struct CallerMemo {
+    pub site: usize,
+    pub ret: usize,
+    pub bucket: usize,
+}
+
+impl CallerMemo {
+    pub const NONE: CallerMemo = CallerMemo { site: NO_SITE, ret: 0, bucket: 0 };
+}
+
+/// Entries of `TCache::callers`, by the caller's return address's low bits.
+pub const CALLER_MEMO: usize = 64;
 
 /// Entries of `TCache::sites`: a program's busy allocation sites (python calls malloc from
 /// dozens, in turn) each keep theirs.

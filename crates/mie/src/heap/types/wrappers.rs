@@ -102,21 +102,23 @@ pub enum Found {
     /// stack pointer (one level of wrapper). A later call from the same site whose word `k`
     /// holds the same return address has the same bucket.
     Caller { k: usize, ret: usize },
-    /// Anything else (wrappers of wrappers, no return address found): look again each time.
+    /// A wrapper's wrapper's caller's (sqlite: `sqlite3MemMalloc` called by `sqlite3Malloc`):
+    /// the inner wrapper's return address `ret0` in word `k0`, its caller's `ret1` in word
+    /// `k1`. A later call from the same site with `ret0` in word `k0` (the same outer
+    /// wrapper's call, so the same frames) and `ret1` in word `k1` has the same bucket.
+    Chain { k0: usize, ret0: usize, k1: usize, ret1: usize },
+    /// Anything else (deeper chains, no return address found): look again each time.
     Other,
 }
 
-/// Whether a later call from a wrapper's site, found as `Found::Caller { k, ret }`, comes
-/// from the same caller: word `k` above `sp` holds `ret` again (one word read; no check of
-/// code bytes: that word was found to be a return address before, and a wrong answer could
-/// only pick another pointer bucket).
+/// Stack word `k` above `sp` (a word index a scan read before: `Found`).
 ///
 /// # Safety
-/// As `bucket`.
+/// As `bucket`, and k < SCAN.
 #[inline(always)]
-pub unsafe fn same_caller(sp: usize, k: usize, ret: usize) -> bool {
-    // SAFETY: k < SCAN (`find_return`): inside the words the caller vouches for.
-    unsafe { ((sp + 8 * k) as *const usize).read() == ret }
+pub unsafe fn word(sp: usize, k: usize) -> usize {
+    // SAFETY: the caller's guarantee.
+    unsafe { ((sp + 8 * k) as *const usize).read() }
 }
 
 /// The bucket of a call from a wrapper: by its caller, or, when that is a wrapper too (lua:
@@ -131,16 +133,26 @@ unsafe fn through_wrappers(keys: &Keys, cs: usize, sp: usize, mut e: u64, sample
     let mut site = cs;
     let mut from = 0;
     let mut found = Found::Other;
+    let mut first = (0, 0);
     for level in 0..MAX_DEPTH {
         if e & WRAPPER == 0 {
             break;
         }
         // SAFETY: the caller's guarantee.
-        let Some((k, ret)) = (unsafe { caller_of_wrapper(site, sp, from) }) else { break };
+        let Some((k, ret)) = (unsafe { caller_of_wrapper(site, sp, from) }) else {
+            found = Found::Other;
+            break;
+        };
         site = ret;
         from = k + 1;
         e = keys.site_entry(site);
-        found = if level == 0 && e & WRAPPER == 0 { Found::Caller { k, ret } } else { Found::Other };
+        found = match level {
+            _ if e & WRAPPER != 0 => Found::Other,
+            0 => Found::Caller { k, ret },
+            1 => Found::Chain { k0: first.0, ret0: first.1, k1: k, ret1: ret },
+            _ => Found::Other,
+        };
+        first = (k, ret);
     }
     if sampled {
         // The site the bucket comes from: a hot caller of a wrapper can be a wrapper too.
