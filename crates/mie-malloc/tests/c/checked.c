@@ -255,6 +255,16 @@ int main(int argc, char **argv) {
         memset(s, 'r', N); /* no NUL anywhere in the block */
         char d[4 * N];
         strcpy(d, s);
+    } else if (!strcmp(m, "large_hinted_shrunk")) {
+        /* A copy into a large block (the thread remembers it), an in-place shrink, then a
+           copy past the new end: the shrink must end what the thread remembered. */
+        free(malloc(16)); /* the thread's cache, which holds what it remembers */
+        char *big = malloc(300000);
+        char src[64] = {0};
+        memcpy(big + 1000, src, 64);
+        char *same = realloc(big, 200000);
+        if (same != big) return 3;
+        memcpy(same + 199990, src, 11);
     } else if (!strcmp(m, "large_memcpy")) {
         char *big = malloc(300000);
         char src[64] = {0};

@@ -266,6 +266,20 @@ fn checking(ret_addr: usize) -> bool {
 #[cold]
 #[inline(never)]
 fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
+    // A range inside a live large block: remembered like a small block, by the large
+    // blocks' generation (read before the lookup: a free meanwhile leaves the hint stale).
+    let a = tag::untag(p);
+    if large::maybe_live(a) {
+        let gen = large::GENERATION.load(Ordering::Acquire);
+        if let Some((start, size)) = large::live_block_containing(a) {
+            if (a - start).checked_add(len).is_some_and(|end| end <= size) {
+                if let Some(h) = hint(access) {
+                    h.set(start, size, &large::GENERATION as *const _ as usize, gen, true);
+                }
+                return;
+            }
+        }
+    }
     let fits = match place(p) {
         Place::Unknown => true,
         Place::Live { start, size } => (tag::untag(p) - start).checked_add(len).is_some_and(|end| end <= size),

@@ -195,6 +195,11 @@ pub fn live_block_containing(addr: usize) -> Option<(usize, usize)> {
     INDEX.find(addr)
 }
 
+/// Changes each time a large block is freed or resized: while it reads the same, a block
+/// found live (read before the lookup) still is, with the same size (the checks' hint,
+/// `bounds::Hint`, remembers a large block by it).
+pub static GENERATION: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 
 /// Add a live block `[start, end)` (requested size) (LARGE.lock held).
 pub(super) fn insert(start: usize, end: usize) {
@@ -203,5 +208,8 @@ pub(super) fn insert(start: usize, end: usize) {
 
 /// Remove a block, or change its end (LARGE.lock held).
 pub(super) fn update(start: usize, new_end: Option<usize>) {
+    // Before the index changes: a reader that reads the old generation after this reads the
+    // block as it was and notes a generation that is already stale.
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     INDEX.update(start, new_end);
 }

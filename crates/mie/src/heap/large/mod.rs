@@ -14,7 +14,7 @@ mod window;
 
 use core::cell::UnsafeCell;
 
-pub use index::{live_block_containing, maybe_live};
+pub use index::{live_block_containing, maybe_live, GENERATION};
 use warm::{Piece, Warm, MAX_PIECES};
 
 use crate::platform::{self, lock::Lock};
