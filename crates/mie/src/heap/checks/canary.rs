@@ -35,19 +35,8 @@ pub fn span(usable: usize, slot_size: usize) -> usize {
 /// `[slot, slot + slot_size)` must be the block's own writable slot.
 #[inline(always)]
 pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize) {
-    let span = span(usable, slot_size);
-    let slack = span - usable;
-    // SAFETY: both ranges lie inside the slot (the caller's guarantee); the word holding the
-    // block's last bytes keeps them (the block is not handed out yet, or it is the caller's
-    // own during a realloc in place, so they cannot change meanwhile).
-    unsafe {
-        if slack <= MAX_CANARY {
-            write_to_word(pat, slot + usable, slot + span);
-        } else {
-            write(pat, (slot + usable) as *mut u8, MAX_CANARY);
-            write_to_word(pat, slot + span - TAIL, slot + span);
-        }
-    }
+    // SAFETY: the caller's guarantee.
+    unsafe { write_small_in::<false>(pat, slot, usable, slot_size) }
 }
 
 /// `write_small` into a slot that is all zero (a fresh or checked free slot on the malloc
@@ -57,24 +46,23 @@ pub unsafe fn write_small(pat: u64, slot: usize, usable: usize, slot_size: usize
 /// As `write_small`, and `[slot, slot + slot_size)` is zero.
 #[inline(always)]
 pub unsafe fn write_small_zeroed(pat: u64, slot: usize, usable: usize, slot_size: usize) {
+    // SAFETY: the caller's guarantee.
+    unsafe { write_small_in::<true>(pat, slot, usable, slot_size) }
+}
+
+#[inline(always)]
+unsafe fn write_small_in<const ZEROED: bool>(pat: u64, slot: usize, usable: usize, slot_size: usize) {
     let span = span(usable, slot_size);
     let slack = span - usable;
-    // SAFETY: the caller's guarantee; the bytes before `end` in the first word are zero, so
-    // storing zeros there changes nothing.
+    // SAFETY: both ranges lie inside the slot (the caller's guarantee); the word holding the
+    // block's last bytes keeps them (the block is not handed out yet, or it is the caller's
+    // own during a realloc in place, so they cannot change meanwhile; ZEROED: they are zero).
     unsafe {
         if slack <= MAX_CANARY {
-            let end = slot + usable;
-            if end < slot + span {
-                let mut a = end & !7;
-                (a as *mut u64).write((pat & (!0u64 << (8 * (end & 7)))).to_le());
-                a += 8;
-                while a < slot + span {
-                    (a as *mut u64).write(pat.to_le());
-                    a += 8;
-                }
-            }
+            write_to_word::<ZEROED>(pat, slot + usable, slot + span);
         } else {
-            write_small(pat, slot, usable, slot_size);
+            write(pat, (slot + usable) as *mut u8, MAX_CANARY);
+            write_to_word::<ZEROED>(pat, slot + span - TAIL, slot + span);
         }
     }
 }
@@ -142,13 +130,14 @@ unsafe fn intact_to_word(pat: u64, end: usize, stop: usize) -> bool {
 }
 
 /// Write the canary into `[end, stop)`, `stop` a multiple of 8: aligned whole words, the
-/// bytes before `end` in the first one kept.
+/// bytes before `end` in the first one kept (`ZEROED`: they are zero, so zeros are stored
+/// without reading them).
 ///
 /// # Safety
 /// `[end & !7, stop)` must be writable, belong to the block's slot, and nobody else may
 /// change the bytes before `end` in its first word meanwhile.
 #[inline(always)]
-unsafe fn write_to_word(pat: u64, end: usize, stop: usize) {
+unsafe fn write_to_word<const ZEROED: bool>(pat: u64, end: usize, stop: usize) {
     if end >= stop {
         return;
     }
@@ -156,7 +145,7 @@ unsafe fn write_to_word(pat: u64, end: usize, stop: usize) {
     let keep = !(!0u64 << (8 * (end & 7)));
     // SAFETY (all accesses): [a, stop) lies in the slot (the caller's guarantee); a is aligned.
     unsafe {
-        let old = u64::from_le((a as *const u64).read());
+        let old = if ZEROED { 0 } else { u64::from_le((a as *const u64).read()) };
         (a as *mut u64).write(((old & keep) | (pat & !keep)).to_le());
         a += 8;
         while a < stop {
@@ -351,6 +340,26 @@ mod tests {
                     assert_eq!(fast, exact.is_none(), "slot {slot} usable {usable} byte {i}");
                     *b = saved;
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_write_into_a_zero_slot_writes_what_the_general_write_does() {
+        let _ = crate::heap::ensure_init();
+        for slot in [16usize, 32, 48, 80, 128, 256, 1024] {
+            for usable in 0..slot {
+                #[repr(align(16))]
+                struct Buf([u8; 1024]);
+                let (mut a, mut b) = (Buf([0; 1024]), Buf([0; 1024]));
+                let (pa, pb) = (a.0.as_mut_ptr() as usize, b.0.as_mut_ptr() as usize);
+                let pat = pattern(&crate::prf::Prf::random(), pa);
+                // SAFETY: both slots lie inside their buffers and are zero.
+                unsafe {
+                    write_small(pat, pa, usable, slot);
+                    write_small_zeroed(pat, pb, usable, slot);
+                }
+                assert!(a.0 == b.0, "slot {slot} usable {usable}");
             }
         }
     }
