@@ -389,6 +389,7 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
     let epoch = types::wrappers::epoch();
     if tc.sites_epoch != epoch {
         tc.sites = [slab::tcache::SiteMemo::NONE; slab::tcache::SITE_MEMO];
+        tc.callers = [slab::tcache::CallerMemo::NONE; slab::tcache::CALLER_MEMO];
         tc.sites_epoch = epoch;
     }
     use slab::tcache::{CallerMemo, SiteMemo, CALLER_MEMO, NO_SITE};
