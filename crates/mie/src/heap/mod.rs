@@ -299,7 +299,8 @@ macro_rules! caller {
 }
 
 /// The bucket of an untyped allocation from the C ABI: by call site `cs`, or for a call
-/// site found to be an allocation wrapper's, by the wrapper's caller (`wrappers.rs`).
+/// site found to be an allocation wrapper's, by the wrapper's caller (`types/wrappers.rs`),
+/// through what the calling thread remembers of its call sites (`types/sites.rs`).
 ///
 /// # Safety
 /// `sp` must be the caller's stack pointer at the call (the words above it are read).
@@ -310,7 +311,7 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
         let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
         // SAFETY: the caller's guarantee.
-        if let Some(b) = unsafe { last_site_bucket(tc, cs, sp) } {
+        if let Some(b) = unsafe { tc.sites.bucket(cs, sp) } {
             return b;
         }
     }
@@ -318,58 +319,8 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     unsafe { site_bucket_slow(cs, sp) }
 }
 
-/// The bucket of a call from the thread's last call site (through a wrapper: from the same
-/// caller), unless this call is sampled.
-///
-/// # Safety
-/// As `call_site_bucket`.
-#[inline(always)]
-unsafe fn last_site_bucket(tc: &mut slab::tcache::TCache, cs: usize, sp: usize) -> Option<usize> {
-    let t = tc.site_tick.wrapping_add(1);
-    // SAFETY: site_slot < SITE_MEMO.
-    let e = unsafe { tc.sites.get_unchecked(slab::tcache::site_slot(cs)) };
-    if cs != e.site || t.is_multiple_of(types::wrappers::SAMPLE_EVERY) {
-        return None;
-    }
-    let mut b = e.bucket;
-    if e.k != slab::tcache::NO_SITE {
-        // SAFETY: the caller's guarantee; k was a word index the scan read.
-        let w = unsafe { types::wrappers::word(sp, e.k) };
-        if w != e.ret || e.k1 != slab::tcache::NO_SITE {
-            // SAFETY: the caller's guarantee.
-            b = unsafe { wrapper_caller_bucket(tc, cs, sp, w) }?;
-        }
-    }
-    tc.site_tick = t;
-    Some(b)
-}
-
-/// `last_site_bucket` of a wrapper's site `cs` whose memo (`SiteMemo`) did not match at
-/// once: word `w` of the stack is another caller (one level), or the outer wrapper's call
-/// whose caller is then in word `k1` (two levels); their buckets from `TCache::callers`.
-///
-/// # Safety
-/// As `call_site_bucket`.
-#[inline(always)]
-unsafe fn wrapper_caller_bucket(tc: &slab::tcache::TCache, cs: usize, sp: usize, w: usize) -> Option<usize> {
-    use slab::tcache::{CALLER_MEMO, NO_SITE};
-    // SAFETY: site_slot < SITE_MEMO.
-    let e = unsafe { tc.sites.get_unchecked(slab::tcache::site_slot(cs)) };
-    let ret = if e.k1 == NO_SITE {
-        w
-    } else if w == e.ret {
-        // SAFETY: the caller's guarantee; k1 was a word index the scan read.
-        unsafe { types::wrappers::word(sp, e.k1) }
-    } else {
-        return None;
-    };
-    // SAFETY: the index is below CALLER_MEMO.
-    let c = unsafe { tc.callers.get_unchecked(ret & (CALLER_MEMO - 1)) };
-    (c.site == cs && c.ret == ret).then_some(c.bucket)
-}
-
 /// `call_site_bucket` through the process-wide table of sites (and the wrappers' stack
-/// scan), noting the site as the thread's last when its bucket is its own.
+/// scan); the thread remembers how it found the bucket.
 ///
 /// # Safety
 /// As `call_site_bucket`.
@@ -384,25 +335,8 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
     // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
     let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
     // SAFETY: the caller's guarantee.
-    let (b, found) = unsafe { types::wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.site_tick)) };
-    // A new wrapper changes the buckets of calls from its site: forget every site.
-    let epoch = types::wrappers::epoch();
-    if tc.sites_epoch != epoch {
-        tc.sites = [slab::tcache::SiteMemo::NONE; slab::tcache::SITE_MEMO];
-        tc.callers = [slab::tcache::CallerMemo::NONE; slab::tcache::CALLER_MEMO];
-        tc.sites_epoch = epoch;
-    }
-    use slab::tcache::{CallerMemo, SiteMemo, CALLER_MEMO, NO_SITE};
-    let (memo, caller) = match found {
-        types::wrappers::Found::Own => (SiteMemo { site: cs, bucket: b, k: NO_SITE, ret: 0, k1: NO_SITE }, None),
-        types::wrappers::Found::Caller { k, ret } => (SiteMemo { site: cs, bucket: b, k, ret, k1: NO_SITE }, Some(ret)),
-        types::wrappers::Found::Chain { k0, ret0, k1, ret1 } => (SiteMemo { site: cs, bucket: b, k: k0, ret: ret0, k1 }, Some(ret1)),
-        types::wrappers::Found::Other => (SiteMemo::NONE, None),
-    };
-    tc.sites[slab::tcache::site_slot(cs)] = memo;
-    if let Some(ret) = caller {
-        tc.callers[ret & (CALLER_MEMO - 1)] = CallerMemo { site: cs, ret, bucket: b };
-    }
+    let (b, found) = unsafe { types::wrappers::bucket(&g.keys, cs, sp, Some(&mut tc.sites.tick)) };
+    tc.sites.note(cs, b, found);
     b
 }
 
@@ -420,7 +354,7 @@ pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
         let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
         // SAFETY: the caller's guarantee.
-        if let Some(b) = unsafe { last_site_bucket(tc, cs, sp) } {
+        if let Some(b) = unsafe { tc.sites.bucket(cs, sp) } {
             let p = slab::alloc::malloc_fast_in(tc, size, b, types::kind::MALLOC).0;
             if !p.is_null() {
                 return p;

@@ -8,6 +8,7 @@
 //! Frees into an idle cache's slabs are collected by the freeing thread itself ("helping"),
 //! so memory freed after its owner exited is not stranded.
 
+use crate::heap::types::sites::SiteMemos;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -92,14 +93,8 @@ pub struct TCache {
     /// caller's tagged pointer). A tag fault on it then means another thread freed it at
     /// the same moment: a double free (`diagnose/fault.rs`). 0 otherwise.
     pub freeing: usize,
-    /// Counts untyped allocations, to sample call sites one in 64 (`types/wrappers.rs`).
-    pub site_tick: u32,
-    /// Recent call sites of untyped allocations and their buckets (`SiteMemo`), by
-    /// `site_slot`, and recent callers of wrappers (`CallerMemo`); both cleared when the
-    /// process finds a new wrapper (`sites_epoch`).
-    pub sites: [SiteMemo; SITE_MEMO],
-    pub callers: [CallerMemo; CALLER_MEMO],
-    pub sites_epoch: u32,
+    /// Recent call sites of untyped allocations and their buckets (`types/sites.rs`).
+    pub sites: SiteMemos,
     /// Recent AllocToken ids and their buckets + 1 (0: empty): the PRF stays off the typed
     /// allocation path. Per thread, so an entry is never read half-written.
     pub token_ids: [u64; TOKEN_CACHE],
@@ -153,10 +148,7 @@ impl TCache {
             batch_remote: false,
             rng: SecureRng::UNSEEDED,
             freeing: 0,
-            site_tick: 0,
-            sites: [SiteMemo::NONE; SITE_MEMO],
-            callers: [CallerMemo::NONE; CALLER_MEMO],
-            sites_epoch: 0,
+            sites: SiteMemos::NEW,
             token_ids: [0; TOKEN_CACHE],
             token_buckets: [0; TOKEN_CACHE],
             hints: [crate::heap::checks::bounds::Hint::NONE; 2],
@@ -228,55 +220,6 @@ pub fn regions_in(used: [u64; REGION_COUNT.div_ceil(64)]) -> impl Iterator<Item 
             Some(w * 64 + i)
         })
     })
-}
-
-/// `SiteMemo::site` when there is none (no return address is this).
-pub const NO_SITE: usize = usize::MAX;
-
-/// A call site of an untyped allocation and its bucket, as this thread found it, for later
-/// calls from there (`wrappers::Found`): always (`k` = `NO_SITE`: the site's own bucket);
-/// for a wrapper's site, when stack word `k` holds the same return address `ret`, and
-/// otherwise by the caller in word `k` (`CallerMemo`); for a wrapper called by a wrapper
-/// (`k1` set), when word `k` holds `ret` (the outer wrapper's call), by the caller in
-/// word `k1`. A sampled call looks its site up again.
-#[derive(Clone, Copy)]
-pub struct SiteMemo {
-    pub site: usize,
-    pub bucket: usize,
-    pub k: usize,
-    pub ret: usize,
-    pub k1: usize,
-}
-
-impl SiteMemo {
-    pub const NONE: SiteMemo = SiteMemo { site: NO_SITE, bucket: 0, k: NO_SITE, ret: 0, k1: NO_SITE };
-}
-
-/// The bucket of calls through the wrapper whose malloc call is `site`, from the caller
-/// whose return address is `ret` (`SiteMemo`): programs call their wrapper from many places.
-#[derive(Clone, Copy)]
-pub struct CallerMemo {
-    pub site: usize,
-    pub ret: usize,
-    pub bucket: usize,
-}
-
-impl CallerMemo {
-    pub const NONE: CallerMemo = CallerMemo { site: NO_SITE, ret: 0, bucket: 0 };
-}
-
-/// Entries of `TCache::callers`, by the caller's return address's low bits.
-pub const CALLER_MEMO: usize = 64;
-
-/// Entries of `TCache::sites`: a program's busy allocation sites (python calls malloc from
-/// dozens, in turn) each keep theirs.
-pub const SITE_MEMO: usize = 32;
-
-/// The entry of `TCache::sites` for call site `cs`: return addresses differ in their low
-/// bits (instructions have many lengths).
-#[inline(always)]
-pub const fn site_slot(cs: usize) -> usize {
-    cs & (SITE_MEMO - 1)
 }
 
 /// TLS value of a thread whose cache was already returned (during thread teardown).

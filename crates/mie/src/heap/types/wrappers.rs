@@ -12,10 +12,10 @@
 //! read outside the stack's live part (a few hundred bytes above the caller's frame) and
 //! the code bytes read belong to mapped executable segments; when no return address is
 //! found, the call site's own bucket is used. Each thread also remembers what it found
-//! (`TCache::sites` and `TCache::callers`, used by `heap::last_site_bucket`): for a wrapper's
-//! site, the stack words where its caller's return address lies (one level, or two for a
-//! wrapper called by a wrapper) and the buckets of the callers it saw lately, so a call
-//! from a known caller reads those words and nothing else.
+//! (`sites.rs`, in its thread cache): for a wrapper's site, the stack words where its
+//! caller's return address lies (one level, or two for a wrapper called by a wrapper) and
+//! the buckets of the callers it saw lately, so a call from a known caller reads those
+//! words and nothing else.
 //!
 //! Detection is sampled: one allocation in 64 of each thread counts its call site in a
 //! small table of hot sites. A site with a quarter or more of the samples is a wrapper's if
