@@ -8,9 +8,9 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::heap::slab::layout::{Loc, BUCKET_SLOTS};
-use crate::heap::slab::size_class::CLASSES;
-use crate::heap::slab::meta::SlabMeta;
+use crate::heap::slab::layout::BUCKET_SLOTS;
+use crate::heap::slab::size_class::{ClassInfo, CLASSES};
+use crate::heap::slab::meta::{SlabMeta, SlotAt};
 use crate::heap::{describe_slot, large, slab::record, checks::sample, checks::zero, READY, STATE};
 use crate::heap::slab::tcache;
 use crate::platform::tls;
@@ -52,9 +52,15 @@ pub fn place(p: usize) -> Place {
     }
     let g = crate::heap::globals();
     let a = tag::untag(p);
-    if let Some(loc) = g.geo.decode_slot(a) {
-        return small_place(g, a, &loc);
+    if let Some((s, k, r)) = small_slot(g, a) {
+        let start = a - s.interior;
+        if !record::is_live(r) {
+            return Place::Freed { start, size: k.size as usize };
+        }
+        return Place::Live { start, size: (k.size as usize).saturating_sub(record::slack(r)) };
     }
+    // (Elsewhere in the heap: no block here; the access itself faults (unmapped) or hits a
+    // slab's unused tail. Samples, zero-size blocks and large blocks lie outside the heap.)
     if sample::owns(a) || zero::owns(a) || large::maybe_live(a) {
         return other_place(a);
     }
@@ -80,20 +86,15 @@ fn other_place(a: usize) -> Place {
     }
 }
 
+/// The slot of a small block holding `a` (untagged), in a slab that was made, of a bucket
+/// the checks cover: the slot, its class and its record now.
 #[inline(always)]
-fn small_place(g: &crate::heap::Globals, a: usize, loc: &Loc) -> Place {
-    let k = &CLASSES[loc.class];
-    let m = SlabMeta::made(&g.geo, k, a);
-    let Some(m) = m.filter(|_| loc.bucket <= g.keys.pointer_buckets as usize && loc.slot < k.nslots as usize) else {
-        // No block here: the access itself faults (unmapped) or hits a slab's unused tail.
-        return Place::Unknown;
-    };
-    let r = m.rec(k, loc.slot);
-    let start = a - loc.interior;
-    if !record::is_live(r) {
-        return Place::Freed { start, size: k.size as usize };
-    }
-    Place::Live { start, size: (k.size as usize).saturating_sub(record::slack(r)) }
+fn small_slot(g: &crate::heap::Globals, a: usize) -> Option<(SlotAt, &'static ClassInfo, u32)> {
+    // One chunk-table load finds the slot and its metadata (`SlabMeta::block_at`).
+    let s = SlabMeta::block_at(&g.geo, a).filter(|s| s.region % BUCKET_SLOTS <= g.keys.pointer_buckets as usize)?;
+    // SAFETY: block_at returns class < CLASS_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(s.class) };
+    Some((s, k, s.m.rec(k, s.slot)))
 }
 
 /// Bytes from `p` to the end of its live block (0 if `p` is at or past the end, or the
@@ -190,11 +191,7 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
 fn check_unhinted(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     let g = crate::heap::globals();
     let a = tag::untag(p);
-    // One chunk-table load finds the slot and its metadata (`SlabMeta::block_at`).
-    if let Some(s) = SlabMeta::block_at(&g.geo, a).filter(|s| s.region % BUCKET_SLOTS <= g.keys.pointer_buckets as usize) {
-        // SAFETY: block_at returns class < CLASS_COUNT.
-        let k = unsafe { CLASSES.get_unchecked(s.class) };
-        let r = s.m.rec(k, s.slot);
+    if let Some((s, k, r)) = small_slot(g, a) {
         let size = (k.size as usize).wrapping_sub(record::slack(r));
         if record::is_live(r) && s.interior.checked_add(len).is_some_and(|end| end <= size) {
             if let Some(h) = hint(access) {

@@ -89,7 +89,7 @@ const SEG_GAP_MIN: usize = 64 << 10;
 /// Heap bytes per metadata chunk (one table entry): a granule of the heap's address range,
 /// inside one segment (segments are multiples of it), so it belongs to one region.
 pub const GRANULE_SHIFT: u32 = SEG_SHIFT;
-pub const GRANULE_MASK: usize = (1 << GRANULE_SHIFT) - 1;
+const GRANULE_MASK: usize = (1 << GRANULE_SHIFT) - 1;
 /// Unmapped bytes between the chunks (growing down) and the chunk table (the largest page).
 const META_TABLE_GUARD: usize = 64 << 10;
 
@@ -206,14 +206,6 @@ pub struct Loc {
     pub slot: usize,
     /// Byte offset of the pointer from the start of its slot (0 for a block start).
     pub interior: usize,
-}
-
-impl Loc {
-    /// This place with its slab number (after `Geometry::decode_slot`); `p` is its address.
-    #[inline(always)]
-    pub fn with_slab(self, g: &Geometry, p: usize) -> Loc {
-        Loc { slab: g.slab_of(&CLASSES[self.class], p), ..self }
-    }
 }
 
 #[inline(always)]
@@ -379,34 +371,17 @@ impl Geometry {
     #[inline(always)]
     pub fn decode(&self, p: usize) -> Option<Loc> {
         let off = p.wrapping_sub(self.heap_base);
-        let l = Self::locate(off, self.heap_span)?;
-        // SAFETY: `locate` returns class < CLASS_COUNT.
-        let k = unsafe { CLASSES.get_unchecked(l.class) };
-        Some(Loc { slab: Self::linear(off) >> k.slab_shift, ..l })
-    }
-
-    /// As `decode`, without the slab number (`slab` is usize::MAX: `Loc::with_slab` fills
-    /// it in): the free fast path finds the slab's metadata by address and needs the number
-    /// only on its rarer branches. None too beyond the part of the heap whose chunk-table
-    /// entries are mapped (no slab is there).
-    #[inline(always)]
-    pub fn decode_slot(&self, p: usize) -> Option<Loc> {
-        Self::locate(p.wrapping_sub(self.heap_base), table_span())
-    }
-
-    /// The place of heap offset `off` below `limit`, all but its slab number (usize::MAX).
-    #[inline(always)]
-    fn locate(off: usize, limit: usize) -> Option<Loc> {
         let (class, bucket) = class_bucket_at(off);
-        if off >= limit || class >= CLASS_COUNT {
+        if off >= self.heap_span || class >= CLASS_COUNT {
             return None;
         }
         // SAFETY: class < CLASS_COUNT.
         let k = unsafe { CLASSES.get_unchecked(class) };
+        let slab = Self::linear(off) >> k.slab_shift;
         let in_slab = (off & k.slab_mask as usize) as u64;
         let slot = ((in_slab * k.magic) >> MAGIC_SHIFT) as usize;
         let interior = in_slab as usize - slot * k.size as usize;
-        Some(Loc { region: region_of(class, bucket), class, bucket, slab: usize::MAX, slot, interior })
+        Some(Loc { region: region_of(class, bucket), class, bucket, slab, slot, interior })
     }
 
     /// An offset in the heap as an offset in its region (its segments end to end).
@@ -454,12 +429,13 @@ impl Geometry {
     }
 
     /// The chunk table's entry for the heap granule holding `p`: the address of the
-    /// metadata of the granule's first slab (0: no chunk yet).
+    /// metadata of the granule's first slab, and the granule's region above it
+    /// (`meta::entry_chunk`; 0: no chunk yet).
     #[inline(always)]
     pub fn meta_entry(&self, p: usize) -> &core::sync::atomic::AtomicUsize {
         let at = self.meta_table + 8 * ((p - self.heap_base) >> GRANULE_SHIFT);
         // SAFETY: p is in the heap below `table_span()` (a slab's address, or checked by
-        // `decode_slot`), so the entry is inside the mapped part of the table, never unmapped.
+        // `SlabMeta::block_at`), so the entry is inside the mapped part of the table, never unmapped.
         unsafe { &*(at as *const core::sync::atomic::AtomicUsize) }
     }
 

@@ -16,7 +16,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
-use crate::heap::slab::layout::{set_table_span, table_span, Geometry, BUCKET_SLOTS, GRANULE_MASK, GRANULE_SHIFT};
+use crate::heap::slab::layout::{set_table_span, table_span, Geometry, BUCKET_SLOTS, GRANULE_SHIFT};
 use crate::platform::{self, lock::Lock};
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES, MAGIC_SHIFT};
@@ -117,26 +117,12 @@ impl SlabMeta {
         SlabMeta { base: g.meta_of_addr(k, p) }
     }
 
-    /// The metadata of the slab of class `k` (the class of `p`'s region) that holds the heap
-    /// address `p`, if that slab was made: its granule has a chunk and the slab's header
-    /// says so. Any heap address below `layout::table_span()` may be asked (what
-    /// `Geometry::decode_slot` accepts).
-    #[inline(always)]
-    pub fn made(g: &Geometry, k: &ClassInfo, p: usize) -> Option<Self> {
-        let entry = g.meta_entry(p).load(Ordering::Relaxed);
-        if entry == 0 {
-            return None;
-        }
-        let m = SlabMeta { base: entry_chunk(entry) + g.slab_in_granule(k, p) * k.meta_stride as usize };
-        (m.header().created.load(Ordering::Acquire) != 0).then_some(m)
-    }
-
     /// The slot that the heap address `p` is the start of, in a slab that was made: one
     /// chunk-table load gives its region (so its class) and metadata, one multiply its slot.
     /// None for anything else: outside the heap part whose table is mapped, a granule
-    /// without metadata, a slab never made, an address inside a slot or past the last one.
-    /// (The same answer as `Geometry::decode_slot` and `made`, which `heap::release`'s
-    /// general path uses.)
+    /// without metadata, a slab never made (its header's `created`), an address inside a
+    /// slot or past the last one. (`Geometry::decode` finds the same place by arithmetic,
+    /// for any heap address.)
     #[inline(always)]
     pub fn slot_at(g: &Geometry, p: usize) -> Option<SlotAt> {
         Self::block_at(g, p).filter(|s| s.interior == 0)
@@ -163,7 +149,7 @@ impl SlabMeta {
             return None;
         }
         let interior = in_slab as usize - slot * k.size as usize;
-        let m = SlabMeta { base: entry_chunk(entry) + ((p & GRANULE_MASK) >> k.slab_shift) * k.meta_stride as usize };
+        let m = SlabMeta { base: entry_chunk(entry) + g.slab_in_granule(k, p) * k.meta_stride as usize };
         (m.header().created.load(Ordering::Acquire) != 0).then_some(SlotAt { m, region, class, slot, interior })
     }
 

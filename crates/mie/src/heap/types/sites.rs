@@ -19,7 +19,9 @@ pub const SITE_MEMO: usize = 32;
 /// for a wrapper's site, when stack word `k` holds the same return address `ret`, and
 /// otherwise by the caller in word `k` (`CallerMemo`); for a wrapper called by a wrapper
 /// (`k1` set), when word `k` holds `ret` (the outer wrapper's call), by the caller in
-/// word `k1`. A sampled call looks its site up again.
+/// word `k1`. A sampled call looks its site up again. The words are read without checking
+/// that they still follow a call instruction: they were found to be return addresses
+/// before, and a wrong answer could only pick another pointer bucket.
 #[derive(Clone, Copy)]
 pub struct SiteMemo {
     pub site: usize,

@@ -253,7 +253,7 @@ unsafe fn caller_of_wrapper(cs: usize, sp: usize, from: usize) -> Option<(usize,
 /// The SCAN words from `sp` must be readable.
 unsafe fn find_return(sp: usize, from: usize, hint: usize) -> Option<(usize, usize)> {
     // SAFETY: k < SCAN: inside the range the caller vouches for.
-    let word = |k: usize| unsafe { ((sp + 8 * k) as *const usize).read() };
+    let word = |k: usize| unsafe { word(sp, k) };
     if hint > from && hint <= SCAN && is_return_address(word(hint - 1)) {
         return Some((hint - 1, word(hint - 1)));
     }
