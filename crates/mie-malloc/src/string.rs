@@ -273,11 +273,12 @@ fn fortify(n: usize, dlen: usize) {
 // jump into the C library's function; otherwise the checking version, also by tail call.
 
 
-/// Both ranges surely fine (see `bounds::known_inside`): the common heap-to-heap copy of a
-/// thread that keeps working on the same blocks costs two record compares.
+/// Both ranges surely fine (see `bounds::copy_fits`): the common heap-to-heap copy of a
+/// thread that keeps working on the same blocks costs two record compares, a copy between
+/// other live small blocks a decode of each (no second look on the checked path).
 #[inline(always)]
 fn both_known(d: *const c_void, s: *const c_void, n: usize) -> bool {
-    bounds::both_known_inside(d as usize, s as usize, n)
+    bounds::copy_fits(d as usize, s as usize, n)
 }
 
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
@@ -328,11 +329,11 @@ pub(crate) extern "C" fn mempcpy_cs(d: *mut c_void, s: *const c_void, n: usize, 
 
 pub(crate) extern "C" fn memset_cs(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memset);
-    if f == 0 || !bounds::known_inside(d as usize, n, Access::Write) {
+    if f == 0 || !bounds::fits(d as usize, n, Access::Write) {
         return memset_checked(d, c, n, cs);
     }
-    // SAFETY: f is the C library's memset; the range is outside mie's memory or inside the
-    // live block of this thread's last checked write (known_inside).
+    // SAFETY: f is the C library's memset; the range is outside mie's memory or inside a
+    // live block (bounds::fits).
     unsafe { core::mem::transmute::<usize, SetFn>(f)(d, c, n) }
 }
 

@@ -143,6 +143,12 @@ impl Hint {
         off < self.size && len <= self.size - off && self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
     }
 
+    /// Remember the block of `b`.
+    #[inline(always)]
+    fn take(&mut self, b: Hint) {
+        self.set(b.start, b.size, b.rec, b.val, b.wide);
+    }
+
     /// Remember a block. A signal handler on this thread may read the hint in the middle
     /// (its own checked call): the size goes to 0 first and is set last, with compiler
     /// fences between, so such a reader sees no block or the whole new one, never a mix.
@@ -190,17 +196,26 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
 #[inline(always)]
 fn check_unhinted(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     let g = crate::heap::globals();
-    let a = tag::untag(p);
-    if let Some((s, k, r)) = small_slot(g, a) {
-        let size = (k.size as usize).wrapping_sub(record::slack(r));
-        if record::is_live(r) && s.interior.checked_add(len).is_some_and(|end| end <= size) {
-            if let Some(h) = hint(access) {
-                h.set(a - s.interior, size, s.m.rec_addr(k, s.slot), r, k.wide);
-            }
-            return;
+    if let Some(b) = small_fit(g, tag::untag(p), len) {
+        if let Some(h) = hint(access) {
+            h.take(b);
         }
+        return;
     }
     check_tracked(p, len, access, func, ret_addr);
+}
+
+/// The live small block that `[a, a + len)` (untagged, tracked) lies inside, as a hint for
+/// the next call about it; None when the range is not inside one (a large, sampled or
+/// freed block, an overflow, or not a block at all: `check_tracked` tells which).
+#[inline(always)]
+fn small_fit(g: &crate::heap::Globals, a: usize, len: usize) -> Option<Hint> {
+    let (s, k, r) = small_slot(g, a)?;
+    let size = (k.size as usize).wrapping_sub(record::slack(r));
+    if record::is_live(r) && s.interior.checked_add(len).is_some_and(|end| end <= size) {
+        return Some(Hint { start: a - s.interior, size, rec: s.m.rec_addr(k, s.slot), val: r, wide: k.wide });
+    }
+    None
 }
 
 /// Whether `[p, p + len)` is surely fine without a full check: outside mie's memory, checks
@@ -216,10 +231,14 @@ pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
     hint(access).is_some_and(|h| h.inside(a, len))
 }
 
-/// `known_inside` of a write range at `w` and a read range at `r`, both `len` bytes (a
-/// copy): the options, the thread's cache and its hints read once.
+/// Whether the two ranges of a copy, a write at `w` and a read at `r` of `len` bytes each,
+/// are surely fine: each is outside mie's memory, inside the block of this thread's last
+/// checked access of its kind (`Hint`), or inside a live small block found now (and
+/// remembered for the next call). The options, the thread's cache and its hints are read
+/// once. False means only: ask `check` for each range (it finds the other kinds of block
+/// and reports what is wrong).
 #[inline(always)]
-pub fn both_known_inside(w: usize, r: usize, len: usize) -> bool {
+pub fn copy_fits(w: usize, r: usize, len: usize) -> bool {
     let g = crate::heap::globals();
     let (wa, ra) = (tag::untag(w), tag::untag(r));
     let (wt, rt) = (g.geo.tracks(wa), g.geo.tracks(ra));
@@ -231,8 +250,35 @@ pub fn both_known_inside(w: usize, r: usize, len: usize) -> bool {
         return false;
     }
     // SAFETY: as in `hint`.
-    let hints = unsafe { &(*(tcp as *const tcache::TCache)).hints };
-    (!wt || hints[Access::Write as usize].inside(wa, len)) && (!rt || hints[Access::Read as usize].inside(ra, len))
+    let [hr, hw] = unsafe { &mut (*(tcp as *mut tcache::TCache)).hints };
+    (!wt || fits_or_learn(g, hw, wa, len)) && (!rt || fits_or_learn(g, hr, ra, len))
+}
+
+/// As `copy_fits` for one range (`memset`).
+#[inline(always)]
+pub fn fits(p: usize, len: usize, access: Access) -> bool {
+    let g = crate::heap::globals();
+    let a = tag::untag(p);
+    if !g.opts.checked_calls || !g.geo.tracks(a) {
+        return true;
+    }
+    hint(access).is_some_and(|h| fits_or_learn(g, h, a, len))
+}
+
+/// `[a, a + len)` (untagged, tracked) is inside the hint's block, or inside a live small
+/// block, which the hint then holds.
+#[inline(always)]
+fn fits_or_learn(g: &crate::heap::Globals, h: &mut Hint, a: usize, len: usize) -> bool {
+    if h.inside(a, len) {
+        return true;
+    }
+    match small_fit(g, a, len) {
+        Some(b) => {
+            h.take(b);
+            true
+        }
+        None => false,
+    }
 }
 
 /// This thread's hint for `access` (None before it has a cache).
