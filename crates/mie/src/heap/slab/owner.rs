@@ -120,12 +120,8 @@ fn take_slots(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab:
     if nfree == 0 {
         partial_remove(g, k, tc, region, slab);
     }
-    // Fisher-Yates over the batch.
     let bin = &mut tc.bins[region];
-    for i in (1..got).rev() {
-        let j = tc.rng.below(i as u32 + 1) as usize;
-        bin.slots.swap(i, j);
-    }
+    tc.rng.shuffle(&mut bin.slots[..got]);
     bin.n = got as u32;
 }
 
