@@ -90,9 +90,16 @@ fn other_place(a: usize) -> Place {
 /// the checks cover: the slot, its class and its record now.
 #[inline(always)]
 fn small_slot(g: &crate::heap::Globals, a: usize) -> Option<(SlotAt, &'static ClassInfo, u32)> {
-    // One chunk-table load finds the slot and its metadata (`SlabMeta::block_at`).
-    let s = SlabMeta::block_at(&g.geo, a).filter(|s| s.region % BUCKET_SLOTS <= g.keys.pointer_buckets as usize)?;
-    // SAFETY: block_at returns class < CLASS_COUNT.
+    small_slot_of(g, SlabMeta::block_at(&g.geo, a)?)
+}
+
+/// `small_slot` of a slot found by `SlabMeta::block_at` or `block_of_record`.
+#[inline(always)]
+fn small_slot_of(g: &crate::heap::Globals, s: SlotAt) -> Option<(SlotAt, &'static ClassInfo, u32)> {
+    if s.region % BUCKET_SLOTS > g.keys.pointer_buckets as usize {
+        return None;
+    }
+    // SAFETY: block_at and block_of_record return class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(s.class) };
     Some((s, k, s.m.rec(k, s.slot)))
 }
@@ -210,7 +217,8 @@ fn check_unhinted(p: usize, len: usize, access: Access, func: &'static str, ret_
 /// freed block, an overflow, or not a block at all: `check_tracked` tells which).
 #[inline(always)]
 fn small_fit(g: &crate::heap::Globals, a: usize, len: usize) -> Option<Hint> {
-    let (s, k, r) = small_slot(g, a)?;
+    // Only a live record counts: a slab never made need not be asked about (`block_of_record`).
+    let (s, k, r) = small_slot_of(g, SlabMeta::block_of_record(&g.geo, a)?)?;
     let size = (k.size as usize).wrapping_sub(record::slack(r));
     if record::is_live(r) && s.interior.checked_add(len).is_some_and(|end| end <= size) {
         return Some(Hint { start: a - s.interior, size, rec: s.m.rec_addr(k, s.slot), val: r, wide: k.wide });

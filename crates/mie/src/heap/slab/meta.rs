@@ -117,20 +117,32 @@ impl SlabMeta {
         SlabMeta { base: g.meta_of_addr(k, p) }
     }
 
-    /// The slot that the heap address `p` is the start of, in a slab that was made: one
-    /// chunk-table load gives its region (so its class) and metadata, one multiply its slot.
-    /// None for anything else: outside the heap part whose table is mapped, a granule
-    /// without metadata, a slab never made (its header's `created`), an address inside a
-    /// slot or past the last one. (`Geometry::decode` finds the same place by arithmetic,
-    /// for any heap address.)
+    /// The slot that the heap address `p` is the start of: one chunk-table load gives its
+    /// region (so its class) and metadata, one multiply its slot. None for an address
+    /// outside the heap part whose table is mapped, in a granule without metadata, inside a
+    /// slot or past the last one. The slab may never have been made: see `block_of_record`.
+    /// (`Geometry::decode` finds the same place by arithmetic, for any heap address.)
     #[inline(always)]
     pub fn slot_at(g: &Geometry, p: usize) -> Option<SlotAt> {
-        Self::block_at(g, p).filter(|s| s.interior == 0)
+        Self::block_of_record(g, p).filter(|s| s.interior == 0)
     }
 
-    /// As `slot_at` for any address in a slot (`interior` bytes into it).
+    /// As `slot_at` for any address in a slot (`interior` bytes into it), in a slab that
+    /// was made (its header's `created`).
     #[inline(always)]
     pub fn block_at(g: &Geometry, p: usize) -> Option<SlotAt> {
+        Self::block_of_record(g, p).filter(|s| s.m.header().created.load(Ordering::Acquire) != 0)
+    }
+
+    /// As `block_at` without asking whether the slab was made, for callers that go on only
+    /// with a live record: a slab's metadata is committed with its granule's and nothing
+    /// writes it before the slab is made, so a slab not made has only zero records, which
+    /// are never live. (A live record was written by the thread that handed the block out;
+    /// a caller that got the block from it in order reads the slab as made. One that did
+    /// not, a wild or racing free, may read a stale record: not live, or one whose
+    /// compare-and-swap fails; either goes to the general path, which looks again.)
+    #[inline(always)]
+    pub fn block_of_record(g: &Geometry, p: usize) -> Option<SlotAt> {
         let off = p.wrapping_sub(g.heap_base);
         if off >= table_span() {
             return None;
@@ -150,7 +162,7 @@ impl SlabMeta {
         }
         let interior = in_slab as usize - slot * k.size as usize;
         let m = SlabMeta { base: entry_chunk(entry) + g.slab_in_granule(k, p) * k.meta_stride as usize };
-        (m.header().created.load(Ordering::Acquire) != 0).then_some(SlotAt { m, region, class, slot, interior })
+        Some(SlotAt { m, region, class, slot, interior })
     }
 
     #[inline(always)]
