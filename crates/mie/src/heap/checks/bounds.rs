@@ -93,12 +93,12 @@ fn small_slot(g: &crate::heap::Globals, a: usize) -> Option<(SlotAt, &'static Cl
     small_slot_of(g, SlabMeta::block_at(&g.geo, a)?)
 }
 
-/// `small_slot` of a slot found by `SlabMeta::block_at` or `block_of_record`.
+/// `small_slot` of a slot found by `SlabMeta::block_at` or `block_of_record`. (Its bucket
+/// is one the checks cover: a granule has metadata only once a slab of its region was made,
+/// and regions are made only for buckets in use.)
 #[inline(always)]
-fn small_slot_of(g: &crate::heap::Globals, s: SlotAt) -> Option<(SlotAt, &'static ClassInfo, u32)> {
-    if s.region % BUCKET_SLOTS > g.keys.pointer_buckets as usize {
-        return None;
-    }
+fn small_slot_of(_g: &crate::heap::Globals, s: SlotAt) -> Option<(SlotAt, &'static ClassInfo, u32)> {
+    debug_assert!(s.region % BUCKET_SLOTS <= _g.keys.pointer_buckets as usize);
     // SAFETY: block_at and block_of_record return class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(s.class) };
     Some((s, k, s.m.rec(k, s.slot)))
