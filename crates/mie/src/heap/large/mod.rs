@@ -473,14 +473,25 @@ impl Large {
 
     /// The first live block for which `bad` says yes (it runs with the table locked, so it
     /// must not call back into the large allocator).
+    ///
+    /// The scan ends at the last live block: the table is hashed, sized for far more blocks
+    /// than most programs keep, and reading its untouched pages would map each of them (a
+    /// page fault apiece at every exit).
     pub fn find_live(&self, mut bad: impl FnMut(&Info) -> bool) -> Option<Info> {
         let _g = self.lock.guard();
         let t = self.table();
+        let mut left = t.live_count;
         for i in 0..t.cap {
+            if left == 0 {
+                break;
+            }
             // SAFETY: i < cap, inside the committed table.
             let e = unsafe { &(*t.slots.add(i)).info };
-            if e.is_live() && bad(e) {
-                return Some(*e);
+            if e.is_live() {
+                if bad(e) {
+                    return Some(*e);
+                }
+                left -= 1;
             }
         }
         None
