@@ -68,7 +68,15 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
         }
     }
     // A guarded sample always moves (it keeps its bucket, as a slab block does).
-    let (old_usable, bucket) = if sample::owns(addr) {
+    let (old_usable, bucket) = if let Some(b) = crate::heap::slab::free::live_small_fast(raw, Release::FREE) {
+        // The common case, checked as free checks it (a small block in a thread with the
+        // default checks): what `validate` and the checks below would find, in one look.
+        let loc = b.s.loc(&g.geo, addr);
+        if fits_in_slot(size, extra, b.k.size as usize, loc.class) && resize_small_in_place(g, addr, raw, &loc, b.rec, b.usable, size) {
+            return p;
+        }
+        (b.usable, loc.bucket)
+    } else if sample::owns(addr) {
         let (size, bucket, kind) = sample::validate(addr, who.func, who.ret_addr, true);
         validate::check_release(g, addr, who, Release::FREE, kind, size, None);
         (size, bucket)
@@ -85,10 +93,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
                     let m = SlabMeta::at(&g.geo, k, addr);
                     validate::check_small_canary(g, addr, raw, usable, &loc, m, rec, who);
                 }
-                // In place when the new size fits the slot and would not use a class of
-                // less than half the slot (then the block moves to a smaller class).
-                let fits_here = size.checked_add(extra).is_some_and(|n| n <= slot_size) && size_class::class_of(size + extra) + 4 > loc.class;
-                if fits_here && resize_small_in_place(g, addr, raw, &loc, rec, usable, size) {
+                if fits_in_slot(size, extra, slot_size, loc.class) && resize_small_in_place(g, addr, raw, &loc, rec, usable, size) {
                     return p;
                 }
                 (usable, loc.bucket)
@@ -119,6 +124,13 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     crate::platform::copy(q, p, old_usable.min(size));
     crate::heap::free(p, who);
     q
+}
+
+/// Whether a small block of class `class` (slots of `slot_size`) is resized in place to
+/// `size` (`extra`: the canary byte): when the new size fits the slot and would not use a
+/// class of less than half the slot (then the block moves to a smaller class).
+fn fits_in_slot(size: usize, extra: usize, slot_size: usize, class: usize) -> bool {
+    size.checked_add(extra).is_some_and(|n| n <= slot_size) && size_class::class_of(size + extra) + 4 > class
 }
 
 /// The size to allocate when a block of `old` bytes grows to `new`: with 25% headroom

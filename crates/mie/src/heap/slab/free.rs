@@ -35,19 +35,8 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     }
     let g = crate::heap::globals();
     let p = tag::untag(raw);
-    let Some(s) = SlabMeta::slot_at(&g.geo, p) else { return false };
-    // SAFETY: slot_at returns class < CLASS_COUNT.
-    let k = unsafe { CLASSES.get_unchecked(s.class) };
-    let rec = s.m.rec(k, s.slot);
+    let Some(LiveSmall { s, k, rec, usable }) = live_small(g, raw, r) else { return false };
     let slot_size = k.size as usize;
-    let slack = record::slack(rec);
-    if !record::is_live(rec) || slack > slot_size {
-        return false;
-    }
-    let usable = slot_size - slack;
-    if !r.accepts(p, record::kind(rec), usable) || (tag::enabled() && tag::tag_of(raw) != record::tag(rec)) {
-        return false;
-    }
     if tag::enabled() {
         tc.freeing = p;
     }
@@ -85,6 +74,54 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
         owner::quarantine(g, tc, p, s.region, slot_size, who.func);
     }
     true
+}
+
+/// A live small block found by `live_small`.
+pub struct LiveSmall {
+    pub s: SlotAt,
+    pub k: &'static ClassInfo,
+    /// Its record.
+    pub rec: u32,
+    /// Its requested size.
+    pub usable: usize,
+}
+
+/// The live small block `raw` is the start of, if releasing it the way `r` does is
+/// allowed: its record live, of `r`'s kind, with the pointer's tag. None for anything else
+/// (the general path then finds out what it is). The canary is the caller's to check.
+#[inline(always)]
+fn live_small(g: &Globals, raw: usize, r: Release) -> Option<LiveSmall> {
+    let p = tag::untag(raw);
+    let s = SlabMeta::slot_at(&g.geo, p)?;
+    // SAFETY: slot_at returns class < CLASS_COUNT.
+    let k = unsafe { CLASSES.get_unchecked(s.class) };
+    let rec = s.m.rec(k, s.slot);
+    let slot_size = k.size as usize;
+    let slack = record::slack(rec);
+    if !record::is_live(rec) || slack > slot_size {
+        return None;
+    }
+    let usable = slot_size - slack;
+    if !r.accepts(p, record::kind(rec), usable) || (tag::enabled() && tag::tag_of(raw) != record::tag(rec)) {
+        return None;
+    }
+    Some(LiveSmall { s, k, rec, usable })
+}
+
+/// For `realloc`: the live small block `raw` is the start of, checked as `free_fast` checks
+/// it (record, kind, canary intact), on the fast path's terms (the thread's `fast` flag;
+/// without MTE, whose blocks the general path handles). None for anything else: the general
+/// path then finds out what it is, and reports.
+pub fn live_small_fast(raw: usize, r: Release) -> Option<LiveSmall> {
+    let tcp = tls::get();
+    // SAFETY: a live TLS word is this thread's own cache (read only).
+    if tcp <= tcache::DEAD || !unsafe { (*(tcp as *const TCache)).fast } || tag::enabled() {
+        return None;
+    }
+    let g = crate::heap::globals();
+    let b = live_small(g, raw, r)?;
+    // SAFETY: [raw, raw + slot size) is the live block's slot; the PRF is AES (`fast`).
+    unsafe { canary::small_intact(canary::pattern_aes(&g.canary, raw), raw, b.usable, b.k.size as usize) }.then_some(b)
 }
 
 /// Release a small block that has been validated (live, matching, canary intact).
