@@ -57,19 +57,19 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     let class = size_class::fast_class(size + 1);
     let region = region_of(class, bucket);
     // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
-    let (k, bin) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
-    if bin.n == 0 || tc.sample_countdown <= 1 || !tc.fast {
+    let (k, (count, slots)) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
+    if *count == 0 || tc.sample_countdown <= 1 || !tc.fast {
         return none;
     }
-    let n = bin.n - 1;
+    let n = *count - 1;
     // SAFETY: n < BIN_CAP.
-    let p = unsafe { *bin.slots.get_unchecked(n as usize) };
+    let p = unsafe { *slots.get_unchecked(n as usize) };
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec(k, slot);
     if !record::allocatable(r) {
         return none; // the general path reports it
     }
-    bin.n = n;
+    *count = n;
     tc.sample_countdown -= 1;
     // From here the same steps as `alloc_small`'s end, written out again: one shared
     // function (tried, `#[inline(always)]`) costs this path 26 instructions per
@@ -164,15 +164,16 @@ fn alloc_sized(g: &Globals, size: usize, room: usize, align: usize, bucket: usiz
 fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: usize, kind: u8) -> (*mut u8, bool) {
     let region = region_of(class, bucket);
     // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
-    let (k, bin) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
-    if bin.n == 0 && !owner::refill(g, tc, region) {
+    let k = unsafe { CLASSES.get_unchecked(class) };
+    // SAFETY: as above.
+    if unsafe { *tc.bins.n.get_unchecked(region) } == 0 && !owner::refill(g, tc, region) {
         return (core::ptr::null_mut(), false);
     }
     // SAFETY: as above.
-    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
-    bin.n -= 1;
+    let (count, slots) = unsafe { tc.bins.get_unchecked_mut(region) };
+    *count -= 1;
     // SAFETY: n < BIN_CAP after the decrement.
-    let p = unsafe { *bin.slots.get_unchecked(bin.n as usize) };
+    let p = unsafe { *slots.get_unchecked(*count as usize) };
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec(k, slot);
     if !record::allocatable(r) {
@@ -180,7 +181,8 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     }
     let slot_size = k.size as usize;
     let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
-    if record::state(r) == record::FREED && zeroed_class && g.opts.write_after_free_check {
+    let checked = record::state(r) == record::FREED && zeroed_class && g.opts.write_after_free_check;
+    if checked {
         check_still_zero(p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::enabled() {
@@ -192,8 +194,16 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     };
     m.set_rec(k, slot, record::live(kind, t, slot_size - size));
     if g.opts.canary {
-        // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag.
-        unsafe { canary::write_small(canary::pattern(&g.canary, p), user, size, slot_size) };
+        let pat = canary::pattern(&g.canary, p);
+        // SAFETY (both): the slot [user, user + slot_size) is this block's, carrying user's
+        // tag; zero when never used or checked just above. (Not reading it matters in a
+        // fresh slab: a read of an untouched page maps the zero page, and the write then
+        // faults a second time for a page of its own.)
+        if checked || record::state(r) == record::FREE_CLEAN {
+            unsafe { canary::write_small_zeroed(pat, user, size, slot_size) };
+        } else {
+            unsafe { canary::write_small(pat, user, size, slot_size) };
+        }
     }
     tc.count_alloc(region);
     (user as *mut u8, zeroed_class || record::state(r) == record::FREE_CLEAN)

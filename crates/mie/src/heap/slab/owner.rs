@@ -42,12 +42,12 @@ pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
     collect(g, tc, "malloc");
     let k = &CLASSES[region / BUCKET_SLOTS];
     loop {
-        if tc.bins[region].n > 0 {
+        if tc.bins.n[region] > 0 {
             return true;
         }
         if let Some(s) = pick_partial(&g.geo, k, tc, region) {
             take_slots(&g.geo, k, tc, region, s);
-            return tc.bins[region].n > 0;
+            return tc.bins.n[region] > 0;
         }
         let Some((s, partial)) = POOLS[region].take(&g.geo, region, tc.id, &mut tc.rng) else { return false };
         let nfree = SlabMeta::of(&g.geo, k, region, s).header().nfree.load(Ordering::Relaxed);
@@ -105,7 +105,7 @@ fn take_slots(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab:
         while bits != 0 && got < want {
             let b = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            tc.bins[region].slots[got] = base + (w * 64 + b) * size;
+            tc.bins.slots[region][got] = base + (w * 64 + b) * size;
             got += 1;
         }
         let taken = fw.load(Ordering::Relaxed) & !bits;
@@ -120,9 +120,9 @@ fn take_slots(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab:
     if nfree == 0 {
         partial_remove(g, k, tc, region, slab);
     }
-    let bin = &mut tc.bins[region];
-    tc.rng.shuffle(&mut bin.slots[..got]);
-    bin.n = got as u32;
+    let (count, slots) = tc.bins.get_mut(region);
+    tc.rng.shuffle(&mut slots[..got]);
+    *count = got as u32;
 }
 
 fn partial_push(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab: usize) {
@@ -186,13 +186,13 @@ fn class_of_slot(g: &Globals, p: usize) -> (usize, &'static ClassInfo) {
 #[inline(always)]
 fn to_bin(g: &Globals, tc: &mut TCache, k: &ClassInfo, region: usize, p: usize) {
     // SAFETY: region < REGION_COUNT (`class_of_slot`).
-    let bin = unsafe { tc.bins.get_unchecked_mut(region) };
-    if bin.n >= k.cache_cap as u32 {
+    let (count, slots) = unsafe { tc.bins.get_unchecked_mut(region) };
+    if *count >= k.cache_cap as u32 {
         return expire_to_full_bin(g, k, tc, region, p);
     }
     // SAFETY: n < cache_cap <= BIN_CAP.
-    unsafe { *bin.slots.get_unchecked_mut(bin.n as usize) = p };
-    bin.n += 1;
+    unsafe { *slots.get_unchecked_mut(*count as usize) = p };
+    *count += 1;
 }
 
 /// At process exit, the exiting thread's freed blocks that wait in its quarantine or bins
@@ -212,8 +212,7 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
     tc.quarantine.for_each(check);
     for region in tcache::regions_in(tc.used) {
         let k = &CLASSES[region / BUCKET_SLOTS];
-        let bin = &tc.bins[region];
-        for &p in &bin.slots[..bin.n as usize] {
+        for &p in tc.bins.held(region) {
             let slot = crate::heap::slab::alloc::slot_of(k, p);
             if record::state(SlabMeta::at(&g.geo, k, p).rec(k, slot)) == record::FREED {
                 check(p);
@@ -228,14 +227,13 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
 fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
     let cap = k.cache_cap as u32;
     let half = cap / 2;
-    for i in half as usize..tc.bins[region].n as usize {
-        let e = tc.bins[region].slots[i];
+    for i in half as usize..tc.bins.n[region] as usize {
+        let e = tc.bins.slots[region][i];
         to_bitmap(&g.geo, k, tc, region, e);
     }
-    let bin = &mut tc.bins[region];
-    bin.n = half;
-    bin.slots[bin.n as usize] = p;
-    bin.n += 1;
+    let (count, slots) = tc.bins.get_mut(region);
+    slots[half as usize] = p;
+    *count = half + 1;
 }
 
 /// Return an owned free slot to its slab's free bitmap; an emptied slab beyond the one kept
@@ -412,16 +410,16 @@ pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
         }
     }
     for region in tcache::regions_in(tc.used) {
-        let n = tc.bins[region].n as usize;
+        let n = tc.bins.n[region] as usize;
         if n == 0 {
             continue;
         }
         let k = &CLASSES[region / BUCKET_SLOTS];
         for i in 0..n {
-            let p = tc.bins[region].slots[i];
+            let p = tc.bins.slots[region][i];
             to_bitmap(&g.geo, k, tc, region, p);
         }
-        tc.bins[region].n = 0;
+        tc.bins.n[region] = 0;
     }
 }
 

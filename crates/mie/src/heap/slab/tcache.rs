@@ -32,11 +32,40 @@ pub const BIN_CAP: usize = 64;
 /// Caches that can exist at once (threads beyond this share a locked fallback cache).
 pub const MAX_CACHES: usize = 16384;
 
-/// Free slots ready to be handed out, in random order (a stack: the top is next).
-#[derive(Clone, Copy)]
-pub struct Bin {
-    pub n: u32,
-    pub slots: [usize; BIN_CAP],
+/// Each region's free slots ready to be handed out, in random order (a stack per region:
+/// the top is next). The counts lie together, apart from the slots: the first malloc of a
+/// region reads its count before any slot is stored, and a read of an untouched page maps
+/// the zero page, which the first store then faults out again. Together, the counts take
+/// that double fault once (a page), not once per region's bin.
+pub struct Bins {
+    pub n: [u32; REGION_COUNT],
+    pub slots: [[usize; BIN_CAP]; REGION_COUNT],
+}
+
+impl Bins {
+    pub const EMPTY: Bins = Bins { n: [0; REGION_COUNT], slots: [[0; BIN_CAP]; REGION_COUNT] };
+
+    /// The count and the slots of `region`'s bin.
+    #[inline(always)]
+    pub fn get_mut(&mut self, region: usize) -> (&mut u32, &mut [usize; BIN_CAP]) {
+        (&mut self.n[region], &mut self.slots[region])
+    }
+
+    /// As `get_mut`, unchecked.
+    ///
+    /// # Safety
+    /// `region < REGION_COUNT`.
+    #[inline(always)]
+    pub unsafe fn get_unchecked_mut(&mut self, region: usize) -> (&mut u32, &mut [usize; BIN_CAP]) {
+        // SAFETY: the caller's guarantee.
+        unsafe { (self.n.get_unchecked_mut(region), self.slots.get_unchecked_mut(region)) }
+    }
+
+    /// The slots now in `region`'s bin.
+    #[inline(always)]
+    pub fn held(&self, region: usize) -> &[usize] {
+        &self.slots[region][..self.n[region] as usize]
+    }
 }
 
 /// A cache's slabs of one region.
@@ -104,7 +133,7 @@ pub struct TCache {
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
-    pub bins: [Bin; REGION_COUNT],
+    pub bins: Bins,
     /// Regions this cache has ever refilled a bin of (bits; never cleared): the only ones
     /// whose bins can hold slots. Walks over every bin (at exit, at thread exit) visit
     /// these only: the bins are 200 KiB, and reading each one's count mapped every page of
@@ -154,7 +183,7 @@ impl TCache {
             hints: [crate::heap::checks::bounds::Hint::NONE; 2],
             qbits: 0,
             sh: ptr::null(),
-            bins: [Bin { n: 0, slots: [0; BIN_CAP] }; REGION_COUNT],
+            bins: Bins::EMPTY,
             used: [0; REGION_COUNT.div_ceil(64)],
             owned: [Owned { partial: 0, empties: 0 }; REGION_COUNT],
             quarantine: Quarantine::new(),
