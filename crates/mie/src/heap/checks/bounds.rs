@@ -231,12 +231,16 @@ fn small_fit(g: &crate::heap::Globals, a: usize, len: usize) -> Option<Hint> {
 /// changed since (`Hint`). False means only: ask `check`.
 #[inline(always)]
 pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
+    to_check(p).is_none_or(|(_, a)| hint(access).is_some_and(|h| h.inside(a, len)))
+}
+
+/// The globals and `p` untagged, when `p` may be in mie's memory and checks are on; None
+/// when there is nothing to check.
+#[inline(always)]
+fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
     let g = crate::heap::globals();
     let a = tag::untag(p);
-    if !g.opts.checked_calls || !g.geo.tracks(a) {
-        return true;
-    }
-    hint(access).is_some_and(|h| h.inside(a, len))
+    (g.opts.checked_calls && g.geo.tracks(a)).then_some((g, a))
 }
 
 /// Whether the two ranges of a copy, a write at `w` and a read at `r` of `len` bytes each,
@@ -265,12 +269,7 @@ pub fn copy_fits(w: usize, r: usize, len: usize) -> bool {
 /// As `copy_fits` for one range (`memset`).
 #[inline(always)]
 pub fn fits(p: usize, len: usize, access: Access) -> bool {
-    let g = crate::heap::globals();
-    let a = tag::untag(p);
-    if !g.opts.checked_calls || !g.geo.tracks(a) {
-        return true;
-    }
-    hint(access).is_some_and(|h| fits_or_learn(g, h, a, len))
+    to_check(p).is_none_or(|(g, a)| hint(access).is_some_and(|h| fits_or_learn(g, h, a, len)))
 }
 
 /// `[a, a + len)` (untagged, tracked) is inside the hint's block, or inside a live small
