@@ -34,12 +34,18 @@ struct Walk<'a> {
     out: &'a mut [usize],
     n: usize,
     cfa: usize,
+    /// Frames still to pass over before recording.
+    skip: usize,
 }
 
 extern "C" fn walk_frame(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: arg is the `Walk` that `backtrace_into` passed, alive for the whole walk;
     // ctx is the unwinder's context of the current frame.
     let (w, ip, cfa) = unsafe { (&mut *(arg as *mut Walk), _Unwind_GetIP(ctx), _Unwind_GetCFA(ctx)) };
+    if w.skip > 0 {
+        w.skip -= 1;
+        return URC_NO_REASON;
+    }
     // A frame that repeats the last one (same return address and frame) is a walk that
     // makes no progress: stop (broken unwind tables).
     if ip == 0 || (w.n > 0 && w.out[w.n - 1] == ip && w.cfa == cfa) {
@@ -63,16 +69,13 @@ pub fn backtrace_into(out: &mut [usize]) -> usize {
     if out.is_empty() {
         return 0;
     }
-    let mut w = Walk { out, n: 0, cfa: 0 };
+    // The first frame is this function's own (where it calls the unwinder): passed over, so
+    // the walk starts where the C library's `backtrace` started, in the caller, and a
+    // buffer of n entries gets n frames (the abort handler walks one frame deeper at a time).
+    let mut w = Walk { out, n: 0, cfa: 0, skip: 1 };
     // SAFETY: walk_frame only writes below `w.out.len()`; `w` outlives the call.
     unsafe { _Unwind_Backtrace(walk_frame, (&mut w as *mut Walk).cast()) };
-    // The first frame is this function's own (where it calls the unwinder): drop it, so the
-    // walk starts where the C library's `backtrace` started, in the caller.
-    if w.n == 0 {
-        return 0;
-    }
-    w.out.copy_within(1..w.n, 0);
-    w.n - 1
+    w.n
 }
 
 /// A word named `$holder` (hidden) that holds the address of `$symbol`, referenced weakly:
