@@ -147,6 +147,45 @@ pub fn resident(p: usize, len: usize, out: &mut [u8]) -> bool {
     unsafe { libc::mincore(p as *mut libc::c_void, len, out.as_mut_ptr().cast()) == 0 }
 }
 
+/// Make the page-aligned range `[p, p + len)` of private anonymous memory read as zero,
+/// touching only the pages that hold memory: resident pages are cleared in place, and every
+/// run of other pages (never touched, which read as zero already, or swapped out, which do
+/// not) is dropped with `MADV_DONTNEED`. A large block built from a freed block's pages
+/// thus costs a clear of what the last owner touched, not a fault and a clear of every page
+/// of it. Falls back to clearing everything where the kernel says no.
+pub fn clear_pages(p: usize, len: usize) {
+    const CHUNK: usize = 256;
+    let pg = page_size();
+    if p & (pg - 1) != 0 || len & (pg - 1) != 0 {
+        zero(p as *mut u8, len);
+        return;
+    }
+    // A run of pages alike: cleared if resident, else dropped (the kernel says no: cleared).
+    let flush = |from: usize, to: usize, present: bool| {
+        if present || !purge(from as *mut u8, to - from) {
+            zero(from as *mut u8, to - from);
+        }
+    };
+    let mut map = [0u8; CHUNK];
+    let (mut run, mut present) = (p, true);
+    let mut at = p;
+    while at < p + len {
+        let n = ((p + len - at) / pg).min(CHUNK);
+        if !resident(at, n * pg, &mut map) {
+            map[..n].fill(1);
+        }
+        for (i, &m) in map[..n].iter().enumerate() {
+            let page = at + i * pg;
+            if (m & 1 != 0) != present {
+                flush(run, page, present);
+                (run, present) = (page, m & 1 != 0);
+            }
+        }
+        at += n * pg;
+    }
+    flush(run, p + len, present);
+}
+
 /// Map an inaccessible range exactly at `addr` without replacing anything (a probe or a
 /// reservation); false if anything is in the way or the address is out of reach.
 pub fn map_at_none(addr: *mut u8, len: usize) -> bool {
@@ -497,3 +536,34 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range with dirty pages here and there, others never touched: afterwards every byte
+    /// reads zero, and the untouched pages were not faulted in.
+    #[test]
+    fn clear_pages_clears_the_dirty_pages_and_leaves_the_rest_unmapped() {
+        let pg = page_size();
+        // More pages than one residency query covers, so runs cross its chunks.
+        let pages = 600;
+        let p = map_rw(pages * pg) as usize;
+        assert_ne!(p, 0);
+        let dirty = [0, 1, 7, 255, 256, 257, 400, pages - 1];
+        for &i in &dirty {
+            // SAFETY: page i lies inside the mapping made above.
+            unsafe { core::ptr::write_bytes((p + i * pg + 100) as *mut u8, 0xa5, pg - 200) };
+        }
+        clear_pages(p, pages * pg);
+        let mut map = vec![0u8; pages];
+        assert!(resident(p, pages * pg, &mut map));
+        for (i, m) in map.iter().enumerate() {
+            assert_eq!(m & 1 != 0, dirty.contains(&i), "page {i}: resident {}", m & 1);
+        }
+        // SAFETY: the whole mapping is readable.
+        let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, pages * pg) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        release(p as *mut u8, pages * pg);
+    }
+}

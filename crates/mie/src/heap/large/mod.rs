@@ -259,9 +259,10 @@ impl Large {
         };
         // Pages moved in from freed blocks still hold their bytes: clear them (outside the
         // lock; nobody has the block yet). Cheaper than giving them back to the kernel and
-        // faulting fresh ones in, which is what warm reuse saves.
+        // faulting fresh ones in, which is what warm reuse saves; pages the last owner never
+        // touched are left untouched (`clear_pages`), not faulted in to be cleared.
         if warm_bytes != 0 {
-            platform::zero(addr as *mut u8, warm_bytes);
+            platform::clear_pages(addr, warm_bytes);
         }
         (addr as *mut u8, body, true)
     }
