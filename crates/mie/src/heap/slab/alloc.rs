@@ -48,10 +48,21 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
 /// `malloc_fast` with the calling thread's cache.
 #[inline(always)]
 pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
-    let none = (core::ptr::null_mut(), false);
     if size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
-        return none;
+        return (core::ptr::null_mut(), false);
     }
+    // Split by record width once (a class holds size + 1: canaries are on).
+    if size < size_class::NARROW_RECORD_MAX {
+        malloc_fast_of::<false>(tc, size, bucket, kind)
+    } else {
+        malloc_fast_of::<true>(tc, size, bucket, kind)
+    }
+}
+
+/// `malloc_fast_in` for a size whose class has records of the width `WIDE`.
+#[inline(always)]
+fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    let none = (core::ptr::null_mut(), false);
     let g = crate::heap::globals();
     // (`fast`: canaries on, so the class is for size + 1.)
     let class = size_class::fast_class(size + 1);
@@ -65,7 +76,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     // SAFETY: n < BIN_CAP.
     let p = unsafe { *slots.get_unchecked(n as usize) };
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
-    let r = m.rec(k, slot);
+    let r = m.rec_of::<WIDE>(k, slot);
     if !record::allocatable(r) {
         return none; // the general path reports it
     }
@@ -84,7 +95,7 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
     } else {
         (p, record::tag(r).wrapping_add(1))
     };
-    m.set_rec(k, slot, record::live(kind, t, slot_size - size));
+    m.set_rec_of::<WIDE>(k, slot, record::live(kind, t, slot_size - size));
     // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag, and
     // zero (never used, or checked just above: every fast class is zeroed); the PRF is AES
     // (`fast`).

@@ -34,8 +34,21 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
         return false;
     }
     let g = crate::heap::globals();
+    let Some(s) = SlabMeta::slot_at(&g.geo, tag::untag(raw)) else { return false };
+    // SAFETY: slot_at returns class < CLASS_COUNT.
+    // Split by record width once: the rest of each path neither keeps nor tests it.
+    if unsafe { CLASSES.get_unchecked(s.class) }.wide {
+        free_fast_of::<true>(g, tc, raw, s, who, r)
+    } else {
+        free_fast_of::<false>(g, tc, raw, s, who, r)
+    }
+}
+
+/// `free_fast` once the slot is found, for records of one width (`WIDE` is the class's).
+#[inline(always)]
+fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, s: SlotAt, who: Caller, r: Release) -> bool {
     let p = tag::untag(raw);
-    let Some(LiveSmall { s, k, rec, usable }) = live_small(g, raw, r) else { return false };
+    let Some(LiveSmall { s, k, rec, usable }) = live_small_at::<WIDE>(raw, s, r) else { return false };
     let slot_size = k.size as usize;
     if tag::enabled() {
         tc.freeing = p;
@@ -55,14 +68,14 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
         } else {
             // SAFETY: the fast paths run only where the PRF is AES.
             let prev_pat = unsafe { canary::pattern_aes(&g.canary, p - slot_size) };
-            if !before_intact_zeroed(s.m.rec(k, s.slot - 1), p, prev_pat) {
+            if !before_intact_zeroed(s.m.rec_of::<WIDE>(k, s.slot - 1), p, prev_pat) {
                 return false;
             }
         }
     }
     // The record first: a thread racing to free the block too sees it freed (not a
     // cleared canary under a live record).
-    s.m.set_rec(k, s.slot, record::freed(rec));
+    s.m.set_rec_of::<WIDE>(k, s.slot, record::freed(rec));
     scrub(true, k, raw, p, usable);
     if tag::enabled() {
         tc.freeing = 0;
@@ -91,11 +104,23 @@ pub struct LiveSmall {
 /// (the general path then finds out what it is). The canary is the caller's to check.
 #[inline(always)]
 fn live_small(g: &Globals, raw: usize, r: Release) -> Option<LiveSmall> {
+    let s = SlabMeta::slot_at(&g.geo, tag::untag(raw))?;
+    // SAFETY: slot_at returns class < CLASS_COUNT.
+    if unsafe { CLASSES.get_unchecked(s.class) }.wide {
+        live_small_at::<true>(raw, s, r)
+    } else {
+        live_small_at::<false>(raw, s, r)
+    }
+}
+
+/// `live_small` for the slot `s` that `raw` decodes to, whose class has records of the
+/// width `WIDE`.
+#[inline(always)]
+fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<LiveSmall> {
     let p = tag::untag(raw);
-    let s = SlabMeta::slot_at(&g.geo, p)?;
     // SAFETY: slot_at returns class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(s.class) };
-    let rec = s.m.rec(k, s.slot);
+    let rec = s.m.rec_of::<WIDE>(k, s.slot);
     let slot_size = k.size as usize;
     let slack = record::slack(rec);
     if !record::is_live(rec) || slack > slot_size {

@@ -209,10 +209,22 @@ impl SlabMeta {
     /// The record of `slot` (< nslots), relaxed.
     #[inline(always)]
     pub fn rec(&self, k: &ClassInfo, slot: usize) -> u32 {
+        if k.wide {
+            self.rec_of::<true>(k, slot)
+        } else {
+            self.rec_of::<false>(k, slot)
+        }
+    }
+
+    /// `rec` where the caller knows the record width (`WIDE` is `k.wide`): the fast paths
+    /// split by width once, so the rest of each path has no width to test or keep.
+    #[inline(always)]
+    pub fn rec_of<const WIDE: bool>(&self, k: &ClassInfo, slot: usize) -> u32 {
+        debug_assert_eq!(WIDE, k.wide);
         let a = self.base + k.rec_off as usize;
         // SAFETY: slot < nslots: inside the committed record array of the class's width.
         unsafe {
-            if k.wide {
+            if WIDE {
                 (*(a as *const AtomicU32).add(slot)).load(Ordering::Relaxed)
             } else {
                 (*(a as *const AtomicU16).add(slot)).load(Ordering::Relaxed) as u32
@@ -223,10 +235,21 @@ impl SlabMeta {
     /// Store the record of `slot` (owner only, or a slot nobody else can reach).
     #[inline(always)]
     pub fn set_rec(&self, k: &ClassInfo, slot: usize, r: u32) {
+        if k.wide {
+            self.set_rec_of::<true>(k, slot, r)
+        } else {
+            self.set_rec_of::<false>(k, slot, r)
+        }
+    }
+
+    /// `set_rec` where the caller knows the record width (`WIDE` is `k.wide`).
+    #[inline(always)]
+    pub fn set_rec_of<const WIDE: bool>(&self, k: &ClassInfo, slot: usize, r: u32) {
+        debug_assert_eq!(WIDE, k.wide);
         let a = self.base + k.rec_off as usize;
         // SAFETY: as in `rec`; narrow records hold every value a narrow class produces.
         unsafe {
-            if k.wide {
+            if WIDE {
                 (*(a as *const AtomicU32).add(slot)).store(r, Ordering::Relaxed)
             } else {
                 (*(a as *const AtomicU16).add(slot)).store(r as u16, Ordering::Relaxed)
