@@ -75,9 +75,17 @@ impl SecureRng {
         (self.buf[self.left / 2] >> (32 * (self.left & 1))) as u32
     }
 
+    /// 64 random bits: a whole output word (an odd half left over is dropped).
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        (self.next_u32() as u64) << 32 | self.next_u32() as u64
+        let mut left = self.left & !1;
+        if left == 0 {
+            self.refill();
+            left = self.left;
+        }
+        left -= 2;
+        self.left = left;
+        self.buf[left / 2]
     }
 
     #[cold]
@@ -165,6 +173,28 @@ mod tests {
             and &= x;
         }
         assert_eq!((or, and), (!0, 0));
+    }
+
+    #[test]
+    fn every_draw_takes_bits_no_other_draw_had() {
+        let prf: &'static Prf = Box::leak(Box::new(Prf::random()));
+        let mut r = SecureRng::new(prf, 5);
+        let mut batch = [0u64; 8];
+        prf.batch(5, &mut batch);
+        // 64-bit draws are the batch's words, last first; 32-bit draws their halves, high
+        // first; a 64-bit draw after an odd number of 32-bit ones skips the half left over.
+        assert_eq!(r.next_u64(), batch[7]);
+        assert_eq!(r.next_u64(), batch[6]);
+        assert_eq!(r.next_u32(), (batch[5] >> 32) as u32);
+        assert_eq!(r.next_u64(), batch[4]);
+        assert_eq!(r.next_u32(), (batch[3] >> 32) as u32);
+        assert_eq!(r.next_u32(), batch[3] as u32);
+        for i in (0..3).rev() {
+            assert_eq!(r.next_u64(), batch[i]);
+        }
+        // Then the next batch.
+        prf.batch(9, &mut batch);
+        assert_eq!(r.next_u64(), batch[7]);
     }
 
     #[test]
