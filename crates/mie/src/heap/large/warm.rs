@@ -2,8 +2,9 @@
 //! block's pages are moved out of its range (`mremap`: the range is left unmapped, so a
 //! dangling pointer still faults) into a spare mapping at a fresh address of the large-block
 //! window; a later block takes spares (several, if need be) and moves their pages into its
-//! own, new range. Only pages, never addresses, are reused, and they are cleared before the
-//! new block is handed out.
+//! own, new range. Only pages, never addresses, are reused, and they read as zero before the
+//! new block is handed out: the pages the last owner touched are cleared, the others are
+//! dropped rather than faulted in (`platform::clear_pages`).
 //!
 //! The pool of spares is sized from the recent peak of live large-block memory: a program
 //! that keeps 100 MiB of large blocks and churns them keeps their pages warm; one that
