@@ -225,34 +225,45 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
 #[cold]
 #[inline(never)]
 fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
-    let cap = k.cache_cap as u32;
-    let half = cap / 2;
-    for i in half as usize..tc.bins.n[region] as usize {
-        let e = tc.bins.slots[region][i];
-        to_bitmap(&g.geo, k, tc, region, e);
-    }
+    let half = k.cache_cap as usize / 2;
+    let n = tc.bins.n[region] as usize;
+    to_bitmaps(&g.geo, k, tc, region, half, n);
     let (count, slots) = tc.bins.get_mut(region);
-    slots[half as usize] = p;
-    *count = half + 1;
+    slots[half] = p;
+    *count = half as u32 + 1;
 }
 
-/// Return an owned free slot to its slab's free bitmap; an emptied slab beyond the one kept
-/// per region goes back to the pool.
-fn to_bitmap(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, p: usize) {
-    let m = SlabMeta::at(g, k, p);
-    let slot = crate::heap::slab::alloc::slot_of(k, p);
-    let fw = m.free_word(k, slot / 64);
-    fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
-    let h = m.header();
-    let nfree = h.nfree.load(Ordering::Relaxed) + 1;
-    h.nfree.store(nfree, Ordering::Relaxed);
-    if h.flags.load(Ordering::Relaxed) & IN_PARTIAL == 0 {
-        partial_push(g, k, tc, region, g.slab_of(k, p));
-    }
-    if nfree == k.nslots as u32 {
-        tc.owned[region].empties += 1;
-        if tc.owned[region].empties > KEEP_EMPTY || 1usize << k.slab_shift > KEEP_EMPTY_MAX {
-            release(g, k, tc, region, g.slab_of(k, p));
+/// Return the owned free slots `from..to` of `region`'s bin to their slabs' free bitmaps
+/// (the bin's count is the caller's to lower). Neighbours in a bin mostly come from one
+/// slab (a bin is refilled from one slab at a time, and freed in about the order it was
+/// handed out): a run of them shares one metadata lookup and one update of the slab's count.
+/// An emptied slab beyond the one kept per region goes back to the pool.
+fn to_bitmaps(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, from: usize, to: usize) {
+    let slab_mask = k.slab_mask as usize;
+    let mut i = from;
+    while i < to {
+        let first = tc.bins.slots[region][i];
+        let m = SlabMeta::at(g, k, first);
+        let mut added = 0;
+        while i < to && tc.bins.slots[region][i] & !slab_mask == first & !slab_mask {
+            let slot = crate::heap::slab::alloc::slot_of(k, tc.bins.slots[region][i]);
+            let fw = m.free_word(k, slot / 64);
+            fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
+            added += 1;
+            i += 1;
+        }
+        let h = m.header();
+        let nfree = h.nfree.load(Ordering::Relaxed) + added;
+        h.nfree.store(nfree, Ordering::Relaxed);
+        let slab = g.slab_of(k, first);
+        if h.flags.load(Ordering::Relaxed) & IN_PARTIAL == 0 {
+            partial_push(g, k, tc, region, slab);
+        }
+        if nfree == k.nslots as u32 {
+            tc.owned[region].empties += 1;
+            if tc.owned[region].empties > KEEP_EMPTY || 1usize << k.slab_shift > KEEP_EMPTY_MAX {
+                release(g, k, tc, region, slab);
+            }
         }
     }
 }
@@ -414,11 +425,7 @@ pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
         if n == 0 {
             continue;
         }
-        let k = &CLASSES[region / BUCKET_SLOTS];
-        for i in 0..n {
-            let p = tc.bins.slots[region][i];
-            to_bitmap(&g.geo, k, tc, region, p);
-        }
+        to_bitmaps(&g.geo, &CLASSES[region / BUCKET_SLOTS], tc, region, 0, n);
         tc.bins.n[region] = 0;
     }
 }
