@@ -278,3 +278,31 @@ fn object_size_follows_requested_sizes_of_small_and_large_blocks() {
         unsafe { mie::free(p) };
     }
 }
+
+#[test]
+fn large_blocks_made_of_freed_pages_read_as_zero() {
+    use std::alloc::GlobalAlloc;
+    // Each block is freed with every third page written and the others never touched; the
+    // next one takes the freed pages (warm reuse) and must read as zero everywhere, through
+    // `alloc_zeroed` (which trusts the large allocator's zero pages) as through `alloc`.
+    let mie = mie::Mie;
+    let page = 4096;
+    for round in 0..48 {
+        let size = (256 << 10) + (round % 7) * 3 * page + 100;
+        let l = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: a non-zero size.
+        let p = unsafe { if round % 2 == 0 { mie.alloc_zeroed(l) } else { mie.alloc(l) } };
+        assert!(!p.is_null());
+        // SAFETY: the block's `size` bytes, ours until dealloc below.
+        let s = unsafe { std::slice::from_raw_parts_mut(p, size) };
+        if let Some(i) = s.iter().position(|&b| b != 0) {
+            panic!("round {round}: byte {i} of a new {size}-byte block is {:#x}", s[i]);
+        }
+        for k in (0..size).step_by(3 * page) {
+            s[k] = 0xa5;
+        }
+        s[size - 1] = 0x5a;
+        // SAFETY: p came from mie.alloc(_zeroed) with this layout.
+        unsafe { mie.dealloc(p, l) };
+    }
+}
