@@ -152,8 +152,8 @@ pub fn resident(p: usize, len: usize, out: &mut [u8]) -> bool {
 /// run of other pages (never touched, which read as zero already, or swapped out, which do
 /// not) is dropped with `MADV_DONTNEED`. A large block built from a freed block's pages
 /// thus costs a clear of what the last owner touched, not a fault and a clear of every page
-/// of it. Where dropping pages does not clear them (`dropping_clears`: emulators that ignore
-/// `madvise`) everything is cleared, as where the kernel refuses.
+/// of it. Where dropping pages does not clear them (`dropping_clears`: an emulator whose
+/// `madvise` does nothing) everything is cleared, as where the kernel refuses.
 ///
 /// Whatever `mincore` answers, every page ends up cleared or dropped, so a wrong answer
 /// costs time, never zeros. Each query covers at most `CHUNK` 4 KiB units, so that an
@@ -194,7 +194,8 @@ pub fn clear_pages(p: usize, len: usize) {
 }
 
 /// Whether `MADV_DONTNEED` really gives anonymous pages back (they then read as zero):
-/// tried once on a page of our own. qemu-user before 8.1 ignores `madvise` and says yes.
+/// tried once on a page of our own (an emulator may do nothing and still say yes; the
+/// qemu-user 7.2 the arm64 leg runs does clear them).
 pub fn dropping_clears() -> bool {
     use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
     static KNOWN: AtomicU8 = AtomicU8::new(0);
@@ -588,7 +589,8 @@ mod tests {
             unsafe { core::ptr::write_bytes((p + i * pg + 100) as *mut u8, 0xa5, pg - 200) };
         }
         clear_pages(p, pages * pg);
-        // (Where `madvise` is ignored, as under qemu-user 7, everything is cleared instead.)
+        // (Where `madvise` does nothing, everything is cleared instead; with other than 4 KiB
+        // pages an emulator may answer `mincore` per host page.)
         if dropping_clears() && pg == 4096 {
             let mut map = vec![0u8; pages];
             assert!(resident(p, pages * pg, &mut map));
