@@ -35,8 +35,8 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     }
     let g = crate::heap::globals();
     let Some(s) = SlabMeta::slot_at(&g.geo, tag::untag(raw)) else { return false };
-    // SAFETY: slot_at returns class < CLASS_COUNT.
     // Split by record width once: the rest of each path neither keeps nor tests it.
+    // SAFETY: slot_at returns class < CLASS_COUNT.
     if unsafe { CLASSES.get_unchecked(s.class) }.wide {
         free_fast_of::<true>(g, tc, raw, s, who, r)
     } else {
