@@ -283,6 +283,18 @@ fn both_known(d: *const c_void, s: *const c_void, n: usize) -> bool {
 
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memcpy);
+    if f != 0 && bounds::copy_hinted(d as usize, s as usize, n) {
+        // SAFETY: f is the C library's memcpy; each range is outside mie's memory or inside a
+        // live block (copy_hinted).
+        return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
+    }
+    memcpy_known(d, s, n, cs)
+}
+
+/// `memcpy` past the hints: learn the blocks (or check each range in full).
+#[inline(never)]
+extern "C" fn memcpy_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+    let f = real(&REAL.memcpy);
     if f == 0 || !both_known(d, s, n) {
         return memcpy_checked(d, s, n, cs);
     }
@@ -301,6 +313,18 @@ extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usi
 }
 
 pub(crate) extern "C" fn memmove_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+    let f = real(&REAL.memmove);
+    if f != 0 && bounds::copy_hinted(d as usize, s as usize, n) {
+        // SAFETY: f is the C library's memmove; each range is outside mie's memory or inside
+        // a live block (copy_hinted).
+        return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
+    }
+    memmove_known(d, s, n, cs)
+}
+
+/// `memmove` past the hints, as `memcpy_known`.
+#[inline(never)]
+extern "C" fn memmove_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memmove);
     if f == 0 || !both_known(d, s, n) {
         return memmove_checked(d, s, n, cs);
@@ -328,6 +352,18 @@ pub(crate) extern "C" fn mempcpy_cs(d: *mut c_void, s: *const c_void, n: usize, 
 }
 
 pub(crate) extern "C" fn memset_cs(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
+    let f = real(&REAL.memset);
+    if f != 0 && bounds::hinted(d as usize, n, Access::Write) {
+        // SAFETY: f is the C library's memset; the range is outside mie's memory or inside a
+        // live block (bounds::hinted).
+        return unsafe { core::mem::transmute::<usize, SetFn>(f)(d, c, n) };
+    }
+    memset_known(d, c, n, cs)
+}
+
+/// `memset` past the hint, as `memcpy_known`.
+#[inline(never)]
+extern "C" fn memset_known(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memset);
     if f == 0 || !bounds::fits(d as usize, n, Access::Write) {
         return memset_checked(d, c, n, cs);

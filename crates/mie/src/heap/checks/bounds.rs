@@ -146,8 +146,12 @@ impl Hint {
     fn inside(&self, a: usize, len: usize) -> bool {
         let start = self.start;
         let off = a.wrapping_sub(start);
+        let size = self.size;
+        if off >= size || len > size - off {
+            return false;
+        }
         // SAFETY: a read of this thread's own field (volatile: it must really be read again).
-        off < self.size && len <= self.size - off && self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
+        self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
     }
 
     /// Remember the block of `b`.
@@ -241,6 +245,36 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
     let g = crate::heap::globals();
     let a = tag::untag(p);
     (g.opts.checked_calls && g.geo.tracks(a)).then_some((g, a))
+}
+
+/// The common case of a checked copy, with no decode: each range, a write at `w` and a read
+/// at `r` of `len` bytes, is inside the block of this thread's hint for its access, or
+/// outside mie's memory (asked second: a stack range pays a few instructions more, a heap
+/// range none). False means only: ask `copy_fits`, which learns the blocks. Small enough to
+/// need no saved register, so the caller tail-calls the C library's copy.
+#[inline(always)]
+pub fn copy_hinted(w: usize, r: usize, len: usize) -> bool {
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD {
+        return false;
+    }
+    let geo = &crate::heap::globals().geo;
+    // SAFETY: as in `hint` (read only).
+    let [hr, hw] = unsafe { &(*(tcp as *const tcache::TCache)).hints };
+    let (wa, ra) = (tag::untag(w), tag::untag(r));
+    (hw.inside(wa, len) || !geo.tracks(wa)) && (hr.inside(ra, len) || !geo.tracks(ra))
+}
+
+/// `copy_hinted` for one range (`memset`).
+#[inline(always)]
+pub fn hinted(p: usize, len: usize, access: Access) -> bool {
+    let a = tag::untag(p);
+    if !crate::heap::globals().geo.tracks(a) {
+        return true;
+    }
+    let tcp = tls::get();
+    // SAFETY: as in `hint` (read only).
+    tcp > tcache::DEAD && unsafe { &(*(tcp as *const tcache::TCache)).hints[access as usize] }.inside(a, len)
 }
 
 /// Whether the two ranges of a copy, a write at `w` and a read at `r` of `len` bytes each,
