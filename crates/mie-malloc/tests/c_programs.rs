@@ -281,6 +281,19 @@ fn stack_walks_make_the_loader_open_nothing() {
     assert!(!t.contains("opening file="), "a stack walk made the loader open an object:\n{t}");
 }
 
+/// libmie.so brings its unwinder with it (libgcc_eh, linked in by `build.rs`): preloading it
+/// loads no other object, so a program that does not use libgcc_s never pays for loading it
+/// and running its CPUID constructor at every start. `detect` is a C program that needs only
+/// the C library; the loader's trace names each object it loads.
+#[test]
+fn preloading_loads_no_other_object() {
+    // (An unknown mode: the program allocates nothing and exits.)
+    let o = preloaded(&detect_bin()).arg("none").env("LD_DEBUG", "files").output().unwrap();
+    let t = text(&o);
+    assert!(t.contains("libmie.so"), "the loader's trace does not name libmie.so:\n{t}");
+    assert!(!t.contains("libgcc_s"), "preloading libmie.so loaded libgcc_s:\n{t}");
+}
+
 #[test]
 fn double_free_after_quarantine() {
     expect_report("double_free_delayed", "double-free", "free", &["already freed"]);

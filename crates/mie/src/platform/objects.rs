@@ -11,8 +11,8 @@ pub fn code_readable(a: usize, len: usize) -> bool {
     super::code::readable(a, len)
 }
 
-// The unwinder of libgcc_s (which Rust's standard library links in already), called
-// directly. Not the C library's `backtrace()`: its first call `dlopen`s libgcc_s, and a
+// The unwinder (Rust's standard library links it in already: libgcc_s in a Rust program,
+// libgcc_eh's copy inside libmie.so, which so loads no other object), called directly. Not the C library's `backtrace()`: its first call `dlopen`s libgcc_s, and a
 // first call made from inside a `dlopen` (an allocation the loader makes while it enters the
 // new object in its address table) re-enters the loader there, which then files the outer
 // object as done while the outer update still counts on filling it in: the next lookup
