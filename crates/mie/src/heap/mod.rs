@@ -83,7 +83,7 @@ const UNINIT: u8 = 0;
 pub(crate) const READY: u8 = 2;
 const FAILED: u8 = 3;
 pub(crate) static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-static INIT_LOCK: Lock = Lock::new();
+static INIT_LOCK: &Lock = &slab::locks::LOCKS.init.0;
 
 /// The globals, initialising on first use. `None` if the heap could not be reserved.
 #[inline(always)]
@@ -228,8 +228,8 @@ unsafe extern "C" fn fork_prepare() {
     INIT_LOCK.lock();
     slab::tcache::POOL_LOCK.lock();
     slab::tcache::FALLBACK_LOCK.lock();
-    for p in POOLS.iter() {
-        p.lock.lock();
+    for l in slab::locks::LOCKS.pools.iter() {
+        l.0.lock();
     }
     LARGE.lock.lock();
     checks::sample::LOCK.lock();
@@ -240,8 +240,8 @@ unsafe extern "C" fn fork_parent() {
     checks::sample::LOCK.unlock();
     checks::guard::LOCK.unlock();
     LARGE.lock.unlock();
-    for p in POOLS.iter().rev() {
-        p.lock.unlock();
+    for l in slab::locks::LOCKS.pools.iter().rev() {
+        l.0.unlock();
     }
     slab::tcache::FALLBACK_LOCK.unlock();
     slab::tcache::POOL_LOCK.unlock();
@@ -254,8 +254,8 @@ unsafe extern "C" fn fork_child() {
     // safe whatever state those threads were in.
     checks::sample::LOCK.reset();
     LARGE.lock.reset();
-    for p in POOLS.iter() {
-        p.lock.reset();
+    for l in slab::locks::LOCKS.pools.iter() {
+        l.0.reset();
     }
     slab::tcache::FALLBACK_LOCK.reset();
     slab::tcache::POOL_LOCK.reset();

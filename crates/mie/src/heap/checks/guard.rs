@@ -62,7 +62,7 @@ struct Shared(core::cell::UnsafeCell<Tables>);
 // SAFETY: only touched with LOCK held (the fault handler reads racily, for a report).
 unsafe impl Sync for Shared {}
 static T: Shared = Shared(core::cell::UnsafeCell::new(Tables { entries: core::ptr::null_mut(), ring: [0; RING], head: 0, len: 0, used: 0 }));
-pub static LOCK: Lock = Lock::new();
+pub static LOCK: &Lock = &crate::heap::slab::locks::LOCKS.guard.0;
 static ENTRIES: AtomicPtr<Entry> = AtomicPtr::new(core::ptr::null_mut());
 static FULL_SAID: AtomicBool = AtomicBool::new(false);
 /// Blocks allocated so far, and those live (statistics).

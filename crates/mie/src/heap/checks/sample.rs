@@ -77,7 +77,7 @@ struct Shared(UnsafeCell<Table>);
 unsafe impl Sync for Shared {}
 
 static TABLE: Shared = Shared(UnsafeCell::new(Table { slots: [EMPTY; SLOTS], seq: 0, allocs: 0, live: 0, live_bytes: 0 }));
-pub static LOCK: Lock = Lock::new();
+pub static LOCK: &Lock = &crate::heap::slab::locks::LOCKS.sample.0;
 static BASE: AtomicUsize = AtomicUsize::new(0);
 /// The sample area is set up at the first sample, not at start-up (a short-lived process
 /// never pays for it): reserving the area and the unwinder's first use, which loads its
@@ -90,7 +90,10 @@ const FAILED: u8 = 3;
 
 /// In a fork child: a set-up another thread had begun will never finish there; begin again.
 pub fn after_fork_child() {
-    let _ = STATE.compare_exchange(SETTING_UP, UNSET, Ordering::Relaxed, Ordering::Relaxed);
+    // Read first: even a compare-and-swap that fails writes, and a write copies the page.
+    if STATE.load(Ordering::Relaxed) == SETTING_UP {
+        let _ = STATE.compare_exchange(SETTING_UP, UNSET, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// Whether sampling can go on (the area is ready, or not set up yet).

@@ -82,7 +82,8 @@ struct Table {
 }
 
 pub struct Large {
-    pub lock: Lock,
+    /// `slab::locks::LOCKS.large`.
+    pub lock: &'static Lock,
     t: UnsafeCell<Table>,
 }
 
@@ -90,7 +91,7 @@ pub struct Large {
 unsafe impl Sync for Large {}
 
 pub static LARGE: Large = Large {
-    lock: Lock::new(),
+    lock: &crate::heap::slab::locks::LOCKS.large.0,
     t: UnsafeCell::new(Table {
         slots: core::ptr::null_mut(),
         cap: 0,

@@ -4,6 +4,7 @@ pub mod size_class;
 pub mod layout;
 pub mod record;
 pub mod meta;
+pub mod locks;
 pub mod pool;
 pub mod tcache;
 pub mod owner;

@@ -15,7 +15,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
-use crate::platform::{self, lock::Lock};
+use crate::heap::slab::locks::LOCKS;
+use crate::platform;
 use crate::rand::SecureRng;
 
 /// Heap and metadata are committed in chunks of at least this size.
@@ -50,12 +51,12 @@ struct Inner {
 }
 
 pub struct Pool {
-    pub lock: Lock,
     inner: UnsafeCell<Inner>,
     pub purges: AtomicU32,
 }
 
-// SAFETY: `inner` is only accessed with `lock` held; the other fields are atomics.
+// SAFETY: `inner` is only accessed with the pool's lock (`locks::LOCKS.pools`) held; the
+// other fields are atomics.
 unsafe impl Sync for Pool {}
 
 pub static POOLS: [Pool; REGION_COUNT] = [const { Pool::new() }; REGION_COUNT];
@@ -138,7 +139,6 @@ pub fn slab_count(region: usize) -> usize {
 impl Pool {
     pub const fn new() -> Self {
         Pool {
-            lock: Lock::new(),
             inner: UnsafeCell::new(Inner {
                 initialised: false,
                 first_slab: 0,
@@ -163,7 +163,7 @@ impl Pool {
         let k = &CLASSES[region / BUCKET_SLOTS];
         let mut partial = false;
         let slab = {
-            let _guard = self.lock.guard();
+            let _guard = LOCKS.pools[region].0.guard();
             // SAFETY: we hold the lock.
             let inner = unsafe { &mut *self.inner.get() };
             if inner.partial_head != 0 {
@@ -206,7 +206,7 @@ impl Pool {
     /// remote bits, collected by the next owner).
     pub fn give(&self, g: &Geometry, region: usize, slab: usize, empty: bool) {
         let k = &CLASSES[region / BUCKET_SLOTS];
-        let _guard = self.lock.guard();
+        let _guard = LOCKS.pools[region].0.guard();
         // SAFETY: we hold the lock.
         let inner = unsafe { &mut *self.inner.get() };
         let m = SlabMeta::of(g, k, region, slab);
@@ -238,7 +238,7 @@ impl Pool {
     /// Purge every resident empty slab of this pool (malloc_trim).
     pub fn trim(&self, g: &Geometry, region: usize) {
         let k = &CLASSES[region / BUCKET_SLOTS];
-        let _guard = self.lock.guard();
+        let _guard = LOCKS.pools[region].0.guard();
         // SAFETY: we hold the lock.
         let inner = unsafe { &mut *self.inner.get() };
         self.purge_oldest(g, k, region, inner, usize::MAX);

@@ -279,7 +279,7 @@ static CACHES: [AtomicPtr<Entry>; MAX_CACHES + 1] = [const { AtomicPtr::new(ptr:
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// Every cache, for statistics and recycling.
 static REGISTRY: AtomicPtr<Entry> = AtomicPtr::new(ptr::null_mut());
-pub static POOL_LOCK: Lock = Lock::new();
+pub static POOL_LOCK: &Lock = &crate::heap::slab::locks::LOCKS.caches.0;
 
 /// The shared part of the cache with this id (ids come from slab headers).
 #[inline]
@@ -295,7 +295,7 @@ struct Fallback(Entry);
 // SAFETY: the private part is only accessed with FALLBACK_LOCK held; the rest is atomics.
 unsafe impl Sync for Fallback {}
 static FALLBACK: Fallback = Fallback(Entry { shared: Shared::new(), local: UnsafeCell::new(TCache::new()) });
-pub static FALLBACK_LOCK: Lock = Lock::new();
+pub static FALLBACK_LOCK: &Lock = &crate::heap::slab::locks::LOCKS.fallback.0;
 static FALLBACK_READY: AtomicBool = AtomicBool::new(false);
 
 /// Run `f` with the calling thread's cache. Must not be re-entered from inside `f` (nothing
@@ -375,7 +375,11 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// In a fork child only the forking thread exists.
 pub fn after_fork_child() {
-    THREADS.store((tls::get() > DEAD) as usize, Ordering::Relaxed);
+    // Stored only if it changes: a write copies the page (the parent's, shared after fork).
+    let n = (tls::get() > DEAD) as usize;
+    if THREADS.load(Ordering::Relaxed) != n {
+        THREADS.store(n, Ordering::Relaxed);
+    }
 }
 
 /// How many threads use the heap now (hold a cache).
