@@ -273,33 +273,27 @@ fn fortify(n: usize, dlen: usize) {
 // jump into the C library's function; otherwise the checking version, also by tail call.
 
 
-/// Both ranges surely fine (see `bounds::copy_fits`): the common heap-to-heap copy of a
-/// thread that keeps working on the same blocks costs two record compares, a copy between
-/// other live small blocks a decode of each (no second look on the checked path).
-#[inline(always)]
-fn both_known(d: *const c_void, s: *const c_void, n: usize) -> bool {
-    bounds::copy_fits(d as usize, s as usize, n)
-}
-
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memcpy);
-    if f != 0 && bounds::copy_hinted(d as usize, s as usize, n) {
+    let miss = bounds::copy_hinted(d as usize, s as usize, n);
+    if f != 0 && miss == 0 {
         // SAFETY: f is the C library's memcpy; each range is outside mie's memory or inside a
         // live block (copy_hinted).
         return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
     }
-    memcpy_known(d, s, n, cs)
+    memcpy_known(d, s, n, cs, miss)
 }
 
-/// `memcpy` past the hints: learn the blocks (or check each range in full).
+/// `memcpy` past the hints: learn the blocks of the ranges they missed (or check each range
+/// in full).
 #[inline(never)]
-extern "C" fn memcpy_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+extern "C" fn memcpy_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32) -> *mut c_void {
     let f = real(&REAL.memcpy);
-    if f == 0 || !both_known(d, s, n) {
+    if f == 0 || !bounds::copy_learn(d as usize, s as usize, n, miss) {
         return memcpy_checked(d, s, n, cs);
     }
     // SAFETY: f is the C library's memcpy; each range is outside mie's memory or inside a
-    // live block (both_known).
+    // live block (copy_hinted, copy_learn).
     unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
 }
 
@@ -314,23 +308,24 @@ extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usi
 
 pub(crate) extern "C" fn memmove_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memmove);
-    if f != 0 && bounds::copy_hinted(d as usize, s as usize, n) {
+    let miss = bounds::copy_hinted(d as usize, s as usize, n);
+    if f != 0 && miss == 0 {
         // SAFETY: f is the C library's memmove; each range is outside mie's memory or inside
         // a live block (copy_hinted).
         return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
     }
-    memmove_known(d, s, n, cs)
+    memmove_known(d, s, n, cs, miss)
 }
 
 /// `memmove` past the hints, as `memcpy_known`.
 #[inline(never)]
-extern "C" fn memmove_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+extern "C" fn memmove_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32) -> *mut c_void {
     let f = real(&REAL.memmove);
-    if f == 0 || !both_known(d, s, n) {
+    if f == 0 || !bounds::copy_learn(d as usize, s as usize, n, miss) {
         return memmove_checked(d, s, n, cs);
     }
     // SAFETY: f is the C library's memmove; each range is outside mie's memory or inside a
-    // live block (both_known).
+    // live block (copy_hinted, copy_learn).
     unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
 }
 
@@ -365,11 +360,11 @@ pub(crate) extern "C" fn memset_cs(d: *mut c_void, c: c_int, n: usize, cs: usize
 #[inline(never)]
 extern "C" fn memset_known(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
     let f = real(&REAL.memset);
-    if f == 0 || !bounds::fits(d as usize, n, Access::Write) {
+    if f == 0 || !bounds::learn_one(d as usize, n, Access::Write) {
         return memset_checked(d, c, n, cs);
     }
     // SAFETY: f is the C library's memset; the range is outside mie's memory or inside a
-    // live block (bounds::fits).
+    // live block (bounds::learn_one).
     unsafe { core::mem::transmute::<usize, SetFn>(f)(d, c, n) }
 }
 

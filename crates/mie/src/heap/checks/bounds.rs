@@ -250,22 +250,36 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
 /// The common case of a checked copy, with no decode: each range, a write at `w` and a read
 /// at `r` of `len` bytes, is inside the block of this thread's hint for its access, or
 /// outside mie's memory (asked second: a stack range pays a few instructions more, a heap
-/// range none). False means only: ask `copy_fits`, which learns the blocks. Small enough to
-/// need no saved register, so the caller tail-calls the C library's copy.
+/// range none). Returns 0, or where it stopped, for `copy_learn`: `WRITE_MISS` (the write
+/// range missed its hint; the read range was not asked), `READ_MISS` (the read range missed;
+/// the write range is fine), `NO_CACHE`. Small enough to need no saved register, so the
+/// caller tail-calls the C library's copy.
 #[inline(always)]
-pub fn copy_hinted(w: usize, r: usize, len: usize) -> bool {
+pub fn copy_hinted(w: usize, r: usize, len: usize) -> u32 {
+    let geo = &crate::heap::globals().geo;
+    let (wa, ra) = (tag::untag(w), tag::untag(r));
     let tcp = tls::get();
     if tcp <= tcache::DEAD {
-        return false;
+        // (A thread that has not allocated yet.)
+        return if geo.tracks(wa) || geo.tracks(ra) { NO_CACHE } else { 0 };
     }
-    let geo = &crate::heap::globals().geo;
     // SAFETY: as in `hint` (read only).
     let [hr, hw] = unsafe { &(*(tcp as *const tcache::TCache)).hints };
-    let (wa, ra) = (tag::untag(w), tag::untag(r));
-    (hw.inside(wa, len) || !geo.tracks(wa)) && (hr.inside(ra, len) || !geo.tracks(ra))
+    if !hw.inside(wa, len) && geo.tracks(wa) {
+        return WRITE_MISS;
+    }
+    if !hr.inside(ra, len) && geo.tracks(ra) {
+        return READ_MISS;
+    }
+    0
 }
 
-/// `copy_hinted` for one range (`memset`).
+/// `copy_hinted`'s answers (see there).
+pub const WRITE_MISS: u32 = 1;
+pub const READ_MISS: u32 = 2;
+pub const NO_CACHE: u32 = 3;
+
+/// `copy_hinted` for one range (`memset`): true when it is surely fine.
 #[inline(always)]
 pub fn hinted(p: usize, len: usize, access: Access) -> bool {
     let a = tag::untag(p);
@@ -277,42 +291,45 @@ pub fn hinted(p: usize, len: usize, access: Access) -> bool {
     tcp > tcache::DEAD && unsafe { &(*(tcp as *const tcache::TCache)).hints[access as usize] }.inside(a, len)
 }
 
-/// Whether the two ranges of a copy, a write at `w` and a read at `r` of `len` bytes each,
-/// are surely fine: each is outside mie's memory, inside the block of this thread's last
-/// checked access of its kind (`Hint`), or inside a live small block found now (and
-/// remembered for the next call). The options, the thread's cache and its hints are read
-/// once. False means only: ask `check` for each range (it finds the other kinds of block
-/// and reports what is wrong).
+/// After `copy_hinted` answered `miss`: whether the range that missed its hint is inside a
+/// live small block, found now by a decode and remembered in the hint for the next call,
+/// and the read range too when `copy_hinted` stopped before it (a range it passed is fine
+/// already). Checks off: true. False means only: ask `check` for each range (it finds the
+/// other kinds of block and reports what is wrong).
 #[inline(always)]
-pub fn copy_fits(w: usize, r: usize, len: usize) -> bool {
+pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
     let g = crate::heap::globals();
-    let (wa, ra) = (tag::untag(w), tag::untag(r));
-    let (wt, rt) = (g.geo.tracks(wa), g.geo.tracks(ra));
-    if !g.opts.checked_calls || !(wt || rt) {
+    if !g.opts.checked_calls {
         return true;
     }
     let tcp = tls::get();
-    if tcp <= tcache::DEAD {
+    if tcp <= tcache::DEAD || miss == NO_CACHE {
         return false;
     }
     // SAFETY: as in `hint`.
     let [hr, hw] = unsafe { &mut (*(tcp as *mut tcache::TCache)).hints };
-    (!wt || fits_or_learn(g, hw, wa, len)) && (!rt || fits_or_learn(g, hr, ra, len))
+    let ra = tag::untag(r);
+    if miss == READ_MISS {
+        return learn(g, hr, ra, len);
+    }
+    // The write range missed; the read range was not asked.
+    learn(g, hw, tag::untag(w), len) && (hr.inside(ra, len) || !g.geo.tracks(ra) || learn(g, hr, ra, len))
 }
 
-/// As `copy_fits` for one range (`memset`).
+/// `copy_learn` for one range (`memset`), after `hinted` said false.
 #[inline(always)]
-pub fn fits(p: usize, len: usize, access: Access) -> bool {
-    to_check(p).is_none_or(|(g, a)| hint(access).is_some_and(|h| fits_or_learn(g, h, a, len)))
-}
-
-/// `[a, a + len)` (untagged, tracked) is inside the hint's block, or inside a live small
-/// block, which the hint then holds.
-#[inline(always)]
-fn fits_or_learn(g: &crate::heap::Globals, h: &mut Hint, a: usize, len: usize) -> bool {
-    if h.inside(a, len) {
+pub fn learn_one(p: usize, len: usize, access: Access) -> bool {
+    let g = crate::heap::globals();
+    if !g.opts.checked_calls {
         return true;
     }
+    hint(access).is_some_and(|h| learn(g, h, tag::untag(p), len))
+}
+
+/// `[a, a + len)` (untagged, tracked) is inside a live small block, which the hint then
+/// holds.
+#[inline(always)]
+fn learn(g: &crate::heap::Globals, h: &mut Hint, a: usize, len: usize) -> bool {
     match small_fit(g, a, len) {
         Some(b) => {
             h.take(b);
