@@ -269,32 +269,48 @@ fn fortify(n: usize, dlen: usize) {
 
 // Implementations, reached through the call-site trampolines (argument after the last).
 
-// The three hot ones: when neither pointer can be in mie's memory, a few compares and a tail
-// jump into the C library's function; otherwise the checking version, also by tail call.
+// The three hot ones: a range inside the block the thread's hint holds, or outside mie's
+// memory, passes at the entry, which tail-jumps into the C library's function; a range that
+// missed its hint goes to a second function that learns its block; anything else to the
+// checking version. Each step is a tail call.
 
+type KnownFn = extern "C" fn(*mut c_void, *const c_void, usize, usize, u32) -> *mut c_void;
+type CheckedFn = extern "C" fn(*mut c_void, *const c_void, usize, usize) -> *mut c_void;
 
-pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
-    let f = real(&REAL.memcpy);
+/// The entry of `memcpy` or `memmove` (the C library's function in `slot`; `known` the
+/// function that learns a missed range's block).
+#[inline(always)]
+fn copy_entry(slot: &AtomicUsize, d: *mut c_void, s: *const c_void, n: usize, cs: usize, known: KnownFn) -> *mut c_void {
+    let f = real(slot);
     let miss = bounds::copy_hinted(d as usize, s as usize, n);
     if f != 0 && miss == 0 {
-        // SAFETY: f is the C library's memcpy; each range is outside mie's memory or inside a
-        // live block (copy_hinted).
+        // SAFETY: f is the C library's memcpy or memmove (the one `slot` holds); each range
+        // is outside mie's memory or inside a live block (copy_hinted).
         return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
     }
-    memcpy_known(d, s, n, cs, miss)
+    known(d, s, n, cs, miss)
 }
 
-/// `memcpy` past the hints: learn the blocks of the ranges they missed (or check each range
-/// in full).
+/// `copy_entry` past the hints: learn the block of the range that missed (`miss`, from
+/// `copy_hinted`), else `checked` checks each range in full.
+#[inline(always)]
+fn copy_known(slot: &AtomicUsize, d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32, checked: CheckedFn) -> *mut c_void {
+    let f = real(slot);
+    if f == 0 || !bounds::copy_learn(d as usize, s as usize, n, miss) {
+        return checked(d, s, n, cs);
+    }
+    // SAFETY: f is the C library's memcpy or memmove; each range is outside mie's memory or
+    // inside a live block (copy_hinted, copy_learn).
+    unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+}
+
+pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
+    copy_entry(&REAL.memcpy, d, s, n, cs, memcpy_known)
+}
+
 #[inline(never)]
 extern "C" fn memcpy_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32) -> *mut c_void {
-    let f = real(&REAL.memcpy);
-    if f == 0 || !bounds::copy_learn(d as usize, s as usize, n, miss) {
-        return memcpy_checked(d, s, n, cs);
-    }
-    // SAFETY: f is the C library's memcpy; each range is outside mie's memory or inside a
-    // live block (copy_hinted, copy_learn).
-    unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+    copy_known(&REAL.memcpy, d, s, n, cs, miss, memcpy_checked)
 }
 
 #[inline(never)]
@@ -307,26 +323,12 @@ extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usi
 }
 
 pub(crate) extern "C" fn memmove_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
-    let f = real(&REAL.memmove);
-    let miss = bounds::copy_hinted(d as usize, s as usize, n);
-    if f != 0 && miss == 0 {
-        // SAFETY: f is the C library's memmove; each range is outside mie's memory or inside
-        // a live block (copy_hinted).
-        return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
-    }
-    memmove_known(d, s, n, cs, miss)
+    copy_entry(&REAL.memmove, d, s, n, cs, memmove_known)
 }
 
-/// `memmove` past the hints, as `memcpy_known`.
 #[inline(never)]
 extern "C" fn memmove_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32) -> *mut c_void {
-    let f = real(&REAL.memmove);
-    if f == 0 || !bounds::copy_learn(d as usize, s as usize, n, miss) {
-        return memmove_checked(d, s, n, cs);
-    }
-    // SAFETY: f is the C library's memmove; each range is outside mie's memory or inside a
-    // live block (copy_hinted, copy_learn).
-    unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+    copy_known(&REAL.memmove, d, s, n, cs, miss, memmove_checked)
 }
 
 #[inline(never)]
