@@ -5,7 +5,8 @@
 //! modules that use them they touched 9 pages, 8 more copies per fork in each process.
 //!
 //! (The metadata arena's lock, `meta::ARENA_LOCK`, is not among them: it is only ever taken
-//! with a pool's lock held, so holding all of those keeps it free.)
+//! with a pool's lock held (a slab's metadata) or the start-up lock (the chunk table), so
+//! holding all of those keeps it free.)
 
 use crate::heap::slab::layout::REGION_COUNT;
 use crate::platform::lock::Lock;
