@@ -258,13 +258,10 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
 pub fn copy_hinted(w: usize, r: usize, len: usize) -> u32 {
     let geo = &crate::heap::globals().geo;
     let (wa, ra) = (tag::untag(w), tag::untag(r));
-    let tcp = tls::get();
-    if tcp <= tcache::DEAD {
+    let Some([hr, hw]) = hints() else {
         // (A thread that has not allocated yet.)
         return if geo.tracks(wa) || geo.tracks(ra) { NO_CACHE } else { 0 };
-    }
-    // SAFETY: as in `hint` (read only).
-    let [hr, hw] = unsafe { &(*(tcp as *const tcache::TCache)).hints };
+    };
     if !hw.inside(wa, len) && geo.tracks(wa) {
         return WRITE_MISS;
     }
@@ -286,9 +283,7 @@ pub fn hinted(p: usize, len: usize, access: Access) -> bool {
     if !crate::heap::globals().geo.tracks(a) {
         return true;
     }
-    let tcp = tls::get();
-    // SAFETY: as in `hint` (read only).
-    tcp > tcache::DEAD && unsafe { &(*(tcp as *const tcache::TCache)).hints[access as usize] }.inside(a, len)
+    hint(access).is_some_and(|h| h.inside(a, len))
 }
 
 /// After `copy_hinted` answered `miss`: whether the range that missed its hint is inside a
@@ -302,12 +297,10 @@ pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
     if !g.opts.checked_calls {
         return true;
     }
-    let tcp = tls::get();
-    if tcp <= tcache::DEAD || miss == NO_CACHE {
+    let Some([hr, hw]) = hints() else { return false };
+    if miss == NO_CACHE {
         return false;
     }
-    // SAFETY: as in `hint`.
-    let [hr, hw] = unsafe { &mut (*(tcp as *mut tcache::TCache)).hints };
     let ra = tag::untag(r);
     if miss == READ_MISS {
         return learn(g, hr, ra, len);
@@ -342,10 +335,16 @@ fn learn(g: &crate::heap::Globals, h: &mut Hint, a: usize, len: usize) -> bool {
 /// This thread's hint for `access` (None before it has a cache).
 #[inline(always)]
 fn hint(access: Access) -> Option<&'static mut Hint> {
+    hints().map(|h| &mut h[access as usize])
+}
+
+/// This thread's hints, for reads and for writes (None before it has a cache).
+#[inline(always)]
+fn hints() -> Option<&'static mut [Hint; 2]> {
     let tcp = tls::get();
     // SAFETY: a live TLS word is this thread's own cache, which lives as long as the
     // thread; its hints are used only here, by this thread, one reference at a time.
-    (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).hints[access as usize] })
+    (tcp > tcache::DEAD).then(|| unsafe { &mut (*(tcp as *mut tcache::TCache)).hints })
 }
 
 /// Whether `a` (untagged) may lie in memory mie hands out (and checks are on): one compare.
