@@ -18,6 +18,9 @@ pub struct Site<'a> {
     pub func: Option<(&'a [u8], usize)>,
     /// Whether the file has line tables (`.debug_line`): then `addr2line` can give file:line.
     pub has_lines: bool,
+    /// The object's file is there but could not be mapped for reading now (out of address
+    /// space or memory): `func` says nothing about its symbol table, try again later.
+    pub unreadable_now: bool,
 }
 
 const RTLD_DL_LINKMAP: libc::c_int = 2;
@@ -61,15 +64,20 @@ pub fn lookup(addr: usize, ret: bool, f: impl FnOnce(&Site<'_>)) {
     let header = (!info.dli_fbase.is_null()).then(|| unsafe { core::slice::from_raw_parts(info.dli_fbase as *const u8, 64) });
     let mut mapped = None;
     let mut path: &CStr = c"";
+    let mut unreadable_now = false;
     for cand in [fname, Some(c"/proc/self/exe")].into_iter().flatten() {
-        if let Some(m) = Mapped::open(cand) {
-            if header.is_none() || m.bytes().get(..64) == header {
-                path = cand;
-                mapped = Some(m);
-                break;
+        match Mapped::open(cand) {
+            Ok(m) => {
+                if header.is_none() || m.bytes().get(..64) == header {
+                    path = cand;
+                    mapped = Some(m);
+                    break;
+                }
             }
+            Err(transient) => unreadable_now |= transient,
         }
     }
+    let unreadable_now = unreadable_now && mapped.is_none();
     if mapped.is_none() {
         path = fname.unwrap_or(c"");
     }
@@ -95,7 +103,7 @@ pub fn lookup(addr: usize, ret: bool, f: impl FnOnce(&Site<'_>)) {
             }
         }
     }
-    let mut site = Site { path: shown, vaddr, func: None, has_lines: false };
+    let mut site = Site { path: shown, vaddr, func: None, has_lines: false, unreadable_now };
     if let Some(m) = &mapped {
         if let Some(elf) = Elf::parse(m.bytes()) {
             site.has_lines = elf.has_section(b".debug_line");
@@ -170,23 +178,31 @@ struct Mapped {
 }
 
 impl Mapped {
-    fn open(path: &CStr) -> Option<Mapped> {
+    /// The whole file mapped read-only. Err(true): it is there but could not be opened or
+    /// mapped for lack of memory, address space or descriptors (worth trying again later);
+    /// Err(false): not there, not readable, or too short to be an object.
+    fn open(path: &CStr) -> Result<Mapped, bool> {
+        let transient = || matches!(super::errno(), libc::ENOMEM | libc::EAGAIN | libc::EMFILE | libc::ENFILE);
         // SAFETY: plain system calls on a path and the descriptor they return; the mapping
         // is private and read-only and is unmapped by Drop.
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
             if fd < 0 {
-                return None;
+                return Err(transient());
             }
             let mut st: libc::stat = core::mem::zeroed();
-            let ok = libc::fstat(fd, &mut st) == 0 && st.st_size > 64;
+            if libc::fstat(fd, &mut st) != 0 || st.st_size <= 64 {
+                libc::close(fd);
+                return Err(false);
+            }
             let len = st.st_size as usize;
-            let p = if ok { libc::mmap(ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0) } else { libc::MAP_FAILED };
+            let p = libc::mmap(ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0);
+            let again = p == libc::MAP_FAILED && transient();
             libc::close(fd);
             if p == libc::MAP_FAILED {
-                return None;
+                return Err(again);
             }
-            Some(Mapped { p: p as *const u8, len })
+            Ok(Mapped { p: p as *const u8, len })
         }
     }
 

@@ -209,9 +209,13 @@ fn known_not_wrapper(site: usize) -> bool {
     NOT_WRAPPERS.iter().any(|w| w.load(Ordering::Relaxed) == site)
 }
 
-/// Whether a hot site is a wrapper's, by its function's name; a no is remembered.
+/// Whether a hot site is a wrapper's, by its function's name; a no is remembered. When the
+/// name cannot be read now (the object's file cannot be mapped: the program is out of
+/// address space or memory) the site is not judged: it stays hot and is judged in a later
+/// round. (Taking it for a wrapper then would move the site's allocations to other buckets
+/// in the middle of the program, whose address space may be exhausted.)
 fn judge(site: usize) -> bool {
-    let yes = named_like_a_wrapper(site);
+    let Some(yes) = named_like_a_wrapper(site) else { return false };
     if !yes {
         let i = NOT_WRAPPERS_NEXT.fetch_add(1, Ordering::Relaxed) % NOT_WRAPPERS_LEN;
         NOT_WRAPPERS[i].store(site, Ordering::Relaxed);
@@ -220,12 +224,14 @@ fn judge(site: usize) -> bool {
 }
 
 /// Whether the function containing call site `site` is named like an allocation wrapper
-/// (or has no name to say otherwise).
-fn named_like_a_wrapper(site: usize) -> bool {
-    let mut verdict = true;
+/// (or has no name to say otherwise); None when its object's symbols cannot be read now.
+fn named_like_a_wrapper(site: usize) -> Option<bool> {
+    let mut verdict = Some(true);
     crate::platform::symbols::lookup(site, true, |s| {
         if let Some((name, _)) = s.func {
-            verdict = name.windows(5).any(|w| w.eq_ignore_ascii_case(b"alloc"));
+            verdict = Some(name.windows(5).any(|w| w.eq_ignore_ascii_case(b"alloc")));
+        } else if s.unreadable_now {
+            verdict = None;
         }
     });
     verdict
