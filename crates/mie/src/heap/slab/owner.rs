@@ -49,7 +49,15 @@ pub fn refill(g: &Globals, tc: &mut TCache, region: usize) -> bool {
             take_slots(&g.geo, k, tc, region, s);
             return tc.bins.n[region] > 0;
         }
-        let Some((s, partial)) = POOLS[region].take(&g.geo, region, tc.id, &mut tc.rng) else { return false };
+        let Some((s, partial)) = POOLS[region].take(&g.geo, region, tc.id, &mut tc.rng) else {
+            // Out of address space or memory: the slots waiting in this thread's quarantine
+            // end their delay now (checked as always when they leave), so that the blocks the
+            // program freed serve it before it is told there is no memory.
+            if end_quarantine(g, tc, "malloc") {
+                continue;
+            }
+            return false;
+        };
         let nfree = SlabMeta::of(&g.geo, k, region, s).header().nfree.load(Ordering::Relaxed);
         if nfree > 0 {
             partial_push(&g.geo, k, tc, region, s);
@@ -403,23 +411,31 @@ pub fn notify(g: &Geometry, m: SlabMeta, region: usize, slab: usize) {
     tcache::help(owner);
 }
 
+/// Every slot of the quarantine leaves it (`expire`: checked, then to its bin). False if
+/// it was empty.
+fn end_quarantine(g: &Globals, tc: &mut TCache, func: &'static str) -> bool {
+    let mut pending = [0usize; 64];
+    let mut any = false;
+    loop {
+        let mut n = 0;
+        tc.quarantine.drain_some(&mut pending, &mut n);
+        if n == 0 {
+            return any;
+        }
+        any = true;
+        for &p in &pending[..n] {
+            expire(g, tc, p, func);
+        }
+    }
+}
+
 /// Give back everything a cache holds: collect remote frees, empty the quarantine (each
 /// slot checked) and the bins into the free bitmaps, give empty slabs to the pools beyond
 /// the one kept per region. Thread exit, trim, and collection for idle caches.
 pub fn drain(g: &Globals, tc: &mut TCache, func: &'static str) {
     crate::heap::slab::remote::flush(g, &mut tc.outbox);
     collect(g, tc, func);
-    let mut pending = [0usize; 64];
-    loop {
-        let mut n = 0;
-        tc.quarantine.drain_some(&mut pending, &mut n);
-        if n == 0 {
-            break;
-        }
-        for &p in &pending[..n] {
-            expire(g, tc, p, func);
-        }
-    }
+    end_quarantine(g, tc, func);
     for region in tcache::regions_in(tc.used) {
         let n = tc.bins.n[region] as usize;
         if n == 0 {
