@@ -282,9 +282,11 @@ fn object_size_follows_requested_sizes_of_small_and_large_blocks() {
 #[test]
 fn large_blocks_made_of_freed_pages_read_as_zero() {
     use std::alloc::GlobalAlloc;
-    // Each block is freed with every third page written and the others never touched; the
-    // next one takes the freed pages (warm reuse) and must read as zero everywhere, through
-    // `alloc_zeroed` (which trusts the large allocator's zero pages) as through `alloc`.
+    // Each block is freed with every third page written and the others never touched, or
+    // (every fourth round) with every byte written, so that its pages are cleared as one
+    // long run (streaming stores on x86-64); the next one takes the freed pages (warm reuse)
+    // and must read as zero everywhere, through `alloc_zeroed` (which trusts the large
+    // allocator's zero pages) as through `alloc`.
     let mie = mie::Mie;
     let page = 4096;
     for round in 0..48 {
@@ -297,6 +299,9 @@ fn large_blocks_made_of_freed_pages_read_as_zero() {
         let s = unsafe { std::slice::from_raw_parts_mut(p, size) };
         if let Some(i) = s.iter().position(|&b| b != 0) {
             panic!("round {round}: byte {i} of a new {size}-byte block is {:#x}", s[i]);
+        }
+        if round % 4 == 3 {
+            s.fill(0xc3);
         }
         for k in (0..size).step_by(3 * page) {
             s[k] = 0xa5;

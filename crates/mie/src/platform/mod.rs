@@ -169,7 +169,7 @@ pub fn clear_pages(p: usize, len: usize) {
     // A run of pages alike: cleared if resident, else dropped (the kernel says no: cleared).
     let flush = |from: usize, to: usize, present: bool| {
         if present || !purge(from as *mut u8, to - from) {
-            zero(from as *mut u8, to - from);
+            zero_pages(from, to - from);
         }
     };
     let per_query = (CHUNK * 4096 / pg).max(1);
@@ -251,6 +251,44 @@ pub fn move_pages_to(from: *mut u8, to: *mut u8, len: usize) -> bool {
     // target range atomically.
     let r = unsafe { libc::mremap(from.cast(), len, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to as *mut libc::c_void) };
     r == to as *mut libc::c_void
+}
+
+/// Runs of at least this many bytes are cleared with streaming stores (`zero_pages`).
+const STREAM_MIN: usize = 128 << 10;
+
+/// Clear the page-aligned range `[p, p + len)` of the allocator's own memory. A long run is
+/// another block's old pages, whose new owner touches little of them soon (a buffer is
+/// filled front to back, often not at all): on x86-64 it is cleared with non-temporal
+/// stores, which write whole lines without reading them first and leave the caches to the
+/// program (the `large` benchmark, x86-64: 0.7–0.9 s against 1.2–1.4 s with `rep stosb`,
+/// which spent most of it reading the old lines in to overwrite them).
+fn zero_pages(p: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if len >= STREAM_MIN {
+        // SAFETY: [p, p + len) is writable allocator memory (the caller's), p 16-aligned and
+        // len a multiple of 64 (both page multiples); SSE2 is part of x86-64; the fence
+        // orders the streaming stores before the block is handed out.
+        unsafe {
+            core::arch::asm!(
+                "pxor {z}, {z}",
+                "2:",
+                "movntdq [{p}], {z}",
+                "movntdq [{p} + 16], {z}",
+                "movntdq [{p} + 32], {z}",
+                "movntdq [{p} + 48], {z}",
+                "add {p}, 64",
+                "cmp {p}, {end}",
+                "jb 2b",
+                "sfence",
+                p = inout(reg) p => _,
+                end = in(reg) p + len,
+                z = out(xmm_reg) _,
+                options(nostack),
+            );
+        }
+        return;
+    }
+    zero(p as *mut u8, len);
 }
 
 /// Fill `[p, p + len)` with zeros, without going through an exported (interposed) `memset`:
