@@ -34,28 +34,32 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
         return false;
     }
     let g = crate::heap::globals();
+    // The block's canary pattern first: its AES chain (tens of cycles) then runs beside the
+    // address decode and the record's load (often a cache miss), not after them.
+    // SAFETY: the fast paths run only where the PRF is AES (`fast`).
+    let pat = unsafe { canary::pattern_aes(&g.canary, tag::untag(raw)) };
     let Some(s) = SlabMeta::slot_at(&g.geo, tag::untag(raw)) else { return false };
     // Split by record width once: the rest of each path neither keeps nor tests it.
     // SAFETY: slot_at returns class < CLASS_COUNT.
     if unsafe { CLASSES.get_unchecked(s.class) }.wide {
-        free_fast_of::<true>(g, tc, raw, s, who, r)
+        free_fast_of::<true>(g, tc, raw, pat, s, who, r)
     } else {
-        free_fast_of::<false>(g, tc, raw, s, who, r)
+        free_fast_of::<false>(g, tc, raw, pat, s, who, r)
     }
 }
 
-/// `free_fast` once the slot is found, for records of one width (`WIDE` is the class's).
+/// `free_fast` once the slot is found, for records of one width (`WIDE` is the class's);
+/// `pat` is the block's canary pattern.
 #[inline(always)]
-fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, s: SlotAt, who: Caller, r: Release) -> bool {
+fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat: u64, s: SlotAt, who: Caller, r: Release) -> bool {
     let p = tag::untag(raw);
     let Some(LiveSmall { s, k, rec, usable }) = live_small_at::<WIDE>(raw, s, r) else { return false };
     let slot_size = k.size as usize;
     if tag::enabled() {
         tc.freeing = p;
     }
-    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw); the PRF
-    // is AES (`fast`).
-    if !unsafe { canary::small_intact(canary::pattern_aes(&g.canary, p), raw, usable, slot_size) } {
+    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
+    if !unsafe { canary::small_intact(pat, raw, usable, slot_size) } {
         return false;
     }
     if s.m.owner() != tc.id {
