@@ -254,6 +254,7 @@ pub fn move_pages_to(from: *mut u8, to: *mut u8, len: usize) -> bool {
 }
 
 /// Runs of at least this many bytes are cleared with streaming stores (`zero_pages`).
+#[cfg(target_arch = "x86_64")]
 const STREAM_MIN: usize = 128 << 10;
 
 /// Clear the page-aligned range `[p, p + len)` of the allocator's own memory. A long run is

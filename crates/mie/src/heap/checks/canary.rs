@@ -288,7 +288,7 @@ unsafe fn write_to_word<const ZEROED: bool>(pat: u64, end: usize, stop: usize) {
 /// `[end, end + len)` must be readable and belong to the block's slot, and for `len < 8`
 /// the 8 bytes before `end + len` too (a small block's slot is at least 16 bytes).
 #[inline(always)]
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))] // (x86-64 has `long_intact`'s vector form)
+#[cfg(not(target_arch = "x86_64"))] // (x86-64 has `long_intact`'s vector form)
 pub unsafe fn intact(pat: u64, end: usize, len: usize) -> bool {
     // SAFETY (whole fn): the reads stay inside [end + len - 8, end + len) or [end, end + len).
     unsafe {
