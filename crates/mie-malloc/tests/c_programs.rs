@@ -1314,7 +1314,9 @@ fn runs_in_a_39_bit_address_space() {
 /// plus 2 per quarantined one; far below vm.max_map_count (65530).
 #[test]
 fn mappings_stay_bounded() {
-    let o = run_with(&build("mappings.c"), &[], "");
+    // (The gap probe forks: not under qemu-user, and MTE has no guarded slabs.)
+    let probe: &[&str] = if cfg!(target_arch = "aarch64") { &[] } else { &["gaps"] };
+    let o = run_with(&build("mappings.c"), probe, "");
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     let nums: Vec<i64> = t
@@ -1329,7 +1331,11 @@ fn mappings_stay_bounded() {
     // This program makes about 20 000 slabs of guarded classes: the budget is used up.
     let guarded = if cfg!(target_arch = "aarch64") { 0 } else { 4096 };
     assert!(small - before <= 4 * 384 + guarded, "{t}");
-    assert!(small - before > guarded / 2 || guarded == 0, "guarded slabs are separate mappings\n{t}");
+    // Guarded slabs near each other share a mapping where the kernel has guard markers
+    // (`islands.rs`); wherever they are mapped, the gap after each still faults.
+    if guarded != 0 {
+        assert!(t.contains("guard gaps: 40 of 40 faulted"), "{t}");
+    }
     assert!(large - small <= 3 * 300, "{t}");
     assert!(freed - before <= 4 * 384 + guarded + 2 * 32, "{t}");
 }

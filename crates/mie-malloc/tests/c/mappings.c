@@ -1,9 +1,13 @@
 /* Counts the process's memory mappings (lines of /proc/self/maps) while mie serves many
  * small blocks of every size class in several buckets, then many large blocks, and prints
- * the counts: mie must not create a mapping per small block (no per-slot guard pages). */
+ * the counts: mie must not create a mapping per small block (no per-slot guard pages).
+ * With an argument, also checks that the gap after each of 40 slabs made late (65539-byte
+ * blocks, each an 80 KiB slot alone in a 128 KiB slab) still faults, however the mappings were joined. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 void *malloc_type_malloc(size_t, unsigned long long) __attribute__((weak));
 
@@ -17,7 +21,7 @@ static int maps(void) {
     return n;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     if (!malloc_type_malloc) {
         printf("mappings: not running under libmie.so\n");
         return 1;
@@ -46,5 +50,25 @@ int main(void) {
     for (int i = 0; i < LARGE; i++) free(large[i]);
     int after_free = maps();
     printf("mappings: before %d small %d large %d freed %d\n", before, after_small, after_large, after_free);
+    if (argc > 1) {
+        enum { GAPS = 40 };
+        char *b[GAPS];
+        int faulted = 0;
+        for (int i = 0; i < GAPS; i++)
+            if (!(b[i] = malloc(65539))) return 3;
+        for (int i = 0; i < GAPS; i++) {
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid < 0) return 4;
+            if (pid == 0) {
+                freopen("/dev/null", "w", stderr);
+                ((volatile char *)b[i])[81920 + 4096] = 1; /* past the 80 KiB slot: the gap */
+                _exit(0);
+            }
+            int st;
+            if (waitpid(pid, &st, 0) == pid && WIFSIGNALED(st)) faulted++;
+        }
+        printf("guard gaps: %d of %d faulted\n", faulted, GAPS);
+    }
     return 0;
 }

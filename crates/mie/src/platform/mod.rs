@@ -244,6 +244,48 @@ pub fn map_at_none(addr: *mut u8, len: usize) -> bool {
     true
 }
 
+/// `madvise` advice for guard regions (Linux 6.13; the same number on every architecture).
+const MADV_GUARD_INSTALL: i32 = 102;
+const MADV_GUARD_REMOVE: i32 = 103;
+
+/// Make the page-aligned `[p, p + len)` of a private anonymous mapping fault like unmapped
+/// memory (SIGSEGV, `SEGV_MAPERR`) without splitting the mapping: guard markers in its page
+/// tables, kept by `MADV_DONTNEED` and copied by fork. Whatever the range held is dropped.
+/// False where the kernel has no guard regions (before 6.13), and then nothing changed.
+pub fn guard_install(p: usize, len: usize) -> bool {
+    // SAFETY: a page-aligned range of a mapping the allocator owns, holding nothing live.
+    unsafe { libc::madvise(p as *mut libc::c_void, len, MADV_GUARD_INSTALL) == 0 }
+}
+
+/// Take the guard markers off `[p, p + len)`: it reads as fresh zero pages again.
+pub fn guard_remove(p: usize, len: usize) -> bool {
+    // SAFETY: a page-aligned range of a mapping the allocator owns.
+    unsafe { libc::madvise(p as *mut libc::c_void, len, MADV_GUARD_REMOVE) == 0 }
+}
+
+/// Whether guard markers really fault here: a page written, guarded and unguarded again
+/// must read back as zero and not be resident. An emulator that accepts the advice and does
+/// nothing (qemu-user answers success to advice it does not know) keeps the byte.
+pub fn guards_work() -> bool {
+    let pg = page_size();
+    let p = map_rw(pg);
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: p is a fresh private page of ours, unmapped below.
+    let kept = unsafe {
+        p.write_volatile(1);
+        let installed = guard_install(p as usize, pg);
+        // (Room for a byte per 4 KiB: qemu-user with 64 KiB pages answers per host page.)
+        let mut v = [1u8; 64];
+        let gone = installed && resident(p as usize, pg, &mut v) && v[0] & 1 == 0;
+        let removed = installed && guard_remove(p as usize, pg);
+        !(gone && removed) || p.read_volatile() != 0
+    };
+    release(p, pg);
+    !kept
+}
+
 /// Move the pages of the mapping `[from, from + len)` to `to`, replacing what was mapped
 /// there; the source range is unmapped.
 pub fn move_pages_to(from: *mut u8, to: *mut u8, len: usize) -> bool {

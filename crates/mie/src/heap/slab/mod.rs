@@ -6,6 +6,7 @@ pub mod record;
 pub mod meta;
 pub mod locks;
 pub mod pool;
+pub mod islands;
 pub mod tcache;
 pub mod owner;
 pub mod remote;

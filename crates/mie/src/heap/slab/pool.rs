@@ -16,6 +16,7 @@ use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
 use crate::heap::slab::locks::LOCKS;
+use crate::heap::slab::islands;
 use crate::platform;
 use crate::rand::SecureRng;
 
@@ -69,13 +70,15 @@ static SLABS: [AtomicU64; REGION_COUNT] = [const { AtomicU64::new(0) }; REGION_C
 /// Per region: the first slab created without a guard after it (`u32::MAX`: none yet).
 /// Slabs of guarded classes (`size_class::GUARDED_MIN`) are mapped one by one, only as far
 /// as their slots reach (rounded to pages); the rest of the slab stays unmapped, so an
-/// overflow out of the last slot faults at the access. Each such slab is a mapping of its
-/// own (the map-count limit, `vm.max_map_count`, is 65530 by default): past
-/// `GUARDED_SLABS_MAX` of them in the process, new slabs are mapped whole as in other
-/// classes, and their overflows are left to the canaries. With MTE the gap is mapped and
-/// carries the allocator's tag, which faults as well.
+/// overflow out of the last slot faults at the access. Where the kernel has guard markers,
+/// a guarded slab near an earlier mapping joins it (`islands.rs`: its gap is markers, which
+/// fault the same); any other is a mapping of its own (the map-count limit,
+/// `vm.max_map_count`, is 65530 by default): past `GUARDED_SLABS_MAX` of those in the
+/// process, new slabs are mapped whole as in other classes, and their overflows are left to
+/// the canaries. With MTE the gap is mapped and carries the allocator's tag, which faults as
+/// well.
 static UNGUARDED_FROM: [AtomicU32; REGION_COUNT] = [const { AtomicU32::new(u32::MAX) }; REGION_COUNT];
-/// Guarded slabs created so far (all regions).
+/// Guarded slabs created so far that are mappings of their own (all regions).
 pub static GUARDED_SLABS: AtomicUsize = AtomicUsize::new(0);
 pub const GUARDED_SLABS_MAX: usize = 4096;
 
@@ -353,9 +356,16 @@ impl Pool {
             && GUARDED_SLABS.fetch_add(1, Ordering::Relaxed) < GUARDED_SLABS_MAX;
         if guarded {
             let span = slot_span(k);
-            if !platform::map_at(g.region_addr(region, inner.heap_committed) as *mut u8, span, crate::tag::prot_flags()) {
-                GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
-                return None;
+            match islands::commit(g.region_addr(region, inner.heap_committed), span, crate::tag::prot_flags()) {
+                None => {
+                    GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
+                    return None;
+                }
+                // Joined a mapping (its gap guard markers): no mapping more, no budget used.
+                Some(true) => {
+                    GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
+                }
+                Some(false) => {}
             }
             MAPPED_BYTES.fetch_add(span, Ordering::Relaxed);
             inner.heap_committed = need;
@@ -368,9 +378,7 @@ impl Pool {
             let usable_end = Geometry::segment_usable_end(k, end);
             let to = round_up((inner.heap_committed + COMMIT_CHUNK.max(slab_bytes)).max(need), pg).min(usable_end);
             let at = g.region_addr(region, inner.heap_committed);
-            if !platform::map_at(at as *mut u8, to - inner.heap_committed, crate::tag::prot_flags()) {
-                return None;
-            }
+            islands::commit(at, to - inner.heap_committed, crate::tag::prot_flags())?;
             MAPPED_BYTES.fetch_add(to - inner.heap_committed, Ordering::Relaxed);
             settle_tags(at, to - inner.heap_committed);
             inner.heap_committed = to;
