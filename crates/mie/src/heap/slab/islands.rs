@@ -2,9 +2,9 @@
 //!
 //! Every region's slabs start at a random slab of its own segment, every segment ends in a
 //! gap, and a guarded slab is followed by one: a process using 30 (class, bucket) regions had
-//! 30 or more mappings of heap, each copied at every fork (about 2.5 µs of a fork's time per
-//! mapping on the machine this was measured on: 40 of them cost a small process's fork
-//! 330 µs against 240). Where the kernel has guard regions (Linux 6.13), memory mapped near
+//! 30 or more mappings of heap, each copied at every fork (about 0.9 µs of a fork's time per
+//! mapping where this was measured: 80 more cost a small process's fork +70 µs), each one of
+//! `vm.max_map_count`'s 65530. Where the kernel has guard regions (Linux 6.13), memory mapped near
 //! an island, a mapping already made, joins it instead: the island is extended over the gap
 //! between them, and the gap gets guard markers, which fault exactly like the unmapped gap
 //! did (SIGSEGV, `SEGV_MAPERR`) and are copied by fork. Committing a range inside an island
