@@ -10,7 +10,7 @@
 //! did (SIGSEGV, `SEGV_MAPERR`) and are copied by fork. Committing a range inside an island
 //! later takes its markers off. Gaps between islands that are far apart (more than
 //! `BRIDGE_MAX`) stay unmapped: markers need page tables, and a far gap would cost
-//! page-table pages the unmapped one does not.
+//! page-table pages the unmapped one does not (a near one costs none: `BRIDGE_MAX`).
 //!
 //! The extension is mapped read-write before its gap's markers go in (the kernel merges a
 //! fresh mapping with its neighbour, never a guarded one): for the microseconds in between,
@@ -27,7 +27,9 @@ use crate::platform::{self, lock::Lock};
 /// Islands remembered (64 KiB of table, touched as it fills): a mapping made when the table
 /// is full stays one of its own.
 const MAX_ISLANDS: usize = 4096;
-/// The widest gap an island is extended over (its markers fill at most one page-table page).
+/// The widest gap an island is extended over. Under 2 MiB, every last-level page-table page
+/// its markers need is one a neighbour needs already (each 2 MiB span the gap touches holds
+/// the island's last byte or the new range's first).
 pub const BRIDGE_MAX: usize = 1 << 20;
 
 struct Table {
