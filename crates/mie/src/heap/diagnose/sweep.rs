@@ -83,29 +83,17 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
     let span = (base + pool::mapped_len(region, slab)).next_multiple_of(pg) - first_page;
     let mut pages = [0u8; 256];
     let known = platform::resident(first_page, span, &mut pages);
-    let untouched = |a: usize, len: usize| known && ((a - first_page) / pg..=(a + len - 1 - first_page) / pg).all(|i| pages.get(i).is_some_and(|b| b & 1 == 0));
-    for slot in 0..k.nslots as usize {
-        let rec = m.rec(k, slot);
-        let p = g.geo.slot_addr(region, slab, slot);
-        let bad = if record::is_live(rec) {
-            let usable = size.saturating_sub(record::slack(rec));
-            let mem = if tag::enabled() { tag::with_tag(p, record::tag(rec)) } else { p };
-            // SAFETY: the live block's slot, read through its own pointer.
-            g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, size) }
-        } else if record::state(rec) == record::FREED && zeroed {
-            let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
-            // SAFETY: a free slot of a created slab: committed, carrying the free tag.
-            !unsafe { all_zero(view, size) }
-        } else if record::state(rec) == record::FREE_CLEAN {
-            let n = size.min(CLEAN_PREFIX);
-            // SAFETY: a never-used slot: committed, zero, carrying the allocator's tag 0.
-            !untouched(p, n) && !unsafe { all_zero(p, n) }
-        } else {
-            false // freed by another thread a moment ago: its owner collects it
-        };
-        if bad && m.rec(k, slot) == rec {
-            found(g, loc(region, slab, slot), p, rec);
-        }
+    let shift = pg.trailing_zeros();
+    // Whether the `len` bytes at `a` (at most CLEAN_PREFIX: one page or two) lie on pages
+    // nothing wrote to.
+    let untouched = |a: usize, len: usize| {
+        let clean = |i: usize| pages.get(i).is_some_and(|b| b & 1 == 0);
+        known && clean((a - first_page) >> shift) && clean((a + len - 1 - first_page) >> shift)
+    };
+    if k.wide {
+        sweep_slots::<true>(g, m, region, slab, base, zeroed, &untouched);
+    } else {
+        sweep_slots::<false>(g, m, region, slab, base, zeroed, &untouched);
     }
     // The slab's unused tail, where it is mapped (a guarded slab's faults instead).
     let tail = (1usize << k.slab_shift) - k.nslots as usize * size;
@@ -116,6 +104,39 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
             let last = loc(region, slab, k.nslots as usize - 1);
             stray(g, last, g.geo.slot_addr(region, slab, last.slot), m.rec(k, last.slot), t, "the slab's unused tail after its last slot");
         }
+    }
+}
+
+/// Check every slot of a created slab whose records are of the width `WIDE` (`base`: its
+/// first slot; `untouched`: whether bytes lie on pages nothing wrote to).
+#[allow(clippy::too_many_arguments)]
+fn sweep_slots<const WIDE: bool>(g: &Globals, m: SlabMeta, region: usize, slab: usize, base: usize, zeroed: bool, untouched: &impl Fn(usize, usize) -> bool) {
+    let k = &CLASSES[region / BUCKET_SLOTS];
+    let size = k.size as usize;
+    let mut p = base;
+    for slot in 0..k.nslots as usize {
+        let rec = m.rec_of::<WIDE>(k, slot);
+        let bad = if record::state(rec) == record::FREE_CLEAN {
+            // (The common slot by far: never used.)
+            let n = size.min(CLEAN_PREFIX);
+            // SAFETY: a never-used slot: committed, zero, carrying the allocator's tag 0.
+            !untouched(p, n) && !unsafe { all_zero(p, n) }
+        } else if record::is_live(rec) {
+            let usable = size.saturating_sub(record::slack(rec));
+            let mem = if tag::enabled() { tag::with_tag(p, record::tag(rec)) } else { p };
+            // SAFETY: the live block's slot, read through its own pointer.
+            g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, size) }
+        } else if record::state(rec) == record::FREED && zeroed {
+            let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+            // SAFETY: a free slot of a created slab: committed, carrying the free tag.
+            !unsafe { all_zero(view, size) }
+        } else {
+            false // freed by another thread a moment ago: its owner collects it
+        };
+        if bad && m.rec_of::<WIDE>(k, slot) == rec {
+            found(g, loc(region, slab, slot), p, rec);
+        }
+        p += size;
     }
 }
 
