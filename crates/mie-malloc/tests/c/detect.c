@@ -110,6 +110,23 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
         printf("exiting\n");
         exit(0);
+    } else if (!strcmp(m, "never_freed_skip_overflow")) {
+        /* An out-of-bounds store that skips the block's canary (an index past the end, not a
+           run of stores): 8 bytes in a 16-byte slot, and byte 8 of the slot after it, which
+           never held a block. The sweep at exit finds the never-used slot written and names
+           the live block before it. (A block whose next slot is one of these, or starts a
+           page, where a slab may end, is not the one written.) */
+        char *b[8];
+        for (int i = 0; i < 8; i++) b[i] = malloc(8);
+        char *q = NULL;
+        for (int i = 0; i < 8 && !q; i++) {
+            int taken = ((uintptr_t)(b[i] + 16) & 4095) == 0;
+            for (int j = 0; j < 8; j++) taken |= b[j] == b[i] + 16;
+            if (!taken) q = b[i];
+        }
+        ((volatile char *)q)[24] = 'X';
+        printf("exiting\n");
+        exit(0);
     } else if (!strcmp(m, "never_freed_large_overflow")) {
         /* Among other large blocks, live and freed (the sweep's scan of the large-block table
            stops after the last live block: every live one must still be reached). */
