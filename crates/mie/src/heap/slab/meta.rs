@@ -216,6 +216,22 @@ impl SlabMeta {
         }
     }
 
+    /// Records per 16 bytes at the width `WIDE`.
+    pub const fn recs_per_16<const WIDE: bool>() -> usize {
+        if WIDE { 4 } else { 8 }
+    }
+
+    /// Whether the records of slots `slot..slot + recs_per_16::<WIDE>()` (all below
+    /// `k.nslots`) are all zero: never used since the slab was made or purged. One 16-byte
+    /// load, for a reader no other thread can race (the sweep at exit runs alone).
+    #[inline(always)]
+    pub fn recs_zero<const WIDE: bool>(&self, k: &ClassInfo, slot: usize) -> bool {
+        debug_assert!(WIDE == k.wide && slot + Self::recs_per_16::<WIDE>() <= k.nslots as usize);
+        let a = self.base + k.rec_off as usize + slot * if WIDE { 4 } else { 2 };
+        // SAFETY: the 16 bytes are records of this slab (the caller's bound), committed.
+        unsafe { (a as *const u128).read_unaligned() == 0 }
+    }
+
     /// `rec` where the caller knows the record width (`WIDE` is `k.wide`): the fast paths
     /// split by width once, so the rest of each path has no width to test or keep.
     #[inline(always)]
