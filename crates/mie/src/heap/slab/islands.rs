@@ -104,9 +104,12 @@ fn commit_in(t: &mut Table, a: usize, b: usize, prot: i32) -> Option<bool> {
                     }
                     return Some(true);
                 }
-                // The markers were refused: the gap goes back to unmapped, and the range is
-                // an island of its own.
+                // The markers were refused (a locked mapping: `mlockall(MCL_FUTURE)` made
+                // the process's new mappings locked, and mapped the gap's pages in): the gap
+                // goes back to unmapped, the range is an island of its own, and no gap is
+                // bridged again.
                 platform::release(g_lo as *mut u8, g_hi - g_lo);
+                GUARDS.store(ABSENT, Ordering::Relaxed);
                 add(t, i, a, b);
                 return Some(false);
             }
