@@ -272,18 +272,20 @@ pub fn guards_work() -> bool {
     if p.is_null() {
         return false;
     }
-    // SAFETY: p is a fresh private page of ours, unmapped below.
-    let kept = unsafe {
+    // SAFETY: p is a fresh private page of ours, unmapped below; it is read again only once
+    // its markers are off.
+    let works = unsafe {
         p.write_volatile(1);
-        let installed = guard_install(p as usize, pg);
         // (Room for a byte per 4 KiB: qemu-user with 64 KiB pages answers per host page.)
         let mut v = [1u8; 64];
-        let gone = installed && resident(p as usize, pg, &mut v) && v[0] & 1 == 0;
-        let removed = installed && guard_remove(p as usize, pg);
-        !(gone && removed) || p.read_volatile() != 0
+        guard_install(p as usize, pg)
+            && resident(p as usize, pg, &mut v)
+            && v[0] & 1 == 0
+            && guard_remove(p as usize, pg)
+            && p.read_volatile() == 0
     };
     release(p, pg);
-    !kept
+    works
 }
 
 /// Move the pages of the mapping `[from, from + len)` to `to`, replacing what was mapped

@@ -40,11 +40,15 @@ struct Table {
     hi: [usize; MAX_ISLANDS],
 }
 
+impl Table {
+    const EMPTY: Table = Table { n: 0, lo: [0; MAX_ISLANDS], hi: [0; MAX_ISLANDS] };
+}
+
 struct TableCell(UnsafeCell<Table>);
 // SAFETY: the table is only touched with LOCK held.
 unsafe impl Sync for TableCell {}
 
-static TABLE: TableCell = TableCell(UnsafeCell::new(Table { n: 0, lo: [0; MAX_ISLANDS], hi: [0; MAX_ISLANDS] }));
+static TABLE: TableCell = TableCell(UnsafeCell::new(Table::EMPTY));
 static LOCK: Lock = Lock::new();
 
 const UNKNOWN: u8 = 0;
@@ -93,9 +97,9 @@ fn commit_in(t: &mut Table, a: usize, b: usize, prot: i32) -> Option<bool> {
     };
     if let Some((gap, j, up)) = best.filter(|&(gap, _, _)| gap <= BRIDGE_MAX) {
         if gap == 0 || guards() {
-            let (from, to) = if up { (t.hi[j], b) } else { (a, t.lo[j]) };
+            // The extension (the gap and the range) and the gap alone.
+            let (from, to, g_lo, g_hi) = if up { (t.hi[j], b, t.hi[j], a) } else { (a, t.lo[j], b, t.lo[j]) };
             if platform::map_at(from as *mut u8, to - from, prot) {
-                let (g_lo, g_hi) = if up { (t.hi[j], a) } else { (b, t.lo[j]) };
                 if g_lo == g_hi || platform::guard_install(g_lo, g_hi - g_lo) {
                     if up {
                         t.hi[j] = b;
@@ -176,7 +180,7 @@ mod tests {
         let base = 0x2a5a_0000_0000usize + ((std::process::id() as usize & 0xfff) << 28);
         assert!(platform::map_at_none(base as *mut u8, 64 << 20), "the test's range is taken");
         platform::release(base as *mut u8, 64 << 20);
-        let mut t = Table { n: 0, lo: [0; MAX_ISLANDS], hi: [0; MAX_ISLANDS] };
+        let mut t = Table::EMPTY;
         let (a, gap_at, c) = (base + 16 * pg, base + 20 * pg, base + 36 * pg);
         assert_eq!(commit_in(&mut t, a, a + 4 * pg, 0), Some(false));
         // SAFETY: committed just above.

@@ -227,9 +227,8 @@ impl SlabMeta {
     #[inline(always)]
     pub fn recs_zero<const WIDE: bool>(&self, k: &ClassInfo, slot: usize) -> bool {
         debug_assert!(WIDE == k.wide && slot + Self::recs_per_16::<WIDE>() <= k.nslots as usize);
-        let a = self.base + k.rec_off as usize + slot * if WIDE { 4 } else { 2 };
         // SAFETY: the 16 bytes are records of this slab (the caller's bound), committed.
-        unsafe { (a as *const u128).read_unaligned() == 0 }
+        unsafe { (self.rec_addr(k, slot) as *const u128).read_unaligned() == 0 }
     }
 
     /// `rec` where the caller knows the record width (`WIDE` is `k.wide`): the fast paths

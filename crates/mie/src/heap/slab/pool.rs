@@ -356,17 +356,13 @@ impl Pool {
             && GUARDED_SLABS.fetch_add(1, Ordering::Relaxed) < GUARDED_SLABS_MAX;
         if guarded {
             let span = slot_span(k);
-            match islands::commit(g.region_addr(region, inner.heap_committed), span, crate::tag::prot_flags()) {
-                None => {
-                    GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
-                    return None;
-                }
-                // Joined a mapping (its gap guard markers): no mapping more, no budget used.
-                Some(true) => {
-                    GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
-                }
-                Some(false) => {}
+            let joined = islands::commit(g.region_addr(region, inner.heap_committed), span, crate::tag::prot_flags());
+            // Not a mapping of its own (none made, or it joined one: its gap guard markers):
+            // no budget used.
+            if joined != Some(false) {
+                GUARDED_SLABS.fetch_sub(1, Ordering::Relaxed);
             }
+            joined?;
             MAPPED_BYTES.fetch_add(span, Ordering::Relaxed);
             inner.heap_committed = need;
         } else if guardable(k) && UNGUARDED_FROM[region].load(Ordering::Relaxed) == u32::MAX {
