@@ -150,11 +150,12 @@ unsafe fn aes(prf: &Prf, x: u64) -> u64 {
         _mm_cvtsi128_si64(s) as u64
     }
     #[cfg(target_arch = "aarch64")]
-    // SAFETY: NEON is part of arm64; the AES extension is the caller's guarantee; the asm
-    // only computes on registers.
+    // SAFETY: NEON is part of arm64; the AES extension is the caller's guarantee; the loads
+    // read the 176 bytes of round keys; the asm only computes on registers.
     unsafe {
         use core::arch::aarch64::*;
-        let k = |i: usize| vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(keys[i][0]), vcreate_u64(keys[i][1])));
+        // One 128-bit load per round key (`Prf` keeps them 16-byte aligned).
+        let k = |i: usize| vld1q_u8(keys[i].as_ptr().cast());
         let mut s = vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(x), vcreate_u64(0)));
         for i in 0..9 {
             core::arch::asm!(
@@ -216,7 +217,7 @@ unsafe fn aes4(prf: &Prf, ctr: u64, out: &mut [u64; 8]) {
     unsafe {
         use core::arch::aarch64::*;
         let keys = &prf.keys;
-        let k = |i: usize| vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(keys[i][0]), vcreate_u64(keys[i][1])));
+        let k = |i: usize| vld1q_u8(keys[i].as_ptr().cast());
         let block = |i: u64| vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(ctr.wrapping_add(i)), vcreate_u64(1)));
         let mut s = [block(0), block(1), block(2), block(3)];
         for i in 0..9 {
