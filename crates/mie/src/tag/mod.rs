@@ -44,6 +44,16 @@ pub fn untag(p: usize) -> usize {
     }
 }
 
+/// `untag` for code that runs only after start-up (`on`).
+#[inline(always)]
+pub fn untag_on(p: usize) -> usize {
+    if on() {
+        strip(p)
+    } else {
+        p
+    }
+}
+
 pub const GRANULE: usize = 16;
 pub const TAG_SHIFT: u32 = 56;
 pub const ADDR_MASK: usize = (1 << TAG_SHIFT) - 1;
@@ -74,6 +84,24 @@ pub fn enabled() -> bool {
     cfg!(target_arch = "aarch64") && ENABLED.load(Ordering::Relaxed)
 }
 
+/// `ENABLED` again, as a plain byte: its loads can be merged, so a hot path that asks many
+/// times reads it once (an atomic load is repeated at every use). Written once, by `init`,
+/// before start-up publishes the heap as ready (a Release store).
+struct Plain(core::cell::UnsafeCell<bool>);
+// SAFETY: written only by `init`, before the heap is published as ready; read only by code
+// that runs after observing that (`on`).
+unsafe impl Sync for Plain {}
+static ON: Plain = Plain(core::cell::UnsafeCell::new(false));
+
+/// `enabled`, for code that runs only after start-up: in a thread that has a cache, or past
+/// `ensure_init` (both have seen the heap published as ready, after `init`'s one write).
+#[inline(always)]
+pub fn on() -> bool {
+    // SAFETY: the one write happens before the ready flag's Release store, which the caller
+    // has observed (Acquire): no write can race this read.
+    cfg!(target_arch = "aarch64") && unsafe { *ON.0.get() }
+}
+
 /// Turn MTE on (synchronous, IRG include mask = all non-zero tags) if the CPU has it and
 /// the options allow it. Must run before the program creates threads (they inherit it).
 pub fn init(want: bool) -> bool {
@@ -81,6 +109,8 @@ pub fn init(want: bool) -> bool {
     {
         if want && mte::available() && mte::enable_sync() {
             ENABLED.store(true, Ordering::Relaxed);
+            // SAFETY: start-up has not published the heap yet: nothing reads `ON` meanwhile.
+            unsafe { *ON.0.get() = true };
             return true;
         }
     }

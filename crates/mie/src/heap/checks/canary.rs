@@ -20,7 +20,7 @@ pub const TAIL: usize = 16;
 /// granule need a canary).
 #[inline(always)]
 pub fn span(usable: usize, slot_size: usize) -> usize {
-    if crate::tag::enabled() {
+    if crate::tag::on() {
         crate::tag::policy::tagged_len(usable)
     } else {
         slot_size

@@ -89,7 +89,7 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize,
     if record::state(r) == record::FREED {
         check_still_zero(p, slot_size, "malloc", Found::Handout);
     }
-    let (user, t) = if tag::enabled() {
+    let (user, t) = if tag::on() {
         let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
         (tag::with_tag(p, t), t)
     } else {
@@ -118,7 +118,7 @@ fn alloc_general(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8
     }
     let r = alloc_in(g, size, align, bucket, kind);
     if g.opts.stacks && !r.0.is_null() {
-        stacks::on_alloc(tag::untag(r.0 as usize));
+        stacks::on_alloc(tag::untag_on(r.0 as usize));
     }
     r
 }
@@ -129,7 +129,7 @@ pub fn alloc_with_room(size: usize, room: usize, bucket: usize) -> *mut u8 {
     let Some(g) = crate::heap::ensure_init() else { return core::ptr::null_mut() };
     let r = alloc_sized(g, size, room.max(size), 16, bucket, kind::MALLOC).0;
     if g.opts.stacks && !r.is_null() {
-        stacks::on_alloc(tag::untag(r as usize));
+        stacks::on_alloc(tag::untag_on(r as usize));
     }
     r
 }
@@ -196,7 +196,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     if checked {
         check_still_zero(p, slot_size, "malloc", Found::Handout);
     }
-    let (user, t) = if tag::enabled() {
+    let (user, t) = if tag::on() {
         let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
         (tag::with_tag(p, t), t)
     } else {
@@ -319,13 +319,13 @@ pub enum Found {
 /// read in straight-line code (two to eight loads), larger ones by the loop.
 #[inline(always)]
 pub fn check_still_zero(p: usize, len: usize, func: &'static str, when: Found) {
-    let zero = if len <= SHORT_SLOT && !tag::enabled() {
+    let zero = if len <= SHORT_SLOT && !tag::on() {
         // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
         // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
         unsafe { all_zero_short(p, len) }
     } else {
         // SAFETY: as above (any multiple of 16), read through the free tag with MTE.
-        unsafe { all_zero_slot(if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len) }
+        unsafe { all_zero_slot(if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len) }
     };
     if !zero {
         written_after_free(p, len, func, when);
@@ -336,7 +336,7 @@ pub fn check_still_zero(p: usize, len: usize, func: &'static str, when: Found) {
 #[cold]
 #[inline(never)]
 fn written_after_free(p: usize, len: usize, func: &'static str, when: Found) -> ! {
-    let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+    let view = if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p };
     // SAFETY: as in `check_still_zero`.
     let words = unsafe { core::slice::from_raw_parts(view as *const u64, len / 8) };
     let first = words.iter().position(|&w| w != 0).unwrap_or(0) * 8;

@@ -37,8 +37,8 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     // The block's canary pattern first: its AES chain (tens of cycles) then runs beside the
     // address decode and the record's load (often a cache miss), not after them.
     // SAFETY: the fast paths run only where the PRF is AES (`fast`).
-    let pat = unsafe { canary::pattern_aes(&g.canary, tag::untag(raw)) };
-    let Some(s) = SlabMeta::slot_at(&g.geo, tag::untag(raw)) else { return false };
+    let pat = unsafe { canary::pattern_aes(&g.canary, tag::untag_on(raw)) };
+    let Some(s) = SlabMeta::slot_at(&g.geo, tag::untag_on(raw)) else { return false };
     // Split by record width once: the rest of each path neither keeps nor tests it.
     // SAFETY: slot_at returns class < CLASS_COUNT.
     if unsafe { CLASSES.get_unchecked(s.class) }.wide {
@@ -52,10 +52,10 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
 /// `pat` is the block's canary pattern.
 #[inline(always)]
 fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat: u64, s: SlotAt, who: Caller, r: Release) -> bool {
-    let p = tag::untag(raw);
+    let p = tag::untag_on(raw);
     let Some(LiveSmall { s, k, rec, usable }) = live_small_at::<WIDE>(raw, s, r) else { return false };
     let slot_size = k.size as usize;
-    if tag::enabled() {
+    if tag::on() {
         tc.freeing = p;
     }
     // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
@@ -66,7 +66,7 @@ fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat:
         free_remote(g, tc, raw, p, s, rec, usable, who);
         return true;
     }
-    if !tag::enabled() {
+    if !tag::on() {
         if s.slot == 0 {
             first_slot_before_intact(g, tc, k, p, who);
         } else {
@@ -81,7 +81,7 @@ fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat:
     // cleared canary under a live record).
     s.m.set_rec_of::<WIDE>(k, s.slot, record::freed(rec));
     scrub(true, k, raw, p, usable);
-    if tag::enabled() {
+    if tag::on() {
         tc.freeing = 0;
     }
     tc.count_free(s.region);
@@ -108,7 +108,7 @@ pub struct LiveSmall {
 /// (the general path then finds out what it is). The canary is the caller's to check.
 #[inline(always)]
 fn live_small(g: &Globals, raw: usize, r: Release) -> Option<LiveSmall> {
-    let s = SlabMeta::slot_at(&g.geo, tag::untag(raw))?;
+    let s = SlabMeta::slot_at(&g.geo, tag::untag_on(raw))?;
     // SAFETY: slot_at returns class < CLASS_COUNT.
     if unsafe { CLASSES.get_unchecked(s.class) }.wide {
         live_small_at::<true>(raw, s, r)
@@ -121,7 +121,7 @@ fn live_small(g: &Globals, raw: usize, r: Release) -> Option<LiveSmall> {
 /// width `WIDE`.
 #[inline(always)]
 fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<LiveSmall> {
-    let p = tag::untag(raw);
+    let p = tag::untag_on(raw);
     // SAFETY: slot_at returns class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(s.class) };
     let rec = s.m.rec_of::<WIDE>(k, s.slot);
@@ -131,7 +131,7 @@ fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<
         return None;
     }
     let usable = slot_size - slack;
-    if !r.accepts(p, record::kind(rec), usable) || (tag::enabled() && tag::tag_of(raw) != record::tag(rec)) {
+    if !r.accepts(p, record::kind(rec), usable) || (tag::on() && tag::tag_of(raw) != record::tag(rec)) {
         return None;
     }
     Some(LiveSmall { s, k, rec, usable })
@@ -144,7 +144,7 @@ fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<
 pub fn live_small_fast(raw: usize, r: Release) -> Option<LiveSmall> {
     let tcp = tls::get();
     // SAFETY: a live TLS word is this thread's own cache (read only).
-    if tcp <= tcache::DEAD || !unsafe { (*(tcp as *const TCache)).fast } || tag::enabled() {
+    if tcp <= tcache::DEAD || !unsafe { (*(tcp as *const TCache)).fast } || tag::on() {
         return None;
     }
     let g = crate::heap::globals();
@@ -171,7 +171,7 @@ pub fn release_valid(g: &Globals, raw: usize, p: usize, loc: Loc, m: SlabMeta, r
 fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: SlabMeta, rec: u32, usable: usize, who: Caller) {
     // SAFETY: decode returned class < CLASS_COUNT.
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
-    if g.opts.canary && !tag::enabled() {
+    if g.opts.canary && !tag::on() {
         if loc.slot > 0 {
             if !before_intact(k, m, loc.slot, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) {
                 finding::found(Finding::Underflow { p, loc, prev: m.rec(k, loc.slot - 1), who });
@@ -180,7 +180,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
             first_slot_before_intact(g, tc, k, p, who);
         }
     }
-    if tag::enabled() {
+    if tag::on() {
         tc.freeing = p;
     }
     if g.opts.stacks {
@@ -200,7 +200,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
 #[allow(clippy::too_many_arguments)]
 fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, s: SlotAt, rec: u32, usable: usize, who: Caller) {
     let k = &CLASSES[s.class];
-    if tag::enabled() {
+    if tag::on() {
         tc.freeing = p;
     }
     if !s.m.cas_rec(k, s.slot, rec, record::remote_freed(rec)) {
@@ -225,7 +225,7 @@ fn free_remote(g: &Globals, tc: &mut TCache, raw: usize, p: usize, s: SlotAt, re
 fn scrub(zero_on_free: bool, k: &ClassInfo, raw: usize, p: usize, usable: usize) {
     let slot_size = k.size as usize;
     let zero = zero_on_free && slot_size <= ZERO_MAX;
-    if tag::enabled() {
+    if tag::on() {
         // Dangling pointers fault from now on. The slack carries the free tag already.
         tag::policy::tag_freed_slot(&mut tag::hw(), p, tag::policy::tagged_len(usable), zero);
     } else if zero && slot_size <= crate::heap::slab::alloc::SHORT_SLOT {
