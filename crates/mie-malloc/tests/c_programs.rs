@@ -838,6 +838,16 @@ mod mte {
         assert!(t.contains("slot reused: old tag"), "{t}");
     }
 
+    /// With MTE a freed slot is not checked for zeros: the only write that reaches it is one
+    /// through a pointer forged with the free tag, and the tag store that hands the slot
+    /// out again zeroes it, so nothing of that write reaches the next block.
+    #[test]
+    fn a_write_with_a_forged_free_tag_never_reaches_the_next_block() {
+        let o = run_exact(&mte_bin(), &["forged_free_tag"], "");
+        let t = text(&o);
+        assert!(o.status.success() && t.contains("forged_free_tag: slot reused, 0 non-zero bytes"), "{:?}\n{t}", o.status);
+    }
+
     #[test]
     fn wrong_tag_free_aborts_without_answering() {
         expect("wrong_tag_free", "invalid-free", &["tag mismatch: the pointer carries tag"]);

@@ -80,6 +80,26 @@ int main(int argc, char **argv) {
         }
         printf("slot never reused\n");
         return 3;
+    } else if (!strcmp(m, "forged_free_tag")) {
+        /* A write into a freed slot through a pointer forged with the free tag (15), the one
+           write to a free slot that does not fault: it must not show in the block that gets
+           the slot next (the slot is zeroed when it is handed out again). */
+        char *p = one_site(40);
+        free(p);
+        volatile char *forged = (volatile char *)(ADDR(p) | (15ull << 56));
+        for (int i = 0; i < 40; i++) forged[i] = (char)0xA5;
+        for (int i = 0; i < 1000000; i++) {
+            unsigned char *q = (unsigned char *)one_site(40);
+            if (ADDR(q) == ADDR(p)) {
+                int dirty = 0;
+                for (int j = 0; j < 40; j++) dirty += q[j] != 0;
+                printf("forged_free_tag: slot reused, %d non-zero bytes\n", dirty);
+                return dirty != 0;
+            }
+            free(q);
+        }
+        printf("slot never reused\n");
+        return 3;
     } else if (!strcmp(m, "wrong_tag_free")) {
         char *p = one_site(64);
         uintptr_t forged = (uintptr_t)p ^ (1ull << 56);

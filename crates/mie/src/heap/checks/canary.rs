@@ -27,6 +27,14 @@ pub fn span(usable: usize, slot_size: usize) -> usize {
     }
 }
 
+/// Whether a small block of `usable` bytes has no canary bytes at all: with MTE, when it
+/// fills its last granule (every byte past it carries the free tag). Its pattern need not
+/// be computed then.
+#[inline(always)]
+pub fn none_needed(usable: usize) -> bool {
+    crate::tag::on() && usable.is_multiple_of(crate::tag::GRANULE)
+}
+
 /// Write a small block's canaries: after the block (up to `MAX_CANARY` bytes) and, when the
 /// slack is longer, at the end of the slot. `slot` is the slot's start as the block's
 /// (tagged) pointer; the pattern belongs to the block's untagged address.

@@ -86,20 +86,24 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize,
     // function (tried, `#[inline(always)]`) costs this path 26 instructions per
     // malloc+free (callgrind), through worse register allocation.
     let slot_size = k.size as usize;
-    if record::state(r) == record::FREED {
-        check_still_zero(p, slot_size, "malloc", Found::Handout);
-    }
+    let freed = record::state(r) == record::FREED;
     let (user, t) = if tag::on() {
-        let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
+        // A freed slot's tag store zeroes the block too (see `tag_block`).
+        let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r), freed);
         (tag::with_tag(p, t), t)
     } else {
+        if freed {
+            check_still_zero(p, slot_size, "malloc", Found::Handout);
+        }
         (p, record::tag(r).wrapping_add(1))
     };
     m.set_rec_of::<WIDE>(k, slot, record::live(kind, t, slot_size - size));
-    // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag, and
-    // zero (never used, or checked just above: every fast class is zeroed); the PRF is AES
-    // (`fast`).
-    unsafe { canary::write_small_zeroed(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
+    if !canary::none_needed(size) {
+        // SAFETY: the slot [user, user + slot_size) is this block's, carrying user's tag, and
+        // zero (never used, checked just above, or zeroed by the tag store: every fast class
+        // is zeroed); the PRF is AES (`fast`).
+        unsafe { canary::write_small_zeroed(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
+    }
     tc.count_alloc(region);
     (user as *mut u8, true)
 }
@@ -192,12 +196,14 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     }
     let slot_size = k.size as usize;
     let zeroed_class = g.opts.zero_on_free && slot_size <= ZERO_MAX;
-    let checked = record::state(r) == record::FREED && zeroed_class && g.opts.write_after_free_check;
-    if checked {
+    // With MTE a freed slot of a zeroed class is zeroed by the tag store instead of checked
+    // (see `tag_block`).
+    let checked = record::state(r) == record::FREED && zeroed_class && (g.opts.write_after_free_check || tag::on());
+    if checked && !tag::on() {
         check_still_zero(p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::on() {
-        let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r));
+        let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r), checked);
         (tag::with_tag(p, t), t)
     } else {
         // Without MTE the tag field counts generations of the slot.
@@ -207,7 +213,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     if g.opts.canary {
         let pat = canary::pattern(&g.canary, p);
         // SAFETY (both): the slot [user, user + slot_size) is this block's, carrying user's
-        // tag; zero when never used or checked just above. (Not reading it matters in a
+        // tag; zero when never used, checked just above or zeroed by the tag store. (Not reading it matters in a
         // fresh slab: a read of an untouched page maps the zero page, and the write then
         // faults a second time for a page of its own.)
         if checked || record::state(r) == record::FREE_CLEAN {
@@ -228,8 +234,17 @@ pub fn slot_of(k: &ClassInfo, p: usize) -> usize {
     ((in_slab * k.magic) >> size_class::MAGIC_SHIFT) as usize
 }
 
-/// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one.
-fn tag_block(p: usize, size: usize, k: &ClassInfo, region: usize, slab: usize, slot: usize, previous: u8) -> u8 {
+/// Give a slot a fresh tag: not reserved, not either neighbour's, not its previous one;
+/// with `zero`, zero the block's granules in the same stores.
+///
+/// With MTE a freed slot is not checked for zeros when it leaves the quarantine or is
+/// handed out: a write through a dangling pointer faults at the write (the slot carries the
+/// free tag, which no live pointer has), so the check could only catch a write through a
+/// pointer forged with the free tag. The tag store that hands a freed slot out zeroes the
+/// block instead (STZG: as many instructions as STG), so even such a write never reaches
+/// the next block. The exit sweep still checks the free slots it finds.
+#[allow(clippy::too_many_arguments)]
+fn tag_block(p: usize, size: usize, k: &ClassInfo, region: usize, slab: usize, slot: usize, previous: u8, zero: bool) -> u8 {
     let slot_size = k.size as usize;
     let slab_mask = (1usize << k.slab_shift) - 1;
     // The neighbouring slots' first granules (their blocks' tags), inside the slab or in the
@@ -238,7 +253,7 @@ fn tag_block(p: usize, size: usize, k: &ClassInfo, region: usize, slab: usize, s
     let left = (slot > 0 || (!Geometry::first_in_segment(k, slab) && slab_exists(region, slab - 1))).then(|| p - slot_size);
     let end = p + slot_size;
     let right = (slot + 1 < k.nslots as usize || end & slab_mask != 0 || (!Geometry::is_gap(k, slab + 1) && !Geometry::first_in_segment(k, slab + 1) && slab_exists(region, slab + 1))).then_some(end);
-    tag::policy::tag_new_block(&mut tag::hw(), p, tag::policy::tagged_len(size), slot_size, left, right, previous, false)
+    tag::policy::tag_new_block(&mut tag::hw(), p, tag::policy::tagged_len(size), slot_size, left, right, previous, zero)
 }
 
 /// Count down to the next guarded sample; the distance is random with mean `sample_rate`.

@@ -35,9 +35,10 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
     }
     let g = crate::heap::globals();
     // The block's canary pattern first: its AES chain (tens of cycles) then runs beside the
-    // address decode and the record's load (often a cache miss), not after them.
+    // address decode and the record's load (often a cache miss), not after them. (With MTE
+    // once the block's size is known: a block that fills its last granule has no canary.)
     // SAFETY: the fast paths run only where the PRF is AES (`fast`).
-    let pat = unsafe { canary::pattern_aes(&g.canary, tag::untag_on(raw)) };
+    let pat = if tag::on() { 0 } else { unsafe { canary::pattern_aes(&g.canary, raw) } };
     let Some(s) = SlabMeta::slot_at(&g.geo, tag::untag_on(raw)) else { return false };
     // Split by record width once: the rest of each path neither keeps nor tests it.
     // SAFETY: slot_at returns class < CLASS_COUNT.
@@ -58,9 +59,13 @@ fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat:
     if tag::on() {
         tc.freeing = p;
     }
-    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
-    if !unsafe { canary::small_intact(pat, raw, usable, slot_size) } {
-        return false;
+    if !canary::none_needed(usable) {
+        // SAFETY: the PRF is AES (`fast`).
+        let pat = if tag::on() { unsafe { canary::pattern_aes(&g.canary, p) } } else { pat };
+        // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
+        if !unsafe { canary::small_intact(pat, raw, usable, slot_size) } {
+            return false;
+        }
     }
     if s.m.owner() != tc.id {
         free_remote(g, tc, raw, p, s, rec, usable, who);

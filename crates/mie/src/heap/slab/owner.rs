@@ -165,7 +165,8 @@ fn partial_remove(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, s
 #[inline(always)]
 pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     let (region, k) = class_of_slot(g, p);
-    if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX {
+    // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.)
+    if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX && !crate::tag::on() {
         crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     }
     to_bin(g, tc, k, region, p);
@@ -177,7 +178,10 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
 fn expire_small(g: &Globals, tc: &mut TCache, p: usize, region: usize, func: &'static str) {
     // SAFETY: the region of a slot of this cache's slabs: < REGION_COUNT.
     let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
-    crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+    if !crate::tag::on() {
+        // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.)
+        crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+    }
     to_bin(g, tc, k, region, p);
 }
 
