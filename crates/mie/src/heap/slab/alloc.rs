@@ -213,9 +213,9 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     if g.opts.canary {
         let pat = canary::pattern(&g.canary, p);
         // SAFETY (both): the slot [user, user + slot_size) is this block's, carrying user's
-        // tag; zero when never used, checked just above or zeroed by the tag store. (Not reading it matters in a
-        // fresh slab: a read of an untouched page maps the zero page, and the write then
-        // faults a second time for a page of its own.)
+        // tag; zero when never used, checked just above or zeroed by the tag store. (Not
+        // reading it matters in a fresh slab: a read of an untouched page maps the zero
+        // page, and the write then faults a second time for a page of its own.)
         if checked || record::state(r) == record::FREE_CLEAN {
             unsafe { canary::write_small_zeroed(pat, user, size, slot_size) };
         } else {
