@@ -687,6 +687,16 @@ fn threads_fork_and_thread_exit() {
     assert!(o.status.success() && text(&o).contains("threads: ok"), "{}", text(&o));
 }
 
+/// A thread's key destructors that free and allocate after mie's own destructor gave the
+/// thread's cache back: they are served by the shared fallback cache (set up at its first
+/// use, from all zero).
+#[test]
+fn allocations_in_key_destructors_after_the_cache_is_given_back() {
+    let bin = build("key_destructors.c");
+    let o = run_with(&bin, &[], "");
+    assert!(o.status.success() && text(&o).contains("key destructors: ok"), "{:?}\n{}", o.status, text(&o));
+}
+
 #[test]
 fn cxx_new_delete() {
     let bin = build("cxx.cc");

@@ -55,12 +55,7 @@ pub struct SecureRng {
     prf: &'static Prf,
 }
 
-static UNKEYED: Prf = Prf::NONE;
-
 impl SecureRng {
-    /// Before a thread's cache is set up (never drawn from: `new` replaces it).
-    pub const UNSEEDED: SecureRng = SecureRng { buf: [0; 8], left: 0, ctr: 0, prf: &UNKEYED };
-
     pub fn new(prf: &'static Prf, start: u64) -> Self {
         SecureRng { buf: [0; 8], left: 0, ctr: start, prf }
     }

@@ -137,8 +137,6 @@ pub struct Hint {
 }
 
 impl Hint {
-    pub const NONE: Hint = Hint { start: 0, size: 0, rec: 0, val: 0, wide: false };
-
     /// Whether `[a, a + len)` lies inside the block, unchanged since. A signal handler that
     /// makes a checked call on this thread can rewrite the hint between these reads: the
     /// start read again afterwards must be the one the range was measured from.

@@ -43,8 +43,6 @@ pub struct Bins {
 }
 
 impl Bins {
-    pub const EMPTY: Bins = Bins { n: [0; REGION_COUNT], slots: [[0; BIN_CAP]; REGION_COUNT] };
-
     /// The count and the slots of `region`'s bin.
     #[inline(always)]
     pub fn get_mut(&mut self, region: usize) -> (&mut u32, &mut [usize; BIN_CAP]) {
@@ -152,45 +150,7 @@ pub struct Entry {
     local: UnsafeCell<TCache>,
 }
 
-impl Shared {
-    const fn new() -> Self {
-        Shared {
-            id: 0,
-            notify: Notify { head: AtomicU32::new(0) },
-            in_use: AtomicBool::new(false),
-            allocs: [const { AtomicU64::new(0) }; REGION_COUNT],
-            frees: [const { AtomicU64::new(0) }; REGION_COUNT],
-            typed: AtomicU64::new(0),
-            unknown_type: AtomicU64::new(0),
-            next: AtomicPtr::new(ptr::null_mut()),
-        }
-    }
-}
-
 impl TCache {
-    const fn new() -> Self {
-        TCache {
-            id: 0,
-            sample_countdown: 0,
-            in_sample: false,
-            fast: false,
-            batch_remote: false,
-            rng: SecureRng::UNSEEDED,
-            freeing: 0,
-            sites: SiteMemos::NEW,
-            token_ids: [0; TOKEN_CACHE],
-            token_buckets: [0; TOKEN_CACHE],
-            hints: [crate::heap::checks::bounds::Hint::NONE; 2],
-            qbits: 0,
-            sh: ptr::null(),
-            bins: Bins::EMPTY,
-            used: [0; REGION_COUNT.div_ceil(64)],
-            owned: [Owned { partial: 0, empties: 0 }; REGION_COUNT],
-            quarantine: Quarantine::new(),
-            outbox: crate::heap::slab::remote::Outbox::new(),
-        }
-    }
-
     /// The shared part of this cache.
     #[inline(always)]
     pub fn shared(&self) -> &Shared {
@@ -291,10 +251,19 @@ pub fn by_id(id: u32) -> Option<&'static Shared> {
 
 /// Cache shared, under a lock, by threads that cannot have their own (during thread
 /// teardown, after their cache was returned, or beyond MAX_CACHES).
-struct Fallback(Entry);
+/// All zero until its first use, as a fresh mapping's entry (`attach`), which `init_entry`
+/// then sets up: so it lies in `.bss`, not in the library's file (a whole cache, mostly
+/// bins, was 250 KiB of initialised data).
+struct Fallback(UnsafeCell<core::mem::MaybeUninit<Entry>>);
 // SAFETY: the private part is only accessed with FALLBACK_LOCK held; the rest is atomics.
 unsafe impl Sync for Fallback {}
-static FALLBACK: Fallback = Fallback(Entry { shared: Shared::new(), local: UnsafeCell::new(TCache::new()) });
+static FALLBACK: Fallback = Fallback(UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
+
+impl Fallback {
+    fn entry(&self) -> *mut Entry {
+        self.0.get().cast()
+    }
+}
 pub static FALLBACK_LOCK: &Lock = &crate::heap::slab::locks::LOCKS.fallback.0;
 static FALLBACK_READY: AtomicBool = AtomicBool::new(false);
 
@@ -320,7 +289,7 @@ fn with_cache_slow<R>(p: usize, f: impl FnOnce(&mut TCache) -> R) -> R {
         }
     }
     let _g = FALLBACK_LOCK.guard();
-    let e = &FALLBACK.0 as *const Entry as *mut Entry;
+    let e = FALLBACK.entry();
     if !FALLBACK_READY.load(Ordering::Relaxed) {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let id = if (id as usize) <= MAX_CACHES { id } else { 0 };
@@ -330,7 +299,7 @@ fn with_cache_slow<R>(p: usize, f: impl FnOnce(&mut TCache) -> R) -> R {
         FALLBACK_READY.store(true, Ordering::Relaxed);
     }
     // SAFETY: FALLBACK_LOCK serialises every use of the fallback cache's private part.
-    f(unsafe { &mut *FALLBACK.0.local.get() })
+    f(unsafe { &mut *(*e).local.get() })
 }
 
 /// Whether options let the fast paths run (`TCache::fast`).
@@ -354,7 +323,7 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         (*tc).rng = SecureRng::new(&crate::heap::globals().placement, seed);
         (*tc).quarantine.size_for(crate::heap::globals().opts.quarantine as usize);
         (*tc).fast = fast_paths_allowed(&crate::heap::globals().opts) && crate::heap::globals().canary.has_aes();
-        (*tc).batch_remote = !ptr::eq(e, &FALLBACK.0);
+        (*tc).batch_remote = !ptr::eq(e, FALLBACK.entry());
     }
     if id != 0 {
         CACHES[id as usize].store(e, Ordering::Release);
@@ -399,7 +368,7 @@ fn attach() -> Option<*mut TCache> {
         while !it.is_null() {
             // SAFETY: registry entries are never unmapped.
             let c = unsafe { &(*it).shared };
-            if !ptr::eq(it, &FALLBACK.0) && c.in_use.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if !ptr::eq(it, FALLBACK.entry()) && c.in_use.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 found = it;
                 break;
             }

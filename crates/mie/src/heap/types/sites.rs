@@ -69,8 +69,6 @@ pub struct SiteMemos {
 }
 
 impl SiteMemos {
-    pub const NEW: SiteMemos = SiteMemos { tick: 0, sites: [SiteMemo::NONE; SITE_MEMO], callers: [CallerMemo::NONE; CALLER_MEMO], epoch: 0 };
-
     /// The bucket of a call from a remembered site (through a wrapper: from a remembered
     /// caller), unless this call is sampled.
     ///
