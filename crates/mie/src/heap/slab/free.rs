@@ -178,8 +178,9 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
     let k = unsafe { CLASSES.get_unchecked(loc.class) };
     if g.opts.canary && !tag::on() {
         if loc.slot > 0 {
-            if !before_intact(k, m, loc.slot, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) {
-                finding::found(Finding::Underflow { p, loc, prev: m.rec(k, loc.slot - 1), who });
+            let prev = m.rec(k, loc.slot - 1);
+            if !before_intact(k, prev, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) && !changed(m, k, loc.slot - 1, prev) {
+                finding::found(Finding::Underflow { p, loc, prev, who });
             }
         } else {
             first_slot_before_intact(g, tc, k, p, who);
@@ -306,8 +307,9 @@ fn zero_long(p: usize, len: usize) {
 
 /// The first slot of a slab: the bytes before it are the end of the slab before, in the
 /// same segment of the region (its last slot, or the unused tail after it, zero). Checked as
-/// `before_intact` checks a slot's neighbour, when this thread owns that slab too (nobody
-/// else changes its last slot meanwhile) and it is mapped there (not a guarded slab's gap).
+/// `before_intact` checks a slot's neighbour, when this thread owns that slab too (only a
+/// free of its last block by another thread changes that slot meanwhile: its record is read
+/// again) and it is mapped there (not a guarded slab's gap).
 #[cold]
 #[inline(never)]
 fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, who: Caller) {
@@ -336,9 +338,20 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, w
     };
     // SAFETY: p - 8 lies in the mapped part of the previous slab of this region (checked).
     let w = unsafe { ((p - 8) as *const u64).read() };
-    if (w ^ expect) & mask != 0 {
+    if (w ^ expect) & mask != 0 && !rec.is_some_and(|r| changed(pm, k, last, r)) {
         finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev: rec, who });
     }
+}
+
+/// Whether the record of `slot` is no longer `was`, read again after the bytes checked
+/// against it: another thread freed that block meanwhile (its free clears the slot after
+/// it marks the record), so bytes that do not match `was` are not a write before this block.
+#[cold]
+fn changed(m: SlabMeta, k: &ClassInfo, slot: usize, was: u32) -> bool {
+    // The slot's bytes were read before the record is read again (the other thread marks
+    // the record before it clears the bytes).
+    core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+    m.rec(k, slot) != was
 }
 
 /// `before_intact` for a zeroed class (every class on the fast path): the previous slot's
@@ -367,14 +380,15 @@ fn before_intact_zeroed(prev: u32, p: usize, pat: u64) -> bool {
 
 /// A write just before a block lands in the end of the previous slot: that slot's canary if
 /// it is live, zeros if it is free. Whether those bytes are intact (checked when the block
-/// is freed, by the slab's owner only: nobody else changes the previous slot meanwhile).
+/// is freed, by the slab's owner; another thread may free the previous block meanwhile, and
+/// clear its slot: the caller reads its record `prev` again when the bytes do not match).
 /// `pat` is the previous slot's canary pattern, `zero_on_free` the option.
 ///
 /// Without branches on the previous slot's state: with random placement whether it is live
 /// is a coin toss, and a mispredicted branch here cost 8 % of a tree-building benchmark.
 #[inline(always)]
-fn before_intact(k: &ClassInfo, m: SlabMeta, slot: usize, p: usize, pat: u64, zero_on_free: bool) -> bool {
-    let (expect, mask) = end_mask(k, m.rec(k, slot - 1), pat, p, zero_on_free);
+fn before_intact(k: &ClassInfo, prev: u32, p: usize, pat: u64, zero_on_free: bool) -> bool {
+    let (expect, mask) = end_mask(k, prev, pat, p, zero_on_free);
     // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
     let w = unsafe { ((p - 8) as *const u64).read() };
     (w ^ expect) & mask == 0
