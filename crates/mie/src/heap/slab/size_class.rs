@@ -90,7 +90,7 @@ const fn make(i: usize) -> ClassInfo {
     // Thread-cache bin capacity: a batch (half of it) moves per refill, so small classes,
     // the most frequent, move many slots at a time.
     let cache_cap = if size <= 256 {
-        64
+        128
     } else if size <= 1024 {
         32
     } else if size <= 8192 {

@@ -28,7 +28,7 @@ pub fn on_attach(hook: fn()) {
 }
 
 /// The largest `cache_cap` of any class.
-pub const BIN_CAP: usize = 64;
+pub const BIN_CAP: usize = 128;
 /// Caches that can exist at once (threads beyond this share a locked fallback cache).
 pub const MAX_CACHES: usize = 16384;
 
