@@ -251,6 +251,7 @@ pub fn by_id(id: u32) -> Option<&'static Shared> {
 
 /// Cache shared, under a lock, by threads that cannot have their own (during thread
 /// teardown, after their cache was returned, or beyond MAX_CACHES).
+///
 /// All zero until its first use, as a fresh mapping's entry (`attach`), which `init_entry`
 /// then sets up: so it lies in `.bss`, not in the library's file (a whole cache, mostly
 /// bins, was 250 KiB of initialised data).
@@ -311,7 +312,8 @@ fn fast_paths_allowed(o: &crate::options::Options) -> bool {
 /// Give a new cache entry its id and seed, and publish it.
 ///
 /// # Safety
-/// `e` is a cache entry nobody else can reach yet.
+/// `e` is a cache entry nobody else can reach yet: a reused one, or all zero (a fresh
+/// mapping, the fallback cache before its first use), which this makes valid.
 unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
     // SAFETY: e is exclusively ours (the caller's guarantee).
     unsafe {
@@ -320,7 +322,8 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         let tc = (*e).local.get();
         (*tc).id = id;
         (*tc).sh = &(*e).shared;
-        (*tc).rng = SecureRng::new(&crate::heap::globals().placement, seed);
+        // (Written in place: in a zeroed entry the generator's key reference is null.)
+        core::ptr::addr_of_mut!((*tc).rng).write(SecureRng::new(&crate::heap::globals().placement, seed));
         (*tc).quarantine.size_for(crate::heap::globals().opts.quarantine as usize);
         (*tc).fast = fast_paths_allowed(&crate::heap::globals().opts) && crate::heap::globals().canary.has_aes();
         (*tc).batch_remote = !ptr::eq(e, FALLBACK.entry());
