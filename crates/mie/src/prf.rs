@@ -93,29 +93,11 @@ fn has_aes() -> bool {
         1 => false,
         2 => true,
         _ => {
-            let yes = cpu_has_aes();
+            let yes = platform::cpu_has_aes();
             KNOWN.store(1 + yes as u8, Ordering::Relaxed);
             yes
         }
     }
-}
-
-fn cpu_has_aes() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: CPUID leaf 1 exists on every x86-64 CPU (newer compilers call it safe).
-        #[allow(unused_unsafe)]
-        let r = unsafe { core::arch::x86_64::__cpuid(1) };
-        r.ecx & (1 << 25) != 0
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        const HWCAP_AES: u64 = 1 << 3;
-        // SAFETY: getauxval only reads the auxiliary vector.
-        unsafe { libc::getauxval(libc::AT_HWCAP) & HWCAP_AES != 0 }
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    false
 }
 
 /// AES-128 encryption of the block (x, 0) under the round keys; the low 64 bits.

@@ -428,6 +428,53 @@ pub fn random_bytes(buf: &mut [u8]) -> bool {
     true
 }
 
+/// Whether the CPU has the AES instructions.
+///
+/// On x86-64 the answer comes from the CPUID words the C library read when the process
+/// started, not from a `cpuid` of our own: in a virtual machine every `cpuid` traps to the
+/// hypervisor (7 us each on the machines CI runs on, more than the rest of mie's start-up),
+/// and every process that loads libmie would pay it.
+pub fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // ECX (the third word) bit 25: AES-NI.
+        leaf1(|w| w[2] & (1 << 25) != 0)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        const HWCAP_AES: u64 = 1 << 3;
+        // SAFETY: getauxval only reads the auxiliary vector.
+        unsafe { libc::getauxval(libc::AT_HWCAP) & HWCAP_AES != 0 }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    false
+}
+
+/// `f` of the four registers (EAX, EBX, ECX, EDX) CPUID leaf 1 gave when the process started.
+#[cfg(target_arch = "x86_64")]
+fn leaf1<T>(f: impl FnOnce(&[u32; 4]) -> T) -> T {
+    /// glibc's `struct cpuid_feature` (`<sys/platform/x86.h>`): a CPUID leaf's four
+    /// registers as the CPU reported them, then as the C library uses them.
+    #[repr(C)]
+    struct CpuidFeature {
+        cpuid: [u32; 4],
+        active: [u32; 4],
+    }
+    extern "C" {
+        /// The CPUID words of one leaf (index 0: leaf 1); glibc 2.33 and later.
+        fn __x86_get_cpuid_feature_leaf(index: libc::c_uint) -> *const CpuidFeature;
+    }
+    // SAFETY: glibc returns a pointer to its start-up copy of the leaf (to a zeroed entry
+    // for an index it does not know), valid for the life of the process.
+    f(unsafe { &(*__x86_get_cpuid_feature_leaf(0)).cpuid })
+}
+
+/// CPUID leaf 1's EAX (family, model, stepping), as the C library read it.
+#[cfg(all(test, target_arch = "x86_64"))]
+fn cpu_leaf1_eax() -> u32 {
+    leaf1(|w| w[0])
+}
+
 /// Monotonic time in nanoseconds (the vDSO: no system call).
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -656,6 +703,20 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The C library's copy of the CPUID words gives the answer the instruction gives.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn aes_detection_matches_the_cpuid_instruction() {
+        // SAFETY: CPUID leaf 1 exists on every x86-64 CPU.
+        #[allow(unused_unsafe)]
+        let ecx = unsafe { core::arch::x86_64::__cpuid(1) }.ecx;
+        assert_eq!(cpu_has_aes(), ecx & (1 << 25) != 0);
+        // And the index is leaf 1's: its EAX (family, model, stepping) is the CPU's too.
+        #[allow(unused_unsafe)]
+        let eax = unsafe { core::arch::x86_64::__cpuid(1) }.eax;
+        assert_eq!(cpu_leaf1_eax(), eax);
+    }
 
     /// A range with dirty pages here and there, others never touched: afterwards every byte
     /// reads zero, and the untouched pages were not faulted in.
