@@ -282,7 +282,8 @@ fn object_size_follows_requested_sizes_of_small_and_large_blocks() {
 #[test]
 fn large_blocks_made_of_freed_pages_read_as_zero() {
     use std::alloc::GlobalAlloc;
-    // Each block is freed with every third page written and the others never touched, or
+    // Each block is freed with two pages of every three written and the others never touched
+    // (enough for its pages to be kept warm: `warm::worth_keeping`), or
     // (every fourth round) with every byte written, so that its pages are cleared as one
     // long run (streaming stores on x86-64); the next one takes the freed pages (warm reuse)
     // and must read as zero everywhere, through `alloc_zeroed` (which trusts the large
@@ -305,6 +306,9 @@ fn large_blocks_made_of_freed_pages_read_as_zero() {
         }
         for k in (0..size).step_by(3 * page) {
             s[k] = 0xa5;
+            if k + page < size {
+                s[k + page] = 0xa5;
+            }
         }
         s[size - 1] = 0x5a;
         // SAFETY: p came from mie.alloc(_zeroed) with this layout.

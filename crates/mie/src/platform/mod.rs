@@ -147,6 +147,26 @@ pub fn resident(p: usize, len: usize, out: &mut [u8]) -> bool {
     unsafe { libc::mincore(p as *mut libc::c_void, len, out.as_mut_ptr().cast()) == 0 }
 }
 
+/// How many pages of the page-aligned range `[p, p + len)` are resident, counting no further
+/// than `enough` (the answer is then `enough`); None if the kernel refused (nothing is known).
+/// A query covers at most 256 KiB, as in `clear_pages`.
+pub fn resident_count(p: usize, len: usize, enough: usize) -> Option<usize> {
+    const CHUNK: usize = 256;
+    let pg = page_size();
+    let per_query = (CHUNK * 4096 / pg).max(1);
+    let mut map = [0u8; CHUNK];
+    let (mut at, mut count) = (p, 0);
+    while at < p + len && count < enough {
+        let n = ((p + len - at) / pg).min(per_query);
+        if n == 0 || !resident(at, n * pg, &mut map) {
+            return None;
+        }
+        count += map[..n].iter().filter(|&&m| m & 1 != 0).count();
+        at += n * pg;
+    }
+    Some(count.min(enough))
+}
+
 /// Make the page-aligned range `[p, p + len)` of private anonymous memory read as zero,
 /// touching only the pages that hold memory: resident pages are cleared in place, and every
 /// run of other pages (never touched, which read as zero already, or swapped out, which do
@@ -703,6 +723,24 @@ pub fn at_fork(prepare: unsafe extern "C" fn(), parent: unsafe extern "C" fn(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resident pages are counted, and the count stops at `enough`.
+    #[test]
+    fn resident_pages_are_counted() {
+        let pg = page_size();
+        let p = map_rw(600 * pg) as usize;
+        assert!(p != 0);
+        for i in [0, 7, 299, 300, 599] {
+            // SAFETY: page i of the fresh mapping.
+            unsafe { core::ptr::write_volatile((p + i * pg) as *mut u8, 1) };
+        }
+        if dropping_clears() && pg == 4096 {
+            assert_eq!(resident_count(p, 600 * pg, usize::MAX), Some(5));
+            assert_eq!(resident_count(p, 600 * pg, 3), Some(3));
+            assert_eq!(resident_count(p + pg, 299 * pg, usize::MAX), Some(2));
+        }
+        release(p as *mut u8, 600 * pg);
+    }
 
     /// The C library's copy of the CPUID words gives the answer the instruction gives.
     #[cfg(target_arch = "x86_64")]

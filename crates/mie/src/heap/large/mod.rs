@@ -430,9 +430,11 @@ impl Large {
         t.live_bytes -= e.req;
         t.mapped -= e.body_len;
         t.warm.note_live(t.live_bytes, true);
-        // Keep the pages warm while the budget allows (each mapping of the body moved out as
-        // it came in), else drop them; either way the range is left unmapped.
-        let mut warm = t.warm.has_room(e.body_len);
+        // Keep the pages warm while the budget allows and they are worth it (each mapping of
+        // the body moved out as it came in), else drop them; either way the range is left
+        // unmapped.
+        let threaded = crate::heap::slab::tcache::threads() > 1;
+        let mut warm = t.warm.has_room(e.body_len) && warm::worth_keeping(e.addr, e.body_len, threaded);
         for piece in &pieces[..*npieces as usize] {
             warm = warm && t.warm.put(&mut t.window, e.addr + piece.off, piece.len);
             if !warm {

@@ -26,6 +26,21 @@ pub const MAX_PIECES: usize = 16;
 /// program pays no such interrupts and takes up to MAX_PIECES - 1 (fewer page faults).
 pub const THREADED_PIECES: usize = 2;
 
+/// Whether the pages of a freed block `[addr, addr + len)` are worth keeping warm. A spare
+/// saves the next block the page faults of the pages its last owner touched (the others are
+/// dropped at reuse, not cleared); moving it out and back in costs two remaps (each flushes
+/// the TLB, and with more than one thread interrupts every CPU the process runs on: 30 us
+/// and more in a virtual machine) and the clearing's `mincore` and `madvise`. A block whose
+/// pages were mostly never touched (a big buffer of which only the ends were written) saves
+/// nothing that pays for that: its pages are given back instead, and the next block starts
+/// from fresh memory (one `mmap`, no flush). Kept: blocks with at least a quarter of their
+/// pages resident, half with threads. If the kernel cannot say, kept (as before).
+pub fn worth_keeping(addr: usize, len: usize, threaded: bool) -> bool {
+    let pages = len / platform::page_size();
+    let need = if threaded { pages.div_ceil(2) } else { pages.div_ceil(4) };
+    platform::resident_count(addr, len, need).is_none_or(|r| r >= need)
+}
+
 #[derive(Clone, Copy)]
 struct Spare {
     addr: usize,
