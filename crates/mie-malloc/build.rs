@@ -17,4 +17,10 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("libgcc_s.so"), "INPUT(-lgcc_eh)\n").unwrap();
     println!("cargo:rustc-link-search=native={}", dir.display());
+
+    // Big zero-initialised tables (`#[link_section = ".bss.mie_big"]`) after every other
+    // static, so the small ones that start-up writes share a few pages (see big-bss.ld).
+    let ld = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("link/big-bss.ld");
+    println!("cargo:rerun-if-changed={}", ld.display());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", ld.display());
 }

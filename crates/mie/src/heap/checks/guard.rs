@@ -61,6 +61,7 @@ struct Tables {
 struct Shared(core::cell::UnsafeCell<Tables>);
 // SAFETY: only touched with LOCK held (the fault handler reads racily, for a report).
 unsafe impl Sync for Shared {}
+#[unsafe(link_section = ".bss.mie_big")]
 static T: Shared = Shared(core::cell::UnsafeCell::new(Tables { entries: core::ptr::null_mut(), ring: [0; RING], head: 0, len: 0, used: 0 }));
 pub static LOCK: &Lock = &crate::heap::slab::locks::LOCKS.guard.0;
 static ENTRIES: AtomicPtr<Entry> = AtomicPtr::new(core::ptr::null_mut());

@@ -76,6 +76,7 @@ struct Shared(UnsafeCell<Table>);
 // which at worst prints a stale stack in a report that ends the process.
 unsafe impl Sync for Shared {}
 
+#[unsafe(link_section = ".bss.mie_big")]
 static TABLE: Shared = Shared(UnsafeCell::new(Table { slots: [EMPTY; SLOTS], seq: 0, allocs: 0, live: 0, live_bytes: 0 }));
 pub static LOCK: &Lock = &crate::heap::slab::locks::LOCKS.sample.0;
 static BASE: AtomicUsize = AtomicUsize::new(0);

@@ -48,6 +48,7 @@ struct TableCell(UnsafeCell<Table>);
 // SAFETY: the table is only touched with LOCK held.
 unsafe impl Sync for TableCell {}
 
+#[unsafe(link_section = ".bss.mie_big")]
 static TABLE: TableCell = TableCell(UnsafeCell::new(Table::EMPTY));
 static LOCK: Lock = Lock::new();
 

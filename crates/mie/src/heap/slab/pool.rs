@@ -60,6 +60,7 @@ pub struct Pool {
 // other fields are atomics.
 unsafe impl Sync for Pool {}
 
+#[unsafe(link_section = ".bss.mie_big")]
 pub static POOLS: [Pool; REGION_COUNT] = [const { Pool::new() }; REGION_COUNT];
 
 /// Per region: first slab | end << 32, published (Release) after a new slab's metadata is

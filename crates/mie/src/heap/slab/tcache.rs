@@ -235,6 +235,7 @@ pub fn set_freeing(p: usize) {
 }
 
 /// Caches by id (1-based); never unmapped.
+#[unsafe(link_section = ".bss.mie_big")]
 static CACHES: [AtomicPtr<Entry>; MAX_CACHES + 1] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CACHES + 1];
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// Every cache, for statistics and recycling.
@@ -258,6 +259,7 @@ pub fn by_id(id: u32) -> Option<&'static Shared> {
 struct Fallback(UnsafeCell<core::mem::MaybeUninit<Entry>>);
 // SAFETY: the private part is only accessed with FALLBACK_LOCK held; the rest is atomics.
 unsafe impl Sync for Fallback {}
+#[unsafe(link_section = ".bss.mie_big")]
 static FALLBACK: Fallback = Fallback(UnsafeCell::new(core::mem::MaybeUninit::zeroed()));
 
 impl Fallback {

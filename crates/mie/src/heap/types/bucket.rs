@@ -17,6 +17,7 @@ pub const DATA_BUCKET: usize = 0;
 const BUCKET_BITS: u32 = 16;
 const SITE_BITS: u32 = 64 - BUCKET_BITS;
 const SITE_SLOTS: usize = 512;
+#[unsafe(link_section = ".bss.mie_big")]
 static SITES: [AtomicU64; SITE_SLOTS] = [const { AtomicU64::new(0) }; SITE_SLOTS];
 
 /// Layouts up to this size have a table entry (8-byte steps).
