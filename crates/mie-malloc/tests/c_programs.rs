@@ -972,6 +972,9 @@ fn checked_reads_and_dangling_destinations() {
     expect_report_in(&b, "hinted_freed", "use-after-free", "memcpy", &["memcpy would write 8 bytes at offset 0 of a freed"]);
     expect_report_in(&b, "hinted_shrunk", "heap-buffer-overflow", "memcpy", &["memcpy would write 21 bytes at offset 0 of the 20-byte block"]);
     expect_report_in(&b, "hinted_read", "heap-buffer-overflow", "memcpy", &["memcpy would read 41 bytes at offset 0 of the 40-byte block"]);
+    // A string's scan is bounded by the remembered block too, and a freed one ends it.
+    expect_report_in(&b, "hinted_strcpy", "heap-buffer-overflow", "strcpy", &["strcpy would read 41 bytes at offset 0 of the 40-byte block"]);
+    expect_report_in(&b, "hinted_strcpy_freed", "use-after-free", "strcpy", &["strcpy would read", "of a freed"]);
     expect_report_in(&b, "large_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 299990 of the 300000-byte block", "1 byte past its end", "large allocation"]);
     // Large blocks are remembered too (by the large blocks' generation).
     expect_report_in(&b, "large_hinted_shrunk", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 199990 of the 200000-byte block", "1 byte past its end", "large allocation"]);

@@ -11,6 +11,9 @@
  *                         thread remembers the block of its last checked copy)
  *   checked hinted_shrunk memcpy past a block's new end after realloc shrank it in place
  *   checked hinted_read   memcpy reading past a source block it read from legally before
+ *   checked hinted_strcpy strcpy from a block with no NUL in it, read legally just before
+ *                         (the scan's limit comes from the thread's hint)
+ *   checked hinted_strcpy_freed  strcpy from a string in a freed block it copied before
  *   checked legal         every function, every length near the block end, contents checked
  *   checked fortified     __strcpy_chk past a stack buffer: glibc's own fortify failure
  *   checked object_size   mie_object_size answers
@@ -254,6 +257,20 @@ int main(int argc, char **argv) {
         char *s = malloc(N);
         memset(s, 'r', N); /* no NUL anywhere in the block */
         char d[4 * N];
+        strcpy(d, s);
+    } else if (!strcmp(m, "hinted_strcpy")) {
+        char *s = malloc(N);
+        memset(s, 'r', N); /* no NUL anywhere in the block */
+        char d[4 * N];
+        memcpy(d, s, N); /* the thread now remembers the block of s */
+        strcpy(d, s);
+    } else if (!strcmp(m, "hinted_strcpy_freed")) {
+        char *s = malloc(N);
+        strcpy(s, "a string");
+        char d[N];
+        strcpy(d, s); /* the thread now remembers the block of s */
+        strcpy(d, s + 2);
+        free(s);
         strcpy(d, s);
     } else if (!strcmp(m, "large_hinted_shrunk")) {
         /* A copy into a large block (the thread remembers it), an in-place shrink, then a

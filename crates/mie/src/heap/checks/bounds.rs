@@ -152,6 +152,20 @@ impl Hint {
         self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
     }
 
+    /// The bytes from `a` to the end of the block, if `a` is inside it and the block is
+    /// unchanged since (as `inside`, whose signal-handler rule it follows).
+    #[inline(always)]
+    fn rest(&self, a: usize) -> Option<usize> {
+        let start = self.start;
+        let off = a.wrapping_sub(start);
+        let size = self.size;
+        if off >= size {
+            return None;
+        }
+        // SAFETY: a read of this thread's own field (volatile: it must really be read again).
+        (self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start).then_some(size - off)
+    }
+
     /// Remember the block of `b`.
     #[inline(always)]
     fn take(&mut self, b: Hint) {
@@ -301,10 +315,22 @@ pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
     }
     let ra = tag::untag(r);
     if miss == READ_MISS {
-        return learn(g, hr, ra, len);
+        // A copy inside one block (memmove within a buffer): the write's hint holds it.
+        return hw.inside(ra, len) || learn(g, hr, ra, len);
     }
     // The write range missed; the read range was not asked.
-    learn(g, hw, tag::untag(w), len) && (hr.inside(ra, len) || !g.geo.tracks(ra) || learn(g, hr, ra, len))
+    let Some(b) = small_fit(g, tag::untag(w), len) else { return false };
+    hw.take(b);
+    if hr.inside(ra, len) || !g.geo.tracks(ra) {
+        return true;
+    }
+    // The read range in the block just found (a copy inside one block): no second decode.
+    let off = ra.wrapping_sub(b.start);
+    if off < b.size && len <= b.size - off {
+        hr.take(b);
+        return true;
+    }
+    learn(g, hr, ra, len)
 }
 
 /// `copy_learn` for one range (`memset`), after `hinted` said false.
@@ -431,13 +457,26 @@ fn next_live(a: usize, len: usize) -> Option<(usize, usize)> {
 /// (a string's NUL, memccpy's byte): to the end of `p`'s block (0 in a freed block) when
 /// the call is checked, without limit otherwise. Scanning up to the limit and finding
 /// nothing means the next read would overrun the block: `check` then reports it.
+///
+/// The block of the thread's last checked read answers while it is unchanged, as it does
+/// for the range checks; a small block found by a decode becomes that hint (the string is
+/// then read, and checked, through it: `strcpy` and the like).
 #[inline(always)]
 pub fn scan_limit(p: usize, ret_addr: usize) -> usize {
-    if tracked(tag::untag(p)) && checking(ret_addr) {
-        object_size(p)
-    } else {
-        usize::MAX
+    let a = tag::untag(p);
+    if !(tracked(a) && checking(ret_addr)) {
+        return usize::MAX;
     }
+    if let Some(h) = hint(Access::Read) {
+        if let Some(rest) = h.rest(a) {
+            return rest;
+        }
+        if let Some(b) = small_fit(crate::heap::globals(), a, 1) {
+            h.take(b);
+            return b.start + b.size - a;
+        }
+    }
+    object_size(p)
 }
 
 fn verb(a: Access) -> &'static str {
