@@ -14,6 +14,9 @@
  *   checked hinted_strcpy strcpy from a block with no NUL in it, read legally just before
  *                         (the scan's limit comes from the thread's hint)
  *   checked hinted_strcpy_freed  strcpy from a string in a freed block it copied before
+ *   checked large_remembered_shrunk  memcpy past a large block's new end after an in-place
+ *                         shrink, the block copied into before with a small block's copy in
+ *                         between (the last large block is remembered apart from the hints)
  *   checked legal         every function, every length near the block end, contents checked
  *   checked fortified     __strcpy_chk past a stack buffer: glibc's own fortify failure
  *   checked object_size   mie_object_size answers
@@ -279,6 +282,17 @@ int main(int argc, char **argv) {
         char *big = malloc(300000);
         char src[64] = {0};
         memcpy(big + 1000, src, 64);
+        char *same = realloc(big, 200000);
+        if (same != big) return 3;
+        memcpy(same + 199990, src, 11);
+    } else if (!strcmp(m, "large_remembered_shrunk")) {
+        free(malloc(16)); /* the thread's cache, which holds what it remembers */
+        char *big = malloc(300000), *small = malloc(N);
+        char src[64] = {0};
+        memcpy(big + 1000, src, 64);
+        memcpy(small, src, N);
+        memcpy(big + 2000, src, 64); /* through the remembered large block */
+        memcpy(small, src, N);
         char *same = realloc(big, 200000);
         if (same != big) return 3;
         memcpy(same + 199990, src, 11);

@@ -270,7 +270,7 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
 pub fn copy_hinted(w: usize, r: usize, len: usize) -> u32 {
     let geo = &crate::heap::globals().geo;
     let (wa, ra) = (tag::untag(w), tag::untag(r));
-    let Some([hr, hw]) = hints() else {
+    let Some([hr, hw, _]) = hints() else {
         // (A thread that has not allocated yet.)
         return if geo.tracks(wa) || geo.tracks(ra) { NO_CACHE } else { 0 };
     };
@@ -309,17 +309,20 @@ pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
     if !g.opts.checked_calls {
         return true;
     }
-    let Some([hr, hw]) = hints() else { return false };
+    let Some([hr, hw, hl]) = hints() else { return false };
     if miss == NO_CACHE {
         return false;
     }
     let ra = tag::untag(r);
     if miss == READ_MISS {
         // A copy inside one block (memmove within a buffer): the write's hint holds it.
-        return hw.inside(ra, len) || learn(g, hr, ra, len);
+        return hw.inside(ra, len) || learn(g, hr, ra, len) || hl.inside(ra, len);
     }
     // The write range missed; the read range was not asked.
-    let Some(b) = small_fit(g, tag::untag(w), len) else { return false };
+    let wa = tag::untag(w);
+    let Some(b) = small_fit(g, wa, len) else {
+        return hl.inside(wa, len) && (hr.inside(ra, len) || hl.inside(ra, len) || !g.geo.tracks(ra) || learn(g, hr, ra, len));
+    };
     hw.take(b);
     if hr.inside(ra, len) || !g.geo.tracks(ra) {
         return true;
@@ -340,7 +343,11 @@ pub fn learn_one(p: usize, len: usize, access: Access) -> bool {
     if !g.opts.checked_calls {
         return true;
     }
-    hint(access).is_some_and(|h| learn(g, h, tag::untag(p), len))
+    let a = tag::untag(p);
+    hints().is_some_and(|h| {
+        let [hr, hw, hl] = h;
+        learn(g, if access == Access::Read { hr } else { hw }, a, len) || hl.inside(a, len)
+    })
 }
 
 /// `[a, a + len)` (untagged, tracked) is inside a live small block, which the hint then
@@ -362,9 +369,19 @@ fn hint(access: Access) -> Option<&'static mut Hint> {
     hints().map(|h| &mut h[access as usize])
 }
 
-/// This thread's hints, for reads and for writes (None before it has a cache).
+/// This thread's hint of the last large block a checked call was in.
 #[inline(always)]
-fn hints() -> Option<&'static mut [Hint; 2]> {
+fn large_hint() -> Option<&'static mut Hint> {
+    hints().map(|h| &mut h[LARGE])
+}
+
+/// The index of `hints()` that holds the last large block a checked call was in.
+const LARGE: usize = 2;
+
+/// This thread's hints, for reads and for writes, and the last large block (None before it
+/// has a cache).
+#[inline(always)]
+fn hints() -> Option<&'static mut [Hint; 3]> {
     let tcp = tls::get();
     // SAFETY: a live TLS word is this thread's own cache, which lives as long as the
     // thread; its hints are used only here, by this thread, one reference at a time.
@@ -397,8 +414,16 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
         let gen = large::GENERATION.load(Ordering::Acquire);
         if let Some((start, size)) = large::live_block_containing(a) {
             if (a - start).checked_add(len).is_some_and(|end| end <= size) {
+                // Remembered twice: as `access`'s hint (the entry of the next call asks it)
+                // and as the last large block (asked when a small block has taken that
+                // hint since: sqlite copies between small blocks and its big page buffers in
+                // turn).
+                let rec = &large::GENERATION as *const _ as usize;
                 if let Some(h) = hint(access) {
-                    h.set(start, size, &large::GENERATION as *const _ as usize, gen, true);
+                    h.set(start, size, rec, gen, true);
+                }
+                if let Some(h) = large_hint() {
+                    h.set(start, size, rec, gen, true);
                 }
                 return;
             }

@@ -126,8 +126,9 @@ pub struct TCache {
     /// allocation path. Per thread, so an entry is never read half-written.
     pub token_ids: [u64; TOKEN_CACHE],
     pub token_buckets: [u8; TOKEN_CACHE],
-    /// The blocks the last checked read and write were in (`bounds::Hint`).
-    pub hints: [crate::heap::checks::bounds::Hint; 2],
+    /// The blocks the last checked read and write were in, and the last large block a
+    /// checked call was in (`bounds::Hint`).
+    pub hints: [crate::heap::checks::bounds::Hint; 3],
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
