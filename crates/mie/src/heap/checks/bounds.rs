@@ -136,34 +136,38 @@ pub struct Hint {
     wide: bool,
 }
 
+/// The bytes from `a` to the end of `[start, start + size)`, if `a` lies in it.
+#[inline(always)]
+fn left_in(start: usize, size: usize, a: usize) -> Option<usize> {
+    let off = a.wrapping_sub(start);
+    (off < size).then(|| size - off)
+}
+
 impl Hint {
-    /// Whether `[a, a + len)` lies inside the block, unchanged since. A signal handler that
-    /// makes a checked call on this thread can rewrite the hint between these reads: the
-    /// start read again afterwards must be the one the range was measured from.
+    /// Whether `[a, a + len)` lies inside the block, unchanged since.
     #[inline(always)]
     fn inside(&self, a: usize, len: usize) -> bool {
         let start = self.start;
-        let off = a.wrapping_sub(start);
-        let size = self.size;
-        if off >= size || len > size - off {
-            return false;
-        }
-        // SAFETY: a read of this thread's own field (volatile: it must really be read again).
-        self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
+        left_in(start, self.size, a).is_some_and(|left| len <= left) && self.unchanged(start)
     }
 
     /// The bytes from `a` to the end of the block, if `a` is inside it and the block is
-    /// unchanged since (as `inside`, whose signal-handler rule it follows).
+    /// unchanged since.
     #[inline(always)]
     fn rest(&self, a: usize) -> Option<usize> {
         let start = self.start;
-        let off = a.wrapping_sub(start);
-        let size = self.size;
-        if off >= size {
-            return None;
-        }
+        let left = left_in(start, self.size, a)?;
+        self.unchanged(start).then_some(left)
+    }
+
+    /// Whether the block is the one measured from `start`, unchanged since: its record is
+    /// the one remembered, and the hint still starts at `start`. A signal handler that makes
+    /// a checked call on this thread can rewrite the hint between the reads of its fields:
+    /// the start read again afterwards must be the one the range was measured from.
+    #[inline(always)]
+    fn unchanged(&self, start: usize) -> bool {
         // SAFETY: a read of this thread's own field (volatile: it must really be read again).
-        (self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start).then_some(size - off)
+        self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
     }
 
     /// Remember the block of `b`.
@@ -328,8 +332,7 @@ pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
         return true;
     }
     // The read range in the block just found (a copy inside one block): no second decode.
-    let off = ra.wrapping_sub(b.start);
-    if off < b.size && len <= b.size - off {
+    if left_in(b.start, b.size, ra).is_some_and(|left| len <= left) {
         hr.take(b);
         return true;
     }
@@ -367,12 +370,6 @@ fn learn(g: &crate::heap::Globals, h: &mut Hint, a: usize, len: usize) -> bool {
 #[inline(always)]
 fn hint(access: Access) -> Option<&'static mut Hint> {
     hints().map(|h| &mut h[access as usize])
-}
-
-/// This thread's hint of the last large block a checked call was in.
-#[inline(always)]
-fn large_hint() -> Option<&'static mut Hint> {
-    hints().map(|h| &mut h[LARGE])
 }
 
 /// The index of `hints()` that holds the last large block a checked call was in.
@@ -418,12 +415,10 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
                 // and as the last large block (asked when a small block has taken that
                 // hint since: sqlite copies between small blocks and its big page buffers in
                 // turn).
-                let rec = &large::GENERATION as *const _ as usize;
-                if let Some(h) = hint(access) {
-                    h.set(start, size, rec, gen, true);
-                }
-                if let Some(h) = large_hint() {
-                    h.set(start, size, rec, gen, true);
+                if let Some(h) = hints() {
+                    for i in [access as usize, LARGE] {
+                        h[i].set(start, size, &large::GENERATION as *const _ as usize, gen, true);
+                    }
                 }
                 return;
             }

@@ -37,25 +37,14 @@ struct Entry {
     bits: [u64; WORDS],
 }
 
-/// A thread's remote frees not yet published to their slabs' owners.
+/// A thread's remote frees not yet published to their slabs' owners. All zero (as a new
+/// thread cache is) it is empty.
 pub struct Outbox {
     e: [Entry; ENTRIES],
     /// The entry the next new slab replaces (round robin).
     next: usize,
     /// The entry of the last remote free.
     last: usize,
-}
-
-impl Outbox {
-    pub const fn new() -> Self {
-        Outbox { e: [Entry { key: 0, addr: 0, count: 0, bits: [0; WORDS] }; ENTRIES], next: 0, last: 0 }
-    }
-}
-
-impl Default for Outbox {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Note that this thread freed `slot` (at `p`) of the slab whose metadata is `m` (its
