@@ -115,7 +115,7 @@ fn rust_alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 /// `ptr` is a live block from `Mie`.
 #[cfg_attr(not(debug_assertions), inline)]
 unsafe fn rust_dealloc(ptr: *mut u8) {
-    heap::free(ptr, RUST_CALLER)
+    heap::free_inline(ptr, RUST_CALLER)
 }
 
 /// # Safety

