@@ -282,13 +282,15 @@ type CheckedFn = extern "C" fn(*mut c_void, *const c_void, usize, usize) -> *mut
 #[inline(always)]
 fn copy_entry(slot: &AtomicUsize, d: *mut c_void, s: *const c_void, n: usize, cs: usize, known: KnownFn) -> *mut c_void {
     let f = real(slot);
-    let miss = bounds::copy_hinted(d as usize, s as usize, n);
-    if f != 0 && miss == 0 {
+    let hit = || {
+        if f == 0 {
+            return known(d, s, n, cs, 0);
+        }
         // SAFETY: f is the C library's memcpy or memmove (the one `slot` holds); each range
         // is outside mie's memory or inside a live block (copy_hinted).
-        return unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
-    }
-    known(d, s, n, cs, miss)
+        unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+    };
+    bounds::copy_hinted(d as usize, s as usize, n, hit, |miss| known(d, s, n, cs, miss))
 }
 
 /// `copy_entry` past the hints: learn the block of the range that missed (`miss`, from

@@ -266,25 +266,27 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
 /// The common case of a checked copy, with no decode: each range, a write at `w` and a read
 /// at `r` of `len` bytes, is inside the block of this thread's hint for its access, or
 /// outside mie's memory (asked second: a stack range pays a few instructions more, a heap
-/// range none). Returns 0, or where it stopped, for `copy_learn`: `WRITE_MISS` (the write
-/// range missed its hint; the read range was not asked), `READ_MISS` (the read range missed;
-/// the write range is fine), `NO_CACHE`. Small enough to need no saved register, so the
-/// caller tail-calls the C library's copy.
+/// range none). Goes on with `hit()`, or with `miss(where it stopped)` for `copy_learn`:
+/// `WRITE_MISS` (the write range missed its hint; the read range was not asked),
+/// `READ_MISS` (the read range missed; the write range is fine), `NO_CACHE`; straight from
+/// each test, so the caller's tail calls are the branches' own (no answer built and tested
+/// again). Small enough to need no saved register, so the caller tail-calls the C
+/// library's copy.
 #[inline(always)]
-pub fn copy_hinted(w: usize, r: usize, len: usize) -> u32 {
+pub fn copy_hinted<T>(w: usize, r: usize, len: usize, hit: impl FnOnce() -> T, miss: impl FnOnce(u32) -> T) -> T {
     let geo = &crate::heap::globals().geo;
     let (wa, ra) = (tag::untag(w), tag::untag(r));
     let Some([hr, hw, _]) = hints() else {
         // (A thread that has not allocated yet.)
-        return if geo.tracks(wa) || geo.tracks(ra) { NO_CACHE } else { 0 };
+        return if geo.tracks(wa) || geo.tracks(ra) { miss(NO_CACHE) } else { hit() };
     };
     if !hw.inside(wa, len) && geo.tracks(wa) {
-        return WRITE_MISS;
+        return miss(WRITE_MISS);
     }
     if !hr.inside(ra, len) && geo.tracks(ra) {
-        return READ_MISS;
+        return miss(READ_MISS);
     }
-    0
+    hit()
 }
 
 /// `copy_hinted`'s answers (see there).
