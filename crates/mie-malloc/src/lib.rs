@@ -227,11 +227,17 @@ fn wrapped_bucket(cs: usize, sp: usize) -> usize {
 
 extern "C" fn malloc_cs(size: usize, cs: usize, sp: usize) -> *mut c_void {
     // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
-    let p = unsafe { heap::malloc_at(size, cs, sp) };
+    unsafe { heap::malloc_at_or(size, cs, sp, |b| malloc_slow(size, b)) }.cast()
+}
+
+/// `malloc` past its fast path (which never fails: only this one sets `errno`).
+#[inline(never)]
+fn malloc_slow(size: usize, bucket: usize) -> *mut u8 {
+    let p = heap::alloc_in_bucket(size, bucket);
     if p.is_null() {
-        return nomem(p.cast());
+        return nomem(p);
     }
-    p.cast()
+    p
 }
 extern "C" fn calloc_cs(n: usize, m: usize, cs: usize, sp: usize) -> *mut c_void {
     calloc_in(n, m, wrapped_bucket(cs, sp), "calloc", cs)

@@ -63,6 +63,23 @@ pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
     unsafe { crate::heap::malloc_at(size, cs, sp) }
 }
 
+/// `malloc_at` that hands everything past its fast path to `slow(bucket)`, which
+/// `alloc_in_bucket` serves (the C entry point's `malloc`, which also sets `errno`).
+///
+/// # Safety
+/// As `malloc_at`.
+#[inline(always)]
+pub unsafe fn malloc_at_or(size: usize, cs: usize, sp: usize, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    unsafe { crate::heap::malloc_at_or(size, cs, sp, slow) }
+}
+
+/// `malloc(size)` in `bucket`, past the fast path. Null on exhaustion.
+#[inline(always)]
+pub fn alloc_in_bucket(size: usize, bucket: usize) -> *mut u8 {
+    crate::heap::alloc_in_bucket(size, bucket)
+}
+
 /// Free `p` as `free` does (null is ignored; anything but a live mie block is reported and
 /// stops the process).
 ///

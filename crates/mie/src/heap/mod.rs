@@ -357,26 +357,34 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
 /// As `call_site_bucket`.
 #[inline(always)]
 pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    unsafe { malloc_at_or(size, cs, sp, |b| alloc_in_bucket(size, b)) }
+}
+
+/// `malloc_at` that hands everything past its fast path to `slow(bucket)` (the C entry
+/// point's, which also sets `errno`): the fast path's block is returned as it is, with no
+/// test of it on the way out.
+///
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(always)]
+pub unsafe fn malloc_at_or(size: usize, cs: usize, sp: usize, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
     let tcp = platform::tls::get();
     if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
         let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
         // SAFETY: the caller's guarantee.
         if let Some(b) = unsafe { tc.sites.bucket(cs, sp) } {
-            let p = slab::alloc::malloc_fast_in(tc, size, b, types::kind::MALLOC).0;
-            if !p.is_null() {
-                return p;
-            }
-            return alloc_in_bucket(size, b);
+            return slab::alloc::malloc_fast_then(tc, size, b, types::kind::MALLOC, |p, _| p, || slow(b));
         }
     }
     // SAFETY: the caller's guarantee.
-    alloc_in_bucket(size, unsafe { site_bucket_slow(cs, sp) })
+    slow(unsafe { site_bucket_slow(cs, sp) })
 }
 
 /// `malloc_at` past its fast path, the bucket known (out of line: the fast path stays small).
 #[inline(never)]
-fn alloc_in_bucket(size: usize, bucket: usize) -> *mut u8 {
+pub fn alloc_in_bucket(size: usize, bucket: usize) -> *mut u8 {
     alloc(size, 16, bucket)
 }
 

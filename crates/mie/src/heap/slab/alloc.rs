@@ -48,21 +48,33 @@ fn malloc_fast(size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
 /// `malloc_fast` with the calling thread's cache.
 #[inline(always)]
 pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
+    malloc_fast_then(tc, size, bucket, kind, |p, zero| (p, zero), || (core::ptr::null_mut(), false))
+}
+
+/// `malloc_fast_in` that goes on with `hit(block, zero)` or `miss()` straight from where it
+/// ends (no answer built and tested again by the caller).
+#[inline(always)]
+pub fn malloc_fast_then<T>(tc: &mut TCache, size: usize, bucket: usize, kind: u8, hit: impl FnOnce(*mut u8, bool) -> T, miss: impl FnOnce() -> T) -> T {
     if size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
-        return (core::ptr::null_mut(), false);
+        return miss();
     }
     // Split by record width once (a class holds size + 1: canaries are on).
-    if size < size_class::NARROW_RECORD_MAX {
+    let r = if size < size_class::NARROW_RECORD_MAX {
         malloc_fast_of::<false>(tc, size, bucket, kind)
     } else {
         malloc_fast_of::<true>(tc, size, bucket, kind)
+    };
+    match r {
+        Some(p) => hit(p, true),
+        None => miss(),
     }
 }
 
-/// `malloc_fast_in` for a size whose class has records of the width `WIDE`.
+/// `malloc_fast_in` for a size whose class has records of the width `WIDE`: the block (the
+/// first `size` bytes zero), or None.
 #[inline(always)]
-fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> (*mut u8, bool) {
-    let none = (core::ptr::null_mut(), false);
+fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> Option<*mut u8> {
+    let none = None;
     let g = crate::heap::globals();
     // (`fast`: canaries on, so the class is for size + 1.)
     let class = size_class::fast_class(size + 1);
@@ -105,7 +117,7 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize,
         unsafe { canary::write_small_zeroed(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
     }
     tc.count_alloc(region);
-    (user as *mut u8, true)
+    Some(user as *mut u8)
 }
 
 /// Everything `malloc_fast` leaves: first use, empty bins, samples, large, aligned.
