@@ -62,6 +62,11 @@ pub unsafe fn write_small_zeroed(pat: u64, slot: usize, usable: usize, slot_size
 unsafe fn write_small_in<const ZEROED: bool>(pat: u64, slot: usize, usable: usize, slot_size: usize) {
     let span = span(usable, slot_size);
     let slack = span - usable;
+    if ZEROED && slack <= window::HALF {
+        // SAFETY: the slot's last 16 bytes (every slot is at least 16), aligned; the block's
+        // bytes in them are zero (ZEROED) and stay so.
+        return unsafe { window::write_half(pat, slot + span, slack) };
+    }
     if ZEROED && slack <= WINDOW && span >= WINDOW {
         // SAFETY: the window is the slot's last WINDOW bytes (span >= WINDOW), aligned, and
         // the block's bytes in it are zero (ZEROED) and stay so.
@@ -110,6 +115,10 @@ pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize
 pub unsafe fn small_intact(pat: u64, slot: usize, usable: usize, slot_size: usize) -> bool {
     let span = span(usable, slot_size);
     let slack = span - usable;
+    if slack <= window::HALF {
+        // SAFETY: the slot's last 16 bytes (every slot is at least 16), aligned.
+        return unsafe { window::intact_half(pat, slot + span, slack) };
+    }
     if slack <= WINDOW && span >= WINDOW {
         // SAFETY: the window is the slot's last WINDOW bytes (span >= WINDOW), aligned.
         return unsafe { window::intact(pat, slot + span, slack) };
@@ -237,6 +246,52 @@ mod window {
             for i in 0..WINDOW / 8 {
                 ((end - WINDOW + 8 * i) as *mut u64).write((pat & u64::from_le(m.add(i).read())).to_le());
             }
+        }
+    }
+
+    /// The last 16 bytes of the window: enough for a slack of up to 16 bytes (every class
+    /// up to 128 bytes is 16 from the next), checked and written as two words (fewer
+    /// instructions than the vector window, whose result must leave its register).
+    pub const HALF: usize = WINDOW / 2;
+
+    /// The masks of the last two words for a slack of `slack` (<= HALF) bytes.
+    #[inline(always)]
+    fn half_masks(slack: usize) -> (u64, u64) {
+        debug_assert!(slack <= HALF);
+        // SAFETY: slack <= HALF < WINDOW + 1 rows; the row's last 16 bytes are two aligned
+        // words (32-byte rows of a 16-aligned table).
+        unsafe {
+            let m = MASKS.0.get_unchecked(slack).as_ptr().add(HALF) as *const u64;
+            (u64::from_le(m.read()), u64::from_le(m.add(1).read()))
+        }
+    }
+
+    /// `intact` for a slack of at most `HALF` bytes: only `[end - HALF, end)` is read.
+    ///
+    /// # Safety
+    /// `[end - HALF, end)` must be readable and the slot's own; `end` 16-aligned.
+    #[inline(always)]
+    pub unsafe fn intact_half(pat: u64, end: usize, slack: usize) -> bool {
+        debug_assert!(end.is_multiple_of(16));
+        let (m0, m1) = half_masks(slack);
+        // SAFETY: both words lie in [end - 16, end), aligned (the caller's guarantee).
+        let (a, b) = unsafe { (u64::from_le(((end - 16) as *const u64).read()), u64::from_le(((end - 8) as *const u64).read())) };
+        ((a ^ pat) & m0) | ((b ^ pat) & m1) == 0
+    }
+
+    /// `write` for a slack of at most `HALF` bytes: only `[end - HALF, end)` is written.
+    ///
+    /// # Safety
+    /// As `write`, for `[end - HALF, end)`.
+    #[inline(always)]
+    pub unsafe fn write_half(pat: u64, end: usize, slack: usize) {
+        debug_assert!(end.is_multiple_of(16));
+        let (m0, m1) = half_masks(slack);
+        // SAFETY: both words lie in [end - 16, end), aligned, zero outside the canary (the
+        // caller's guarantee).
+        unsafe {
+            ((end - 16) as *mut u64).write((pat & m0).to_le());
+            ((end - 8) as *mut u64).write((pat & m1).to_le());
         }
     }
 }
