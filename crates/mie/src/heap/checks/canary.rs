@@ -114,7 +114,28 @@ pub unsafe fn check_small(pat: u64, slot: usize, usable: usize, slot_size: usize
 #[inline(always)]
 pub unsafe fn small_intact(pat: u64, slot: usize, usable: usize, slot_size: usize) -> bool {
     let span = span(usable, slot_size);
-    let slack = span - usable;
+    // SAFETY: the caller's guarantee.
+    unsafe { intact_in(pat, slot, usable, span - usable, span) }
+}
+
+/// `small_intact` of a block given by its slack, `slot_size - usable`, as the free path
+/// has it (without MTE no subtraction back: the slack the record holds is the canary's).
+///
+/// # Safety
+/// As `small_intact`; `slack <= slot_size`.
+#[inline(always)]
+pub unsafe fn small_intact_slack(pat: u64, slot: usize, slack: usize, slot_size: usize) -> bool {
+    if crate::tag::on() {
+        // SAFETY: the caller's guarantee.
+        return unsafe { small_intact(pat, slot, slot_size - slack, slot_size) };
+    }
+    // SAFETY: the caller's guarantee (without MTE the span is the slot).
+    unsafe { intact_in(pat, slot, slot_size - slack, slack, slot_size) }
+}
+
+/// `small_intact` with the canary's `span` and its `slack` (span - usable) worked out.
+#[inline(always)]
+unsafe fn intact_in(pat: u64, slot: usize, usable: usize, slack: usize, span: usize) -> bool {
     if slack <= window::HALF {
         // SAFETY: the slot's last 16 bytes (every slot is at least 16), aligned.
         return unsafe { window::intact_half(pat, slot + span, slack) };

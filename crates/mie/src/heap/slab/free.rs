@@ -54,7 +54,7 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
 #[inline(always)]
 fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat: u64, s: SlotAt, who: Caller, r: Release) -> bool {
     let p = tag::untag_on(raw);
-    let Some(LiveSmall { s, k, rec, usable }) = live_small_at::<WIDE>(raw, s, r) else { return false };
+    let Some(LiveSmall { s, k, rec, usable, slack }) = live_small_at::<WIDE>(raw, s, r) else { return false };
     let slot_size = k.size as usize;
     if tag::on() {
         tc.freeing = p;
@@ -63,7 +63,7 @@ fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat:
         // SAFETY: the PRF is AES (`fast`).
         let pat = if tag::on() { unsafe { canary::pattern_aes(&g.canary, p) } } else { pat };
         // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
-        if !unsafe { canary::small_intact(pat, raw, usable, slot_size) } {
+        if !unsafe { canary::small_intact_slack(pat, raw, slack, slot_size) } {
             return false;
         }
     }
@@ -104,8 +104,9 @@ pub struct LiveSmall {
     pub k: &'static ClassInfo,
     /// Its record.
     pub rec: u32,
-    /// Its requested size.
+    /// Its requested size, and what is left of the slot after it.
     pub usable: usize,
+    pub slack: usize,
 }
 
 /// The live small block `raw` is the start of, if releasing it the way `r` does is
@@ -139,7 +140,7 @@ fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<
     if !r.accepts(p, record::kind(rec), usable) || (tag::on() && tag::tag_of(raw) != record::tag(rec)) {
         return None;
     }
-    Some(LiveSmall { s, k, rec, usable })
+    Some(LiveSmall { s, k, rec, usable, slack })
 }
 
 /// For `realloc`: the live small block `raw` is the start of, checked as `free_fast` checks
