@@ -77,7 +77,7 @@ fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat:
         } else {
             // SAFETY: the fast paths run only where the PRF is AES.
             let prev_pat = unsafe { canary::pattern_aes(&g.canary, p - slot_size) };
-            if !before_intact_zeroed(s.m.rec_of::<WIDE>(k, s.slot - 1), p, prev_pat) {
+            if !before_intact_zeroed::<WIDE>(s.m.rec_of::<WIDE>(k, s.slot - 1), p, prev_pat) {
                 return false;
             }
         }
@@ -356,22 +356,34 @@ fn changed(m: SlabMeta, k: &ClassInfo, slot: usize, was: u32) -> bool {
 }
 
 /// `before_intact` for a zeroed class (every class on the fast path): the previous slot's
-/// record is `prev`. The same rule, with the byte count from a table: a free slot's last 8
-/// bytes are zero unless another thread is clearing it (REMOTE_FREED).
+/// record is `prev`, of the width `WIDE`. The same rule, with the known bytes from tables: a
+/// live block's last min(slack, 8) (by slack, up to a narrow record's 255), a free slot's
+/// last 8, which are zero unless another thread is clearing it (REMOTE_FREED).
 #[inline(always)]
-fn before_intact_zeroed(prev: u32, p: usize, pat: u64) -> bool {
-    const FREE_BYTES: [u8; 8] = {
-        let mut t = [8u8; 8];
+fn before_intact_zeroed<const WIDE: bool>(prev: u32, p: usize, pat: u64) -> bool {
+    /// Per slack (0..=255): the mask of the last min(slack, 8) bytes of a word.
+    static BY_SLACK: [u64; 256] = {
+        let mut t = [0u64; 256];
+        let mut n = 0;
+        while n < 256 {
+            t[n] = LAST_BYTES[if n < 8 { n } else { 8 }];
+            n += 1;
+        }
+        t
+    };
+    /// Per state of a record that is not live: the mask of the bytes known to be zero.
+    const NOT_LIVE: [u64; 8] = {
+        let mut t = [!0u64; 8];
         t[record::REMOTE_FREED as usize] = 0;
         t
     };
     let live = record::is_live(prev);
-    // SAFETY: the state of a record that is not live is below 8.
+    // (A wide record's slack can pass 255; a narrow one's cannot.)
+    let slack = if WIDE { record::slack(prev).min(255) } else { record::slack(prev) & 255 };
+    // SAFETY (both): slack <= 255; the state of a record that is not live is below 8.
     // (Whether the previous slot is live is a coin toss with random placement: no branch.)
-    let free_bytes = (unsafe { *FREE_BYTES.get_unchecked(record::state(prev) as usize & 7) }) as usize;
-    let n = core::hint::select_unpredictable(live, record::slack(prev).min(8), free_bytes);
-    // SAFETY: n <= 8.
-    let mask = unsafe { *LAST_BYTES.get_unchecked(n) };
+    let (mask_live, mask_free) = unsafe { (*BY_SLACK.get_unchecked(slack), *NOT_LIVE.get_unchecked(record::state(prev) as usize & 7)) };
+    let mask = core::hint::select_unpredictable(live, mask_live, mask_free);
     // The word before p is aligned: its canary bytes are the pattern itself (`end_mask`).
     let expect = pat & (live as u64).wrapping_neg();
     // SAFETY: the 8 bytes before p are the end of the previous slot of this slab (slot > 0).
