@@ -62,9 +62,11 @@ pub unsafe fn write_small_zeroed(pat: u64, slot: usize, usable: usize, slot_size
 unsafe fn write_small_in<const ZEROED: bool>(pat: u64, slot: usize, usable: usize, slot_size: usize) {
     let span = span(usable, slot_size);
     let slack = span - usable;
-    if ZEROED && slack <= window::HALF {
-        // SAFETY: the slot's last 16 bytes (every slot is at least 16), aligned; the block's
-        // bytes in them are zero (ZEROED) and stay so.
+    // (Without MTE the span is the slot, at least 16 bytes; with MTE a block of 0 bytes has
+    // a span of 0, and the 16 bytes before it are the slot before's.)
+    if ZEROED && slack <= window::HALF && (!crate::tag::on() || span >= window::HALF) {
+        // SAFETY: the span's last 16 bytes, aligned; the block's bytes in them are zero
+        // (ZEROED) and stay so.
         return unsafe { window::write_half(pat, slot + span, slack) };
     }
     if ZEROED && slack <= WINDOW && span >= WINDOW {
@@ -136,8 +138,9 @@ pub unsafe fn small_intact_slack(pat: u64, slot: usize, slack: usize, slot_size:
 /// `small_intact` with the canary's `span` and its `slack` (span - usable) worked out.
 #[inline(always)]
 unsafe fn intact_in(pat: u64, slot: usize, usable: usize, slack: usize, span: usize) -> bool {
-    if slack <= window::HALF {
-        // SAFETY: the slot's last 16 bytes (every slot is at least 16), aligned.
+    // (As in `write_small_in`: a span of at least 16 bytes.)
+    if slack <= window::HALF && (!crate::tag::on() || span >= window::HALF) {
+        // SAFETY: the span's last 16 bytes, aligned.
         return unsafe { window::intact_half(pat, slot + span, slack) };
     }
     if slack <= WINDOW && span >= WINDOW {
