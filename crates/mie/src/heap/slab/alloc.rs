@@ -241,9 +241,12 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
 }
 
 /// `v`, opaque to the compiler (an empty `asm` block takes and gives it): no
-/// instructions, only no conclusions drawn from where the value came from.
+/// instructions, only no conclusions drawn from where the value came from. Given a slot
+/// size read from the class table, the fast paths' zero checks and clears test it with a
+/// compare or two; seen through, the compiler turned those tests into range tests on the
+/// request's size or the table entry's bits, and the code around them grew.
 #[inline(always)]
-fn opaque(mut v: usize) -> usize {
+pub fn opaque(mut v: usize) -> usize {
     // SAFETY: an empty instruction sequence; it only names a register.
     unsafe { core::arch::asm!("/* {0} */", inout(reg) v, options(pure, nomem, nostack, preserves_flags)) };
     v

@@ -236,9 +236,9 @@ fn scrub(zero_on_free: bool, k: &ClassInfo, raw: usize, p: usize, usable: usize)
         // Dangling pointers fault from now on. The slack carries the free tag already.
         tag::policy::tag_freed_slot(&mut tag::hw(), p, tag::policy::tagged_len(usable), zero);
     } else if zero && slot_size <= crate::heap::slab::alloc::SHORT_SLOT {
-        // The whole slot, in straight-line code.
+        // The whole slot, in straight-line code (its size as the table holds it: `opaque`).
         // SAFETY: the slot is the block's, released now; slot sizes are multiples of 16.
-        unsafe { crate::heap::slab::alloc::zero_short(raw, slot_size) };
+        unsafe { crate::heap::slab::alloc::zero_short(raw, crate::heap::slab::alloc::opaque(slot_size)) };
     } else if zero {
         let slack = slot_size - usable;
         // Slots are multiples of 16 bytes: rounding up to whole words stays inside.

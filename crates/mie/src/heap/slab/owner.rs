@@ -179,8 +179,9 @@ fn expire_small(g: &Globals, tc: &mut TCache, p: usize, region: usize, func: &'s
     // SAFETY: the region of a slot of this cache's slabs: < REGION_COUNT.
     let k = unsafe { CLASSES.get_unchecked(region / BUCKET_SLOTS) };
     if !crate::tag::on() {
-        // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.)
-        crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+        // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.
+        // The size as the table holds it: `alloc::opaque`.)
+        crate::heap::slab::alloc::check_still_zero(p, crate::heap::slab::alloc::opaque(k.size as usize), func, crate::heap::slab::alloc::Found::Leaving);
     }
     to_bin(g, tc, k, region, p);
 }
