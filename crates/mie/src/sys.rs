@@ -52,22 +52,12 @@ pub unsafe fn call_site_bucket(cs: usize, sp: usize) -> usize {
     unsafe { crate::heap::call_site_bucket(cs, sp) }
 }
 
-/// `malloc(size)` from call site `cs` (bucketed as `call_site_bucket` does). Null on
-/// exhaustion (errno is left to the caller).
+/// `malloc(size)` from call site `cs` (bucketed as `call_site_bucket` does): the fast
+/// path's block, or what `slow(bucket)` makes of the rest (`alloc_in_bucket` serves it; the
+/// C entry point's also sets `errno`).
 ///
 /// # Safety
 /// `sp` must be the caller's stack pointer at the call into the allocator.
-#[inline(always)]
-pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
-    // SAFETY: the caller's guarantee.
-    unsafe { crate::heap::malloc_at(size, cs, sp) }
-}
-
-/// `malloc_at` that hands everything past its fast path to `slow(bucket)`, which
-/// `alloc_in_bucket` serves (the C entry point's `malloc`, which also sets `errno`).
-///
-/// # Safety
-/// As `malloc_at`.
 #[inline(always)]
 pub unsafe fn malloc_at_or(size: usize, cs: usize, sp: usize, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
     // SAFETY: the caller's guarantee.

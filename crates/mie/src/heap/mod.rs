@@ -350,20 +350,10 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
 
 /// `malloc(size)` called from `cs` with the caller's stack pointer `sp`: the bucket from
 /// the thread's last call site and the block from `slab::alloc::malloc_fast` when both can,
-/// with one read of the thread's cache; otherwise `call_site_bucket` and `alloc`. Null on
-/// exhaustion (errno is left to the C front end).
-///
-/// # Safety
-/// As `call_site_bucket`.
-#[inline(always)]
-pub unsafe fn malloc_at(size: usize, cs: usize, sp: usize) -> *mut u8 {
-    // SAFETY: the caller's guarantee.
-    unsafe { malloc_at_or(size, cs, sp, |b| alloc_in_bucket(size, b)) }
-}
-
-/// `malloc_at` that hands everything past its fast path to `slow(bucket)` (the C entry
-/// point's, which also sets `errno`): the fast path's block is returned as it is, with no
-/// test of it on the way out.
+/// with one read of the thread's cache, returned as it is (no test of it on the way out);
+/// everything else goes to `slow(bucket)` (the C entry point's, which serves it with
+/// `alloc_in_bucket` and sets `errno`), the bucket from `call_site_bucket`'s slow path when
+/// the thread's memo did not have it.
 ///
 /// # Safety
 /// As `call_site_bucket`.
@@ -382,7 +372,8 @@ pub unsafe fn malloc_at_or(size: usize, cs: usize, sp: usize, slow: impl FnOnce(
     slow(unsafe { site_bucket_slow(cs, sp) })
 }
 
-/// `malloc_at` past its fast path, the bucket known (out of line: the fast path stays small).
+/// `malloc_at_or` past its fast path, the bucket known (out of line: the fast path stays
+/// small). Null on exhaustion (errno is left to the C front end).
 #[inline(never)]
 pub fn alloc_in_bucket(size: usize, bucket: usize) -> *mut u8 {
     alloc(size, 16, bucket)
