@@ -15,7 +15,7 @@
 
 use core::arch::naked_asm;
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use mie_core::sys::bounds::{self, Access};
 
@@ -32,10 +32,9 @@ type RecvFn = unsafe extern "C" fn(c_int, *mut c_void, usize, c_int) -> isize;
 type FreadFn = unsafe extern "C" fn(*mut c_void, usize, usize, *mut libc::FILE) -> usize;
 type FgetsFn = unsafe extern "C" fn(*mut c_char, c_int, *mut libc::FILE) -> *mut c_char;
 
-/// The C library's implementations (0 until found).
+/// The C library's implementations (0 until found; `memcpy` and `memmove` are in
+/// `COPY`).
 struct Real {
-    memcpy: AtomicUsize,
-    memmove: AtomicUsize,
     memset: AtomicUsize,
     strlen: AtomicUsize,
     strnlen: AtomicUsize,
@@ -50,8 +49,6 @@ struct Real {
 }
 
 static REAL: Real = Real {
-    memcpy: AtomicUsize::new(0),
-    memmove: AtomicUsize::new(0),
     memset: AtomicUsize::new(0),
     strlen: AtomicUsize::new(0),
     strnlen: AtomicUsize::new(0),
@@ -64,6 +61,22 @@ static REAL: Real = Real {
     fread: AtomicUsize::new(0),
     fgets: AtomicUsize::new(0),
 };
+/// The C library's `memcpy` and `memmove`, and until they are found byte loops that stand
+/// in: never null, so the checked entries jump through them without testing.
+struct Copy {
+    memcpy: AtomicPtr<()>,
+    memmove: AtomicPtr<()>,
+}
+
+static COPY: Copy = Copy { memcpy: AtomicPtr::new(slow_copy as *mut ()), memmove: AtomicPtr::new(slow_copy as *mut ()) };
+
+/// `memcpy` and `memmove` before the C library's are found (`slow_move` copies either way).
+unsafe extern "C" fn slow_copy(d: *mut c_void, s: *const c_void, n: usize) -> *mut c_void {
+    // SAFETY: the caller's (memcpy's contract).
+    unsafe { slow_move(d.cast(), s.cast(), n) };
+    d
+}
+
 static RESOLVING: AtomicBool = AtomicBool::new(false);
 static RESOLVED: AtomicBool = AtomicBool::new(false);
 
@@ -77,9 +90,13 @@ pub fn resolve() {
         // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name only reads the symbol tables.
         unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
     };
+    for (slot, name) in [(&COPY.memcpy, c"memcpy"), (&COPY.memmove, c"memmove")] {
+        let f = find(name);
+        if f != 0 {
+            slot.store(f as *mut (), Ordering::Release);
+        }
+    }
     for (slot, name) in [
-        (&REAL.memcpy, c"memcpy"),
-        (&REAL.memmove, c"memmove"),
         (&REAL.memset, c"memset"),
         (&REAL.strlen, c"strlen"),
         (&REAL.strnlen, c"strnlen"),
@@ -148,26 +165,21 @@ unsafe fn slow_nlen(s: *const u8, max: usize) -> usize {
 
 #[inline(always)]
 unsafe fn copy(d: *mut c_void, s: *const c_void, n: usize) {
-    let f = real(&REAL.memcpy);
-    if f != 0 {
-        // SAFETY: f is the C library's memcpy; the caller guarantees the ranges.
-        unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
-    } else {
-        // SAFETY: as above.
-        unsafe { slow_move(d.cast(), s.cast(), n) };
-    }
+    // SAFETY: the C library's memcpy or its stand-in; the caller guarantees the ranges.
+    unsafe { copy_fn(&COPY.memcpy)(d, s, n) };
 }
 
 #[inline(always)]
 unsafe fn moved(d: *mut c_void, s: *const c_void, n: usize) {
-    let f = real(&REAL.memmove);
-    if f != 0 {
-        // SAFETY: f is the C library's memmove; the caller guarantees the ranges.
-        unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) };
-    } else {
-        // SAFETY: as above.
-        unsafe { slow_move(d.cast(), s.cast(), n) };
-    }
+    // SAFETY: the C library's memmove or its stand-in; the caller guarantees the ranges.
+    unsafe { copy_fn(&COPY.memmove)(d, s, n) };
+}
+
+/// The function in a `COPY` slot.
+#[inline(always)]
+fn copy_fn(slot: &AtomicPtr<()>) -> MemFn {
+    // SAFETY: the slot holds a function of this type, never null (`COPY`).
+    unsafe { core::mem::transmute::<*mut (), MemFn>(slot.load(Ordering::Relaxed)) }
 }
 
 #[inline(always)]
@@ -280,39 +292,33 @@ type CheckedFn = extern "C" fn(*mut c_void, *const c_void, usize, usize) -> *mut
 /// The entry of `memcpy` or `memmove` (the C library's function in `slot`; `known` the
 /// function that learns a missed range's block).
 #[inline(always)]
-fn copy_entry(slot: &AtomicUsize, d: *mut c_void, s: *const c_void, n: usize, cs: usize, known: KnownFn) -> *mut c_void {
-    let f = real(slot);
-    let hit = || {
-        if f == 0 {
-            return known(d, s, n, cs, 0);
-        }
-        // SAFETY: f is the C library's memcpy or memmove (the one `slot` holds); each range
-        // is outside mie's memory or inside a live block (copy_hinted).
-        unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
-    };
+fn copy_entry(slot: &AtomicPtr<()>, d: *mut c_void, s: *const c_void, n: usize, cs: usize, known: KnownFn) -> *mut c_void {
+    let f = copy_fn(slot);
+    // SAFETY: f is the C library's memcpy or memmove (the one `slot` holds) or its
+    // stand-in; each range is outside mie's memory or inside a live block (copy_hinted).
+    let hit = || unsafe { f(d, s, n) };
     bounds::copy_hinted(d as usize, s as usize, n, hit, |miss| known(d, s, n, cs, miss))
 }
 
 /// `copy_entry` past the hints: learn the block of the range that missed (`miss`, from
 /// `copy_hinted`), else `checked` checks each range in full.
 #[inline(always)]
-fn copy_known(slot: &AtomicUsize, d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32, checked: CheckedFn) -> *mut c_void {
-    let f = real(slot);
-    if f == 0 || !bounds::copy_learn(d as usize, s as usize, n, miss) {
+fn copy_known(slot: &AtomicPtr<()>, d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32, checked: CheckedFn) -> *mut c_void {
+    if !bounds::copy_learn(d as usize, s as usize, n, miss) {
         return checked(d, s, n, cs);
     }
-    // SAFETY: f is the C library's memcpy or memmove; each range is outside mie's memory or
-    // inside a live block (copy_hinted, copy_learn).
-    unsafe { core::mem::transmute::<usize, MemFn>(f)(d, s, n) }
+    // SAFETY: the C library's memcpy or memmove or its stand-in; each range is outside
+    // mie's memory or inside a live block (copy_hinted, copy_learn).
+    unsafe { copy_fn(slot)(d, s, n) }
 }
 
 pub(crate) extern "C" fn memcpy_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
-    copy_entry(&REAL.memcpy, d, s, n, cs, memcpy_known)
+    copy_entry(&COPY.memcpy, d, s, n, cs, memcpy_known)
 }
 
 #[inline(never)]
 extern "C" fn memcpy_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32) -> *mut c_void {
-    copy_known(&REAL.memcpy, d, s, n, cs, miss, memcpy_checked)
+    copy_known(&COPY.memcpy, d, s, n, cs, miss, memcpy_checked)
 }
 
 #[inline(never)]
@@ -325,12 +331,12 @@ extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usi
 }
 
 pub(crate) extern "C" fn memmove_cs(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
-    copy_entry(&REAL.memmove, d, s, n, cs, memmove_known)
+    copy_entry(&COPY.memmove, d, s, n, cs, memmove_known)
 }
 
 #[inline(never)]
 extern "C" fn memmove_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize, miss: u32) -> *mut c_void {
-    copy_known(&REAL.memmove, d, s, n, cs, miss, memmove_checked)
+    copy_known(&COPY.memmove, d, s, n, cs, miss, memmove_checked)
 }
 
 #[inline(never)]

@@ -971,7 +971,11 @@ fn checked_reads_and_dangling_destinations() {
     // in-place shrink in between must end that, and a read past the end is still caught.
     expect_report_in(&b, "hinted_freed", "use-after-free", "memcpy", &["memcpy would write 8 bytes at offset 0 of a freed"]);
     expect_report_in(&b, "hinted_shrunk", "heap-buffer-overflow", "memcpy", &["memcpy would write 21 bytes at offset 0 of the 20-byte block"]);
+    expect_report_in(&b, "hinted_shrunk_wide", "heap-buffer-overflow", "memcpy", &["memcpy would write 901 bytes at offset 0 of the 900-byte block"]);
     expect_report_in(&b, "hinted_read", "heap-buffer-overflow", "memcpy", &["memcpy would read 41 bytes at offset 0 of the 40-byte block"]);
+    // A signal handler's checked copies change the hints under the interrupted ones: no
+    // report for the legal copies on either side, and the overflow after them is caught.
+    expect_report_in(&b, "hinted_signal", "heap-buffer-overflow", "memcpy", &["signal copies: 20000 or more", "memcpy would write 41 bytes at offset 0 of the 40-byte block"]);
     // A string's scan is bounded by the remembered block too, and a freed one ends it.
     expect_report_in(&b, "hinted_strcpy", "heap-buffer-overflow", "strcpy", &["strcpy would read 41 bytes at offset 0 of the 40-byte block"]);
     expect_report_in(&b, "hinted_strcpy_freed", "use-after-free", "strcpy", &["strcpy would read", "of a freed"]);

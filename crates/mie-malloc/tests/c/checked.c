@@ -10,7 +10,11 @@
  *   checked hinted_freed  the same after legal copies into and out of the block (each
  *                         thread remembers the block of its last checked copy)
  *   checked hinted_shrunk memcpy past a block's new end after realloc shrank it in place
+ *   checked hinted_shrunk_wide  the same in a class with 32-bit slot records (1 KiB)
  *   checked hinted_read   memcpy reading past a source block it read from legally before
+ *   checked hinted_signal legal copies into one block while a signal handler copies into
+ *                         and out of another some 20 000 times (both change the thread's
+ *                         hints), then one byte too many into the first: caught
  *   checked hinted_strcpy strcpy from a block with no NUL in it, read legally just before
  *                         (the scan's limit comes from the thread's hint)
  *   checked hinted_strcpy_freed  strcpy from a string in a freed block it copied before
@@ -26,8 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <wchar.h>
 
@@ -53,6 +59,18 @@ char *__fgets_chk(char *, size_t, int, FILE *);
 
 #define N 40
 #define NONE ((size_t)-1)
+
+/* hinted_signal: the handler's block and how often it ran. */
+static char *sig_block;
+static volatile sig_atomic_t sig_runs;
+
+static void sig_copy(int sig) {
+    (void)sig;
+    static char buf[100];
+    memcpy(sig_block, buf, 100);
+    memcpy(buf, sig_block, 100);
+    sig_runs++;
+}
 
 static void protect(void *p, int prot) {
     long pg = sysconf(_SC_PAGESIZE);
@@ -326,6 +344,33 @@ int main(int argc, char **argv) {
         char *e = realloc(d, 20);
         if (e != d) return 5; /* moved: the case is not exercised */
         memcpy(e, src, 21);
+    } else if (!strcmp(m, "hinted_shrunk_wide")) {
+        static char src[1000] = "legal";
+        char *d = malloc(1000);
+        memcpy(d, src, 1000);
+        memcpy(d, src, 1000);
+        char *e = realloc(d, 900);
+        if (e != d) return 5; /* moved: the case is not exercised */
+        memcpy(e, src, 901);
+    } else if (!strcmp(m, "hinted_signal")) {
+        char *d = malloc(N);
+        sig_block = malloc(100);
+        char src[N + 1] = "legal";
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = sig_copy;
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval t = {{0, 20}, {0, 20}};
+        setitimer(ITIMER_REAL, &t, NULL);
+        for (long i = 0; sig_runs < 20000; i++) {
+            memcpy(d, src, N);
+            memcpy(src, d, i % N + 1);
+        }
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+        printf("signal copies: %s\n", sig_runs >= 20000 ? "20000 or more" : "too few");
+        memcpy(d, src, N + 1);
     } else if (!strcmp(m, "hinted_read")) {
         char *s = malloc(N);
         char dst[N + 1];

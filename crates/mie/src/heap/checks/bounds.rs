@@ -131,9 +131,22 @@ pub enum Access {
 pub struct Hint {
     start: usize,
     size: usize,
+    /// The 4-byte word that holds the block's record: a wide record itself, a narrow one
+    /// with the 2 bytes before it (`record_word`).
     rec: usize,
+    /// That word's record bytes as they were, and which bytes they are.
     val: u32,
-    wide: bool,
+    mask: u32,
+}
+
+/// A thread's hints: for reads, for writes and the last large block (`LARGE`), and how many
+/// times they have been changed. A signal handler that makes a checked call on this thread
+/// can change a hint between the reads of its fields: a reader reads the count before and
+/// after, and trusts what it read only when the count is the same (no hint changed).
+#[derive(Clone, Copy)]
+pub struct Hints {
+    h: [Hint; 3],
+    changes: usize,
 }
 
 /// The bytes from `a` to the end of `[start, start + size)`, if `a` lies in it.
@@ -143,64 +156,117 @@ fn left_in(start: usize, size: usize, a: usize) -> Option<usize> {
     (off < size).then(|| size - off)
 }
 
+/// The 4 bytes at `at` (readable allocator metadata, 4 bytes from `at`), read once. Other
+/// threads may change them meanwhile (a remote free's compare-and-swap of the record, or
+/// of its narrow neighbour's): read by one instruction, outside the language's model of
+/// atomics, whose accesses must not mix sizes.
+#[inline(always)]
+fn read_word(at: usize) -> u32 {
+    let v: u32;
+    // SAFETY: [at, at + 4) is mapped, readable metadata (the caller's); one plain load,
+    // which the hardware performs whole for the aligned record inside it.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("mov {v:e}, dword ptr [{p}]", p = in(reg) at, v = out(reg) v, options(nostack, preserves_flags, readonly));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("ldr {v:w}, [{p}]", p = in(reg) at, v = out(reg) v, options(nostack, preserves_flags, readonly));
+    }
+    v
+}
+
+/// Where a record at `rec` (of the width `wide`) is read from as a 4-byte word, and the
+/// mask of its bytes in that word: a narrow record with the 2 bytes before it (the end of
+/// the slab's free bitmap or the previous record: always metadata), so that every hint
+/// reads one word and compares it masked, without a branch on the width.
+#[inline(always)]
+fn record_word(rec: usize, wide: bool) -> (usize, u32) {
+    if wide {
+        (rec, !0)
+    } else {
+        (rec - 2, 0xffff_0000)
+    }
+}
+
 impl Hint {
-    /// Whether `[a, a + len)` lies inside the block, unchanged since.
+    /// A hint for the block `[start, start + size)` whose record, at `rec` (of the width
+    /// `wide`), is `val` now.
+    #[inline(always)]
+    fn new(start: usize, size: usize, rec: usize, val: u32, wide: bool) -> Hint {
+        let (rec, mask) = record_word(rec, wide);
+        Hint { start, size, rec, val: if wide { val } else { val << 16 }, mask }
+    }
+
+    /// Whether `[a, a + len)` lies inside the block, unchanged since (valid only when the
+    /// hints' change count is the same after: `Hints::same`).
     #[inline(always)]
     fn inside(&self, a: usize, len: usize) -> bool {
-        let start = self.start;
-        left_in(start, self.size, a).is_some_and(|left| len <= left) && self.unchanged(start)
+        left_in(self.start, self.size, a).is_some_and(|left| len <= left) && self.unchanged()
     }
 
     /// The bytes from `a` to the end of the block, if `a` is inside it and the block is
-    /// unchanged since.
+    /// unchanged since (as `inside`).
     #[inline(always)]
     fn rest(&self, a: usize) -> Option<usize> {
-        let start = self.start;
-        let left = left_in(start, self.size, a)?;
-        self.unchanged(start).then_some(left)
+        let left = left_in(self.start, self.size, a)?;
+        self.unchanged().then_some(left)
     }
 
-    /// Whether the block is the one measured from `start`, unchanged since: its record is
-    /// the one remembered, and the hint still starts at `start`. A signal handler that makes
-    /// a checked call on this thread can rewrite the hint between the reads of its fields:
-    /// the start read again afterwards must be the one the range was measured from.
+    /// Whether the block's record is the one remembered.
     #[inline(always)]
-    fn unchanged(&self, start: usize) -> bool {
-        // SAFETY: a read of this thread's own field (volatile: it must really be read again).
-        self.current() == self.val && unsafe { core::ptr::read_volatile(&self.start) } == start
+    fn unchanged(&self) -> bool {
+        read_word(self.rec) & self.mask == self.val
     }
+}
 
-    /// Remember the block of `b`.
+impl Hints {
+    /// The change count now (read again each time: a signal handler may change it).
     #[inline(always)]
-    fn take(&mut self, b: Hint) {
-        self.set(b.start, b.size, b.rec, b.val, b.wide);
-    }
-
-    /// Remember a block. A signal handler on this thread may read the hint in the middle
-    /// (its own checked call): the size goes to 0 first and is set last, with compiler
-    /// fences between, so such a reader sees no block or the whole new one, never a mix.
-    #[inline(always)]
-    fn set(&mut self, start: usize, size: usize, rec: usize, val: u32, wide: bool) {
+    fn count(&self) -> usize {
         use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
-        self.size = 0;
         compiler_fence(SeqCst);
-        (self.start, self.rec, self.val, self.wide) = (start, rec, val, wide);
+        // SAFETY: a read of this thread's own field.
+        let n = unsafe { core::ptr::read_volatile(&self.changes) };
         compiler_fence(SeqCst);
-        self.size = size;
+        n
     }
 
-    /// The record now.
+    /// Whether no hint changed since the count was `was`: what was read of them in between
+    /// belongs together.
     #[inline(always)]
-    fn current(&self) -> u32 {
-        // SAFETY: `rec` is the address of a record in committed slab metadata (set only from
-        // a decoded live block; metadata is never unmapped), read as the allocator does.
-        unsafe {
-            if self.wide {
-                (*(self.rec as *const core::sync::atomic::AtomicU32)).load(Ordering::Relaxed)
-            } else {
-                (*(self.rec as *const core::sync::atomic::AtomicU16)).load(Ordering::Relaxed) as u32
-            }
+    fn same(&self, was: usize) -> bool {
+        self.count() == was
+    }
+
+    /// `Hint::inside` for hint `i`, read consistently.
+    #[inline(always)]
+    fn inside(&self, i: usize, a: usize, len: usize) -> bool {
+        let was = self.count();
+        self.h[i].inside(a, len) && self.same(was)
+    }
+
+    /// Remember a block in hint `i`. The count is odd while a hint is being changed, and
+    /// the size goes to 0 first and is set last (with compiler fences between): a signal
+    /// handler on this thread that reads the hints in the middle (its own checked call)
+    /// sees no block or the whole new one, never a mix, and one that would change them
+    /// leaves them alone (its own range was checked by a decode: only the hint is lost).
+    #[inline(always)]
+    fn set(&mut self, i: usize, b: Hint) {
+        use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
+        let was = self.count();
+        if was & 1 != 0 {
+            return;
         }
+        // SAFETY (both): writes of this thread's own field.
+        unsafe { core::ptr::write_volatile(&mut self.changes, was + 1) };
+        compiler_fence(SeqCst);
+        self.h[i].size = 0;
+        compiler_fence(SeqCst);
+        (self.h[i].start, self.h[i].rec, self.h[i].val, self.h[i].mask) = (b.start, b.rec, b.val, b.mask);
+        compiler_fence(SeqCst);
+        self.h[i].size = b.size;
+        compiler_fence(SeqCst);
+        unsafe { core::ptr::write_volatile(&mut self.changes, was.wrapping_add(2)) };
+        compiler_fence(SeqCst);
     }
 }
 
@@ -224,8 +290,8 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
 fn check_unhinted(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     let g = crate::heap::globals();
     if let Some(b) = small_fit(g, tag::untag(p), len) {
-        if let Some(h) = hint(access) {
-            h.take(b);
+        if let Some(h) = hints() {
+            h.set(access as usize, b);
         }
         return;
     }
@@ -241,7 +307,7 @@ fn small_fit(g: &crate::heap::Globals, a: usize, len: usize) -> Option<Hint> {
     let (s, k, r) = small_slot_of(g, SlabMeta::block_of_record(&g.geo, a)?)?;
     let size = (k.size as usize).wrapping_sub(record::slack(r));
     if record::is_live(r) && s.interior.checked_add(len).is_some_and(|end| end <= size) {
-        return Some(Hint { start: a - s.interior, size, rec: s.m.rec_addr(k, s.slot), val: r, wide: k.wide });
+        return Some(Hint::new(a - s.interior, size, s.m.rec_addr(k, s.slot), r, k.wide));
     }
     None
 }
@@ -251,7 +317,7 @@ fn small_fit(g: &crate::heap::Globals, a: usize, len: usize) -> Option<Hint> {
 /// changed since (`Hint`). False means only: ask `check`.
 #[inline(always)]
 pub fn known_inside(p: usize, len: usize, access: Access) -> bool {
-    to_check(p).is_none_or(|(_, a)| hint(access).is_some_and(|h| h.inside(a, len)))
+    to_check(p).is_none_or(|(_, a)| hints().is_some_and(|h| h.inside(access as usize, a, len)))
 }
 
 /// The globals and `p` untagged, when `p` may be in mie's memory and checks are on; None
@@ -267,8 +333,9 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
 /// at `r` of `len` bytes, is inside the block of this thread's hint for its access, or
 /// outside mie's memory (asked second: a stack range pays a few instructions more, a heap
 /// range none). Goes on with `hit()`, or with `miss(where it stopped)` for `copy_learn`:
-/// `WRITE_MISS` (the write range missed its hint; the read range was not asked),
-/// `READ_MISS` (the read range missed; the write range is fine), `NO_CACHE`; straight from
+/// `WRITE_MISS` (the write range missed its hint, or a signal handler changed the hints
+/// while they were read; the read range was not asked), `READ_MISS` (the read range
+/// missed; the write range is fine), `NO_CACHE`; straight from
 /// each test, so the caller's tail calls are the branches' own (no answer built and tested
 /// again). Small enough to need no saved register, so the caller tail-calls the C
 /// library's copy.
@@ -276,15 +343,22 @@ fn to_check(p: usize) -> Option<(&'static crate::heap::Globals, usize)> {
 pub fn copy_hinted<T>(w: usize, r: usize, len: usize, hit: impl FnOnce() -> T, miss: impl FnOnce(u32) -> T) -> T {
     let geo = &crate::heap::globals().geo;
     let (wa, ra) = (tag::untag(w), tag::untag(r));
-    let Some([hr, hw, _]) = hints() else {
+    let Some(hs) = hints() else {
         // (A thread that has not allocated yet.)
         return if geo.tracks(wa) || geo.tracks(ra) { miss(NO_CACHE) } else { hit() };
     };
+    let was = hs.count();
+    let [hr, hw, _] = &hs.h;
     if !hw.inside(wa, len) && geo.tracks(wa) {
         return miss(WRITE_MISS);
     }
     if !hr.inside(ra, len) && geo.tracks(ra) {
         return miss(READ_MISS);
+    }
+    // (Both hints read while no signal handler changed them: the write range is asked
+    // again when one did.)
+    if !hs.same(was) {
+        return miss(WRITE_MISS);
     }
     hit()
 }
@@ -301,7 +375,7 @@ pub fn hinted(p: usize, len: usize, access: Access) -> bool {
     if !crate::heap::globals().geo.tracks(a) {
         return true;
     }
-    hint(access).is_some_and(|h| h.inside(a, len))
+    hints().is_some_and(|h| h.inside(access as usize, a, len))
 }
 
 /// After `copy_hinted` answered `miss`: whether the range that missed its hint is inside a
@@ -315,30 +389,34 @@ pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
     if !g.opts.checked_calls {
         return true;
     }
-    let Some([hr, hw, hl]) = hints() else { return false };
+    let Some(hs) = hints() else { return false };
     if miss == NO_CACHE {
         return false;
     }
+    const R: usize = Access::Read as usize;
+    const W: usize = Access::Write as usize;
     let ra = tag::untag(r);
     if miss == READ_MISS {
         // A copy inside one block (memmove within a buffer): the write's hint holds it.
-        return hw.inside(ra, len) || learn(g, hr, ra, len) || hl.inside(ra, len);
+        return hs.inside(W, ra, len) || learn(g, hs, R, ra, len) || hs.inside(LARGE, ra, len);
     }
-    // The write range missed; the read range was not asked.
+    // The write range missed (or a signal handler changed the hints); the read range was
+    // not asked.
     let wa = tag::untag(w);
     let Some(b) = small_fit(g, wa, len) else {
-        return hl.inside(wa, len) && (hr.inside(ra, len) || hl.inside(ra, len) || !g.geo.tracks(ra) || learn(g, hr, ra, len));
+        return (hs.inside(W, wa, len) || hs.inside(LARGE, wa, len))
+            && (hs.inside(R, ra, len) || hs.inside(LARGE, ra, len) || !g.geo.tracks(ra) || learn(g, hs, R, ra, len));
     };
-    hw.take(b);
-    if hr.inside(ra, len) || !g.geo.tracks(ra) {
+    hs.set(W, b);
+    if hs.inside(R, ra, len) || !g.geo.tracks(ra) {
         return true;
     }
     // The read range in the block just found (a copy inside one block): no second decode.
     if left_in(b.start, b.size, ra).is_some_and(|left| len <= left) {
-        hr.take(b);
+        hs.set(R, b);
         return true;
     }
-    learn(g, hr, ra, len)
+    learn(g, hs, R, ra, len)
 }
 
 /// `copy_learn` for one range (`memset`), after `hinted` said false.
@@ -349,38 +427,28 @@ pub fn learn_one(p: usize, len: usize, access: Access) -> bool {
         return true;
     }
     let a = tag::untag(p);
-    hints().is_some_and(|h| {
-        let [hr, hw, hl] = h;
-        learn(g, if access == Access::Read { hr } else { hw }, a, len) || hl.inside(a, len)
-    })
+    hints().is_some_and(|h| learn(g, h, access as usize, a, len) || h.inside(LARGE, a, len))
 }
 
-/// `[a, a + len)` (untagged, tracked) is inside a live small block, which the hint then
+/// `[a, a + len)` (untagged, tracked) is inside a live small block, which hint `i` then
 /// holds.
 #[inline(always)]
-fn learn(g: &crate::heap::Globals, h: &mut Hint, a: usize, len: usize) -> bool {
+fn learn(g: &crate::heap::Globals, h: &mut Hints, i: usize, a: usize, len: usize) -> bool {
     match small_fit(g, a, len) {
         Some(b) => {
-            h.take(b);
+            h.set(i, b);
             true
         }
         None => false,
     }
 }
 
-/// This thread's hint for `access` (None before it has a cache).
-#[inline(always)]
-fn hint(access: Access) -> Option<&'static mut Hint> {
-    hints().map(|h| &mut h[access as usize])
-}
-
-/// The index of `hints()` that holds the last large block a checked call was in.
+/// The index of `Hints` that holds the last large block a checked call was in.
 const LARGE: usize = 2;
 
-/// This thread's hints, for reads and for writes, and the last large block (None before it
-/// has a cache).
+/// This thread's hints (None before it has a cache).
 #[inline(always)]
-fn hints() -> Option<&'static mut [Hint; 3]> {
+fn hints() -> Option<&'static mut Hints> {
     let tcp = tls::get();
     // SAFETY: a live TLS word is this thread's own cache, which lives as long as the
     // thread; its hints are used only here, by this thread, one reference at a time.
@@ -419,7 +487,7 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
                 // turn).
                 if let Some(h) = hints() {
                     for i in [access as usize, LARGE] {
-                        h[i].set(start, size, &large::GENERATION as *const _ as usize, gen, true);
+                        h.set(i, Hint::new(start, size, &large::GENERATION as *const _ as usize, gen, true));
                     }
                 }
                 return;
@@ -489,12 +557,13 @@ pub fn scan_limit(p: usize, ret_addr: usize) -> usize {
     if !(tracked(a) && checking(ret_addr)) {
         return usize::MAX;
     }
-    if let Some(h) = hint(Access::Read) {
-        if let Some(rest) = h.rest(a) {
+    if let Some(h) = hints() {
+        let was = h.count();
+        if let Some(rest) = h.h[Access::Read as usize].rest(a).filter(|_| h.same(was)) {
             return rest;
         }
         if let Some(b) = small_fit(crate::heap::globals(), a, 1) {
-            h.take(b);
+            h.set(Access::Read as usize, b);
             return b.start + b.size - a;
         }
     }

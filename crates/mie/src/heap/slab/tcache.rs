@@ -128,7 +128,7 @@ pub struct TCache {
     pub token_buckets: [u8; TOKEN_CACHE],
     /// The blocks the last checked read and write were in, and the last large block a
     /// checked call was in (`bounds::Hint`).
-    pub hints: [crate::heap::checks::bounds::Hint; 3],
+    pub hints: crate::heap::checks::bounds::Hints,
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     sh: *const Shared,
