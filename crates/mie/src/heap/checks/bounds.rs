@@ -251,6 +251,12 @@ impl Hints {
     /// leaves them alone (its own range was checked by a decode: only the hint is lost).
     #[inline(always)]
     fn set(&mut self, i: usize, b: Hint) {
+        self.set_in(&[i], b);
+    }
+
+    /// `set` for each hint in `which`, changed together (one count update).
+    #[inline(always)]
+    fn set_in(&mut self, which: &[usize], b: Hint) {
         use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
         let was = self.count();
         if was & 1 != 0 {
@@ -259,12 +265,14 @@ impl Hints {
         // SAFETY (both): writes of this thread's own field.
         unsafe { core::ptr::write_volatile(&mut self.changes, was + 1) };
         compiler_fence(SeqCst);
-        self.h[i].size = 0;
-        compiler_fence(SeqCst);
-        (self.h[i].start, self.h[i].rec, self.h[i].val, self.h[i].mask) = (b.start, b.rec, b.val, b.mask);
-        compiler_fence(SeqCst);
-        self.h[i].size = b.size;
-        compiler_fence(SeqCst);
+        for &i in which {
+            self.h[i].size = 0;
+            compiler_fence(SeqCst);
+            (self.h[i].start, self.h[i].rec, self.h[i].val, self.h[i].mask) = (b.start, b.rec, b.val, b.mask);
+            compiler_fence(SeqCst);
+            self.h[i].size = b.size;
+            compiler_fence(SeqCst);
+        }
         unsafe { core::ptr::write_volatile(&mut self.changes, was.wrapping_add(2)) };
         compiler_fence(SeqCst);
     }
@@ -407,13 +415,14 @@ pub fn copy_learn(w: usize, r: usize, len: usize, miss: u32) -> bool {
         return (hs.inside(W, wa, len) || hs.inside(LARGE, wa, len))
             && (hs.inside(R, ra, len) || hs.inside(LARGE, ra, len) || !g.geo.tracks(ra) || learn(g, hs, R, ra, len));
     };
-    hs.set(W, b);
-    if hs.inside(R, ra, len) || !g.geo.tracks(ra) {
+    // The read range in the block just found (a copy inside one block): no second decode,
+    // and both hints hold it.
+    if left_in(b.start, b.size, ra).is_some_and(|left| len <= left) {
+        hs.set_in(&[W, R], b);
         return true;
     }
-    // The read range in the block just found (a copy inside one block): no second decode.
-    if left_in(b.start, b.size, ra).is_some_and(|left| len <= left) {
-        hs.set(R, b);
+    hs.set(W, b);
+    if hs.inside(R, ra, len) || !g.geo.tracks(ra) {
         return true;
     }
     learn(g, hs, R, ra, len)
