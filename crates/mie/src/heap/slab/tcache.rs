@@ -152,11 +152,16 @@ pub struct Entry {
 }
 
 impl TCache {
-    /// The shared part of this cache.
+    /// The shared part of this cache: the one in front of it in its entry (worked out from
+    /// the cache's own address, not loaded: the allocation counters are updated on every
+    /// malloc and free).
     #[inline(always)]
     pub fn shared(&self) -> &Shared {
-        // SAFETY: set when the cache is created to its entry's shared part, never unmapped.
-        unsafe { &*self.sh }
+        let at = (self as *const TCache as usize) - core::mem::offset_of!(Entry, local);
+        debug_assert_eq!(at, self.sh as usize);
+        // SAFETY: every TCache is the `local` part of an `Entry` (`init_entry`), whose
+        // `shared` part is at the offset taken off; entries are never unmapped.
+        unsafe { &(*(at as *const Entry)).shared }
     }
 
     /// Count an allocation in `region` (single writer: this thread). Live bytes follow from
