@@ -244,11 +244,13 @@ impl Hints {
         self.h[i].inside(a, len) && self.same(was)
     }
 
-    /// Remember a block in hint `i`. The count is odd while a hint is being changed, and
-    /// the size goes to 0 first and is set last (with compiler fences between): a signal
-    /// handler on this thread that reads the hints in the middle (its own checked call)
-    /// sees no block or the whole new one, never a mix, and one that would change them
-    /// leaves them alone (its own range was checked by a decode: only the hint is lost).
+    /// Remember a block in hint `i`. The count changes first, and the size goes to 0 first
+    /// and is set last (with compiler fences between): a signal handler on this thread that
+    /// reads the hints in the middle (its own checked call) sees no block or the whole new
+    /// one, never a mix, and a reader this interrupts sees the count changed. If such a
+    /// handler remembers a block itself meanwhile (the count moved again), the hint is
+    /// left empty rather than holding parts of both. (Nothing is left half done for later:
+    /// a handler that jumps out of a `set` leaves an empty or a whole hint.)
     #[inline(always)]
     fn set(&mut self, i: usize, b: Hint) {
         self.set_in(&[i], b);
@@ -258,12 +260,9 @@ impl Hints {
     #[inline(always)]
     fn set_in(&mut self, which: &[usize], b: Hint) {
         use core::sync::atomic::{compiler_fence, Ordering::SeqCst};
-        let was = self.count();
-        if was & 1 != 0 {
-            return;
-        }
-        // SAFETY (both): writes of this thread's own field.
-        unsafe { core::ptr::write_volatile(&mut self.changes, was + 1) };
+        let now = self.count().wrapping_add(1);
+        // SAFETY: a write of this thread's own field.
+        unsafe { core::ptr::write_volatile(&mut self.changes, now) };
         compiler_fence(SeqCst);
         for &i in which {
             self.h[i].size = 0;
@@ -271,9 +270,12 @@ impl Hints {
             (self.h[i].start, self.h[i].rec, self.h[i].val, self.h[i].mask) = (b.start, b.rec, b.val, b.mask);
             compiler_fence(SeqCst);
             self.h[i].size = b.size;
-            compiler_fence(SeqCst);
         }
-        unsafe { core::ptr::write_volatile(&mut self.changes, was.wrapping_add(2)) };
+        if self.count() != now {
+            for &i in which {
+                self.h[i].size = 0;
+            }
+        }
         compiler_fence(SeqCst);
     }
 }
