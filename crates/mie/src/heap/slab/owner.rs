@@ -254,18 +254,21 @@ fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize
 /// An emptied slab beyond the one kept per region goes back to the pool.
 fn to_bitmaps(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, from: usize, to: usize) {
     let slab_mask = k.slab_mask as usize;
+    let held = tc.bins.slots[region][..to].as_ptr();
     let mut i = from;
     while i < to {
-        let first = tc.bins.slots[region][i];
+        // SAFETY (all three): i < to, and `held` is the start of this bin's first `to`
+        // slots (bounds checked once above); nothing below moves or shrinks the bin.
+        let first = unsafe { *held.add(i) };
         let m = SlabMeta::at(g, k, first);
-        let mut added = 0;
-        while i < to && tc.bins.slots[region][i] & !slab_mask == first & !slab_mask {
-            let slot = crate::heap::slab::alloc::slot_of(k, tc.bins.slots[region][i]);
+        let run = i;
+        while i < to && unsafe { *held.add(i) } & !slab_mask == first & !slab_mask {
+            let slot = crate::heap::slab::alloc::slot_of(k, unsafe { *held.add(i) });
             let fw = m.free_word(k, slot / 64);
             fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
-            added += 1;
             i += 1;
         }
+        let added = (i - run) as u32;
         let h = m.header();
         let nfree = h.nfree.load(Ordering::Relaxed) + added;
         h.nfree.store(nfree, Ordering::Relaxed);
