@@ -272,14 +272,15 @@ fn to_bitmaps(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, from:
         let h = m.header();
         let nfree = h.nfree.load(Ordering::Relaxed) + added;
         h.nfree.store(nfree, Ordering::Relaxed);
-        let slab = g.slab_of(k, first);
+        // (The slab's index only when a list changes: worked out from the address, it is
+        // a dozen instructions a run.)
         if h.flags.load(Ordering::Relaxed) & IN_PARTIAL == 0 {
-            partial_push(g, k, tc, region, slab);
+            partial_push(g, k, tc, region, g.slab_of(k, first));
         }
         if nfree == k.nslots as u32 {
             tc.owned[region].empties += 1;
             if tc.owned[region].empties > KEEP_EMPTY || 1usize << k.slab_shift > KEEP_EMPTY_MAX {
-                release(g, k, tc, region, slab);
+                release(g, k, tc, region, g.slab_of(k, first));
             }
         }
     }
