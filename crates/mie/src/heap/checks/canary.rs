@@ -62,9 +62,7 @@ pub unsafe fn write_small_zeroed(pat: u64, slot: usize, usable: usize, slot_size
 unsafe fn write_small_in<const ZEROED: bool>(pat: u64, slot: usize, usable: usize, slot_size: usize) {
     let span = span(usable, slot_size);
     let slack = span - usable;
-    // (Without MTE the span is the slot, at least 16 bytes; with MTE a block of 0 bytes has
-    // a span of 0, and the 16 bytes before it are the slot before's.)
-    if ZEROED && slack <= window::HALF && (!crate::tag::on() || span >= window::HALF) {
+    if ZEROED && window::half_fits(slack, span) {
         // SAFETY: the span's last 16 bytes, aligned; the block's bytes in them are zero
         // (ZEROED) and stay so.
         return unsafe { window::write_half(pat, slot + span, slack) };
@@ -138,8 +136,7 @@ pub unsafe fn small_intact_slack(pat: u64, slot: usize, slack: usize, slot_size:
 /// `small_intact` with the canary's `span` and its `slack` (span - usable) worked out.
 #[inline(always)]
 unsafe fn intact_in(pat: u64, slot: usize, usable: usize, slack: usize, span: usize) -> bool {
-    // (As in `write_small_in`: a span of at least 16 bytes.)
-    if slack <= window::HALF && (!crate::tag::on() || span >= window::HALF) {
+    if window::half_fits(slack, span) {
         // SAFETY: the span's last 16 bytes, aligned.
         return unsafe { window::intact_half(pat, slot + span, slack) };
     }
@@ -277,6 +274,15 @@ mod window {
     /// up to 128 bytes is 16 from the next), checked and written as two words (fewer
     /// instructions than the vector window, whose result must leave its register).
     pub const HALF: usize = WINDOW / 2;
+
+    /// Whether a canary of `slack` bytes at the end of a span of `span` bytes lies in the
+    /// span's last HALF bytes, which are the span's own. Without MTE the span is the slot,
+    /// at least 16 bytes (compiled out); with MTE a block of 0 bytes has a span of 0, and
+    /// the 16 bytes before it are the slot before's.
+    #[inline(always)]
+    pub fn half_fits(slack: usize, span: usize) -> bool {
+        slack <= HALF && (!crate::tag::on() || span >= HALF)
+    }
 
     /// The masks of the last two words for a slack of `slack` (<= HALF) bytes.
     #[inline(always)]
