@@ -131,7 +131,6 @@ pub struct TCache {
     pub hints: crate::heap::checks::bounds::Hints,
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
-    sh: *const Shared,
     pub bins: Bins,
     /// Regions this cache has ever refilled a bin of (bits; never cleared): the only ones
     /// whose bins can hold slots. Walks over every bin (at exit, at thread exit) visit
@@ -158,7 +157,6 @@ impl TCache {
     #[inline(always)]
     pub fn shared(&self) -> &Shared {
         let at = (self as *const TCache as usize) - core::mem::offset_of!(Entry, local);
-        debug_assert_eq!(at, self.sh as usize);
         // SAFETY: every TCache is the `local` part of an `Entry` (`init_entry`), whose
         // `shared` part is at the offset taken off; entries are never unmapped.
         unsafe { &(*(at as *const Entry)).shared }
@@ -329,7 +327,6 @@ unsafe fn init_entry(e: *mut Entry, id: u32, seed: u64) {
         (*e).shared.in_use.store(true, Ordering::Relaxed);
         let tc = (*e).local.get();
         (*tc).id = id;
-        (*tc).sh = &(*e).shared;
         // (Written in place: in a zeroed entry the generator's key reference is null.)
         core::ptr::addr_of_mut!((*tc).rng).write(SecureRng::new(&crate::heap::globals().placement, seed));
         (*tc).quarantine.size_for(crate::heap::globals().opts.quarantine as usize);
