@@ -63,12 +63,12 @@ static REAL: Real = Real {
 };
 /// The C library's `memcpy` and `memmove`, and until they are found byte loops that stand
 /// in: never null, so the checked entries jump through them without testing.
-struct Copy {
+struct CopyFns {
     memcpy: AtomicPtr<()>,
     memmove: AtomicPtr<()>,
 }
 
-static COPY: Copy = Copy { memcpy: AtomicPtr::new(slow_copy as *mut ()), memmove: AtomicPtr::new(slow_copy as *mut ()) };
+static COPY: CopyFns = CopyFns { memcpy: AtomicPtr::new(slow_copy as *mut ()), memmove: AtomicPtr::new(slow_copy as *mut ()) };
 
 /// `memcpy` and `memmove` before the C library's are found (`slow_move` copies either way).
 unsafe extern "C" fn slow_copy(d: *mut c_void, s: *const c_void, n: usize) -> *mut c_void {

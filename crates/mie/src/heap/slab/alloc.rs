@@ -74,7 +74,6 @@ pub fn malloc_fast_then<T>(tc: &mut TCache, size: usize, bucket: usize, kind: u8
 /// first `size` bytes zero), or None.
 #[inline(always)]
 fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> Option<*mut u8> {
-    let none = None;
     let g = crate::heap::globals();
     // (`fast`: canaries on, so the class is for size + 1.)
     let class = size_class::fast_class(size + 1);
@@ -82,7 +81,7 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize,
     // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
     let (k, (count, slots)) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
     if *count == 0 || tc.sample_countdown <= 1 || !tc.fast {
-        return none;
+        return None;
     }
     let n = *count - 1;
     // SAFETY: n < BIN_CAP.
@@ -90,7 +89,7 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize,
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec_of::<WIDE>(k, slot);
     if !record::allocatable(r) {
-        return none; // the general path reports it
+        return None; // the general path reports it
     }
     *count = n;
     tc.sample_countdown -= 1;
