@@ -84,8 +84,8 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize,
         return None;
     }
     let n = *count - 1;
-    // SAFETY: n < BIN_CAP.
-    let p = unsafe { *slots.get_unchecked(n as usize) };
+    // SAFETY: n < count <= the class's cache_cap: a slot of the bin.
+    let p = unsafe { *slots.add(n as usize) };
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec_of::<WIDE>(k, slot);
     if !record::allocatable(r) {
@@ -200,8 +200,8 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     // SAFETY: as above.
     let (count, slots) = unsafe { tc.bins.get_unchecked_mut(region) };
     *count -= 1;
-    // SAFETY: n < BIN_CAP after the decrement.
-    let p = unsafe { *slots.get_unchecked(*count as usize) };
+    // SAFETY: the count, after the decrement, is below the class's cache_cap: a slot of the bin.
+    let p = unsafe { *slots.add(*count as usize) };
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec(k, slot);
     if !record::allocatable(r) {

@@ -113,7 +113,7 @@ fn take_slots(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab:
         while bits != 0 && got < want {
             let b = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            tc.bins.slots[region][got] = base + (w * 64 + b) * size;
+            tc.bins.get_mut(region).1[got] = base + (w * 64 + b) * size;
             got += 1;
         }
         let taken = fw.load(Ordering::Relaxed) & !bits;
@@ -204,8 +204,8 @@ fn to_bin(g: &Globals, tc: &mut TCache, k: &ClassInfo, region: usize, p: usize) 
     if *count >= k.cache_cap as u32 {
         return expire_to_full_bin(g, k, tc, region, p);
     }
-    // SAFETY: n < cache_cap <= BIN_CAP.
-    unsafe { *slots.get_unchecked_mut(*count as usize) = p };
+    // SAFETY: count < cache_cap: a slot of the bin.
+    unsafe { *slots.add(*count as usize) = p };
     *count += 1;
 }
 
@@ -254,7 +254,7 @@ fn expire_to_full_bin(g: &Globals, k: &ClassInfo, tc: &mut TCache, region: usize
 /// An emptied slab beyond the one kept per region goes back to the pool.
 fn to_bitmaps(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, from: usize, to: usize) {
     let slab_mask = k.slab_mask as usize;
-    let held = tc.bins.slots[region][..to].as_ptr();
+    let held = tc.bins.get_mut(region).1[..to].as_ptr();
     let mut i = from;
     while i < to {
         // SAFETY (all three): i < to, and `held` is the start of this bin's first `to`

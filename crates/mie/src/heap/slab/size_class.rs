@@ -63,7 +63,7 @@ pub const fn class_size(i: usize) -> usize {
     }
 }
 
-const fn make(i: usize) -> ClassInfo {
+pub(crate) const fn make(i: usize) -> ClassInfo {
     let size = class_size(i);
     let (shift, nslots) = if size >= GUARDED_MIN {
         let room = if size <= 32 << 10 { 2 * size } else { size } + GUARD_GAP;

@@ -13,7 +13,8 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::heap::slab::layout::REGION_COUNT;
+use crate::heap::slab::layout::{region_of, BUCKET_SLOTS, REGION_COUNT};
+use crate::heap::slab::size_class::{self, CLASSES, CLASS_COUNT};
 use crate::heap::slab::quarantine::Quarantine;
 use crate::platform::{self, lock::Lock, tls};
 use crate::rand::SecureRng;
@@ -27,8 +28,6 @@ pub fn on_attach(hook: fn()) {
     ON_ATTACH.store(hook as usize, Ordering::Release);
 }
 
-/// The largest `cache_cap` of any class.
-pub const BIN_CAP: usize = 128;
 /// Caches that can exist at once (threads beyond this share a locked fallback cache).
 pub const MAX_CACHES: usize = 16384;
 
@@ -37,32 +36,66 @@ pub const MAX_CACHES: usize = 16384;
 /// region reads its count before any slot is stored, and a read of an untouched page maps
 /// the zero page, which the first store then faults out again. Together, the counts take
 /// that double fault once (a page), not once per region's bin.
+///
+/// A bin holds its class's `cache_cap` slots (128 for the smallest classes, 4 for the
+/// largest), and the bins of one bucket lie side by side in class order (`BIN_AT`): the
+/// dozen classes a program uses in a bucket share a few pages. (Bins of 128 slots each,
+/// one per region in region order, put every class's bin on a page of its own: a page
+/// fault at its first use, and a copy-on-write fault at its first use after every fork.)
 pub struct Bins {
     pub n: [u32; REGION_COUNT],
-    pub slots: [[usize; BIN_CAP]; REGION_COUNT],
+    slots: [usize; BIN_SLOTS],
+}
+
+/// Where each region's bin starts in `Bins::slots`: bucket by bucket, class by class.
+static BIN_AT: [u16; REGION_COUNT] = bin_layout().0;
+/// Slots of all bins together.
+const BIN_SLOTS: usize = bin_layout().1;
+
+const fn bin_layout() -> ([u16; REGION_COUNT], usize) {
+    let mut at = [0u16; REGION_COUNT];
+    let mut next = 0;
+    let mut bucket = 0;
+    while bucket < BUCKET_SLOTS {
+        let mut class = 0;
+        while class < CLASS_COUNT {
+            at[region_of(class, bucket)] = next as u16;
+            next += size_class::make(class).cache_cap as usize;
+            class += 1;
+        }
+        bucket += 1;
+    }
+    assert!(next <= u16::MAX as usize);
+    (at, next)
 }
 
 impl Bins {
-    /// The count and the slots of `region`'s bin.
+    /// The count and the slots of `region`'s bin (its class's `cache_cap` of them).
     #[inline(always)]
-    pub fn get_mut(&mut self, region: usize) -> (&mut u32, &mut [usize; BIN_CAP]) {
-        (&mut self.n[region], &mut self.slots[region])
+    pub fn get_mut(&mut self, region: usize) -> (&mut u32, &mut [usize]) {
+        let (at, len) = (BIN_AT[region] as usize, CLASSES[region / BUCKET_SLOTS].cache_cap as usize);
+        (&mut self.n[region], &mut self.slots[at..at + len])
     }
 
-    /// As `get_mut`, unchecked.
+    /// As `get_mut`, unchecked: the count, and the bin's first slot (its class's
+    /// `cache_cap` slots from there are the bin's).
     ///
     /// # Safety
     /// `region < REGION_COUNT`.
     #[inline(always)]
-    pub unsafe fn get_unchecked_mut(&mut self, region: usize) -> (&mut u32, &mut [usize; BIN_CAP]) {
-        // SAFETY: the caller's guarantee.
-        unsafe { (self.n.get_unchecked_mut(region), self.slots.get_unchecked_mut(region)) }
+    pub unsafe fn get_unchecked_mut(&mut self, region: usize) -> (&mut u32, *mut usize) {
+        // SAFETY: the caller's guarantee; BIN_AT's entries lie inside `slots` (bin_layout).
+        unsafe {
+            let at = *BIN_AT.get_unchecked(region) as usize;
+            (self.n.get_unchecked_mut(region), self.slots.as_mut_ptr().add(at))
+        }
     }
 
     /// The slots now in `region`'s bin.
     #[inline(always)]
     pub fn held(&self, region: usize) -> &[usize] {
-        &self.slots[region][..self.n[region] as usize]
+        let at = BIN_AT[region] as usize;
+        &self.slots[at..at + self.n[region] as usize]
     }
 }
 
@@ -134,7 +167,7 @@ pub struct TCache {
     pub bins: Bins,
     /// Regions this cache has ever refilled a bin of (bits; never cleared): the only ones
     /// whose bins can hold slots. Walks over every bin (at exit, at thread exit) visit
-    /// these only: the bins are 200 KiB, and reading each one's count mapped every page of
+    /// these only: the bins are 130 KiB, and reading each one's count mapped every page of
     /// them (about 50 page faults at every process exit).
     pub used: [u64; REGION_COUNT.div_ceil(64)],
     pub owned: [Owned; REGION_COUNT],
@@ -491,5 +524,35 @@ mod tests {
         }
         assert_eq!(regions_in(used).collect::<Vec<_>>(), want);
         assert_eq!(regions_in([0; REGION_COUNT.div_ceil(64)]).count(), 0);
+    }
+
+    #[test]
+    fn bins_are_disjoint_and_a_bucket_s_lie_together() {
+        // Every slot of every bin belongs to exactly one bin, inside the array.
+        let mut owner = vec![usize::MAX; BIN_SLOTS];
+        for r in 0..REGION_COUNT {
+            let (at, cap) = (BIN_AT[r] as usize, CLASSES[r / BUCKET_SLOTS].cache_cap as usize);
+            assert!(cap > 0 && at + cap <= BIN_SLOTS);
+            for o in &mut owner[at..at + cap] {
+                assert_eq!(*o, usize::MAX, "bins overlap at region {r}");
+                *o = r;
+            }
+        }
+        assert!(owner.iter().all(|&o| o != usize::MAX), "a slot no bin uses");
+        // A bucket's bins, class after class, with nothing of another bucket between them.
+        for b in 0..BUCKET_SLOTS {
+            for c in 1..CLASS_COUNT {
+                let (prev, this) = (region_of(c - 1, b), region_of(c, b));
+                assert_eq!(BIN_AT[this] as usize, BIN_AT[prev] as usize + CLASSES[c - 1].cache_cap as usize);
+            }
+        }
+        // get_mut hands out exactly the region's slots; a full bin's last slot is the end.
+        // SAFETY: Bins holds integers only: all zero is a valid value (every bin empty).
+        let mut bins: Box<Bins> = unsafe { Box::new_zeroed().assume_init() };
+        let r = region_of(CLASS_COUNT - 1, BUCKET_SLOTS - 1);
+        let (_, slots) = bins.get_mut(r);
+        assert_eq!(slots.len(), CLASSES[CLASS_COUNT - 1].cache_cap as usize);
+        slots[slots.len() - 1] = 7;
+        assert_eq!(bins.slots[BIN_SLOTS - 1], 7);
     }
 }
