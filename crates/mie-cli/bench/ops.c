@@ -5,7 +5,9 @@
  *   xmalloc SIZE    malloc(SIZE) through a wrapper function (`xmalloc`) + free, N times
  *   cross SIZE      malloc here, free in another thread (1000 blocks per hand-over), N blocks
  *   memcpy_heap     64-byte memcpy between two heap blocks, N times
- *   memcpy_stack    64-byte memcpy between two stack buffers, N times */
+ *   memcpy_stack    64-byte memcpy between two stack buffers, N times
+ *   memcpy_miss     48-byte memcpy between two of 256 heap blocks, a different pair each time
+ *                   (neither block is the one the last copy used), N times */
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -76,6 +78,13 @@ int main(int argc, char **argv) {
         for (long i = 0; i < n; i++) {
             memcpy(a, b, 64);
             sink = a;
+        }
+    } else if (!strcmp(mode, "memcpy_miss")) {
+        static char *bl[256];
+        for (int i = 0; i < 256; i++) bl[i] = calloc(1, 64);
+        for (long i = 0; i < n; i++) {
+            memcpy(bl[i & 255], bl[(i + 128) & 255], 48);
+            sink = bl[i & 255];
         }
     } else if (!strcmp(mode, "memcpy_stack")) {
         char a[64], b[64];

@@ -29,6 +29,7 @@ pub const CASES: &[Case] = &[
     Case { name: "malloc + cross-thread free 64 B", args: &["cross", "{n}", "64"], n: (20_000, 120_000) },
     Case { name: "memcpy 64 B, heap to heap", args: &["memcpy_heap", "{n}"], n: (20_000, 120_000) },
     Case { name: "memcpy 64 B, stack to stack", args: &["memcpy_stack", "{n}"], n: (20_000, 120_000) },
+    Case { name: "memcpy 48 B, two blocks not just used", args: &["memcpy_miss", "{n}"], n: (20_000, 120_000) },
 ];
 
 /// Whether valgrind is installed.
