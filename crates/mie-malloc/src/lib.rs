@@ -103,6 +103,57 @@ macro_rules! shuffle {
     };
 }
 
+/// Export `$name`, an `operator new` of the default alignment: first `$first` (Rust: the
+/// malloc fast path, a block of `new`'s kind), and only when that finds no memory the C
+/// shim `$shim` (`shim/new.c`: the new-handler loop, `std::bad_alloc`), entered after
+/// `$first` has returned, so that no Rust frame is on the stack while an exception
+/// unwinds. `$x86`/`$a64` set the shim's alignment argument (with its form's flags); the
+/// shim gets the size and the call site as `$first` did.
+macro_rules! new_entry {
+    ($name:ident ($($a:ident : $t:ty),*), $first:path, x86: [$($x:literal),*], a64: [$($y:literal),*] => $shim:path) => {
+        /// # Safety
+        /// A C ABI entry point: callers follow the C++ contract of this function.
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> *mut c_void {
+            #[cfg(target_arch = "x86_64")]
+            naked_asm!(
+                "push rdi",             // the size, kept for the shim (and rsp 16-aligned)
+                "mov rsi, [rsp + 8]",   // the call site: the return address
+                "lea rdx, [rsp + 16]",  // the caller's stack pointer at the call
+                "call {first}",
+                "pop rdi",
+                "test rax, rax",
+                "jz 7f",
+                "ret",
+                "7:",
+                "mov rdx, [rsp]",
+                $($x,)*
+                "jmp {shim}",
+                first = sym $first,
+                shim = sym $shim,
+            );
+            #[cfg(target_arch = "aarch64")]
+            naked_asm!(
+                "stp x0, x30, [sp, #-16]!", // the size and the return address
+                "mov x1, x30",
+                "add x2, sp, #16",
+                "bl {first}",
+                "ldp x3, x30, [sp], #16",
+                "cbz x0, 7f",
+                "ret",
+                "7:",
+                "mov x0, x3",
+                "mov x2, x30",
+                $($y,)*
+                "b {shim}",
+                first = sym $first,
+                shim = sym $shim,
+            );
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------
 // Implementations (plain Rust, reached only through the trampolines)
 
@@ -383,6 +434,27 @@ extern "C" {
 const NEW_ARRAY_FLAG: usize = 1 << 40;
 const NEW_ALIGNED_FLAG: usize = 1 << 41;
 
+/// `operator new(size)`'s first attempt (`new_entry!`), from call site `cs` with the
+/// caller's stack pointer `sp`: a block as `malloc` makes one (the same bucket for the same
+/// call site), of `operator new`'s kind. Null only when there is no memory: the C shim
+/// then takes over.
+extern "C" fn new_first(size: usize, cs: usize, sp: usize) -> *mut c_void {
+    // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
+    unsafe { heap::alloc_at_or(size, cs, sp, akind::NEW, |b| new_slow(size, b, akind::NEW)) }.cast()
+}
+
+/// `new_first` for `operator new[](size)`.
+extern "C" fn new_array_first(size: usize, cs: usize, sp: usize) -> *mut c_void {
+    // SAFETY: as in new_first.
+    unsafe { heap::alloc_at_or(size, cs, sp, akind::NEW_ARRAY, |b| new_slow(size, b, akind::NEW_ARRAY)) }.cast()
+}
+
+/// `new_first` past the fast path.
+#[inline(never)]
+fn new_slow(size: usize, bucket: usize, kind: u8) -> *mut u8 {
+    heap::alloc_as(size, 16, bucket, kind).0
+}
+
 /// Called by shim/new.c: one allocation attempt. `key_kind` says how `key` maps to a
 /// bucket (0: a call site, 1: an AllocToken id, 2: a fast-ABI id); `align` carries the form
 /// of `new` in its flag bits, recorded for `delete`.
@@ -416,20 +488,18 @@ pub extern "C" fn mie_cxx_oom(size: usize) -> ! {
 }
 
 // new(size), new[](size)
-shuffle!(_Znwm(s: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new);
-shuffle!(_Znam(s: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]", "mov esi, 16", "bts rsi, 40"], a64: ["mov x2, x30", "mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new);
+new_entry!(_Znwm(s: usize), new_first, x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new);
+new_entry!(_Znam(s: usize), new_array_first,
+    x86: ["mov esi, 16", "bts rsi, 40"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new);
 // new(size, align_val_t)
 shuffle!(_ZnwmSt11align_val_t(s: usize, a: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x20000000000"] => mie_cxx_new);
 shuffle!(_ZnamSt11align_val_t(s: usize, a: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x30000000000"] => mie_cxx_new);
 // new(size, const nothrow_t&)
-shuffle!(_ZnwmRKSt9nothrow_t(s: usize, t: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]", "mov esi, 16"], a64: ["mov x2, x30", "mov x1, #16"] => mie_cxx_new_nothrow);
-shuffle!(_ZnamRKSt9nothrow_t(s: usize, t: usize) -> *mut c_void,
-    x86: ["mov rdx, [rsp]", "mov esi, 16", "bts rsi, 40"], a64: ["mov x2, x30", "mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_nothrow);
+new_entry!(_ZnwmRKSt9nothrow_t(s: usize, t: usize), new_first, x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_nothrow);
+new_entry!(_ZnamRKSt9nothrow_t(s: usize, t: usize), new_array_first,
+    x86: ["mov esi, 16", "bts rsi, 40"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_nothrow);
 // new(size, align_val_t, const nothrow_t&)
 shuffle!(_ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x20000000000"] => mie_cxx_new_nothrow);

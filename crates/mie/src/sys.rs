@@ -64,6 +64,16 @@ pub unsafe fn malloc_at_or(size: usize, cs: usize, sp: usize, slow: impl FnOnce(
     unsafe { crate::heap::malloc_at_or(size, cs, sp, slow) }
 }
 
+/// `malloc_at_or` for a block of allocation kind `kind` (`operator new`'s).
+///
+/// # Safety
+/// As `malloc_at_or`.
+#[inline(always)]
+pub unsafe fn alloc_at_or(size: usize, cs: usize, sp: usize, kind: u8, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    unsafe { crate::heap::alloc_at_or(size, cs, sp, kind, slow) }
+}
+
 /// `malloc(size)` in `bucket`, past the fast path. Null on exhaustion.
 #[inline(always)]
 pub fn alloc_in_bucket(size: usize, bucket: usize) -> *mut u8 {

@@ -59,6 +59,12 @@ int main() {
     try { p = ::operator new[](SIZE_MAX / 4, std::align_val_t(64)); } catch (const std::bad_alloc &) { caught = true; }
     CHECK(caught);
     CHECK(::operator new(SIZE_MAX / 2, std::nothrow) == nullptr);
+    // (the array form of the default alignment too: its first attempt is malloc's fast path,
+    // and only a failure goes on to the loop that throws)
+    caught = false;
+    try { p = ::operator new[](SIZE_MAX / 4); } catch (const std::bad_alloc &) { caught = true; }
+    CHECK(caught);
+    CHECK(::operator new[](SIZE_MAX / 4, std::nothrow) == nullptr);
     // the new-handler is called until it gives up
     reserve_block = std::malloc(10);
     std::set_new_handler(handler);

@@ -359,13 +359,24 @@ unsafe fn site_bucket_slow(cs: usize, sp: usize) -> usize {
 /// As `call_site_bucket`.
 #[inline(always)]
 pub unsafe fn malloc_at_or(size: usize, cs: usize, sp: usize, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
+    unsafe { alloc_at_or(size, cs, sp, types::kind::MALLOC, slow) }
+}
+
+/// `malloc_at_or` for a block of allocation kind `kind` (`operator new`'s, say: `delete`
+/// then checks that kind).
+///
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(always)]
+pub unsafe fn alloc_at_or(size: usize, cs: usize, sp: usize, kind: u8, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
     let tcp = platform::tls::get();
     if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache; only this thread touches it.
         let tc = unsafe { &mut *(tcp as *mut slab::tcache::TCache) };
         // SAFETY: the caller's guarantee.
         if let Some(b) = unsafe { tc.sites.bucket(cs, sp) } {
-            return slab::alloc::malloc_fast_then(tc, size, b, types::kind::MALLOC, |p, _| p, || slow(b));
+            return slab::alloc::malloc_fast_then(tc, size, b, kind, |p, _| p, || slow(b));
         }
     }
     // SAFETY: the caller's guarantee.
