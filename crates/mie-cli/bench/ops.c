@@ -6,8 +6,12 @@
  *   cross SIZE      malloc here, free in another thread (1000 blocks per hand-over), N blocks
  *   memcpy_heap     64-byte memcpy between two heap blocks, N times
  *   memcpy_stack    64-byte memcpy between two stack buffers, N times
+ *   new SIZE        C++ operator new(SIZE) + sized operator delete, N times (the process's
+ *                   definitions: libstdc++ is loaded for an allocator that has none)
  *   memcpy_miss     48-byte memcpy between two of 256 heap blocks, a different pair each time
  *                   (neither block is the one the last copy used), N times */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -60,6 +64,16 @@ int main(int argc, char **argv) {
             char *p = xmalloc(size);
             sink = p;
             free(p);
+        }
+    } else if (!strcmp(mode, "new")) {
+        dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL);
+        void *(*op_new)(size_t) = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "_Znwm");
+        void (*op_delete)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "_ZdlPvm");
+        if (!op_new || !op_delete) return 3;
+        for (long i = 0; i < n; i++) {
+            char *p = op_new(size);
+            sink = p;
+            op_delete(p, size);
         }
     } else if (!strcmp(mode, "cross")) {
         rounds = n / 1000;

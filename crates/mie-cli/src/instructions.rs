@@ -26,6 +26,7 @@ pub const CASES: &[Case] = &[
     Case { name: "malloc+free 1 KiB", args: &["pair", "{n}", "1024"], n: (20_000, 120_000) },
     Case { name: "malloc+free 32 B, 100 at a time FIFO", args: &["fifo", "{n}", "32"], n: (20_000, 120_000) },
     Case { name: "malloc+free 16 B through xmalloc", args: &["xmalloc", "{n}", "16"], n: (20_000, 120_000) },
+    Case { name: "operator new + delete 16 B (C++)", args: &["new", "{n}", "16"], n: (20_000, 120_000) },
     Case { name: "malloc + cross-thread free 64 B", args: &["cross", "{n}", "64"], n: (20_000, 120_000) },
     Case { name: "memcpy 64 B, heap to heap", args: &["memcpy_heap", "{n}"], n: (20_000, 120_000) },
     Case { name: "memcpy 64 B, stack to stack", args: &["memcpy_stack", "{n}"], n: (20_000, 120_000) },
