@@ -60,9 +60,9 @@ pub fn malloc_fast_then<T>(tc: &mut TCache, size: usize, bucket: usize, kind: u8
     }
     // Split by record width once (a class holds size + 1: canaries are on).
     let r = if size < size_class::NARROW_RECORD_MAX {
-        malloc_fast_of::<false>(tc, size, bucket, kind)
+        malloc_fast_of::<false>(tc, size, size, bucket, kind)
     } else {
-        malloc_fast_of::<true>(tc, size, bucket, kind)
+        malloc_fast_of::<true>(tc, size, size, bucket, kind)
     };
     match r {
         Some(p) => hit(p, true),
@@ -70,13 +70,32 @@ pub fn malloc_fast_then<T>(tc: &mut TCache, size: usize, bucket: usize, kind: u8
     }
 }
 
-/// `malloc_fast_in` for a size whose class has records of the width `WIDE`: the block (the
-/// first `size` bytes zero), or None.
+/// A malloc-kind block of `size` bytes in a slot with room for `room` (≥ size) from the
+/// calling thread's bin, as `malloc_fast` hands one out, or None (then `alloc_with_room`):
+/// realloc's new block when it moves.
 #[inline(always)]
-fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> Option<*mut u8> {
+pub fn malloc_fast_room(size: usize, room: usize, bucket: usize) -> Option<*mut u8> {
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD || size == 0 || room < size || room >= size_class::FAST_MAX {
+        return None;
+    }
+    // SAFETY: a live TLS word is this thread's own cache (attached after init).
+    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    if room < size_class::NARROW_RECORD_MAX {
+        malloc_fast_of::<false>(tc, size, room, bucket, kind::MALLOC)
+    } else {
+        malloc_fast_of::<true>(tc, size, room, bucket, kind::MALLOC)
+    }
+}
+
+/// `malloc_fast_in` for a block of `size` bytes in the class for `room` (≥ size; malloc's
+/// own calls pass `size`), whose records have the width `WIDE`: the block (the first `size`
+/// bytes zero), or None.
+#[inline(always)]
+fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, room: usize, bucket: usize, kind: u8) -> Option<*mut u8> {
     let g = crate::heap::globals();
-    // (`fast`: canaries on, so the class is for size + 1.)
-    let class = size_class::fast_class(size + 1);
+    // (`fast`: canaries on, so the class is for room + 1.)
+    let class = size_class::fast_class(room + 1);
     let region = region_of(class, bucket);
     // SAFETY: class < CLASS_COUNT and bucket < BUCKET_SLOTS, so region < REGION_COUNT.
     let (k, (count, slots)) = unsafe { (CLASSES.get_unchecked(class), tc.bins.get_unchecked_mut(region)) };
