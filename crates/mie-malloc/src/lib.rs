@@ -291,7 +291,18 @@ fn malloc_slow(size: usize, bucket: usize) -> *mut u8 {
     p
 }
 extern "C" fn calloc_cs(n: usize, m: usize, cs: usize, sp: usize) -> *mut c_void {
-    calloc_in(n, m, wrapped_bucket(cs, sp), "calloc", cs)
+    let Some(total) = n.checked_mul(m) else {
+        return size_overflow("calloc", n, m, cs);
+    };
+    // malloc's fast path: its blocks are zero (a freed slot was zeroed and checked).
+    // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
+    unsafe { heap::malloc_at_or(total, cs, sp, |b| calloc_slow(total, b)) }.cast()
+}
+
+/// `calloc` past malloc's fast path, the bucket known.
+#[inline(never)]
+fn calloc_slow(total: usize, bucket: usize) -> *mut u8 {
+    calloc_in(total, 1, bucket, "calloc", 0).cast()
 }
 extern "C" fn realloc_cs(p: *mut c_void, size: usize, cs: usize, sp: usize) -> *mut c_void {
     realloc_in(p, size, wrapped_bucket(cs, sp), &heap::Func("realloc"), cs)
