@@ -153,6 +153,7 @@ fn init_slow() -> Option<&'static Globals> {
                 report::set_stacks_recorded(g.opts.stacks);
                 // Before any heap mapping exists: tagging decides PROT_MTE.
                 tag::init(g.opts.mte);
+                platform::simd::init();
                 let shape = slab::layout::init_shape();
                 // Another mie heap in the process (libmie.so under a Rust program that has
                 // mie as its global allocator): region-aligned random bases could overlap

@@ -7,6 +7,7 @@ pub mod code;
 pub mod lock;
 mod objects;
 mod signals;
+pub mod simd;
 pub mod symbolizer;
 pub mod symbols;
 pub mod tls;
@@ -470,20 +471,36 @@ pub fn cpu_has_aes() -> bool {
     false
 }
 
+/// Whether the CPU has AVX2 and the kernel saves its registers (what the C library itself
+/// counts as usable: its "active" word of CPUID leaf 7, EBX bit 5), as the C library found
+/// at start-up.
+#[cfg(target_arch = "x86_64")]
+pub fn cpu_has_avx2() -> bool {
+    // SAFETY: as in `leaf1`; index 1 is leaf 7 (subleaf 0).
+    unsafe { (*__x86_get_cpuid_feature_leaf(1)).active[1] & (1 << 5) != 0 }
+}
+
+/// glibc's `struct cpuid_feature` (`<sys/platform/x86.h>`): a CPUID leaf's four registers
+/// as the CPU reported them, then as the C library uses them (the features it found usable,
+/// the kernel's support counted).
+#[cfg(target_arch = "x86_64")]
+#[repr(C)]
+struct CpuidFeature {
+    cpuid: [u32; 4],
+    active: [u32; 4],
+}
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    /// The CPUID words of one leaf (index 0: leaf 1, 1: leaf 7); glibc 2.33 and later. A
+    /// pointer to the C library's start-up copy (a zeroed entry for an index it does not
+    /// know), valid for the life of the process.
+    fn __x86_get_cpuid_feature_leaf(index: libc::c_uint) -> *const CpuidFeature;
+}
+
 /// `f` of the four registers (EAX, EBX, ECX, EDX) CPUID leaf 1 gave when the process started.
 #[cfg(target_arch = "x86_64")]
 fn leaf1<T>(f: impl FnOnce(&[u32; 4]) -> T) -> T {
-    /// glibc's `struct cpuid_feature` (`<sys/platform/x86.h>`): a CPUID leaf's four
-    /// registers as the CPU reported them, then as the C library uses them.
-    #[repr(C)]
-    struct CpuidFeature {
-        cpuid: [u32; 4],
-        active: [u32; 4],
-    }
-    extern "C" {
-        /// The CPUID words of one leaf (index 0: leaf 1); glibc 2.33 and later.
-        fn __x86_get_cpuid_feature_leaf(index: libc::c_uint) -> *const CpuidFeature;
-    }
     // SAFETY: glibc returns a pointer to its start-up copy of the leaf (to a zeroed entry
     // for an index it does not know), valid for the life of the process.
     f(unsafe { &(*__x86_get_cpuid_feature_leaf(0)).cpuid })

@@ -232,7 +232,7 @@ fn alloc_small(g: &Globals, tc: &mut TCache, class: usize, bucket: usize, size: 
     // (see `tag_block`).
     let checked = record::state(r) == record::FREED && zeroed_class && (g.opts.write_after_free_check || tag::on());
     if checked && !tag::on() {
-        check_still_zero(p, slot_size, "malloc", Found::Handout);
+        check_still_zero_any(p, slot_size, "malloc", Found::Handout);
     }
     let (user, t) = if tag::on() {
         let t = tag_block(p, size, k, region, g.geo.slab_of(k, p), slot, record::tag(r), checked);
@@ -378,10 +378,25 @@ pub enum Found {
 /// read in straight-line code (two to eight loads), larger ones by the loop.
 #[inline(always)]
 pub fn check_still_zero(p: usize, len: usize, func: &'static str, when: Found) {
+    check_still_zero_in::<false>(p, len, func, when)
+}
+
+/// `check_still_zero` off the fast paths, for slots of any size up to `ZERO_MAX`: those
+/// above `FAST_MAX` are read by a call with the widest loads the CPU has (on the fast paths
+/// a call, even one not taken, costs every malloc and free register saves).
+#[inline(always)]
+pub fn check_still_zero_any(p: usize, len: usize, func: &'static str, when: Found) {
+    check_still_zero_in::<true>(p, len, func, when)
+}
+
+#[inline(always)]
+fn check_still_zero_in<const WIDE: bool>(p: usize, len: usize, func: &'static str, when: Found) {
     let zero = if len <= SHORT_SLOT && !tag::on() {
         // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
         // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
         unsafe { all_zero_short(p, len) }
+    } else if WIDE && len > size_class::FAST_MAX {
+        all_zero_wide(if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len)
     } else {
         // SAFETY: as above (any multiple of 16), read through the free tag with MTE.
         unsafe { all_zero_slot(if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len) }
@@ -389,6 +404,20 @@ pub fn check_still_zero(p: usize, len: usize, func: &'static str, when: Found) {
     if !zero {
         written_after_free(p, len, func, when);
     }
+}
+
+/// `all_zero_slot` of a slot above `FAST_MAX` bytes, with AVX2 where the CPU has it.
+#[inline(never)]
+fn all_zero_wide(p: usize, len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if crate::platform::simd::avx2() {
+        // SAFETY: the slot [p, p+len) is committed heap memory no block owns now (read
+        // through the free tag with MTE), len a multiple of 16 above FAST_MAX; the CPU and
+        // the kernel support AVX2 (simd::avx2).
+        return unsafe { crate::platform::simd::all_zero_avx2(p, len) };
+    }
+    // SAFETY: as above; p is a slot's start, a multiple of 16.
+    unsafe { all_zero_slot(p, len) }
 }
 
 /// A freed slot is not zero: find the first written byte and report.

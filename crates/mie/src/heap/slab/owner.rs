@@ -167,7 +167,7 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     let (region, k) = class_of_slot(g, p);
     // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.)
     if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX && !crate::tag::on() {
-        crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+        crate::heap::slab::alloc::check_still_zero_any(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
     }
     to_bin(g, tc, k, region, p);
 }
@@ -220,7 +220,7 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
     let check = |p: usize| {
         let (_, k) = class_of_slot(g, p);
         if k.size as usize <= ZERO_MAX {
-            crate::heap::slab::alloc::check_still_zero(p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
+            crate::heap::slab::alloc::check_still_zero_any(p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
         }
     };
     tc.quarantine.for_each(check);

@@ -1,0 +1,128 @@
+//! Wide vector loops for the zero fill of a freed slot and the write-after-free check of a
+//! slot being reused (both run for every slot of up to 16 KiB): 32-byte AVX2 loads and
+//! stores where the CPU and the kernel allow them, half the instructions of the 16-byte
+//! SSE2 loops every x86-64 has. Whether AVX2 may be used comes from the CPUID words the C
+//! library read at start-up (as `cpu_has_aes`: no `cpuid` of our own), read once, at heap
+//! initialisation. Elsewhere (and on arm64) the callers keep their own loops.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static AVX2: AtomicBool = AtomicBool::new(false);
+
+/// Read the CPU's features once (heap initialisation, before any slot is freed or reused).
+pub fn init() {
+    #[cfg(target_arch = "x86_64")]
+    AVX2.store(super::cpu_has_avx2(), Ordering::Relaxed);
+}
+
+/// Whether the AVX2 loops below may run (the CPU has AVX2 and the kernel saves its state).
+#[inline(always)]
+pub fn avx2() -> bool {
+    AVX2.load(Ordering::Relaxed)
+}
+
+/// Whether the `len` bytes at `p` are all zero (`len` a multiple of 16, at least 32): four
+/// 32-byte accumulators per 128 bytes, the last piece read overlapping the one before.
+///
+/// # Safety
+/// `[p, p + len)` must be readable, and `avx2()` true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub unsafe fn all_zero_avx2(p: usize, len: usize) -> bool {
+    use core::arch::x86_64::*;
+    debug_assert!(len >= 32 && len.is_multiple_of(16));
+    // SAFETY (every load): the offset and the 32 bytes from it lie inside [p, p + len).
+    let ld = |o: usize| unsafe { _mm256_loadu_si256((p + o) as *const __m256i) };
+    let z = _mm256_setzero_si256();
+    let (mut a, mut b, mut c, mut d) = (z, z, z, z);
+    let mut i = 0;
+    while i + 128 <= len {
+        a = _mm256_or_si256(a, ld(i));
+        b = _mm256_or_si256(b, ld(i + 32));
+        c = _mm256_or_si256(c, ld(i + 64));
+        d = _mm256_or_si256(d, ld(i + 96));
+        i += 128;
+    }
+    while i + 32 <= len {
+        a = _mm256_or_si256(a, ld(i));
+        i += 32;
+    }
+    if i < len {
+        // The last 16 bytes: read as the end of the last 32.
+        b = _mm256_or_si256(b, ld(len - 32));
+    }
+    let acc = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
+    _mm256_testz_si256(acc, acc) == 1
+}
+
+/// Zero the `len` bytes at `p` (`len` a multiple of 8, at least 32) with 32-byte stores, the
+/// last overlapping the one before (unaligned stores: slots are 16-byte aligned). Were the
+/// compiler to make a `memset` call of it, that call would reach mie's exported `memset`,
+/// which lets mie's own calls through unchecked: still right, only slower.
+///
+/// # Safety
+/// `[p, p + len)` must be writable and the caller's, and `avx2()` true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub unsafe fn zero_avx2(p: usize, len: usize) {
+    use core::arch::x86_64::*;
+    debug_assert!(len >= 32 && len.is_multiple_of(8));
+    let z = _mm256_setzero_si256();
+    // SAFETY (every store): the offset and the 32 bytes from it lie inside [p, p + len).
+    let st = |o: usize| unsafe { _mm256_storeu_si256((p + o) as *mut __m256i, z) };
+    let mut i = 0;
+    while i + 128 <= len {
+        st(i);
+        st(i + 32);
+        st(i + 64);
+        st(i + 96);
+        i += 128;
+    }
+    while i + 32 <= len {
+        st(i);
+        i += 32;
+    }
+    if i < len {
+        st(len - 32);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx2_loops_see_and_clear_every_byte() {
+        if !super::super::cpu_has_avx2() {
+            eprintln!("no AVX2 here: nothing to test");
+            return;
+        }
+        let mut buf = vec![0u8; 4096 + 64];
+        let base = (buf.as_mut_ptr() as usize).next_multiple_of(16);
+        for len in (32..=4096).step_by(16) {
+            // SAFETY: [base, base + len) lies inside buf; AVX2 is there (checked above).
+            unsafe {
+                assert!(all_zero_avx2(base, len), "{len}");
+                for at in [0, 1, 15, 16, 31, len / 2, len - 17, len - 16, len - 1] {
+                    *((base + at) as *mut u8) = 0x40;
+                    assert!(!all_zero_avx2(base, len), "len {len}, byte {at}");
+                    *((base + at) as *mut u8) = 0;
+                }
+                // A byte just past the range is not looked at.
+                *((base + len) as *mut u8) = 1;
+                assert!(all_zero_avx2(base, len), "{len}: read past the end");
+                *((base + len) as *mut u8) = 0;
+            }
+        }
+        for len in (32..=4096).step_by(8) {
+            // SAFETY: as above.
+            unsafe {
+                core::ptr::write_bytes(base as *mut u8, 0xa5, len + 8);
+                zero_avx2(base, len);
+                let s = core::slice::from_raw_parts(base as *const u8, len + 8);
+                assert!(s[..len].iter().all(|&b| b == 0), "{len}: a byte left");
+                assert!(s[len..].iter().all(|&b| b == 0xa5), "{len}: wrote past the end");
+            }
+        }
+    }
+}
