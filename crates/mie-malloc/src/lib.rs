@@ -327,14 +327,34 @@ extern "C" fn free_aligned_sized_cs(p: *mut c_void, align: usize, size: usize, c
     // SAFETY: as free.
     unsafe { heap::release(p.cast(), mie_core::caller!("free_aligned_sized", cs), r) }
 }
-extern "C" fn memalign_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
-    memalign_in(align, size, call_site_bucket(cs))
+// The aligned allocations: every slot is 16-byte aligned, so an alignment of at most 16
+// takes malloc's fast path (and its call-site memo: these too are what wrappers call).
+extern "C" fn memalign_cs(align: usize, size: usize, cs: usize, sp: usize) -> *mut c_void {
+    if align <= 16 {
+        // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
+        return unsafe { heap::malloc_at_or(size, cs, sp, |b| memalign_in(align, size, b).cast()) }.cast();
+    }
+    memalign_in(align, size, wrapped_bucket(cs, sp))
 }
-extern "C" fn aligned_alloc_cs(align: usize, size: usize, cs: usize) -> *mut c_void {
-    aligned_alloc_in(align, size, call_site_bucket(cs))
+extern "C" fn aligned_alloc_cs(align: usize, size: usize, cs: usize, sp: usize) -> *mut c_void {
+    if align.is_power_of_two() && align <= 16 {
+        // SAFETY: as in memalign_cs.
+        return unsafe { heap::malloc_at_or(size, cs, sp, |b| aligned_alloc_in(align, size, b).cast()) }.cast();
+    }
+    aligned_alloc_in(align, size, wrapped_bucket(cs, sp))
 }
-extern "C" fn posix_memalign_cs(out: *mut *mut c_void, align: usize, size: usize, cs: usize) -> c_int {
-    posix_memalign_in(out, align, size, call_site_bucket(cs))
+extern "C" fn posix_memalign_cs(out: *mut *mut c_void, align: usize, size: usize, cs: usize, sp: usize) -> c_int {
+    if align.is_power_of_two() && align.is_multiple_of(core::mem::size_of::<usize>()) && align <= 16 {
+        // SAFETY: as in memalign_cs.
+        let p = unsafe { heap::malloc_at_or(size, cs, sp, |b| heap::alloc(size, align, b)) };
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        // SAFETY: the caller passes a valid out-pointer (POSIX contract).
+        unsafe { *out = p.cast() };
+        return 0;
+    }
+    posix_memalign_in(out, align, size, wrapped_bucket(cs, sp))
 }
 extern "C" fn valloc_cs(size: usize, cs: usize) -> *mut c_void {
     alloc_in(size, platform::page_size(), call_site_bucket(cs))
@@ -354,9 +374,9 @@ entry!(free(p: *mut c_void) -> (), 1 => free_cs);
 entry!(cfree(p: *mut c_void) -> (), 1 => free_cs);
 entry!(free_sized(p: *mut c_void, size: usize) -> (), 2 => free_sized_cs);
 entry!(free_aligned_sized(p: *mut c_void, align: usize, size: usize) -> (), 3 => free_aligned_sized_cs);
-entry!(memalign(align: usize, size: usize) -> *mut c_void, 2 => memalign_cs);
-entry!(aligned_alloc(align: usize, size: usize) -> *mut c_void, 2 => aligned_alloc_cs);
-entry!(posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int, 3 => posix_memalign_cs);
+entry_sp!(memalign(align: usize, size: usize) -> *mut c_void, 2, 3 => memalign_cs);
+entry_sp!(aligned_alloc(align: usize, size: usize) -> *mut c_void, 2, 3 => aligned_alloc_cs);
+entry_sp!(posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int, 3, 4 => posix_memalign_cs);
 entry!(valloc(size: usize) -> *mut c_void, 1 => valloc_cs);
 entry!(pvalloc(size: usize) -> *mut c_void, 1 => pvalloc_cs);
 entry!(malloc_usable_size(p: *mut c_void) -> usize, 1 => usable_size_cs);
