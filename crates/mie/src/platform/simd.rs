@@ -5,8 +5,10 @@
 //! library read at start-up (as `cpu_has_aes`: no `cpuid` of our own), read once, at heap
 //! initialisation. Elsewhere (and on arm64) the callers keep their own loops.
 
+#[cfg(target_arch = "x86_64")]
 use core::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(target_arch = "x86_64")]
 static AVX2: AtomicBool = AtomicBool::new(false);
 
 /// Read the CPU's features once (heap initialisation, before any slot is freed or reused).
@@ -16,6 +18,7 @@ pub fn init() {
 }
 
 /// Whether the AVX2 loops below may run (the CPU has AVX2 and the kernel saves its state).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn avx2() -> bool {
     AVX2.load(Ordering::Relaxed)
