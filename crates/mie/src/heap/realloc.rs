@@ -116,8 +116,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
             }
         }
     };
-    let room = grown(size, old_usable);
-    let q = alloc::malloc_fast_room(size, room, bucket).unwrap_or_else(|| alloc::alloc_with_room(size, room, bucket));
+    let q = alloc::alloc_with_room(size, grown(size, old_usable), bucket);
     if q.is_null() {
         return q;
     }

@@ -55,36 +55,25 @@ pub fn malloc_fast_in(tc: &mut TCache, size: usize, bucket: usize, kind: u8) -> 
 /// ends (no answer built and tested again by the caller).
 #[inline(always)]
 pub fn malloc_fast_then<T>(tc: &mut TCache, size: usize, bucket: usize, kind: u8, hit: impl FnOnce(*mut u8, bool) -> T, miss: impl FnOnce() -> T) -> T {
-    if size.wrapping_sub(1) >= size_class::FAST_MAX - 1 {
-        return miss();
-    }
-    // Split by record width once (a class holds size + 1: canaries are on).
-    let r = if size < size_class::NARROW_RECORD_MAX {
-        malloc_fast_of::<false>(tc, size, size, bucket, kind)
-    } else {
-        malloc_fast_of::<true>(tc, size, size, bucket, kind)
-    };
-    match r {
+    match malloc_fast_sized(tc, size, size, bucket, kind) {
         Some(p) => hit(p, true),
         None => miss(),
     }
 }
 
-/// A malloc-kind block of `size` bytes in a slot with room for `room` (≥ size) from the
-/// calling thread's bin, as `malloc_fast` hands one out, or None (then `alloc_with_room`):
-/// realloc's new block when it moves.
+/// The fast path for a block of `size` bytes in the class for `room` (≥ size; malloc's own
+/// calls pass `size`): None, having changed nothing, for sizes it does not serve (0, or
+/// `room` at `FAST_MAX` and above) or when the bin cannot hand out a slot.
 #[inline(always)]
-pub fn malloc_fast_room(size: usize, room: usize, bucket: usize) -> Option<*mut u8> {
-    let tcp = tls::get();
-    if tcp <= tcache::DEAD || size == 0 || room < size || room >= size_class::FAST_MAX {
+fn malloc_fast_sized(tc: &mut TCache, size: usize, room: usize, bucket: usize, kind: u8) -> Option<*mut u8> {
+    if size == 0 || room < size || room >= size_class::FAST_MAX {
         return None;
     }
-    // SAFETY: a live TLS word is this thread's own cache (attached after init).
-    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    // Split by record width once (a class holds room + 1: canaries are on).
     if room < size_class::NARROW_RECORD_MAX {
-        malloc_fast_of::<false>(tc, size, room, bucket, kind::MALLOC)
+        malloc_fast_of::<false>(tc, size, room, bucket, kind)
     } else {
-        malloc_fast_of::<true>(tc, size, room, bucket, kind::MALLOC)
+        malloc_fast_of::<true>(tc, size, room, bucket, kind)
     }
 }
 
@@ -160,8 +149,23 @@ fn alloc_general(size: usize, align: usize, bucket: usize, kind: u8) -> (*mut u8
 }
 
 /// A malloc-kind block of `size` bytes in a slot with room for `room` (≥ size) bytes, so
-/// that a block growing by realloc can grow in place for a while. It reports `size`.
+/// that a block growing by realloc can grow in place for a while: from the thread's bin
+/// when the fast path can, else the general path. It reports `size`.
+#[inline(always)]
 pub fn alloc_with_room(size: usize, room: usize, bucket: usize) -> *mut u8 {
+    let tcp = tls::get();
+    if tcp > tcache::DEAD {
+        // SAFETY: a live TLS word is this thread's own cache (attached after init).
+        if let Some(p) = malloc_fast_sized(unsafe { &mut *(tcp as *mut TCache) }, size, room, bucket, kind::MALLOC) {
+            return p;
+        }
+    }
+    alloc_with_room_general(size, room, bucket)
+}
+
+/// `alloc_with_room` past the fast path.
+#[inline(never)]
+fn alloc_with_room_general(size: usize, room: usize, bucket: usize) -> *mut u8 {
     let Some(g) = crate::heap::ensure_init() else { return core::ptr::null_mut() };
     let r = alloc_sized(g, size, room.max(size), 16, bucket, kind::MALLOC).0;
     if g.opts.stacks && !r.is_null() {
@@ -395,11 +399,15 @@ fn check_still_zero_in<const WIDE: bool>(p: usize, len: usize, func: &'static st
         // SAFETY: the slot [p, p+len) is committed heap memory no block owns now; len is a
         // multiple of 16 up to SHORT_SLOT (slot sizes are multiples of 16).
         unsafe { all_zero_short(p, len) }
-    } else if WIDE && len > size_class::FAST_MAX {
-        all_zero_wide(if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len)
     } else {
-        // SAFETY: as above (any multiple of 16), read through the free tag with MTE.
-        unsafe { all_zero_slot(if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p }, len) }
+        // Read through the free tag with MTE.
+        let view = if tag::on() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+        if WIDE && len > size_class::FAST_MAX {
+            all_zero_wide(view, len)
+        } else {
+            // SAFETY: as above (any multiple of 16).
+            unsafe { all_zero_slot(view, len) }
+        }
     };
     if !zero {
         written_after_free(p, len, func, when);
