@@ -277,14 +277,13 @@ fn zero_words(p: usize, len: usize) {
 #[inline(never)]
 fn zero_long(p: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if len <= 4096 && crate::platform::simd::avx2() {
-        // SAFETY: [p, p + len) lies inside the slot being freed, owned by the caller (len >
-        // 256, a multiple of 8); the CPU and the kernel support AVX2 (simd::avx2).
-        unsafe { crate::platform::simd::zero_avx2(p, len) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
     if len <= 4096 {
+        if crate::platform::simd::avx2() {
+            // SAFETY: [p, p + len) lies inside the slot being freed, owned by the caller
+            // (len > 256, a multiple of 8); the CPU and the kernel support AVX2 (simd::avx2).
+            unsafe { crate::platform::simd::zero_avx2(p, len) };
+            return;
+        }
         use core::arch::x86_64::*;
         let mut i = 0;
         // SAFETY (all stores): [p, p + len) lies inside the slot being freed, owned by the
