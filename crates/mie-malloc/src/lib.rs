@@ -192,6 +192,12 @@ fn calloc_in(n: usize, m: usize, bucket: usize, func: &'static str, cs: usize) -
     let Some(total) = n.checked_mul(m) else {
         return size_overflow(func, n, m, cs);
     };
+    zeroed_in(total, bucket)
+}
+
+/// A zeroed block of `total` bytes in `bucket` (calloc once its size is known); null and
+/// ENOMEM when there is no memory.
+fn zeroed_in(total: usize, bucket: usize) -> *mut c_void {
     let (p, zero) = heap::alloc_zeroed_flag(total, 16, bucket);
     if p.is_null() {
         return nomem(p.cast());
@@ -231,10 +237,19 @@ fn realloc_in(p: *mut c_void, size: usize, bucket: usize, func: &'static heap::F
 }
 
 fn posix_memalign_in(out: *mut *mut c_void, align: usize, size: usize, bucket: usize) -> c_int {
-    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
+    if !posix_align_ok(align) {
         return libc::EINVAL;
     }
-    let p = heap::alloc(size, align, bucket);
+    posix_memalign_result(out, heap::alloc(size, align, bucket))
+}
+
+/// An alignment `posix_memalign` accepts: a power of two and a multiple of a pointer's size.
+fn posix_align_ok(align: usize) -> bool {
+    align.is_power_of_two() && align.is_multiple_of(core::mem::size_of::<usize>())
+}
+
+/// `posix_memalign`'s answer for the block `p` (null: no memory).
+fn posix_memalign_result(out: *mut *mut c_void, p: *mut u8) -> c_int {
     if p.is_null() {
         return libc::ENOMEM;
     }
@@ -302,7 +317,7 @@ extern "C" fn calloc_cs(n: usize, m: usize, cs: usize, sp: usize) -> *mut c_void
 /// `calloc` past malloc's fast path, the bucket known.
 #[inline(never)]
 fn calloc_slow(total: usize, bucket: usize) -> *mut u8 {
-    calloc_in(total, 1, bucket, "calloc", 0).cast()
+    zeroed_in(total, bucket).cast()
 }
 extern "C" fn realloc_cs(p: *mut c_void, size: usize, cs: usize, sp: usize) -> *mut c_void {
     realloc_in(p, size, wrapped_bucket(cs, sp), &heap::Func("realloc"), cs)
@@ -327,34 +342,29 @@ extern "C" fn free_aligned_sized_cs(p: *mut c_void, align: usize, size: usize, c
     // SAFETY: as free.
     unsafe { heap::release(p.cast(), mie_core::caller!("free_aligned_sized", cs), r) }
 }
-// The aligned allocations: every slot is 16-byte aligned, so an alignment of at most 16
-// takes malloc's fast path (and its call-site memo: these too are what wrappers call).
-extern "C" fn memalign_cs(align: usize, size: usize, cs: usize, sp: usize) -> *mut c_void {
-    if align <= 16 {
+/// An aligned allocation from call site `cs` (the caller's stack pointer `sp`: these too are
+/// what wrappers call): by malloc's fast path and call-site memo when `fast` (a valid
+/// alignment of at most 16: every slot is 16-byte aligned), else, and past the fast path,
+/// by `general(bucket)`, which checks the alignment itself.
+#[inline(always)]
+fn aligned_at(fast: bool, size: usize, cs: usize, sp: usize, general: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    if fast {
         // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
-        return unsafe { heap::malloc_at_or(size, cs, sp, |b| memalign_in(align, size, b).cast()) }.cast();
+        return unsafe { heap::malloc_at_or(size, cs, sp, general) };
     }
-    memalign_in(align, size, wrapped_bucket(cs, sp))
+    general(wrapped_bucket(cs, sp))
+}
+extern "C" fn memalign_cs(align: usize, size: usize, cs: usize, sp: usize) -> *mut c_void {
+    aligned_at(align <= 16, size, cs, sp, |b| memalign_in(align, size, b).cast()).cast()
 }
 extern "C" fn aligned_alloc_cs(align: usize, size: usize, cs: usize, sp: usize) -> *mut c_void {
-    if align.is_power_of_two() && align <= 16 {
-        // SAFETY: as in memalign_cs.
-        return unsafe { heap::malloc_at_or(size, cs, sp, |b| aligned_alloc_in(align, size, b).cast()) }.cast();
-    }
-    aligned_alloc_in(align, size, wrapped_bucket(cs, sp))
+    aligned_at(align.is_power_of_two() && align <= 16, size, cs, sp, |b| aligned_alloc_in(align, size, b).cast()).cast()
 }
 extern "C" fn posix_memalign_cs(out: *mut *mut c_void, align: usize, size: usize, cs: usize, sp: usize) -> c_int {
-    if align.is_power_of_two() && align.is_multiple_of(core::mem::size_of::<usize>()) && align <= 16 {
-        // SAFETY: as in memalign_cs.
-        let p = unsafe { heap::malloc_at_or(size, cs, sp, |b| heap::alloc(size, align, b)) };
-        if p.is_null() {
-            return libc::ENOMEM;
-        }
-        // SAFETY: the caller passes a valid out-pointer (POSIX contract).
-        unsafe { *out = p.cast() };
-        return 0;
+    if !posix_align_ok(align) {
+        return libc::EINVAL;
     }
-    posix_memalign_in(out, align, size, wrapped_bucket(cs, sp))
+    posix_memalign_result(out, aligned_at(align <= 16, size, cs, sp, |b| heap::alloc(size, align, b)))
 }
 extern "C" fn valloc_cs(size: usize, cs: usize) -> *mut c_void {
     alloc_in(size, platform::page_size(), call_site_bucket(cs))
@@ -467,17 +477,11 @@ const NEW_ALIGNED_FLAG: usize = 1 << 41;
 
 /// `operator new(size)`'s first attempt (`new_entry!`), from call site `cs` with the
 /// caller's stack pointer `sp`: a block as `malloc` makes one (the same bucket for the same
-/// call site), of `operator new`'s kind. Null only when there is no memory: the C shim
-/// then takes over.
-extern "C" fn new_first(size: usize, cs: usize, sp: usize) -> *mut c_void {
+/// call site), of the allocation kind `KIND` (`new`'s or `new[]`'s). Null only when there
+/// is no memory: the C shim then takes over.
+extern "C" fn new_first<const KIND: u8>(size: usize, cs: usize, sp: usize) -> *mut c_void {
     // SAFETY: sp is the caller's stack pointer, passed by the entry trampoline.
-    unsafe { heap::alloc_at_or(size, cs, sp, akind::NEW, |b| new_slow(size, b, akind::NEW)) }.cast()
-}
-
-/// `new_first` for `operator new[](size)`.
-extern "C" fn new_array_first(size: usize, cs: usize, sp: usize) -> *mut c_void {
-    // SAFETY: as in new_first.
-    unsafe { heap::alloc_at_or(size, cs, sp, akind::NEW_ARRAY, |b| new_slow(size, b, akind::NEW_ARRAY)) }.cast()
+    unsafe { heap::alloc_at_or(size, cs, sp, KIND, |b| new_slow(size, b, KIND)) }.cast()
 }
 
 /// `new_first` past the fast path.
@@ -519,8 +523,8 @@ pub extern "C" fn mie_cxx_oom(size: usize) -> ! {
 }
 
 // new(size), new[](size)
-new_entry!(_Znwm(s: usize), new_first, x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new);
-new_entry!(_Znam(s: usize), new_array_first,
+new_entry!(_Znwm(s: usize), new_first::<{ akind::NEW }>, x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new);
+new_entry!(_Znam(s: usize), new_first::<{ akind::NEW_ARRAY }>,
     x86: ["mov esi, 16", "bts rsi, 40"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new);
 // new(size, align_val_t)
 shuffle!(_ZnwmSt11align_val_t(s: usize, a: usize) -> *mut c_void,
@@ -528,8 +532,8 @@ shuffle!(_ZnwmSt11align_val_t(s: usize, a: usize) -> *mut c_void,
 shuffle!(_ZnamSt11align_val_t(s: usize, a: usize) -> *mut c_void,
     x86: ["mov rdx, [rsp]", "bts rsi, 40", "bts rsi, 41"], a64: ["mov x2, x30", "orr x1, x1, #0x30000000000"] => mie_cxx_new);
 // new(size, const nothrow_t&)
-new_entry!(_ZnwmRKSt9nothrow_t(s: usize, t: usize), new_first, x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_nothrow);
-new_entry!(_ZnamRKSt9nothrow_t(s: usize, t: usize), new_array_first,
+new_entry!(_ZnwmRKSt9nothrow_t(s: usize, t: usize), new_first::<{ akind::NEW }>, x86: ["mov esi, 16"], a64: ["mov x1, #16"] => mie_cxx_new_nothrow);
+new_entry!(_ZnamRKSt9nothrow_t(s: usize, t: usize), new_first::<{ akind::NEW_ARRAY }>,
     x86: ["mov esi, 16", "bts rsi, 40"], a64: ["mov x1, #16", "orr x1, x1, #0x10000000000"] => mie_cxx_new_nothrow);
 // new(size, align_val_t, const nothrow_t&)
 shuffle!(_ZnwmSt11align_val_tRKSt9nothrow_t(s: usize, a: usize, t: usize) -> *mut c_void,
