@@ -37,7 +37,7 @@ const ROUND: u32 = 256;
 const SHARE: u32 = ROUND / 4;
 const MAX_WRAPPERS: usize = 8;
 /// Words of stack scanned for the wrapper's return address.
-const SCAN: usize = 48;
+pub const SCAN: usize = 48;
 /// Wrapper levels followed up the stack.
 const MAX_DEPTH: usize = 3;
 
