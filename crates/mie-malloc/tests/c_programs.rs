@@ -1163,6 +1163,8 @@ fn every_bug_shape_is_named_the_same_on_both_architectures() {
         (&checked, "freed_memcpy", "use-after-free"),
         (&checked, "underflow_memcpy_free", "heap-buffer-underflow"),
         (&checked, "underflow_memcpy_live", "heap-buffer-underflow"),
+        (&checked, "hinted_underflow_read", "heap-buffer-underflow"),
+        (&checked, "hinted_underflow_write", "heap-buffer-underflow"),
     ];
     let mut wrong = Vec::new();
     for &(bin, mode, kind) in table {

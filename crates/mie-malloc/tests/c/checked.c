@@ -12,6 +12,10 @@
  *   checked hinted_shrunk memcpy past a block's new end after realloc shrank it in place
  *   checked hinted_shrunk_wide  the same in a class with 32-bit slot records (1 KiB)
  *   checked hinted_read   memcpy reading past a source block it read from legally before
+ *   checked hinted_underflow_read   memcpy reading from 3 bytes before a block it read
+ *                         from legally just before (its hint holds the block)
+ *   checked hinted_underflow_write  memcpy writing from 3 bytes before a block it wrote
+ *                         into legally just before
  *   checked hinted_signal legal copies into one block while a signal handler copies into
  *                         and out of another some 20 000 times (both change the thread's
  *                         hints), then one byte too many into the first: caught
@@ -326,6 +330,19 @@ int main(int argc, char **argv) {
         if (!strcmp(m, "underflow_memcpy_free")) free(a);
         printf("block %p\n", (void *)b);
         memcpy(d, b - 3, 16);
+    } else if (!strcmp(m, "hinted_underflow_read") || !strcmp(m, "hinted_underflow_write")) {
+        /* As above, after legal copies out of (into) the block: the thread's hint holds
+           it, and a range that starts before it must miss the hint. */
+        char *a, *b, d[64] = {0};
+        if (!neighbours(&a, &b)) return 3;
+        printf("block %p\n", (void *)b);
+        int rd = !strcmp(m, "hinted_underflow_read");
+        for (int i = 0; i < 3; i++) {
+            if (rd) memcpy(d, b, 16);
+            else memcpy(b, d, 16);
+        }
+        if (rd) memcpy(d, b - 3, 16);
+        else memcpy(b - 3, d, 16);
     } else if (!strcmp(m, "freed_memcpy")) {
         char *d = malloc(N);
         free(d);

@@ -197,10 +197,13 @@ impl Hint {
     }
 
     /// Whether `[a, a + len)` lies inside the block, unchanged since (valid only when the
-    /// hints' change count is the same after: `Hints::same`).
+    /// hints' change count is the same after: `Hints::same`). One add and its carry: a range
+    /// that starts before the block wraps round or ends past it. (An empty range at the
+    /// block's end passes: it touches nothing.)
     #[inline(always)]
     fn inside(&self, a: usize, len: usize) -> bool {
-        left_in(self.start, self.size, a).is_some_and(|left| len <= left) && self.unchanged()
+        let (end, wrapped) = a.wrapping_sub(self.start).overflowing_add(len);
+        !wrapped && end <= self.size && self.unchanged()
     }
 
     /// The bytes from `a` to the end of the block, if `a` is inside it and the block is
