@@ -982,6 +982,9 @@ fn checked_reads_and_dangling_destinations() {
     expect_report_in(&b, "large_memcpy", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 299990 of the 300000-byte block", "1 byte past its end", "large allocation"]);
     // Large blocks are remembered too (by the large blocks' generation).
     expect_report_in(&b, "large_hinted_shrunk", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 199990 of the 200000-byte block", "1 byte past its end", "large allocation"]);
+    // A large block found again after another one's free made the hints stale (no full
+    // check of each range), and its shrink still ends it.
+    expect_report_in(&b, "large_found_again", "heap-buffer-overflow", "memmove", &["memmove would write 11 bytes at offset 199990 of the 200000-byte block", "1 byte past its end", "large allocation"]);
     // And the last large block, remembered apart from the hints (a small block's copy took
     // the write hint in between), ends with the shrink as well.
     expect_report_in(&b, "large_remembered_shrunk", "heap-buffer-overflow", "memcpy", &["memcpy would write 11 bytes at offset 199990 of the 200000-byte block", "1 byte past its end", "large allocation"]);

@@ -22,6 +22,9 @@
  *   checked hinted_strcpy strcpy from a block with no NUL in it, read legally just before
  *                         (the scan's limit comes from the thread's hint)
  *   checked hinted_strcpy_freed  strcpy from a string in a freed block it copied before
+ *   checked large_found_again  memmove inside a large block after another large block's
+ *                         free made every large hint stale (the block is found again without
+ *                         the full check), then past its end after an in-place shrink
  *   checked large_remembered_shrunk  memcpy past a large block's new end after an in-place
  *                         shrink, the block copied into before with a small block's copy in
  *                         between (the last large block is remembered apart from the hints)
@@ -318,6 +321,16 @@ int main(int argc, char **argv) {
         char *same = realloc(big, 200000);
         if (same != big) return 3;
         memcpy(same + 199990, src, 11);
+    } else if (!strcmp(m, "large_found_again")) {
+        free(malloc(16)); /* the thread's cache, which holds what it remembers */
+        char *big = malloc(300000), *other = malloc(200000);
+        memset(big, 7, 4096);
+        memmove(big + 1000, big, 64);
+        free(other); /* every large block's hint is stale now */
+        for (int i = 0; i < 3; i++) memmove(big + 2000 + i, big, 64);
+        char *same = realloc(big, 200000);
+        if (same != big) return 3;
+        memmove(same + 199990, same, 11);
     } else if (!strcmp(m, "large_memcpy")) {
         char *big = malloc(300000);
         char src[64] = {0};

@@ -457,6 +457,42 @@ fn learn(g: &crate::heap::Globals, h: &mut Hints, i: usize, a: usize, len: usize
     }
 }
 
+/// After `copy_learn` or `learn_one` said false, for each range in turn: whether
+/// `[p, p + len)` is surely fine, found without the full check: outside mie's memory,
+/// checks off, in the block of a hint, or in a live small or large block found now (and
+/// remembered: a large one as `access`'s hint and the last large block). Any large block
+/// freed or resized makes every large block's hint stale (`large::GENERATION`): a program
+/// that grows a big buffer by `realloc` between its copies (python's json writer) found
+/// its block again through the full check of each range, two lookups and two decodes
+/// that fail. False means only: ask `check` (it finds the other kinds of block, and
+/// reports what is wrong).
+#[inline(never)]
+pub fn found(p: usize, len: usize, access: Access) -> bool {
+    let Some((g, a)) = to_check(p) else { return true };
+    let Some(h) = hints() else { return false };
+    let i = access as usize;
+    if h.inside(i, a, len) || h.inside(LARGE, a, len) || learn(g, h, i, a, len) {
+        return true;
+    }
+    let Some(b) = large_fit(a, len) else { return false };
+    h.set_in(&[i, LARGE], b);
+    true
+}
+
+/// The live large block that `[a, a + len)` (untagged) lies inside, as a hint: remembered
+/// by the large blocks' generation, read before the lookup (a free meanwhile leaves the
+/// hint stale).
+#[inline(always)]
+fn large_fit(a: usize, len: usize) -> Option<Hint> {
+    if !large::maybe_live(a) {
+        return None;
+    }
+    let gen = large::GENERATION.load(Ordering::Acquire);
+    let (start, size) = large::live_block_containing(a)?;
+    // (The block contains `a`: start <= a.)
+    (a - start).checked_add(len).is_some_and(|end| end <= size).then(|| Hint::new(start, size, &large::GENERATION as *const _ as usize, gen, true))
+}
+
 /// The index of `Hints` that holds the last large block a checked call was in.
 const LARGE: usize = 2;
 
@@ -491,22 +527,14 @@ fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_a
     // A range inside a live large block: remembered like a small block, by the large
     // blocks' generation (read before the lookup: a free meanwhile leaves the hint stale).
     let a = tag::untag(p);
-    if large::maybe_live(a) {
-        let gen = large::GENERATION.load(Ordering::Acquire);
-        if let Some((start, size)) = large::live_block_containing(a) {
-            if (a - start).checked_add(len).is_some_and(|end| end <= size) {
-                // Remembered twice: as `access`'s hint (the entry of the next call asks it)
-                // and as the last large block (asked when a small block has taken that
-                // hint since: sqlite copies between small blocks and its big page buffers in
-                // turn).
-                if let Some(h) = hints() {
-                    for i in [access as usize, LARGE] {
-                        h.set(i, Hint::new(start, size, &large::GENERATION as *const _ as usize, gen, true));
-                    }
-                }
-                return;
-            }
+    if let Some(b) = large_fit(a, len) {
+        // Remembered twice: as `access`'s hint (the entry of the next call asks it) and as
+        // the last large block (asked when a small block has taken that hint since: sqlite
+        // copies between small blocks and its big page buffers in turn).
+        if let Some(h) = hints() {
+            h.set_in(&[access as usize, LARGE], b);
         }
+        return;
     }
     let fits = match place(p) {
         Place::Unknown => true,
