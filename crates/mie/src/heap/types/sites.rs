@@ -188,8 +188,8 @@ mod tests {
     fn busy_sites_keep_their_entries() {
         let mut m = memos();
         let stack = [0usize; 8];
-        // python's: two busy sites 64 bytes apart shared an entry of the 32- and 64-entry
-        // tables, and each call from one evicted the other.
+        // Two busy sites alike in their low 6 bits (python's busiest were) shared an entry
+        // of the 32- and 64-entry tables, and each call from one evicted the other.
         let (a, b) = (0x5555_5556_0a10usize, 0x5555_5556_0a50usize);
         m.note(a, 1, Found::Own);
         m.note(b, 2, Found::Own);
