@@ -107,13 +107,15 @@ fn take_slots(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, slab:
     let words = k.words as usize;
     let mut got = 0;
     let mut w = tc.rng.below(words as u32) as usize;
+    // The bin's first `want` slots (want <= cache_cap): the loop's test is the bound's.
+    let bin = &mut tc.bins.get_mut(region).1[..want];
     for _ in 0..words {
         let fw = m.free_word(k, w);
         let mut bits = fw.load(Ordering::Relaxed);
         while bits != 0 && got < want {
             let b = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            tc.bins.get_mut(region).1[got] = base + (w * 64 + b) * size;
+            bin[got] = base + (w * 64 + b) * size;
             got += 1;
         }
         let taken = fw.load(Ordering::Relaxed) & !bits;
