@@ -377,6 +377,22 @@ fn overflows_of_blocks_never_freed() {
         let t = expect_report("never_freed_skip_overflow", "heap-buffer-overflow", "exit", &["a never-used slot at 0x", "8 bytes past the end of the 8-byte block", "found at exit: the block was never freed"]);
         assert!(t.contains("exiting\n"), "{t}");
     }
+    // A program that closes its stderr before mie's exit checks run (as every GNU tool does):
+    // the report goes to what stderr was, opened again, here a file.
+    let path = std::env::temp_dir().join(format!("mie-stderr-closed-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let o = preloaded(&detect_bin())
+        .arg("never_freed_overflow_stderr_closed")
+        .env("MIE_OPTIONS", "sample_rate=0")
+        .stderr(file)
+        .output()
+        .unwrap();
+    let t = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{t}");
+    assert!(t.starts_with(&format!("mie: the program closed its standard error; mie's output goes to {}\n", path.display())), "{t}");
+    assert!(t.contains("mie: heap-buffer-overflow on 0x") && t.contains("found at exit: the block was never freed"), "{t}");
+    assert!(t.contains("mie: aborting (error: heap-buffer-overflow)"), "{t}");
     // exit_check=0 switches the sweep off: the same program then ends normally.
     let o = run_exact(&detect_bin(), &["never_freed_overflow"], "exit_check=0");
     assert!(o.status.success() && !text(&o).contains("mie: "), "{}", text(&o));

@@ -24,6 +24,10 @@ static void program_handler(int sig, siginfo_t *si, void *uc) {
 }
 static void *allocating_thread(void *arg) { (void)arg; free(malloc(32)); return NULL; }
 
+/* What GNU tools do at exit (gnulib's close_stdout): close stdout and stderr in an exit
+   handler, which runs before mie's exit checks. */
+static void close_standard_streams(void) { fclose(stdout); fclose(stderr); }
+
 /* One call site, so the churn below uses the same bucket as the block it follows. */
 __attribute__((noinline)) static char *alloc_at_one_site(size_t n) { return malloc(n); }
 
@@ -99,7 +103,8 @@ int main(int argc, char **argv) {
         ((volatile char *)p)[8] = 'X';
         printf("exiting\n");
         exit(0);
-    } else if (!strcmp(m, "never_freed_overflow")) {
+    } else if (!strcmp(m, "never_freed_overflow") || !strcmp(m, "never_freed_overflow_stderr_closed")) {
+        if (!strcmp(m, "never_freed_overflow_stderr_closed")) atexit(close_standard_streams);
         /* A buffer that lives until exit, overrun by plain stores (CVE-2021-3156's shape):
            no free ever checks its canary, the exit sweep does. */
         char *p = malloc(40);

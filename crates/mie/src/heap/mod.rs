@@ -143,6 +143,8 @@ fn init_slow() -> Option<&'static Globals> {
             _ => {
                 // SAFETY: only this thread (holding INIT_LOCK, before READY) writes the globals.
                 let g = unsafe { &mut *G.0.get() };
+                // What stderr is now, for reports after the program closes it.
+                platform::note_stderr();
                 g.opts = crate::options::from_env();
                 if !g.opts.symbolize {
                     platform::symbolizer::disable();

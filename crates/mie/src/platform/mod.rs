@@ -533,9 +533,136 @@ pub fn random_u64() -> u64 {
     u64::from_ne_bytes(b)
 }
 
-/// Write all of `bytes` to standard error, retrying on short writes; never allocates.
+/// Write all of `bytes` to standard error, retrying on short writes; never allocates, and
+/// leaves `errno` as it was (a warning must not change what the program sees). When the
+/// program has closed its standard error (GNU tools close it in an exit handler, which runs
+/// before mie's exit checks), the bytes go to what standard error was at start-up, opened
+/// again (`stderr_again`).
 pub fn write_stderr(bytes: &[u8]) {
-    write_fd(2, bytes)
+    let e = errno();
+    if let Err(libc::EBADF) = write_all(2, bytes) {
+        let fd = stderr_again();
+        if fd >= 0 {
+            let _ = write_all(fd, bytes);
+        }
+    }
+    set_errno(e);
+}
+
+/// What standard error was at start-up (`note_stderr`): its file's device and inode, and the
+/// name it had, when it had one (a terminal, a file the shell opened); NUL-terminated.
+struct StartErr {
+    dev: u64,
+    ino: u64,
+    named: bool,
+    path: [u8; 256],
+}
+
+struct StartErrCell(core::cell::UnsafeCell<StartErr>);
+// SAFETY: written once by `note_stderr` at start-up, before NOTED is set (Release); read only
+// after NOTED is seen (Acquire).
+unsafe impl Sync for StartErrCell {}
+
+static START_ERR: StartErrCell = StartErrCell(core::cell::UnsafeCell::new(StartErr { dev: 0, ino: 0, named: false, path: [0; 256] }));
+static NOTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The descriptor `stderr_again` opened: -1 not tried yet, -2 tried and failed.
+static AGAIN_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+
+/// Remember what standard error is (at start-up, once; two system calls): see `write_stderr`.
+pub fn note_stderr() {
+    use core::sync::atomic::Ordering;
+    if NOTED.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: called once, under the start-up lock, before NOTED is set: no reader yet.
+    let st = unsafe { &mut *START_ERR.0.get() };
+    // SAFETY: fstat fills a stat buffer it is given; the path is NUL-terminated, the buffer
+    // long enough for readlink's answer and its NUL (at most len - 1 bytes are written).
+    unsafe {
+        let mut sb: libc::stat = core::mem::zeroed();
+        if libc::fstat(2, &mut sb) == 0 {
+            st.dev = sb.st_dev;
+            st.ino = sb.st_ino;
+            let n = libc::readlink(c"/proc/self/fd/2".as_ptr(), st.path.as_mut_ptr().cast(), st.path.len() - 1);
+            // A pipe or socket has no name to open again ("pipe:[…]").
+            st.named = n > 1 && st.path[0] == b'/';
+            if n > 0 {
+                st.path[n as usize] = 0;
+            }
+        }
+    }
+    NOTED.store(true, Ordering::Release);
+}
+
+/// A descriptor (above 2, close-on-exec) for what standard error was at start-up, opened again
+/// after the program closed it: the same file by name, checked to be the same file (device and
+/// inode: never a file put there since), never in a set-uid process, which must not open
+/// paths on its invoker's say; else the process's terminal. Tried once; -2 when neither
+/// opens. The first bytes written there say why.
+fn stderr_again() -> i32 {
+    use core::sync::atomic::Ordering;
+    let fd = AGAIN_FD.load(Ordering::Acquire);
+    if fd != -1 {
+        return fd;
+    }
+    let mut fd = -2;
+    let mut what: &[u8] = b"/dev/tty";
+    if NOTED.load(Ordering::Acquire) && !is_secure_exec() {
+        // SAFETY: START_ERR was written before NOTED was set.
+        let st = unsafe { &*START_ERR.0.get() };
+        if st.named {
+            fd = open_same(st.path.as_ptr().cast(), st.dev, st.ino);
+            let end = st.path.iter().position(|&b| b == 0).unwrap_or(0);
+            what = &st.path[..end];
+        }
+    }
+    if fd < 0 {
+        // SAFETY: a NUL-terminated path.
+        fd = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_WRONLY | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        what = b"/dev/tty";
+    }
+    let fd = if fd >= 0 { above_stdio(fd) } else { -2 };
+    // A thread that raced here keeps its own descriptor open: both work, one is remembered.
+    if AGAIN_FD.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return AGAIN_FD.load(Ordering::Acquire);
+    }
+    if fd >= 0 {
+        for part in [b"mie: the program closed its standard error; mie's output goes to ".as_slice(), what, b"\n"] {
+            let _ = write_all(fd, part);
+        }
+    }
+    fd
+}
+
+/// Open `path` for appending if it is still the file (`dev`, `ino`); else -1.
+fn open_same(path: *const libc::c_char, dev: u64, ino: u64) -> i32 {
+    // SAFETY: path is NUL-terminated; fstat fills the buffer it is given.
+    unsafe {
+        let fd = libc::open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return -1;
+        }
+        let mut sb: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut sb) == 0 && sb.st_dev == dev && sb.st_ino == ino {
+            return fd;
+        }
+        libc::close(fd);
+        -1
+    }
+}
+
+/// `fd` moved above the standard descriptors (the program may open 0, 1 or 2 again and
+/// expect the lowest free number), close-on-exec.
+fn above_stdio(fd: i32) -> i32 {
+    if fd > 2 {
+        return fd;
+    }
+    // SAFETY: duplicating and closing a descriptor this function owns.
+    unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+        libc::close(fd);
+        if high < 0 { -2 } else { high }
+    }
 }
 
 /// Open (create, append) `PATH.<pid>` for mie's output; -1 if that fails.
@@ -566,6 +693,11 @@ pub fn open_log(path: &[u8], pid: u32) -> i32 {
 
 /// Write all of `bytes` to `fd`, retrying on short writes; never allocates.
 pub fn write_fd(fd: i32, bytes: &[u8]) {
+    let _ = write_all(fd, bytes);
+}
+
+/// `write_fd`, with the error that stopped it (errno).
+fn write_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {
     let mut off = 0;
     while off < bytes.len() {
         // SAFETY: the pointer and length describe the live remainder of `bytes`.
@@ -574,10 +706,11 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
             if r < 0 && errno() == libc::EINTR {
                 continue;
             }
-            return;
+            return Err(if r < 0 { errno() } else { 0 });
         }
         off += r as usize;
     }
+    Ok(())
 }
 
 /// Stop the process after a report: SIGABRT, with the default action restored first so a
