@@ -377,12 +377,16 @@ fn overflows_of_blocks_never_freed() {
         let t = expect_report("never_freed_skip_overflow", "heap-buffer-overflow", "exit", &["a never-used slot at 0x", "8 bytes past the end of the 8-byte block", "found at exit: the block was never freed"]);
         assert!(t.contains("exiting\n"), "{t}");
     }
-    // A program that closes its stderr before mie's exit checks run (as every GNU tool does):
-    // the report goes to what stderr was, opened again, here a file.
+    // A program whose exit handler closes its stderr before mie's exit checks run (as every
+    // GNU tool's does): the report still reaches it, here a pipe (a copy kept when `exit`
+    // began).
+    expect_report("never_freed_overflow_stderr_closed", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 40-byte block", "found at exit: the block was never freed"]);
+    // Closed before `exit`: the report goes to what stderr was at start-up, opened again by
+    // name, here a file.
     let path = std::env::temp_dir().join(format!("mie-stderr-closed-{}", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
     let o = preloaded(&detect_bin())
-        .arg("never_freed_overflow_stderr_closed")
+        .arg("never_freed_overflow_stderr_closed_early")
         .env("MIE_OPTIONS", "sample_rate=0")
         .stderr(file)
         .output()

@@ -54,9 +54,8 @@ impl Kind {
 }
 
 /// `log_path=PATH` (MIE_OPTIONS): reports, warnings and statistics go to `PATH.<pid>`
-/// instead of stderr (which a daemon may not have; a program that closes it, as GNU tools do
-/// before they exit, gets it opened again by name when it was a terminal or a file:
-/// `platform::write_stderr`, but a pipe cannot be).
+/// instead of stderr (which a daemon may not have; one that a program closes, as GNU tools do
+/// in their exit handlers, is found again: `platform::write_stderr`, `platform::keep_stderr`).
 static LOG_PATH: AtomicUsize = AtomicUsize::new(0);
 static LOG_PATH_LEN: AtomicUsize = AtomicUsize::new(0);
 /// The open log file and the process it was opened for (a fork child opens its own).

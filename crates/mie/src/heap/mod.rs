@@ -216,6 +216,9 @@ fn init_slow() -> Option<&'static Globals> {
     static ONCE: AtomicU8 = AtomicU8::new(0);
     if ONCE.swap(1, Ordering::AcqRel) == 0 {
         platform::at_fork(fork_prepare, fork_parent, fork_child);
+        // A report from the exit checks must find stderr even if the program's exit
+        // handlers close it (`platform::keep_stderr`).
+        platform::on_main_thread_exit(main_thread_exit);
         // SAFETY: READY is set; the globals are read-only from here on.
         let opts = unsafe { &(*G.0.get()).opts };
         if opts.stacks {
@@ -228,6 +231,11 @@ fn init_slow() -> Option<&'static Globals> {
     }
     // SAFETY: READY is set.
     Some(unsafe { &*G.0.get() })
+}
+
+/// The main thread ends (`exit` begins, before the program's exit handlers).
+unsafe extern "C" fn main_thread_exit(_: *mut libc::c_void) {
+    platform::keep_stderr();
 }
 
 extern "C" fn stats_at_exit() {

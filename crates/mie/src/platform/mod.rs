@@ -634,6 +634,52 @@ fn stderr_again() -> i32 {
     fd
 }
 
+/// At the main thread's exit (`on_main_thread_exit`, which `exit` runs before the program's
+/// exit handlers): when standard error is still the pipe or socket it was at start-up, which
+/// cannot be opened again by name, keep a copy of it (above fd 2, close-on-exec) for mie's
+/// exit checks, which run after those handlers: a GNU tool's closes it. Taken only now: a
+/// copy held for the life of the process would keep the reader from seeing the pipe's end
+/// when the program closes it. (Not a pipe the program made its stderr itself: it may close
+/// it in an exit handler and wait for the child reading it to see the end.)
+pub fn keep_stderr() {
+    use core::sync::atomic::Ordering;
+    if !NOTED.load(Ordering::Acquire) || AGAIN_FD.load(Ordering::Acquire) != -1 {
+        return;
+    }
+    // SAFETY: START_ERR was written before NOTED was set.
+    let st = unsafe { &*START_ERR.0.get() };
+    let e = errno();
+    // SAFETY: fstat fills the buffer it is given; fcntl duplicates a descriptor.
+    unsafe {
+        let mut sb: libc::stat = core::mem::zeroed();
+        let unnamed = |sb: &libc::stat| matches!(sb.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK);
+        if libc::fstat(2, &mut sb) == 0 && unnamed(&sb) && sb.st_dev == st.dev && sb.st_ino == st.ino {
+            let fd = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3);
+            if fd >= 0 && AGAIN_FD.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                libc::close(fd);
+            }
+        }
+    }
+    set_errno(e);
+}
+
+/// Have `f` run when the calling thread, which must be the main thread, ends: as the first
+/// thing `exit` does (the C library runs the exiting thread's TLS destructors before the
+/// exit handlers), or at its `pthread_exit`. False (and nothing registered) on another thread.
+pub fn on_main_thread_exit(f: unsafe extern "C" fn(*mut libc::c_void)) -> bool {
+    unsafe extern "C" {
+        fn __cxa_thread_atexit_impl(dtor: unsafe extern "C" fn(*mut libc::c_void), obj: *mut libc::c_void, dso: *mut libc::c_void) -> libc::c_int;
+    }
+    // SAFETY: gettid and getpid have no preconditions; the registration takes a plain
+    // function and an address inside this object (which keeps it loaded while it is due).
+    unsafe {
+        if libc::gettid() != libc::getpid() {
+            return false;
+        }
+        __cxa_thread_atexit_impl(f, core::ptr::null_mut(), &AGAIN_FD as *const _ as *mut libc::c_void) == 0
+    }
+}
+
 /// Open `path` for appending if it is still the file (`dev`, `ino`); else -1.
 fn open_same(path: *const libc::c_char, dev: u64, ino: u64) -> i32 {
     // SAFETY: path is NUL-terminated; fstat fills the buffer it is given.
