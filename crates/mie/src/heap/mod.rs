@@ -18,7 +18,7 @@ pub mod slab;
 pub mod types;
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::options::Options;
 use crate::platform::{self, lock::Lock};
@@ -216,9 +216,6 @@ fn init_slow() -> Option<&'static Globals> {
     static ONCE: AtomicU8 = AtomicU8::new(0);
     if ONCE.swap(1, Ordering::AcqRel) == 0 {
         platform::at_fork(fork_prepare, fork_parent, fork_child);
-        // A report from the exit checks must find stderr even if the program's exit
-        // handlers close it (`platform::keep_stderr`).
-        platform::on_main_thread_exit(main_thread_exit);
         // SAFETY: READY is set; the globals are read-only from here on.
         let opts = unsafe { &(*G.0.get()).opts };
         if opts.stacks {
@@ -231,6 +228,18 @@ fn init_slow() -> Option<&'static Globals> {
     }
     // SAFETY: READY is set.
     Some(unsafe { &*G.0.get() })
+}
+
+/// A thread got its cache (`slab::tcache::attach`, with no lock held; it may allocate): the
+/// first time the main thread does, have a report of the exit checks find stderr even if the
+/// program's exit handlers close it (`platform::keep_stderr`). Not at start-up: the
+/// registration allocates, and a program that never allocates (`/bin/true`) would make a
+/// heap for it (23 page faults more); one with no block has nothing for those checks.
+pub(crate) fn cache_attached() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.load(Ordering::Relaxed) && platform::is_main_thread() && !REGISTERED.swap(true, Ordering::AcqRel) {
+        platform::on_main_thread_exit(main_thread_exit);
+    }
 }
 
 /// The main thread ends (`exit` begins, before the program's exit handlers).

@@ -663,21 +663,23 @@ pub fn keep_stderr() {
     set_errno(e);
 }
 
-/// Have `f` run when the calling thread, which must be the main thread, ends: as the first
-/// thing `exit` does (the C library runs the exiting thread's TLS destructors before the
-/// exit handlers), or at its `pthread_exit`. False (and nothing registered) on another thread.
+/// Whether the calling thread is the process's main thread.
+pub fn is_main_thread() -> bool {
+    // SAFETY: gettid and getpid have no preconditions.
+    unsafe { libc::gettid() == libc::getpid() }
+}
+
+/// Have `f` run when the calling thread, which must be the main thread (`is_main_thread`),
+/// ends: as the first thing `exit` does (the C library runs the exiting thread's TLS
+/// destructors before the exit handlers), or at its `pthread_exit`. Allocates (the C
+/// library's record of it).
 pub fn on_main_thread_exit(f: unsafe extern "C" fn(*mut libc::c_void)) -> bool {
     unsafe extern "C" {
         fn __cxa_thread_atexit_impl(dtor: unsafe extern "C" fn(*mut libc::c_void), obj: *mut libc::c_void, dso: *mut libc::c_void) -> libc::c_int;
     }
-    // SAFETY: gettid and getpid have no preconditions; the registration takes a plain
-    // function and an address inside this object (which keeps it loaded while it is due).
-    unsafe {
-        if libc::gettid() != libc::getpid() {
-            return false;
-        }
-        __cxa_thread_atexit_impl(f, core::ptr::null_mut(), &AGAIN_FD as *const _ as *mut libc::c_void) == 0
-    }
+    // SAFETY: the registration takes a plain function and an address inside this object
+    // (which keeps it loaded while it is due).
+    unsafe { __cxa_thread_atexit_impl(f, core::ptr::null_mut(), &AGAIN_FD as *const _ as *mut libc::c_void) == 0 }
 }
 
 /// Open `path` for appending if it is still the file (`dev`, `ino`); else -1.

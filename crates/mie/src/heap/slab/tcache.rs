@@ -444,6 +444,7 @@ fn attach() -> Option<*mut TCache> {
     // May allocate inside glibc (for high key numbers); the TLS word is already set, so that
     // allocation is served by this cache.
     platform::thread_key_set(g.tc_key, tc.cast());
+    crate::heap::cache_attached();
     Some(tc)
 }
 
