@@ -1,6 +1,7 @@
 /* Each mode commits one heap error; under libmie.so every one must end in a report and
  * SIGABRT (or, for a large block's use after free, SIGSEGV on its inaccessible pages).
  * The line after the error prints "NOT DETECTED" so a silent pass is visible. */
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,6 +38,32 @@ int main(int argc, char **argv) {
     const char *m = argv[1];
     setvbuf(stdout, NULL, _IONBF, 0);
     if (!strcmp(m, "double_free")) {
+        char *p = malloc(24);
+        free(p);
+        free(p);
+    } else if (!strcmp(m, "double_free_full_stderr")) {
+        /* stderr a full pipe in non-blocking mode (node.js sets its streams so), read by a
+           child that starts only after a while: the report must wait for room, not be lost. */
+        int pfd[2];
+        if (pipe(pfd)) return 2;
+        fflush(stdout);
+        if (fork() == 0) {
+            close(pfd[1]);
+            usleep(300 * 1000);
+            char b[4096];
+            ssize_t n;
+            while ((n = read(pfd[0], b, sizeof b)) > 0)
+                for (ssize_t i = 0; i < n; i++)
+                    if (b[i] != 'x') { (void)!write(1, b + i, n - i); break; }
+            _exit(0);
+        }
+        close(pfd[0]);
+        dup2(pfd[1], 2);
+        close(pfd[1]);
+        fcntl(2, F_SETFL, fcntl(2, F_GETFL) | O_NONBLOCK);
+        char fill[4096];
+        memset(fill, 'x', sizeof fill);
+        while (write(2, fill, sizeof fill) > 0) {}
         char *p = malloc(24);
         free(p);
         free(p);

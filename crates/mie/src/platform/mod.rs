@@ -744,17 +744,32 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
     let _ = write_all(fd, bytes);
 }
 
-/// `write_fd`, with the error that stopped it (errno).
+/// `write_fd`, with the error that stopped it (errno). A descriptor in non-blocking mode
+/// (node.js sets its standard streams so, and the mode belongs to the pipe, which the
+/// processes that share it share) whose pipe is full is waited for, up to a second: a report
+/// is not cut short because its reader is slow (one that does not read in a second is not
+/// waited for again, so a report is never held up for long).
 fn write_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static STALLED: AtomicBool = AtomicBool::new(false);
     let mut off = 0;
     while off < bytes.len() {
         // SAFETY: the pointer and length describe the live remainder of `bytes`.
         let r = unsafe { libc::write(fd, bytes.as_ptr().add(off).cast(), bytes.len() - off) };
         if r <= 0 {
-            if r < 0 && errno() == libc::EINTR {
+            let e = if r < 0 { errno() } else { 0 };
+            if e == libc::EINTR {
                 continue;
             }
-            return Err(if r < 0 { errno() } else { 0 });
+            if (e == libc::EAGAIN || e == libc::EWOULDBLOCK) && !STALLED.load(Ordering::Relaxed) {
+                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one pollfd, ours; poll is async-signal-safe.
+                if unsafe { libc::poll(&mut p, 1, 1000) } > 0 {
+                    continue;
+                }
+                STALLED.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
         }
         off += r as usize;
     }
