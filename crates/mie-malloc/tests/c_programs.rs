@@ -1101,6 +1101,25 @@ fn every_release_matches_its_allocation() {
     }
 }
 
+/// A warning (not fatal) written to a stderr pipe whose reader has gone must not kill the
+/// program with SIGPIPE: it goes on, as it would have without mie.
+#[test]
+fn warning_into_a_closed_pipe() {
+    use std::os::fd::FromRawFd;
+    let b = build("mismatch.cc");
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two descriptors it is given.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is ours to close; fds[1] is ours, handed to the child's stderr.
+    let w = unsafe {
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
+    let o = preloaded(&b).arg("free_of_new").env("MIE_OPTIONS", "sample_rate=0").stderr(std::process::Stdio::from(w)).output().unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && t.contains("NOT DETECTED"), "{:?} {:?}\n{t}", o.status, o.status.signal());
+}
+
 /// new char[] released by delete (a third-party benchmark does this): reported once per
 /// call site, not for every one of its 100 releases, and the program finishes; a delete of
 /// a new[] array with a cookie is an interior pointer: an alloc-dealloc-mismatch, fatal in

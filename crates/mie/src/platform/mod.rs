@@ -748,8 +748,43 @@ pub fn write_fd(fd: i32, bytes: &[u8]) {
 /// (node.js sets its standard streams so, and the mode belongs to the pipe, which the
 /// processes that share it share) whose pipe is full is waited for, up to a second: a report
 /// is not cut short because its reader is slow (one that does not read in a second is not
-/// waited for again, so a report is never held up for long).
+/// waited for again, so a report is never held up for long). A pipe whose reader is gone
+/// raises no SIGPIPE from these writes (`without_sigpipe`).
 fn write_all(fd: i32, bytes: &[u8]) -> Result<(), i32> {
+    without_sigpipe(|| write_loop(fd, bytes))
+}
+
+/// Run `f` (writes) with SIGPIPE blocked in this thread, and take back a SIGPIPE that `f`
+/// raised (one that was pending before stays): a warning written to a stderr pipe whose
+/// reader has exited (`prog 2>&1 >/dev/null | grep -q x`) must not kill a program that goes
+/// on after it; the write fails with EPIPE instead. Async-signal-safe.
+fn without_sigpipe<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: signal sets on the stack, initialised by sigemptyset before use; the mask
+    // calls affect this thread only, and the old mask is put back before returning.
+    unsafe {
+        let mut pipe: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        let mut pending: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        libc::sigemptyset(&mut pending);
+        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old) == 0;
+        let before = blocked && libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1;
+        let r = f();
+        if blocked {
+            libc::sigemptyset(&mut pending);
+            if !before && libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+                let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+                libc::sigtimedwait(&pipe, core::ptr::null_mut(), &zero);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        }
+        r
+    }
+}
+
+/// `write_all`'s loop.
+fn write_loop(fd: i32, bytes: &[u8]) -> Result<(), i32> {
     use core::sync::atomic::{AtomicBool, Ordering};
     static STALLED: AtomicBool = AtomicBool::new(false);
     let mut off = 0;
