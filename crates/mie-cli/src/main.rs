@@ -287,6 +287,12 @@ fn run(stats: bool, debug: bool, guard: bool, extra: Vec<String>, lib: Option<Pa
         preload.push(":");
         preload.push(old);
     }
+    if let Some(why) = preload_ignored(&program[0]) {
+        eprintln!(
+            "mie: warning: {} {why}: the dynamic loader ignores LD_PRELOAD for it, so it runs without mie (`mie enable PROGRAM` makes it load libmie itself)",
+            program[0].to_string_lossy()
+        );
+    }
     let mut cmd = Command::new(&program[0]);
     cmd.args(&program[1..]).env("LD_PRELOAD", preload);
     if !options.is_empty() {
@@ -299,6 +305,42 @@ fn run(stats: bool, debug: bool, guard: bool, extra: Vec<String>, lib: Option<Pa
     }
     let err = cmd.exec();
     die(&format!("cannot run {}: {err}", program[0].to_string_lossy()))
+}
+
+/// Why the program `name` (a path, or a name looked up in PATH as exec does) will not load a
+/// preloaded library: it is set-uid or set-gid to someone else, which makes the loader run
+/// it in secure mode. None when it will (or cannot be found: exec says so).
+fn preload_ignored(name: &std::ffi::OsStr) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = if name.as_encoded_bytes().contains(&b'/') {
+        PathBuf::from(name)
+    } else {
+        let dirs = std::env::var_os("PATH")?;
+        std::env::split_paths(&dirs).map(|d| d.join(name)).find(|p| p.is_file())?
+    };
+    let m = std::fs::metadata(&path).ok()?;
+    if nosuid(&path) {
+        return None; // the bits are ignored there: it runs as its caller, mie loads
+    }
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if m.mode() & libc::S_ISUID != 0 && m.uid() != uid {
+        Some(format!("is set-uid (to uid {})", m.uid()))
+    } else if m.mode() & libc::S_ISGID != 0 && m.gid() != gid {
+        Some(format!("is set-gid (to gid {})", m.gid()))
+    } else {
+        None
+    }
+}
+
+/// Whether `path` is on a file system mounted `nosuid`.
+fn nosuid(path: &std::path::Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statvfs fills the buffer it is given; c is NUL-terminated.
+    unsafe {
+        let mut v: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut v) == 0 && v.f_flag & libc::ST_NOSUID != 0
+    }
 }
 
 fn demo(json: bool, only: Option<String>, lib: Option<PathBuf>, keep: Option<PathBuf>, typed: bool) -> ! {

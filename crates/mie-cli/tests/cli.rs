@@ -82,6 +82,39 @@ fn writing_to_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// A set-uid program (to another user) runs without mie under `mie run`: the loader
+/// ignores LD_PRELOAD for it. mie says so instead of letting it look covered.
+#[test]
+fn run_warns_that_a_set_uid_program_runs_without_mie() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("setuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = dir.join("true");
+    std::fs::copy("/bin/true", &prog).unwrap();
+    let run = || mie().arg("run").arg(format!("--lib={}", lib().display())).arg(&prog).output().unwrap();
+    let o = run();
+    assert!(o.status.success() && !text(&o).contains("set-uid"), "{}", text(&o));
+    // Owned by someone else than who runs it (root can give it away; anyone else can only
+    // test the bit on a file of another owner, which this cannot make).
+    // SAFETY: getuid has no preconditions; chown takes a NUL-terminated path.
+    let me = unsafe { libc::getuid() };
+    let other = if me == 0 { 65534 } else { me };
+    let c = std::ffi::CString::new(prog.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs fills the buffer it is given.
+    let nosuid = unsafe {
+        let mut v: libc::statvfs = std::mem::zeroed();
+        libc::statvfs(c.as_ptr(), &mut v) == 0 && v.f_flag & libc::ST_NOSUID != 0
+    };
+    if me == 0 && !nosuid && unsafe { libc::chown(c.as_ptr(), other, u32::MAX) } == 0 {
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let o = run();
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains(&format!("is set-uid (to uid {other}): the dynamic loader ignores LD_PRELOAD for it, so it runs without mie")), "{t}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn run_accepts_both_option_forms_and_adds_to_mie_options() {
     for args in [vec!["--options=stats=1"], vec!["--options", "stats=1"], vec!["-o", "stats=1"]] {
@@ -104,10 +137,13 @@ fn run_accepts_both_option_forms_and_adds_to_mie_options() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
-/// `log_path=PATH` sends statistics (and reports) to PATH.<pid>: `ls` closes its stderr
-/// before it exits, so `--stats` alone shows nothing for it.
+/// `ls` closes its stderr in an exit handler, before mie's statistics are written: they
+/// reach it all the same (here a pipe). `log_path=PATH` sends them (and reports) to
+/// PATH.<pid> instead.
 #[test]
 fn log_path_keeps_what_a_program_that_closes_stderr_would_lose() {
+    let o = mie().arg("run").arg(format!("--lib={}", lib().display())).args(["--stats", "--", "ls", "/"]).output().unwrap();
+    assert!(o.status.success() && text(&o).contains("]: stats: live "), "{}", text(&o));
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("logpath-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let base = dir.join("mie");
