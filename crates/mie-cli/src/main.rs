@@ -288,10 +288,7 @@ fn run(stats: bool, debug: bool, guard: bool, extra: Vec<String>, lib: Option<Pa
         preload.push(old);
     }
     if let Some(why) = preload_ignored(&program[0]) {
-        eprintln!(
-            "mie: warning: {} {why}: the dynamic loader ignores LD_PRELOAD for it, so it runs without mie (`mie enable PROGRAM` makes it load libmie itself)",
-            program[0].to_string_lossy()
-        );
+        eprintln!("mie: warning: {} {why}", program[0].to_string_lossy());
     }
     let mut cmd = Command::new(&program[0]);
     cmd.args(&program[1..]).env("LD_PRELOAD", preload);
@@ -308,8 +305,9 @@ fn run(stats: bool, debug: bool, guard: bool, extra: Vec<String>, lib: Option<Pa
 }
 
 /// Why the program `name` (a path, or a name looked up in PATH as exec does) will not load a
-/// preloaded library: it is set-uid or set-gid to someone else, which makes the loader run
-/// it in secure mode. None when it will (or cannot be found: exec says so).
+/// preloaded library: it is linked statically, or set-uid or set-gid to someone else, which
+/// makes the loader run it in secure mode. None when it will (or cannot be found: exec says
+/// so).
 fn preload_ignored(name: &std::ffi::OsStr) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let path = if name.as_encoded_bytes().contains(&b'/') {
@@ -319,18 +317,47 @@ fn preload_ignored(name: &std::ffi::OsStr) -> Option<String> {
         std::env::split_paths(&dirs).map(|d| d.join(name)).find(|p| p.is_file())?
     };
     let m = std::fs::metadata(&path).ok()?;
+    if statically_linked(&path) {
+        return Some("is statically linked: no dynamic loader reads LD_PRELOAD for it, so it runs with its own allocator, without mie (a dynamically linked build runs under mie)".into());
+    }
     if nosuid(&path) {
         return None; // the bits are ignored there: it runs as its caller, mie loads
     }
     // SAFETY: getuid and getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    if m.mode() & libc::S_ISUID != 0 && m.uid() != uid {
-        Some(format!("is set-uid (to uid {})", m.uid()))
+    let id = if m.mode() & libc::S_ISUID != 0 && m.uid() != uid {
+        format!("set-uid (to uid {})", m.uid())
     } else if m.mode() & libc::S_ISGID != 0 && m.gid() != gid {
-        Some(format!("is set-gid (to gid {})", m.gid()))
+        format!("set-gid (to gid {})", m.gid())
     } else {
-        None
+        return None;
+    };
+    Some(format!("is {id}: the dynamic loader ignores LD_PRELOAD for it, so it runs without mie (`mie enable PROGRAM` makes it load libmie itself)"))
+}
+
+/// Whether `path` is an ELF executable with no program interpreter (`PT_INTERP`): linked
+/// statically (Go programs by default, `-static` C ones), so no loader reads LD_PRELOAD. A
+/// script or anything unreadable: false.
+fn statically_linked(path: &std::path::Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let mut h = [0u8; 64];
+    if f.read_exact(&mut h).is_err() || &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+        return false; // not a 64-bit little-endian ELF file
     }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let e_type = u16_at(&h, 16);
+    let phoff = u64::from_le_bytes(h[32..40].try_into().unwrap());
+    let (phentsize, phnum) = (u16_at(&h, 54), u16_at(&h, 56));
+    if !(e_type == 2 || e_type == 3) || phentsize < 4 || phnum == 0 || phnum > 512 {
+        return false;
+    }
+    let mut ph = vec![0u8; (phentsize * phnum) as usize];
+    if f.seek(SeekFrom::Start(phoff)).is_err() || f.read_exact(&mut ph).is_err() {
+        return false;
+    }
+    const PT_INTERP: u32 = 3;
+    !ph.chunks(phentsize as usize).any(|p| u32::from_le_bytes(p[..4].try_into().unwrap()) == PT_INTERP)
 }
 
 /// Whether `path` is on a file system mounted `nosuid`.

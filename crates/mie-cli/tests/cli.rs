@@ -82,6 +82,30 @@ fn writing_to_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// A statically linked program (no dynamic loader) runs without mie under `mie run`: mie says
+/// so. (A shared library's ELF type is the same as a position-independent program's: only the
+/// program interpreter tells them apart.)
+#[test]
+fn run_warns_that_a_static_program_runs_without_mie() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("s.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    for (flags, static_) in [(&["-static"][..], true), (&["-static-pie"][..], true), (&[][..], false)] {
+        let prog = dir.join(format!("s{}", flags.join("")));
+        let built = Command::new("cc").args(flags).arg("-o").arg(&prog).arg(&src).status().is_ok_and(|s| s.success());
+        assert!(built || static_, "cc failed");
+        if !built {
+            continue; // no static C library here
+        }
+        let o = mie().arg("run").arg(format!("--lib={}", lib().display())).arg(&prog).output().unwrap();
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert_eq!(t.contains("is statically linked: no dynamic loader reads LD_PRELOAD for it, so it runs with its own allocator, without mie"), static_, "{flags:?}: {t}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A set-uid program (to another user) runs without mie under `mie run`: the loader
 /// ignores LD_PRELOAD for it. mie says so instead of letting it look covered.
 #[test]
