@@ -25,6 +25,9 @@ static void program_handler(int sig, siginfo_t *si, void *uc) {
 }
 static void *allocating_thread(void *arg) { (void)arg; free(malloc(32)); return NULL; }
 
+/* A pool thread that uses the heap and is still there at exit (nobody joins it). */
+static void *idle_thread(void *arg) { (void)arg; sink = malloc(32); for (;;) pause(); return NULL; }
+
 /* What GNU tools do at exit (gnulib's close_stdout): close stdout and stderr in an exit
    handler, which runs before mie's exit checks. */
 static void close_standard_streams(void) { fclose(stdout); fclose(stderr); }
@@ -131,8 +134,14 @@ int main(int argc, char **argv) {
         printf("exiting\n");
         exit(0);
     } else if (!strncmp(m, "never_freed_overflow", 20)) {
-        /* _stderr_closed: the streams closed by an exit handler; _early: by main, before exit. */
+        /* _stderr_closed: the streams closed by an exit handler; _early: by main, before exit;
+           _threads: another thread still uses the heap at exit. */
         if (!strcmp(m, "never_freed_overflow_stderr_closed")) atexit(close_standard_streams);
+        if (!strcmp(m, "never_freed_overflow_threads")) {
+            pthread_t t;
+            pthread_create(&t, NULL, idle_thread, NULL);
+            while (!sink) usleep(1000);
+        }
         /* A buffer that lives until exit, overrun by plain stores (CVE-2021-3156's shape):
            no free ever checks its canary, the exit sweep does. */
         char *p = malloc(40);

@@ -120,12 +120,15 @@ extern "C" fn at_exit() {
     }
     report::set_exiting();
     let tcp = crate::platform::tls::get();
+    let mut own = None;
     if tcp > slab::tcache::DEAD {
         // SAFETY: a live TLS word is this thread's own cache, not in use during `exit`.
-        slab::owner::check_at_exit(globals(), unsafe { &*(tcp as *const slab::tcache::TCache) });
+        let tc = unsafe { &*(tcp as *const slab::tcache::TCache) };
+        slab::owner::check_at_exit(globals(), tc);
+        own = Some(tc.id);
     }
     if globals().opts.exit_check {
-        diagnose::sweep::at_exit(globals());
+        diagnose::sweep::at_exit(globals(), own);
     }
 }
 

@@ -8,10 +8,13 @@
 //! resident either: never-used bytes on it go unchecked.)
 //!
 //! Bounded: the sweep stops after `BUDGET_NS` (measured: 2 ms for 200 MB of 1 KB blocks,
-//! 15 ms for 2 million 64-byte blocks, so the budget runs out only in far bigger heaps). It runs only
-//! when the exiting thread is the only one using the heap: another thread could be in the
-//! middle of handing out or releasing the slot being read. A finding is re-checked against
-//! the slot's record, which must not have changed while its bytes were read.
+//! 15 ms for 2 million 64-byte blocks, so the budget runs out only in far bigger heaps). When
+//! other threads still use the heap (a thread pool nobody joined), it covers only the slabs
+//! the exiting thread owns: no other thread hands out their slots, and one that frees a
+//! block in them (a remote free) marks its record before it clears the slot. Large blocks
+//! and the rest of the heap are swept only when the exiting thread is the last one using
+//! it. A finding is re-checked against the slot's record, which must not have changed while
+//! its bytes were read.
 
 use core::fmt::Write;
 
@@ -32,12 +35,19 @@ pub const BUDGET_NS: u64 = 100_000_000;
 /// overflow reaching it writes these first.
 const CLEAN_PREFIX: usize = 64;
 
-/// Sweep the heap (see the module's text).
-pub fn at_exit(g: &Globals) {
-    if tcache::threads() > 1 {
-        return;
-    }
-    if g.opts.canary {
+/// Sweep the heap (see the module's text); `own` is the exiting thread's cache id, if it has
+/// a cache.
+pub fn at_exit(g: &Globals, own: Option<u32>) {
+    // With other threads using the heap: this thread's slabs only (none without a cache).
+    let only = if tcache::threads() > 1 {
+        match own {
+            Some(id) => Some(id),
+            None => return,
+        }
+    } else {
+        None
+    };
+    if only.is_none() && g.opts.canary {
         let bad = LARGE.find_live(|e| {
             let len = (e.body_len - e.req).min(canary::MAX_CANARY);
             // SAFETY: the canary lies in the live block's committed pages, after its end.
@@ -54,10 +64,18 @@ pub fn at_exit(g: &Globals) {
             if swept % 64 == 63 && platform::now_ns() > deadline {
                 return;
             }
-            sweep_slab(g, region, slab);
+            if only.is_none_or(|id| owned_by(g, region, slab) == id) {
+                sweep_slab(g, region, slab);
+            }
             swept += 1;
         }
     }
+}
+
+/// The cache that owns `slab` of `region` (0: none), a slab in `pool::slabs` (its metadata
+/// exists).
+fn owned_by(g: &Globals, region: usize, slab: usize) -> u32 {
+    SlabMeta::of(&g.geo, &CLASSES[region / BUCKET_SLOTS], region, slab).owner()
 }
 
 /// The place of `slot` in `slab` of `region`.
@@ -139,7 +157,12 @@ fn sweep_slots<const WIDE: bool>(g: &Globals, m: SlabMeta, region: usize, slab: 
         } else {
             false // freed by another thread a moment ago: its owner collects it
         };
-        if bad && m.rec_of::<WIDE>(k, slot) == rec {
+        // (The bytes were read before the record is read again: another thread that frees
+        // the block marks the record before it clears the slot.)
+        if bad && {
+            core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+            m.rec_of::<WIDE>(k, slot) == rec
+        } {
             found(g, loc(region, slab, slot), p, rec);
         }
         slot += 1;
