@@ -643,7 +643,9 @@ fn stderr_again() -> i32 {
 /// it in an exit handler and wait for the child reading it to see the end.)
 pub fn keep_stderr() {
     use core::sync::atomic::Ordering;
-    if !NOTED.load(Ordering::Acquire) || AGAIN_FD.load(Ordering::Acquire) != -1 {
+    // (Also after an earlier `stderr_again` found nothing to open: -2.)
+    let was = AGAIN_FD.load(Ordering::Acquire);
+    if !NOTED.load(Ordering::Acquire) || was >= 0 {
         return;
     }
     // SAFETY: START_ERR was written before NOTED was set.
@@ -655,7 +657,7 @@ pub fn keep_stderr() {
         let unnamed = |sb: &libc::stat| matches!(sb.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK);
         if libc::fstat(2, &mut sb) == 0 && unnamed(&sb) && sb.st_dev == st.dev && sb.st_ino == st.ino {
             let fd = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3);
-            if fd >= 0 && AGAIN_FD.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if fd >= 0 && AGAIN_FD.compare_exchange(was, fd, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 libc::close(fd);
             }
         }
