@@ -28,6 +28,15 @@ static void *allocating_thread(void *arg) { (void)arg; free(malloc(32)); return 
 /* A pool thread that uses the heap and is still there at exit (nobody joins it). */
 static void *idle_thread(void *arg) { (void)arg; sink = malloc(32); for (;;) pause(); return NULL; }
 
+/* A thread that overruns a buffer it never frees, then ends (its slab goes to the pool). */
+static void *overrunning_thread(void *arg) {
+    (void)arg;
+    char *p = malloc(40);
+    for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1; /* even */
+    for (int i = 0; i < 20; i++) sink = malloc(40);
+    return NULL;
+}
+
 /* What GNU tools do at exit (gnulib's close_stdout): close stdout and stderr in an exit
    handler, which runs before mie's exit checks. */
 static void close_standard_streams(void) { fclose(stdout); fclose(stderr); }
@@ -152,6 +161,18 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
         printf("exiting\n");
         if (!strcmp(m, "never_freed_overflow_stderr_closed_early")) close_standard_streams();
+        exit(0);
+    } else if (!strcmp(m, "ended_thread_never_freed_overflow")) {
+        /* The overrun block belongs to a thread that has ended; another one is still there.
+           main has a cache of its own first (else it would take the ended thread's). */
+        pthread_t t, w;
+        free(malloc(64));
+        pthread_create(&t, NULL, idle_thread, NULL);
+        while (!sink) usleep(1000);
+        pthread_create(&w, NULL, overrunning_thread, NULL);
+        pthread_join(w, NULL);
+        for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
+        printf("exiting\n");
         exit(0);
     } else if (!strcmp(m, "never_freed_skip_overflow")) {
         /* An out-of-bounds store that skips the block's canary (an index past the end, not a
