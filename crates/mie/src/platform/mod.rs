@@ -576,22 +576,27 @@ pub fn note_stderr() {
     }
     // SAFETY: called once, under the start-up lock, before NOTED is set: no reader yet.
     let st = unsafe { &mut *START_ERR.0.get() };
-    // SAFETY: fstat fills a stat buffer it is given; the path is NUL-terminated, the buffer
-    // long enough for readlink's answer and its NUL (at most len - 1 bytes are written).
-    unsafe {
-        let mut sb: libc::stat = core::mem::zeroed();
-        if libc::fstat(2, &mut sb) == 0 {
-            st.dev = sb.st_dev;
-            st.ino = sb.st_ino;
-            let n = libc::readlink(c"/proc/self/fd/2".as_ptr(), st.path.as_mut_ptr().cast(), st.path.len() - 1);
-            // A pipe or socket has no name to open again ("pipe:[…]").
-            st.named = n > 1 && st.path[0] == b'/';
-            if n > 0 {
-                st.path[n as usize] = 0;
-            }
+    if let Some((dev, ino, _)) = file_id(2) {
+        (st.dev, st.ino) = (dev, ino);
+        // SAFETY: the path is NUL-terminated, the buffer long enough for readlink's answer
+        // and its NUL (at most len - 1 bytes are written).
+        let n = unsafe { libc::readlink(c"/proc/self/fd/2".as_ptr(), st.path.as_mut_ptr().cast(), st.path.len() - 1) };
+        // A pipe or socket has no name to open again ("pipe:[…]").
+        st.named = n > 1 && st.path[0] == b'/';
+        if n > 0 {
+            st.path[n as usize] = 0;
         }
     }
     NOTED.store(true, Ordering::Release);
+}
+
+/// The device, inode and file type (`S_IFMT` bits) of what `fd` has open.
+fn file_id(fd: i32) -> Option<(u64, u64, u32)> {
+    // SAFETY: fstat fills the buffer it is given.
+    unsafe {
+        let mut sb: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut sb) == 0).then_some((sb.st_dev, sb.st_ino, sb.st_mode & libc::S_IFMT))
+    }
 }
 
 /// A descriptor (above 2, close-on-exec) for what standard error was at start-up, opened again
@@ -606,7 +611,7 @@ fn stderr_again() -> i32 {
         return fd;
     }
     let mut fd = -2;
-    let mut what: &[u8] = b"/dev/tty";
+    let mut what: &[u8] = &[];
     if NOTED.load(Ordering::Acquire) && !is_secure_exec() {
         // SAFETY: START_ERR was written before NOTED was set.
         let st = unsafe { &*START_ERR.0.get() };
@@ -651,11 +656,10 @@ pub fn keep_stderr() {
     // SAFETY: START_ERR was written before NOTED was set.
     let st = unsafe { &*START_ERR.0.get() };
     let e = errno();
-    // SAFETY: fstat fills the buffer it is given; fcntl duplicates a descriptor.
-    unsafe {
-        let mut sb: libc::stat = core::mem::zeroed();
-        let unnamed = |sb: &libc::stat| matches!(sb.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK);
-        if libc::fstat(2, &mut sb) == 0 && unnamed(&sb) && sb.st_dev == st.dev && sb.st_ino == st.ino {
+    let unnamed = |kind| kind == libc::S_IFIFO || kind == libc::S_IFSOCK;
+    if file_id(2).is_some_and(|(dev, ino, kind)| unnamed(kind) && (dev, ino) == (st.dev, st.ino)) {
+        // SAFETY: duplicating fd 2, and closing the copy this function made.
+        unsafe {
             let fd = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3);
             if fd >= 0 && AGAIN_FD.compare_exchange(was, fd, Ordering::AcqRel, Ordering::Acquire).is_err() {
                 libc::close(fd);
@@ -686,19 +690,14 @@ pub fn on_main_thread_exit(f: unsafe extern "C" fn(*mut libc::c_void)) -> bool {
 
 /// Open `path` for appending if it is still the file (`dev`, `ino`); else -1.
 fn open_same(path: *const libc::c_char, dev: u64, ino: u64) -> i32 {
-    // SAFETY: path is NUL-terminated; fstat fills the buffer it is given.
-    unsafe {
-        let fd = libc::open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return -1;
-        }
-        let mut sb: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut sb) == 0 && sb.st_dev == dev && sb.st_ino == ino {
-            return fd;
-        }
-        libc::close(fd);
-        -1
+    // SAFETY: path is NUL-terminated.
+    let fd = unsafe { libc::open(path, libc::O_WRONLY | libc::O_APPEND | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 || file_id(fd).is_some_and(|(d, i, _)| (d, i) == (dev, ino)) {
+        return fd;
     }
+    // SAFETY: closing the descriptor opened just above.
+    unsafe { libc::close(fd) };
+    -1
 }
 
 /// `fd` moved above the standard descriptors (the program may open 0, 1 or 2 again and
