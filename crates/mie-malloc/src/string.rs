@@ -323,14 +323,8 @@ extern "C" fn memcpy_known(d: *mut c_void, s: *const c_void, n: usize, cs: usize
 
 #[inline(never)]
 extern "C" fn memcpy_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
-    // Each range found at once where it can be (a large block whose hint went stale, say),
-    // else checked in full.
-    if !bounds::found(d as usize, n, Access::Write) {
-        w(d, n, "memcpy", cs);
-    }
-    if !bounds::found(s as usize, n, Access::Read) {
-        r(s, n, "memcpy", cs);
-    }
+    w(d, n, "memcpy", cs);
+    r(s, n, "memcpy", cs);
     // SAFETY: both ranges were checked against their blocks (or are outside the heap).
     unsafe { copy(d, s, n) };
     d
@@ -347,13 +341,8 @@ extern "C" fn memmove_known(d: *mut c_void, s: *const c_void, n: usize, cs: usiz
 
 #[inline(never)]
 extern "C" fn memmove_checked(d: *mut c_void, s: *const c_void, n: usize, cs: usize) -> *mut c_void {
-    // As in memcpy_checked.
-    if !bounds::found(d as usize, n, Access::Write) {
-        w(d, n, "memmove", cs);
-    }
-    if !bounds::found(s as usize, n, Access::Read) {
-        r(s, n, "memmove", cs);
-    }
+    w(d, n, "memmove", cs);
+    r(s, n, "memmove", cs);
     // SAFETY: both ranges were checked.
     unsafe { moved(d, s, n) };
     d
@@ -391,9 +380,7 @@ extern "C" fn memset_known(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mu
 
 #[inline(never)]
 extern "C" fn memset_checked(d: *mut c_void, c: c_int, n: usize, cs: usize) -> *mut c_void {
-    if !bounds::found(d as usize, n, Access::Write) {
-        w(d, n, "memset", cs);
-    }
+    w(d, n, "memset", cs);
     // SAFETY: the range was checked against its block (or is outside the heap).
     unsafe { set(d, c, n) };
     d

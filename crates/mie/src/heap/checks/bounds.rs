@@ -302,7 +302,13 @@ pub fn check(p: usize, len: usize, access: Access, func: &'static str, ret_addr:
 #[inline(always)]
 fn check_unhinted(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     let g = crate::heap::globals();
-    if let Some(b) = small_fit(g, tag::untag(p), len) {
+    let a = tag::untag(p);
+    // The last large block a checked call was in: a small block may have taken `access`'s
+    // hint since (sqlite copies between small blocks and its big page buffers in turn).
+    if hints().is_some_and(|h| h.inside(LARGE, a, len)) {
+        return;
+    }
+    if let Some(b) = small_fit(g, a, len) {
         if let Some(h) = hints() {
             h.set(access as usize, b);
         }
@@ -457,28 +463,6 @@ fn learn(g: &crate::heap::Globals, h: &mut Hints, i: usize, a: usize, len: usize
     }
 }
 
-/// After `copy_learn` or `learn_one` said false, for each range in turn: whether
-/// `[p, p + len)` is surely fine, found without the full check: outside mie's memory,
-/// checks off, in the block of a hint, or in a live small or large block found now (and
-/// remembered: a large one as `access`'s hint and the last large block). Any large block
-/// freed or resized makes every large block's hint stale (`large::GENERATION`): a program
-/// that grows a big buffer by `realloc` between its copies (python's json writer) found
-/// its block again through the full check of each range, two lookups and two decodes
-/// that fail. False means only: ask `check` (it finds the other kinds of block, and
-/// reports what is wrong).
-#[inline(never)]
-pub fn found(p: usize, len: usize, access: Access) -> bool {
-    let Some((g, a)) = to_check(p) else { return true };
-    let Some(h) = hints() else { return false };
-    let i = access as usize;
-    if h.inside(i, a, len) || h.inside(LARGE, a, len) || learn(g, h, i, a, len) {
-        return true;
-    }
-    let Some(b) = large_fit(a, len) else { return false };
-    h.set_in(&[i, LARGE], b);
-    true
-}
-
 /// The live large block that `[a, a + len)` (untagged) lies inside, as a hint: remembered
 /// by the large blocks' generation, read before the lookup (a free meanwhile leaves the
 /// hint stale).
@@ -526,6 +510,9 @@ fn checking(ret_addr: usize) -> bool {
 fn check_tracked(p: usize, len: usize, access: Access, func: &'static str, ret_addr: usize) {
     // A range inside a live large block: remembered like a small block, by the large
     // blocks' generation (read before the lookup: a free meanwhile leaves the hint stale).
+    // Any large block's free or resize makes every large hint stale: a program that grows a
+    // big buffer by `realloc` between its copies (python's json writer) finds it here again
+    // with one lookup.
     let a = tag::untag(p);
     if let Some(b) = large_fit(a, len) {
         // Remembered twice: as `access`'s hint (the entry of the next call asks it) and as
