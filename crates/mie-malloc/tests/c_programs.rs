@@ -497,6 +497,9 @@ fn findings_named_right() {
         let t = text(&o);
         assert_eq!(o.status.signal(), Some(libc::SIGABRT), "{:?}\n{t}", o.status);
         assert!(t.contains("mie: heap-buffer-underflow on 0x") && t.contains("the first of its slab") && t.contains("slot 0"), "{t}");
+        // The slab before in its pool (given back empty): found at the free as well, not
+        // left to the exit sweep.
+        expect_report("pooled_slab_underflow", "heap-buffer-underflow", "free", &["the first of its slab", "slot 0"]);
     }
     let o = run_exact(&detect_bin(), &["large_far_write"], "");
     let t = text(&o);

@@ -247,6 +247,29 @@ int main(int argc, char **argv) {
                 break;
             }
         }
+    } else if (!strcmp(m, "pooled_slab_underflow")) {
+        /* The same with the slab before in its pool, owned by no thread: this one freed
+           every block there and gave it back, empty, at malloc_trim. */
+        enum { N = 3000, SLAB = 16384 }; /* 100-byte blocks: 112-byte slots, 16 KiB slabs */
+        static char *ps[N];
+        for (int i = 0; i < N; i++) ps[i] = alloc_at_one_site(100);
+        for (int i = 0; i < N; i++) {
+            uintptr_t b = (uintptr_t)ps[i] & ADDR_MASK;
+            int before = 0;
+            for (int j = 0; j < N && b % SLAB == 0; j++)
+                before += ((uintptr_t)ps[j] & ADDR_MASK) >= b - SLAB && ((uintptr_t)ps[j] & ADDR_MASK) < b;
+            if (!before) continue; /* not a first slot, or the first slab of its segment */
+            for (int j = 0; j < N; j++)
+                if (((uintptr_t)ps[j] & ADDR_MASK) >= b - SLAB && ((uintptr_t)ps[j] & ADDR_MASK) < b) free(ps[j]);
+            malloc_trim(0);
+            printf("block %p, %d blocks freed in the slab before\n", (void *)ps[i], before);
+            ((volatile char *)ps[i])[-1] = 2; /* even: never a canary byte */
+            free(ps[i]);
+            printf("NOT DETECTED: %s\n", m);
+            return 0;
+        }
+        printf("no block in a first slot after a slab of the same site\n");
+        return 4;
     } else if (!strcmp(m, "large_double_free")) {
         char *p = malloc(1 << 20);
         free(p);

@@ -314,9 +314,10 @@ fn zero_long(p: usize, len: usize) {
 
 /// The first slot of a slab: the bytes before it are the end of the slab before, in the
 /// same segment of the region (its last slot, or the unused tail after it, zero). Checked as
-/// `before_intact` checks a slot's neighbour, when this thread owns that slab too (only a
-/// free of its last block by another thread changes that slot meanwhile: its record is read
-/// again) and it is mapped there (not a guarded slab's gap).
+/// `before_intact` checks a slot's neighbour where that slab is mapped there (not a guarded
+/// slab's gap) and this thread owns it too, or no thread does (it is in its pool: checked
+/// with the pool's lock held, so that no thread takes it meanwhile). Only a free of its last
+/// block by another thread changes that slot meanwhile: its record is read again.
 #[cold]
 #[inline(never)]
 fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, who: Caller) {
@@ -330,11 +331,33 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, w
         return; // an unmapped gap (guarded slab): an overrun faults there
     }
     let pm = SlabMeta::new(&g.geo, loc.region, prev_slab);
-    if pm.owner() != tc.id {
-        return;
+    let owner = pm.owner();
+    let bad = if owner == tc.id {
+        end_of_slab_changed(g, k, loc.region, prev_slab, pm, p)
+    } else if owner == 0 {
+        // Tried, not waited for: a signal handler's free may interrupt this thread while it
+        // holds the lock. (The report is made after it is released.)
+        let lock = &crate::heap::slab::locks::LOCKS.pools[loc.region].0;
+        if !lock.try_lock() {
+            return;
+        }
+        let bad = if pm.owner() == 0 { end_of_slab_changed(g, k, loc.region, prev_slab, pm, p) } else { None };
+        lock.unlock();
+        bad
+    } else {
+        None
+    };
+    if let Some((last_start, prev)) = bad {
+        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who });
     }
+}
+
+/// Whether the 8 bytes before `p`, the end of `prev_slab` (metadata `pm`, owned by this
+/// thread or held still by its pool's lock), are not what they should be: then its last
+/// slot's start, and that slot's record unless they are the slab's unused tail.
+fn end_of_slab_changed(g: &Globals, k: &ClassInfo, region: usize, prev_slab: usize, pm: SlabMeta, p: usize) -> Option<(usize, Option<u32>)> {
     let last = k.nslots as usize - 1;
-    let last_start = g.geo.slot_addr(loc.region, prev_slab, last);
+    let last_start = g.geo.slot_addr(region, prev_slab, last);
     let (expect, mask, rec) = if p - 8 >= last_start + k.size as usize {
         // The slab's unused tail: never written, so zero.
         (0u64, u64::MAX, None)
@@ -345,9 +368,7 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, w
     };
     // SAFETY: p - 8 lies in the mapped part of the previous slab of this region (checked).
     let w = unsafe { ((p - 8) as *const u64).read() };
-    if (w ^ expect) & mask != 0 && !rec.is_some_and(|r| changed(pm, k, last, r)) {
-        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev: rec, who });
-    }
+    ((w ^ expect) & mask != 0 && !rec.is_some_and(|r| changed(pm, k, last, r))).then_some((last_start, rec))
 }
 
 /// Whether the record of `slot` is no longer `was`, read again after the bytes checked
