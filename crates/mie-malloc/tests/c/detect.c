@@ -37,6 +37,31 @@ static void *overrunning_thread(void *arg) {
     return NULL;
 }
 
+/* A thread that finds two of its blocks in neighbouring slots and hands them to main, waits
+   until main has freed the second, then allocates (its refills take back what other
+   threads freed in its slabs). */
+static char *volatile neighbour_first, *volatile neighbour_second;
+static volatile int neighbour_freed;
+static void *neighbours_thread(void *arg) {
+    (void)arg;
+    char *ps[400];
+    for (int i = 0; i < 400; i++) ps[i] = malloc(40);
+    for (int i = 0; i < 400 && !neighbour_second; i++)
+        for (int j = 0; j < 400; j++)
+            if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
+                neighbour_first = ps[i];
+                neighbour_second = ps[j];
+                break;
+            }
+    if (!neighbour_second) {
+        neighbour_second = (char *)1;
+        return NULL;
+    }
+    while (!neighbour_freed) usleep(1000);
+    for (int i = 0; i < 2000; i++) sink = malloc(40); /* kept: the bins run dry */
+    return NULL;
+}
+
 /* What GNU tools do at exit (gnulib's close_stdout): close stdout and stderr in an exit
    handler, which runs before mie's exit checks. */
 static void close_standard_streams(void) { fclose(stdout); fclose(stderr); }
@@ -270,6 +295,21 @@ int main(int argc, char **argv) {
         }
         printf("no block in a first slot after a slab of the same site\n");
         return 4;
+    } else if (!strcmp(m, "remote_underflow")) {
+        /* A write just before a block that another thread allocated, then its free by this
+           thread: the thread that owns the slab finds it when it takes the block back. */
+        pthread_t t;
+        if (pthread_create(&t, NULL, neighbours_thread, NULL)) return 2;
+        while (!neighbour_second) usleep(1000);
+        if (neighbour_second == (char *)1) return 4;
+        printf("first %p second %p\n", (void *)neighbour_first, (void *)neighbour_second);
+        ((volatile char *)neighbour_second)[-1] = 2; /* even: never a canary byte */
+        free(neighbour_second);
+        malloc_trim(0); /* tells the owner now (remote frees are told in batches) */
+        neighbour_freed = 1;
+        pthread_join(t, NULL);
+        printf("NOT DETECTED: %s\n", m);
+        return 0;
     } else if (!strcmp(m, "large_double_free")) {
         char *p = malloc(1 << 20);
         free(p);

@@ -15,8 +15,8 @@ use crate::report::{self, Kind};
 pub fn report_finding(f: Finding) -> ! {
     let g = globals();
     match f {
-        Finding::Underflow { p, loc, prev, who } => validate::underflow(g, p, loc, prev, who),
-        Finding::UnderflowFirstSlot { p, loc, last_start, prev, who } => validate::underflow_first_slot(p, loc, last_start, prev, who),
+        Finding::Underflow { p, loc, prev, who, collected } => validate::underflow(g, p, loc, prev, who, collected),
+        Finding::UnderflowFirstSlot { p, loc, last_start, prev, who, collected } => validate::underflow_first_slot(p, loc, last_start, prev, who, collected),
         Finding::ConcurrentDoubleFree { p, loc, who } => validate::concurrent_double_free(g, p, &loc, who),
         Finding::RacingDoubleFree { p, region, slab, slot } => validate::racing_double_free(g, p, region, slab, slot),
         Finding::WriteAfterFree { p, first, func, when } => write_after_free(p, first, func, when),

@@ -423,7 +423,7 @@ fn overflow(p: usize, usable: usize, off: usize, loc: Option<&Loc>, found: Found
 /// were overwritten: found when the block is freed.
 #[cold]
 #[inline(never)]
-pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller) -> ! {
+pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller, collected: bool) -> ! {
     let prev_loc = Loc { slot: loc.slot - 1, interior: 0, ..loc };
     blame_previous(g, p, p - CLASSES[loc.class].size as usize, prev, &prev_loc, who);
     report::fatal(Kind::HeapBufferUnderflow, p, who.func, |o| {
@@ -440,9 +440,21 @@ pub fn underflow(g: &Globals, p: usize, loc: Loc, prev: u32, who: Caller) -> ! {
                 "  the bytes just before the block (the end of the free previous slot, {prev_start:#x}) are not zero: a write before the start of this block"
             );
         }
-        describe_slot(o, &loc, p, "live");
-        report::write_code_addr(o, "detected in a call from", who.ret_addr);
+        underflow_found(o, &loc, p, who, collected);
     })
+}
+
+/// The end of an underflow report: the block, and where the write was found (at its free,
+/// or when its slab's owner collected it after another thread freed it).
+fn underflow_found(o: &mut dyn Write, loc: &Loc, p: usize, who: Caller, collected: bool) {
+    if !collected {
+        describe_slot(o, loc, p, "live");
+        report::write_code_addr(o, "detected in a call from", who.ret_addr);
+        return;
+    }
+    describe_slot(o, loc, p, "free");
+    let _ = writeln!(o, "  found when the thread that owns the block's slab took the block back after another thread freed it: the write came before that free");
+    report::write_code_addr(o, "detected in a call from", 0);
 }
 
 /// The bytes before the block at `p` (the end of the slot at `prev_start`, `prev_loc`, record `prev`)
@@ -468,7 +480,7 @@ fn blame_previous(g: &Globals, p: usize, prev_start: usize, prev: u32, prev_loc:
 /// slab before (`prev` is its last slot's record; None: its unused tail).
 #[cold]
 #[inline(never)]
-pub fn underflow_first_slot(p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller) -> ! {
+pub fn underflow_first_slot(p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller, collected: bool) -> ! {
     if let Some(r) = prev {
         let last = CLASSES[loc.class].nslots as usize - 1;
         blame_previous(crate::heap::globals(), p, last_start, r, &Loc { slab: loc.slab - 1, slot: last, interior: 0, ..loc }, who);
@@ -480,8 +492,7 @@ pub fn underflow_first_slot(p: usize, loc: Loc, last_start: usize, prev: Option<
             None => format_args!("the unused tail of the slab before, which is never written"),
         };
         let _ = writeln!(o, "  the bytes just before the block ({what}) were overwritten: a write before the start of this block, the first of its slab");
-        describe_slot(o, &loc, p, "live");
-        report::write_code_addr(o, "detected in a call from", who.ret_addr);
+        underflow_found(o, &loc, p, who, collected);
     })
 }
 

@@ -14,11 +14,12 @@ use crate::heap::Caller;
 #[derive(Clone, Copy)]
 pub enum Finding {
     /// The bytes before the block at `p` (the end of the previous slot of its slab, record
-    /// `prev`) were overwritten.
-    Underflow { p: usize, loc: Loc, prev: u32, who: Caller },
+    /// `prev`) were overwritten: found at its free, or (`collected`) when the owner of its
+    /// slab collected it after another thread freed it.
+    Underflow { p: usize, loc: Loc, prev: u32, who: Caller, collected: bool },
     /// As `Underflow`, for the first slot of a slab: the bytes before it end the slab before
     /// (its last slot at `last_start`, record `prev`; None: its unused tail).
-    UnderflowFirstSlot { p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller },
+    UnderflowFirstSlot { p: usize, loc: Loc, last_start: usize, prev: Option<u32>, who: Caller, collected: bool },
     /// Two releases of the block at `p` raced, and this one lost.
     ConcurrentDoubleFree { p: usize, loc: Loc, who: Caller },
     /// The owner, collecting remote frees, found the slot freed by two threads at once.

@@ -181,7 +181,7 @@ fn free_local(g: &Globals, tc: &mut TCache, raw: usize, p: usize, loc: Loc, m: S
         if loc.slot > 0 {
             let prev = m.rec(k, loc.slot - 1);
             if !before_intact(k, prev, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) && !changed(m, k, loc.slot - 1, prev) {
-                finding::found(Finding::Underflow { p, loc, prev, who });
+                finding::found(Finding::Underflow { p, loc, prev, who, collected: false });
             }
         } else {
             first_slot_before_intact(g, tc, k, p, who);
@@ -348,7 +348,40 @@ fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, w
         None
     };
     if let Some((last_start, prev)) = bad {
-        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who });
+        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who, collected: false });
+    }
+}
+
+/// The underflow check of a free, for a block another thread freed in a slab this thread
+/// owns: made when this thread collects it (`owner::collect_slab`), as the freeing thread
+/// cannot make it. The owner may be handing out the previous slot meanwhile, and a slot's
+/// record and its canary are two stores: between them a check sees a live record without
+/// its canary. The owner sees its own stores in order, and another thread's free of the
+/// previous block changes its record before its bytes (`changed`). `loc` is the block's.
+pub fn collected_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, m: SlabMeta, loc: Loc, p: usize) {
+    // (The free that released the block ran in another thread; its call is not known here.)
+    const WHO: Caller = Caller { func: &crate::heap::Func("free"), ret_addr: 0 };
+    if loc.slot > 0 {
+        let prev = m.rec(k, loc.slot - 1);
+        if !before_intact(k, prev, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) && !changed(m, k, loc.slot - 1, prev) {
+            finding::found(Finding::Underflow { p, loc, prev, who: WHO, collected: true });
+        }
+        return;
+    }
+    if Geometry::first_in_segment(k, loc.slab) || !pool::slab_exists(loc.region, loc.slab - 1) {
+        return;
+    }
+    let prev_slab = loc.slab - 1;
+    if p - 8 >= g.geo.slot_addr(loc.region, prev_slab, 0) + pool::mapped_len(loc.region, prev_slab) {
+        return;
+    }
+    let pm = SlabMeta::new(&g.geo, loc.region, prev_slab);
+    // (A slab before in its pool is checked at frees, under its lock; not here, where a
+    // refill may hold a pool's lock.)
+    if pm.owner() == tc.id {
+        if let Some((last_start, prev)) = end_of_slab_changed(g, k, loc.region, prev_slab, pm, p) {
+            finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who: WHO, collected: true });
+        }
     }
 }
 

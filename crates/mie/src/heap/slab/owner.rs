@@ -15,7 +15,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS};
+use crate::heap::slab::layout::{Geometry, Loc, BUCKET_SLOTS};
 use crate::heap::slab::pool::POOLS;
 use crate::heap::slab::quarantine;
 use crate::heap::slab::record;
@@ -381,6 +381,10 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
             let p = base + slot * k.size as usize;
             if record::state(r) != record::REMOTE_FREED {
                 finding::found(Finding::RacingDoubleFree { p, region, slab, slot });
+            }
+            if g.opts.canary && !crate::tag::on() {
+                let loc = Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot, interior: 0 };
+                crate::heap::slab::free::collected_before_intact(g, tc, k, m, loc, p);
             }
             m.set_rec(k, slot, record::freed(r));
             quarantine(g, tc, p, region, k.size as usize, func);
