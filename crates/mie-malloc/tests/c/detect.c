@@ -62,6 +62,19 @@ static void *neighbours_thread(void *arg) {
     return NULL;
 }
 
+/* A pool thread that overruns a buffer it never frees, then waits, alive at exit (its slab
+   stays its own). */
+static volatile int worker_overran;
+static void *overrunning_idle_thread(void *arg) {
+    (void)arg;
+    char *p = malloc(40);
+    for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1; /* even */
+    sink = p;
+    worker_overran = 1;
+    for (;;) pause();
+    return NULL;
+}
+
 /* What GNU tools do at exit (gnulib's close_stdout): close stdout and stderr in an exit
    handler, which runs before mie's exit checks. */
 static void close_standard_streams(void) { fclose(stdout); fclose(stderr); }
@@ -196,6 +209,16 @@ int main(int argc, char **argv) {
         while (!sink) usleep(1000);
         pthread_create(&w, NULL, overrunning_thread, NULL);
         pthread_join(w, NULL);
+        for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
+        printf("exiting\n");
+        exit(0);
+    } else if (!strcmp(m, "idle_worker_never_freed_overflow")) {
+        /* The overrun block belongs to a thread that is still there at exit, waiting (a
+           pool thread nobody stops): its slab is swept too. */
+        pthread_t t;
+        free(malloc(64));
+        pthread_create(&t, NULL, overrunning_idle_thread, NULL);
+        while (!worker_overran) usleep(1000);
         for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
         printf("exiting\n");
         exit(0);

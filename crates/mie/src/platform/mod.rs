@@ -520,6 +520,13 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Sleep for `ns` nanoseconds (less if a signal interrupts it).
+pub fn sleep_ns(ns: u64) {
+    let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long };
+    // SAFETY: nanosleep reads a valid local; the remainder is not asked for.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     if !random_bytes(&mut b) {

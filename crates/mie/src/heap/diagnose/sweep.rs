@@ -12,10 +12,14 @@
 //! other threads still use the heap (a thread pool nobody joined), it covers the slabs the
 //! exiting thread owns and those in the pools (the blocks of threads that ended), each pool's
 //! slabs with its lock held: no other thread hands out their slots meanwhile, and one that
-//! frees a block in them (a remote free) marks its record before it clears the slot. Large
-//! blocks and the slabs other threads own are swept only when the exiting thread is the last
-//! one using the heap. A finding is re-checked against the slot's record, which must not have
-//! changed while its bytes were read.
+//! frees a block in them (a remote free) marks its record before it clears the slot. The
+//! slabs other live threads own are swept too (without MTE, whose tag changes would fault
+//! the sweep's reads): such a thread may be between the two stores of a hand-out or a free
+//! (the slot's record, then its bytes), so there a finding counts only if it is still there,
+//! under the same record, after the owner had `SETTLE_STEPS` milliseconds to finish. Large
+//! blocks are swept only when the exiting thread is the last one using the heap. A finding
+//! is re-checked against the slot's record, which must not have changed while its bytes were
+//! read.
 
 use core::fmt::Write;
 
@@ -35,6 +39,8 @@ pub const BUDGET_NS: u64 = 100_000_000;
 /// Bytes of a never-used slot, or of a slab's unused tail, that are checked: a linear
 /// overflow reaching it writes these first.
 const CLEAN_PREFIX: usize = 64;
+/// Milliseconds a finding in a slab another live thread owns must last (see the module's text).
+const SETTLE_STEPS: u32 = 20;
 
 /// Sweep the heap (see the module's text); `own` is the exiting thread's cache id, if it has
 /// a cache.
@@ -66,10 +72,11 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
                 return;
             }
             match only {
-                None => sweep_slab(g, region, slab),
+                None => sweep_slab(g, region, slab, false),
                 Some(id) => match owned_by(g, region, slab) {
-                    o if o == id => sweep_slab(g, region, slab),
+                    o if o == id => sweep_slab(g, region, slab, false),
                     0 => sweep_pooled(g, region, slab),
+                    _ if !tag::enabled() => sweep_slab(g, region, slab, true),
                     _ => {}
                 },
             }
@@ -88,7 +95,7 @@ fn sweep_pooled(g: &Globals, region: usize, slab: usize) {
         return;
     }
     if owned_by(g, region, slab) == 0 {
-        sweep_slab(g, region, slab);
+        sweep_slab(g, region, slab, false);
     }
     lock.unlock();
 }
@@ -104,7 +111,8 @@ fn loc(region: usize, slab: usize, slot: usize) -> Loc {
     Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot, interior: 0 }
 }
 
-fn sweep_slab(g: &Globals, region: usize, slab: usize) {
+/// Sweep one created slab; `foreign`: another live thread owns it (findings must settle).
+fn sweep_slab(g: &Globals, region: usize, slab: usize, foreign: bool) {
     let k = &CLASSES[region / BUCKET_SLOTS];
     let m = SlabMeta::of(&g.geo, k, region, slab);
     let h = m.header();
@@ -128,9 +136,9 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
         known && ((a - first_page) >> shift..=(a + len - 1 - first_page) >> shift).all(|i| pages.get(i).is_some_and(|b| b & 1 == 0))
     };
     if k.wide {
-        sweep_slots::<true>(g, m, region, slab, base, zeroed, &untouched);
+        sweep_slots::<true>(g, m, region, slab, base, zeroed, foreign, &untouched);
     } else {
-        sweep_slots::<false>(g, m, region, slab, base, zeroed, &untouched);
+        sweep_slots::<false>(g, m, region, slab, base, zeroed, foreign, &untouched);
     }
     // The slab's unused tail, where it is mapped (a guarded slab's faults instead).
     let tail = (1usize << k.slab_shift) - k.nslots as usize * size;
@@ -145,9 +153,10 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize) {
 }
 
 /// Check every slot of a created slab whose records are of the width `WIDE` (`base`: its
-/// first slot; `untouched`: whether bytes lie on pages nothing wrote to).
+/// first slot; `untouched`: whether bytes lie on pages nothing wrote to; `foreign`: another
+/// live thread owns the slab).
 #[allow(clippy::too_many_arguments)]
-fn sweep_slots<const WIDE: bool>(g: &Globals, m: SlabMeta, region: usize, slab: usize, base: usize, zeroed: bool, untouched: &impl Fn(usize, usize) -> bool) {
+fn sweep_slots<const WIDE: bool>(g: &Globals, m: SlabMeta, region: usize, slab: usize, base: usize, zeroed: bool, foreign: bool, untouched: &impl Fn(usize, usize) -> bool) {
     let k = &CLASSES[region / BUCKET_SLOTS];
     let size = k.size as usize;
     let (n, per, nslots) = (size.min(CLEAN_PREFIX), SlabMeta::recs_per_16::<WIDE>(), k.nslots as usize);
@@ -162,33 +171,54 @@ fn sweep_slots<const WIDE: bool>(g: &Globals, m: SlabMeta, region: usize, slab: 
             continue;
         }
         let rec = m.rec_of::<WIDE>(k, slot);
-        let bad = if record::state(rec) == record::FREE_CLEAN {
-            // (The common slot by far: never used.)
-            // SAFETY: a never-used slot: committed, zero, carrying the allocator's tag 0.
-            !untouched(p, n) && !unsafe { all_zero(p, n) }
-        } else if record::is_live(rec) {
-            let usable = size.saturating_sub(record::slack(rec));
-            let mem = if tag::enabled() { tag::with_tag(p, record::tag(rec)) } else { p };
-            // SAFETY: the live block's slot, read through its own pointer.
-            g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, size) }
-        } else if record::state(rec) == record::FREED && zeroed {
-            let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
-            // SAFETY: a free slot of a created slab: committed, carrying the free tag.
-            !unsafe { all_zero(view, size) }
-        } else {
-            false // freed by another thread a moment ago: its owner collects it
-        };
         // (The bytes were read before the record is read again: another thread that frees
         // the block marks the record before it clears the slot.)
-        if bad && {
+        let still = || {
             core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
             m.rec_of::<WIDE>(k, slot) == rec
-        } {
+        };
+        if slot_bad(g, p, size, n, rec, zeroed, untouched) && still() && (!foreign || settled(g, p, size, n, rec, zeroed, untouched, still)) {
             found(g, loc(region, slab, slot), p, rec);
         }
         slot += 1;
         p += size;
     }
+}
+
+/// Whether the slot at `p` (`size` bytes, record `rec`) is not as its record says: a
+/// never-used slot's first `n` bytes not zero, a live block's canary broken, a free slot of
+/// a zeroed class (`zeroed`) not zero.
+fn slot_bad(g: &Globals, p: usize, size: usize, n: usize, rec: u32, zeroed: bool, untouched: &impl Fn(usize, usize) -> bool) -> bool {
+    if record::state(rec) == record::FREE_CLEAN {
+        // (The common slot by far: never used.)
+        // SAFETY: a never-used slot: committed, zero, carrying the allocator's tag 0.
+        !untouched(p, n) && !unsafe { all_zero(p, n) }
+    } else if record::is_live(rec) {
+        let usable = size.saturating_sub(record::slack(rec));
+        let mem = if tag::enabled() { tag::with_tag(p, record::tag(rec)) } else { p };
+        // SAFETY: the live block's slot, read through its own pointer.
+        g.opts.canary && !unsafe { canary::small_intact(canary::pattern(&g.canary, p), mem, usable, size) }
+    } else if record::state(rec) == record::FREED && zeroed {
+        let view = if tag::enabled() { tag::with_tag(p, tag::TAG_FREE) } else { p };
+        // SAFETY: a free slot of a created slab: committed, carrying the free tag.
+        !unsafe { all_zero(view, size) }
+    } else {
+        false // freed by another thread a moment ago: its owner collects it
+    }
+}
+
+/// For a slot of a slab another live thread owns: whether what was found (`slot_bad`) is
+/// still there, under the same record (`still`), after `SETTLE_STEPS` milliseconds, each
+/// checked. The owner stores a slot's record before its bytes when it hands the slot out or
+/// frees it, so a finding made between the two is gone, or its record changed, a moment
+/// later.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn settled(g: &Globals, p: usize, size: usize, n: usize, rec: u32, zeroed: bool, untouched: &impl Fn(usize, usize) -> bool, still: impl Fn() -> bool) -> bool {
+    (0..SETTLE_STEPS).all(|_| {
+        platform::sleep_ns(1_000_000);
+        slot_bad(g, p, size, n, rec, zeroed, untouched) && still()
+    })
 }
 
 /// Report what was found in the slot at `p` (record `rec`); returns if a second look finds
