@@ -394,6 +394,8 @@ fn overflows_of_blocks_never_freed() {
         // a thread would fault the sweep's reads).
         let t = expect_report("idle_worker_never_freed_overflow", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 40-byte block", "found at exit: the block was never freed"]);
         assert!(t.contains("exiting\n"), "{t}");
+        let t = expect_report("idle_worker_never_freed_large_overflow", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 200000-byte block", "large allocation"]);
+        assert!(t.contains("exiting\n"), "{t}");
     }
     // A program whose exit handler closes its stderr before mie's exit checks run (as every
     // GNU tool's does): the report still reaches it, here a pipe (a copy kept when `exit`

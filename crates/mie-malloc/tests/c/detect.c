@@ -66,9 +66,10 @@ static void *neighbours_thread(void *arg) {
    stays its own). */
 static volatile int worker_overran;
 static void *overrunning_idle_thread(void *arg) {
-    (void)arg;
-    char *p = malloc(40);
-    for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1; /* even */
+    size_t n = (size_t)arg; /* 40, or a large block */
+    sink = malloc(32); /* a thread cache of its own (a large block alone needs none) */
+    char *p = malloc(n);
+    for (size_t i = 0; i < n + 8; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1; /* even */
     sink = p;
     worker_overran = 1;
     for (;;) pause();
@@ -212,12 +213,13 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
         printf("exiting\n");
         exit(0);
-    } else if (!strcmp(m, "idle_worker_never_freed_overflow")) {
+    } else if (!strcmp(m, "idle_worker_never_freed_overflow") || !strcmp(m, "idle_worker_never_freed_large_overflow")) {
         /* The overrun block belongs to a thread that is still there at exit, waiting (a
-           pool thread nobody stops): its slab is swept too. */
+           pool thread nobody stops): its slab is swept too, and so is the large block. */
         pthread_t t;
         free(malloc(64));
-        pthread_create(&t, NULL, overrunning_idle_thread, NULL);
+        size_t n = !strcmp(m, "idle_worker_never_freed_overflow") ? 40 : 200000;
+        pthread_create(&t, NULL, overrunning_idle_thread, (void *)n);
         while (!worker_overran) usleep(1000);
         for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
         printf("exiting\n");

@@ -82,6 +82,13 @@ pub struct Guard<'a> {
     lock: &'a Lock,
 }
 
+impl<'a> Guard<'a> {
+    /// The guard of a lock the caller has just taken (`try_lock`).
+    pub fn adopt(lock: &'a Lock) -> Self {
+        Guard { lock }
+    }
+}
+
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.lock.unlock();

@@ -16,10 +16,9 @@
 //! slabs other live threads own are swept too (without MTE, whose tag changes would fault
 //! the sweep's reads): such a thread may be between the two stores of a hand-out or a free
 //! (the slot's record, then its bytes), so there a finding counts only if it is still there,
-//! under the same record, after the owner had `SETTLE_STEPS` milliseconds to finish. Large
-//! blocks are swept only when the exiting thread is the last one using the heap. A finding
-//! is re-checked against the slot's record, which must not have changed while its bytes were
-//! read.
+//! under the same record, after the owner had `SETTLE_STEPS` milliseconds to finish; large
+//! blocks likewise, with the large-block table locked meanwhile. A finding is re-checked
+//! against the slot's record, which must not have changed while its bytes were read.
 
 use core::fmt::Write;
 
@@ -54,14 +53,29 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
     } else {
         None
     };
-    if only.is_none() && g.opts.canary {
-        let bad = LARGE.find_live(|e| {
+    // With other threads running, large blocks too without MTE: a thread that has just made
+    // a block writes its canary after the table has it, outside the table's lock, so there a
+    // finding must last as long as one in another thread's slab (`settled`). The lock held
+    // meanwhile keeps every block in the table mapped and its size as it is; the report is
+    // made after it is released, from what was read under it (the block may be gone by then).
+    let threaded = only.is_some();
+    if g.opts.canary && (!threaded || !tag::enabled()) {
+        let mut first_bad = 0;
+        let bad = LARGE.find_live(threaded, |e| {
             let len = (e.body_len - e.req).min(canary::MAX_CANARY);
-            // SAFETY: the canary lies in the live block's committed pages, after its end.
-            unsafe { canary::check(canary::pattern(&g.canary, e.addr), (e.addr + e.req) as *const u8, len) }.is_some()
+            // SAFETY: the canary lies in the live block's committed pages, after its end
+            // (the table is locked: the block stays).
+            let broken = || unsafe { canary::check(canary::pattern(&g.canary, e.addr), (e.addr + e.req) as *const u8, len) };
+            let Some(off) = broken() else { return false };
+            first_bad = off;
+            !threaded
+                || (0..SETTLE_STEPS).all(|_| {
+                    platform::sleep_ns(1_000_000);
+                    broken().is_some()
+                })
         });
         if let Some(e) = bad {
-            validate::check_canary(g, e.addr, e.addr, e.req, e.body_len - e.req, None, crate::caller!("exit", 0));
+            validate::large_overflow_at_exit(e.addr, e.req, first_bad);
         }
     }
     let deadline = platform::now_ns() + BUDGET_NS;

@@ -388,6 +388,13 @@ enum Found {
     NextReleased(usize),
 }
 
+/// The exit sweep found the canary of the large block at `p` (`usable` bytes) broken from
+/// byte `off` on.
+#[cold]
+pub fn large_overflow_at_exit(p: usize, usable: usize, off: usize) -> ! {
+    overflow(p, usable, off, None, Found::AtExit, crate::caller!("exit", 0))
+}
+
 /// Report a write `off` bytes past the end of the `usable`-byte block at `p`.
 fn overflow(p: usize, usable: usize, off: usize, loc: Option<&Loc>, found: Found, who: Caller) -> ! {
     report::fatal(Kind::HeapBufferOverflow, p, who.func, |o| {

@@ -481,8 +481,22 @@ impl Large {
     /// The scan ends at the last live block: the table is hashed, sized for far more blocks
     /// than most programs keep, and reading its untouched pages would map each of them (a
     /// page fault apiece at every exit).
-    pub fn find_live(&self, mut bad: impl FnMut(&Info) -> bool) -> Option<Info> {
-        let _g = self.lock.guard();
+    ///
+    /// `patient`: the lock is tried for up to a second instead of waited for (other threads
+    /// still run; the calling thread may hold it itself, in a signal handler that called
+    /// `exit`): None if it could not be had.
+    pub fn find_live(&self, patient: bool, mut bad: impl FnMut(&Info) -> bool) -> Option<Info> {
+        let _g = if patient {
+            if !(0..1000).any(|_| self.lock.try_lock() || {
+                platform::sleep_ns(1_000_000);
+                false
+            }) {
+                return None;
+            }
+            crate::platform::lock::Guard::adopt(self.lock)
+        } else {
+            self.lock.guard()
+        };
         let t = self.table();
         let mut left = t.live_count;
         for i in 0..t.cap {
