@@ -313,43 +313,48 @@ fn zero_long(p: usize, len: usize) {
 }
 
 /// The first slot of a slab: the bytes before it are the end of the slab before, in the
-/// same segment of the region (its last slot, or the unused tail after it, zero). Checked as
-/// `before_intact` checks a slot's neighbour where that slab is mapped there (not a guarded
-/// slab's gap) and this thread owns it too, or no thread does (it is in its pool: checked
-/// with the pool's lock held, so that no thread takes it meanwhile). Only a free of its last
-/// block by another thread changes that slot meanwhile: its record is read again.
+/// same segment of the region (its last slot, or the unused tail after it, zero). Checked
+/// (`first_slot_end_changed`) and reported at the free.
 #[cold]
 #[inline(never)]
 fn first_slot_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, p: usize, who: Caller) {
     let Some(loc) = g.geo.decode(p) else { return };
+    if let Some((last_start, prev)) = first_slot_end_changed(g, tc, k, &loc, p) {
+        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who, collected: false });
+    }
+}
+
+/// Whether the 8 bytes before `p`, the first slot of its slab (`loc`), are not what the end
+/// of the slab before should hold: then its last slot's start, and that slot's record unless
+/// they are its unused tail. Checked as `before_intact` checks a slot's neighbour where that
+/// slab is mapped there (not another region's gap, nor a guarded slab's) and this thread owns
+/// it too, or no thread does (it is in its pool: checked with the pool's lock held, so that
+/// no thread takes it meanwhile; tried, never waited for: a signal handler's free may
+/// interrupt this thread while it holds it). Only a free of its last block by another thread
+/// changes that slot meanwhile: its record is read again.
+fn first_slot_end_changed(g: &Globals, tc: &TCache, k: &ClassInfo, loc: &Loc, p: usize) -> Option<(usize, Option<u32>)> {
     if Geometry::first_in_segment(k, loc.slab) || !pool::slab_exists(loc.region, loc.slab - 1) {
-        return; // the bytes before are the gap at the end of another region's segment
+        return None; // the bytes before are the gap at the end of another region's segment
     }
     let prev_slab = loc.slab - 1;
-    let prev_base = g.geo.slot_addr(loc.region, prev_slab, 0);
-    if p - 8 >= prev_base + pool::mapped_len(loc.region, prev_slab) {
-        return; // an unmapped gap (guarded slab): an overrun faults there
+    if p - 8 >= g.geo.slot_addr(loc.region, prev_slab, 0) + pool::mapped_len(loc.region, prev_slab) {
+        return None; // an unmapped gap (guarded slab): an overrun faults there
     }
     let pm = SlabMeta::new(&g.geo, loc.region, prev_slab);
     let owner = pm.owner();
-    let bad = if owner == tc.id {
-        end_of_slab_changed(g, k, loc.region, prev_slab, pm, p)
-    } else if owner == 0 {
-        // Tried, not waited for: a signal handler's free may interrupt this thread while it
-        // holds the lock. (The report is made after it is released.)
-        let lock = &crate::heap::slab::locks::LOCKS.pools[loc.region].0;
-        if !lock.try_lock() {
-            return;
-        }
-        let bad = if pm.owner() == 0 { end_of_slab_changed(g, k, loc.region, prev_slab, pm, p) } else { None };
-        lock.unlock();
-        bad
-    } else {
-        None
-    };
-    if let Some((last_start, prev)) = bad {
-        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who, collected: false });
+    if owner == tc.id {
+        return end_of_slab_changed(g, k, loc.region, prev_slab, pm, p);
     }
+    if owner != 0 {
+        return None;
+    }
+    let lock = &crate::heap::slab::locks::LOCKS.pools[loc.region].0;
+    if !lock.try_lock() {
+        return None;
+    }
+    let bad = if pm.owner() == 0 { end_of_slab_changed(g, k, loc.region, prev_slab, pm, p) } else { None };
+    lock.unlock();
+    bad
 }
 
 /// The underflow check of a free, for a block another thread freed in a slab this thread
@@ -366,28 +371,13 @@ pub fn collected_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, m: SlabM
         if !before_intact(k, prev, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) && !changed(m, k, loc.slot - 1, prev) {
             finding::found(Finding::Underflow { p, loc, prev, who: WHO, collected: true });
         }
-        return;
-    }
-    if Geometry::first_in_segment(k, loc.slab) || !pool::slab_exists(loc.region, loc.slab - 1) {
-        return;
-    }
-    let prev_slab = loc.slab - 1;
-    if p - 8 >= g.geo.slot_addr(loc.region, prev_slab, 0) + pool::mapped_len(loc.region, prev_slab) {
-        return;
-    }
-    let pm = SlabMeta::new(&g.geo, loc.region, prev_slab);
-    // (A slab before in its pool is checked at frees, under its lock; not here, where a
-    // refill may hold a pool's lock.)
-    if pm.owner() == tc.id {
-        if let Some((last_start, prev)) = end_of_slab_changed(g, k, loc.region, prev_slab, pm, p) {
-            finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who: WHO, collected: true });
-        }
+    } else if let Some((last_start, prev)) = first_slot_end_changed(g, tc, k, &loc, p) {
+        finding::found(Finding::UnderflowFirstSlot { p, loc, last_start, prev, who: WHO, collected: true });
     }
 }
 
-/// Whether the 8 bytes before `p`, the end of `prev_slab` (metadata `pm`, owned by this
-/// thread or held still by its pool's lock), are not what they should be: then its last
-/// slot's start, and that slot's record unless they are the slab's unused tail.
+/// `first_slot_end_changed` for `prev_slab` (metadata `pm`, owned by this thread or held
+/// still by its pool's lock).
 fn end_of_slab_changed(g: &Globals, k: &ClassInfo, region: usize, prev_slab: usize, pm: SlabMeta, p: usize) -> Option<(usize, Option<u32>)> {
     let last = k.nslots as usize - 1;
     let last_start = g.geo.slot_addr(region, prev_slab, last);
