@@ -368,7 +368,10 @@ pub fn collected_before_intact(g: &Globals, tc: &TCache, k: &ClassInfo, m: SlabM
     const WHO: Caller = Caller { func: &crate::heap::Func("free"), ret_addr: 0 };
     if loc.slot > 0 {
         let prev = m.rec(k, loc.slot - 1);
-        if !before_intact(k, prev, p, canary::pattern(&g.canary, p - k.size as usize), g.opts.zero_on_free) && !changed(m, k, loc.slot - 1, prev) {
+        // (The pattern only for a live block: a free slot's end is zero or unknown. Off the
+        // fast paths a branch on the state costs less than the AES evaluation.)
+        let pat = if record::is_live(prev) { canary::pattern(&g.canary, p - k.size as usize) } else { 0 };
+        if !before_intact(k, prev, p, pat, g.opts.zero_on_free) && !changed(m, k, loc.slot - 1, prev) {
             finding::found(Finding::Underflow { p, loc, prev, who: WHO, collected: true });
         }
     } else if let Some((last_start, prev)) = first_slot_end_changed(g, tc, k, &loc, p) {
