@@ -1267,11 +1267,6 @@ fn underflow_lands_on_the_previous_slots_canary() {
         let t = expect_report("remote_underflow", "heap-buffer-underflow", "free", &["the canary at the end of the previous slot", "48-byte slot", "found when the thread that owns the block's slab took the block back after another thread freed it"]);
         let second = t.lines().find_map(|l| l.split("second ").nth(1)).expect("second block printed").trim().to_string();
         assert!(t.contains(&format!("mie: heap-buffer-underflow on {second}")), "{t}");
-        // The owner never takes it back: the sweep at exit finds the first block's canary
-        // broken at the slot's end only, and names the write before the second block.
-        let t = expect_report("remote_underflow_idle_owner", "heap-buffer-underflow", "exit", &["a write 1 byte before the block at 0x", "that block has been freed since"]);
-        let second = t.lines().find_map(|l| l.split("second ").nth(1)).expect("second block printed").trim().to_string();
-        assert!(t.contains(&format!("mie: heap-buffer-underflow on {second}")) && t.contains("exiting\n"), "{t}");
     }
 }
 

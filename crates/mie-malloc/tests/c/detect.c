@@ -41,7 +41,7 @@ static void *overrunning_thread(void *arg) {
    until main has freed the second, then allocates (its refills take back what other
    threads freed in its slabs). */
 static char *volatile neighbour_first, *volatile neighbour_second;
-static volatile int neighbour_freed, neighbour_idle;
+static volatile int neighbour_freed;
 static void *neighbours_thread(void *arg) {
     (void)arg;
     char *ps[400];
@@ -58,7 +58,6 @@ static void *neighbours_thread(void *arg) {
         return NULL;
     }
     while (!neighbour_freed) usleep(1000);
-    if (neighbour_idle) for (;;) pause(); /* never takes the freed block back */
     for (int i = 0; i < 2000; i++) sink = malloc(40); /* kept: the bins run dry */
     return NULL;
 }
@@ -321,12 +320,10 @@ int main(int argc, char **argv) {
         }
         printf("no block in a first slot after a slab of the same site\n");
         return 4;
-    } else if (!strcmp(m, "remote_underflow") || !strcmp(m, "remote_underflow_idle_owner")) {
+    } else if (!strcmp(m, "remote_underflow")) {
         /* A write just before a block that another thread allocated, then its free by this
-           thread: the thread that owns the slab finds it when it takes the block back, or
-           (_idle_owner: it never does) the sweep at exit, in the first block's canary. */
+           thread: the thread that owns the slab finds it when it takes the block back. */
         pthread_t t;
-        neighbour_idle = !strcmp(m, "remote_underflow_idle_owner");
         if (pthread_create(&t, NULL, neighbours_thread, NULL)) return 2;
         while (!neighbour_second) usleep(1000);
         if (neighbour_second == (char *)1) return 4;
@@ -335,11 +332,6 @@ int main(int argc, char **argv) {
         free(neighbour_second);
         malloc_trim(0); /* tells the owner now (remote frees are told in batches) */
         neighbour_freed = 1;
-        if (neighbour_idle) {
-            usleep(10000);
-            printf("exiting\n");
-            exit(0);
-        }
         pthread_join(t, NULL);
         printf("NOT DETECTED: %s\n", m);
         return 0;

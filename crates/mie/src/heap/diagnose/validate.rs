@@ -342,15 +342,12 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
     };
     if let (Some(off), Some(l)) = (bad, loc) {
         // Intact right after the block, broken only near the end of the slot, where the
-        // next slot's block starts (live, or freed since): a write before that block, not
-        // past this one.
+        // next slot's live block starts: a write before that block, not past this one.
         let k = &CLASSES[l.class];
         let next = p + usable + slack;
         let m = SlabMeta::new(&g.geo, l.region, l.slab);
-        let next_rec = if l.slot + 1 < k.nslots as usize { m.rec(k, l.slot + 1) } else { record::FREE_CLEAN };
-        if blames_next(off, slack) && record::state(next_rec) != record::FREE_CLEAN {
+        if blames_next(off, slack) && l.slot + 1 < k.nslots as usize && m.is_live(k, l.slot + 1) {
             let next_loc = Loc { slot: l.slot + 1, ..*l };
-            let live = record::is_live(next_rec);
             report::fatal(Kind::HeapBufferUnderflow, next, who.func, |o| {
                 let _ = writeln!(
                     o,
@@ -358,10 +355,7 @@ pub fn check_canary(g: &Globals, p: usize, mem: usize, usable: usize, slack: usi
                     slack - off,
                     if slack - off == 1 { "" } else { "s" }
                 );
-                describe_slot(o, &next_loc, next, if live { "live" } else { "free" });
-                if !live {
-                    let _ = writeln!(o, "  that block has been freed since: the write came before its start, while it was live or through a pointer kept after its free");
-                }
+                describe_slot(o, &next_loc, next, "live");
                 if at_exit {
                     let _ = writeln!(o, "  found at exit, in the canary of the block before it ({p:#x}, {usable} bytes), which was never freed");
                 } else {
