@@ -84,6 +84,30 @@ pub fn enabled() -> bool {
     cfg!(target_arch = "aarch64") && ENABLED.load(Ordering::Relaxed)
 }
 
+/// While this lives, the calling thread's tag checks are suspended (with MTE on; elsewhere
+/// it does nothing): for reading memory whose tags other threads change meanwhile.
+pub struct ChecksSuspended(#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] bool);
+
+impl ChecksSuspended {
+    pub fn begin() -> Self {
+        let on = enabled();
+        #[cfg(target_arch = "aarch64")]
+        if on {
+            mte::suspend_checks(true);
+        }
+        ChecksSuspended(on)
+    }
+}
+
+impl Drop for ChecksSuspended {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "aarch64")]
+        if self.0 {
+            mte::suspend_checks(false);
+        }
+    }
+}
+
 /// `ENABLED` again, as a plain byte: its loads can be merged, so a hot path that asks many
 /// times reads it once (an atomic load is repeated at every use). Written once, by `init`,
 /// before start-up publishes the heap as ready (a Release store).

@@ -14,6 +14,20 @@ pub fn enable_sync() -> bool {
     crate::platform::mte_enable_sync(0xfffe)
 }
 
+/// Suspend (`true`) or resume tag checks for the calling thread: PSTATE.TCO, the tag check
+/// override. While suspended, an access whose pointer tag does not match faults no more.
+pub fn suspend_checks(on: bool) {
+    // SAFETY: MSR TCO changes only the calling thread's tag-check override; no memory is
+    // accessed. (The caller uses it only where MTE is on.)
+    unsafe {
+        if on {
+            core::arch::asm!(".arch_extension memtag", "msr tco, #1", options(nostack, nomem, preserves_flags));
+        } else {
+            core::arch::asm!(".arch_extension memtag", "msr tco, #0", options(nostack, nomem, preserves_flags));
+        }
+    }
+}
+
 pub struct Mte;
 
 impl TagStore for Mte {

@@ -13,8 +13,9 @@
 //! exiting thread owns and those in the pools (the blocks of threads that ended), each pool's
 //! slabs with its lock held: no other thread hands out their slots meanwhile, and one that
 //! frees a block in them (a remote free) marks its record before it clears the slot. The
-//! slabs other live threads own are swept too (without MTE, whose tag changes would fault
-//! the sweep's reads): such a thread may be between the two stores of a hand-out or a free
+//! slabs other live threads own are swept too (with MTE with the sweeping thread's tag
+//! checks suspended: those threads retag slots meanwhile): such a thread may be between the
+//! two stores of a hand-out or a free
 //! (the slot's record, then its bytes), so there a finding counts only if it is still there,
 //! under the same record, after the owner had `SETTLE_STEPS` milliseconds to finish; large
 //! blocks likewise, with the large-block table locked meanwhile. A finding is re-checked
@@ -59,7 +60,10 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
     // meanwhile keeps every block in the table mapped and its size as it is; the report is
     // made after it is released, from what was read under it (the block may be gone by then).
     let threaded = only.is_some();
-    if g.opts.canary && (!threaded || !tag::enabled()) {
+    // With MTE, other threads retag the slots they hand out and free: the sweep's reads of
+    // their slabs and blocks go without tag checks (its own thread's, while it runs).
+    let _unchecked = threaded.then(tag::ChecksSuspended::begin);
+    if g.opts.canary {
         let mut first_bad = 0;
         let bad = LARGE.find_live(threaded, |e| {
             let len = (e.body_len - e.req).min(canary::MAX_CANARY);
@@ -90,8 +94,7 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
                 Some(id) => match owned_by(g, region, slab) {
                     o if o == id => sweep_slab(g, region, slab, false),
                     0 => sweep_pooled(g, region, slab),
-                    _ if !tag::enabled() => sweep_slab(g, region, slab, true),
-                    _ => {}
+                    _ => sweep_slab(g, region, slab, true),
                 },
             }
             swept += 1;
