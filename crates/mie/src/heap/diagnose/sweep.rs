@@ -13,12 +13,12 @@
 //! exiting thread owns and those in the pools (the blocks of threads that ended), each pool's
 //! slabs with its lock held: no other thread hands out their slots meanwhile, and one that
 //! frees a block in them (a remote free) marks its record before it clears the slot. The
-//! slabs other live threads own are swept too (with MTE with the sweeping thread's tag
-//! checks suspended: those threads retag slots meanwhile): such a thread may be between the
-//! two stores of a hand-out or a free
-//! (the slot's record, then its bytes), so there a finding counts only if it is still there,
-//! under the same record, after the owner had `SETTLE_STEPS` milliseconds to finish; large
-//! blocks likewise, with the large-block table locked meanwhile. A finding is re-checked
+//! slabs other live threads own are swept too: such a thread may be between the two stores
+//! of a hand-out or a free (the slot's record, then its bytes), so there a finding counts
+//! only if it is still there, under the same record, after the owner had `SETTLE_STEPS`
+//! milliseconds to finish; large blocks likewise, with the large-block table locked
+//! meanwhile. With MTE those threads retag slots as the sweep reads them: the sweeping
+//! thread's tag checks are suspended while other threads run. A finding is re-checked
 //! against the slot's record, which must not have changed while its bytes were read.
 
 use core::fmt::Write;
