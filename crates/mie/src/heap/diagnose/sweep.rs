@@ -54,9 +54,9 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
     } else {
         None
     };
-    // With other threads running, large blocks too without MTE: a thread that has just made
-    // a block writes its canary after the table has it, outside the table's lock, so there a
-    // finding must last as long as one in another thread's slab (`settled`). The lock held
+    // With other threads running, large blocks too: a thread that has just made a block
+    // writes its canary after the table has it, outside the table's lock, so there a
+    // finding must last as long as one in another thread's slab (`lasts`). The lock held
     // meanwhile keeps every block in the table mapped and its size as it is; the report is
     // made after it is released, from what was read under it (the block may be gone by then).
     let threaded = only.is_some();
@@ -72,11 +72,7 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
             let broken = || unsafe { canary::check(canary::pattern(&g.canary, e.addr), (e.addr + e.req) as *const u8, len) };
             let Some(off) = broken() else { return false };
             first_bad = off;
-            !threaded
-                || (0..SETTLE_STEPS).all(|_| {
-                    platform::sleep_ns(1_000_000);
-                    broken().is_some()
-                })
+            !threaded || lasts(|| broken().is_some())
         });
         if let Some(e) = bad {
             validate::large_overflow_at_exit(e.addr, e.req, first_bad);
@@ -93,7 +89,11 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
                 None => sweep_slab(g, region, slab, false),
                 Some(id) => match owned_by(g, region, slab) {
                     o if o == id => sweep_slab(g, region, slab, false),
-                    0 => sweep_pooled(g, region, slab),
+                    // (Left out if its pool's lock is taken: the exiting thread itself may
+                    // hold it, in a signal handler that calls `exit` mid-malloc.)
+                    0 => {
+                        pool::while_pooled(&g.geo, region, slab, || sweep_slab(g, region, slab, false));
+                    }
                     _ => sweep_slab(g, region, slab, true),
                 },
             }
@@ -102,30 +102,10 @@ pub fn at_exit(g: &Globals, own: Option<u32>) {
     }
 }
 
-/// `sweep_slab` for a slab that no cache owns (in its pool), with the pool's lock held so that
-/// no thread takes it meanwhile. Tried, not waited for: the exiting thread itself may hold
-/// it (a signal handler that calls `exit` in the middle of a malloc); the slab is then left
-/// out. (A report made under the lock aborts; nothing on its way takes a pool's lock.)
-fn sweep_pooled(g: &Globals, region: usize, slab: usize) {
-    let lock = &crate::heap::slab::locks::LOCKS.pools[region].0;
-    if !lock.try_lock() {
-        return;
-    }
-    if owned_by(g, region, slab) == 0 {
-        sweep_slab(g, region, slab, false);
-    }
-    lock.unlock();
-}
-
 /// The cache that owns `slab` of `region` (0: none), a slab in `pool::slabs` (its metadata
 /// exists).
 fn owned_by(g: &Globals, region: usize, slab: usize) -> u32 {
     SlabMeta::of(&g.geo, &CLASSES[region / BUCKET_SLOTS], region, slab).owner()
-}
-
-/// The place of `slot` in `slab` of `region`.
-fn loc(region: usize, slab: usize, slot: usize) -> Loc {
-    Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot, interior: 0 }
 }
 
 /// Sweep one created slab; `foreign`: another live thread owns it (findings must settle).
@@ -163,7 +143,7 @@ fn sweep_slab(g: &Globals, region: usize, slab: usize, foreign: bool) {
     if tail >= 16 && !pool::slab_guarded(region, slab) && !untouched(t, tail.min(CLEAN_PREFIX)) {
         // SAFETY: the slab's own mapped tail, which no block owns (tag 0 with MTE).
         if !unsafe { all_zero(t, tail.min(CLEAN_PREFIX)) } {
-            let last = loc(region, slab, k.nslots as usize - 1);
+            let last = Loc::at_slot(region, slab, k.nslots as usize - 1);
             stray(g, last, g.geo.slot_addr(region, slab, last.slot), m.rec(k, last.slot), t, "the slab's unused tail after its last slot");
         }
     }
@@ -194,8 +174,9 @@ fn sweep_slots<const WIDE: bool>(g: &Globals, m: SlabMeta, region: usize, slab: 
             core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
             m.rec_of::<WIDE>(k, slot) == rec
         };
-        if slot_bad(g, p, size, n, rec, zeroed, untouched) && still() && (!foreign || settled(g, p, size, n, rec, zeroed, untouched, still)) {
-            found(g, loc(region, slab, slot), p, rec);
+        let bad = || slot_bad(g, p, size, n, rec, zeroed, untouched) && still();
+        if bad() && (!foreign || lasts(bad)) {
+            found(g, Loc::at_slot(region, slab, slot), p, rec);
         }
         slot += 1;
         p += size;
@@ -224,17 +205,15 @@ fn slot_bad(g: &Globals, p: usize, size: usize, n: usize, rec: u32, zeroed: bool
     }
 }
 
-/// For a slot of a slab another live thread owns: whether what was found (`slot_bad`) is
-/// still there, under the same record (`still`), after `SETTLE_STEPS` milliseconds, each
-/// checked. The owner stores a slot's record before its bytes when it hands the slot out or
-/// frees it, so a finding made between the two is gone, or its record changed, a moment
-/// later.
+/// For memory another live thread may be changing: whether a finding (`bad()`) is still
+/// there after each of `SETTLE_STEPS` milliseconds. That thread stores a slot's record (or
+/// a large block's table entry) before its bytes when it hands the block out or frees it,
+/// so a finding made between the two is gone, or its record changed, a moment later.
 #[cold]
-#[allow(clippy::too_many_arguments)]
-fn settled(g: &Globals, p: usize, size: usize, n: usize, rec: u32, zeroed: bool, untouched: &impl Fn(usize, usize) -> bool, still: impl Fn() -> bool) -> bool {
+fn lasts(bad: impl Fn() -> bool) -> bool {
     (0..SETTLE_STEPS).all(|_| {
         platform::sleep_ns(1_000_000);
-        slot_bad(g, p, size, n, rec, zeroed, untouched) && still()
+        bad()
     })
 }
 

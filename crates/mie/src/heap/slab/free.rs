@@ -348,13 +348,7 @@ fn first_slot_end_changed(g: &Globals, tc: &TCache, k: &ClassInfo, loc: &Loc, p:
     if owner != 0 {
         return None;
     }
-    let lock = &crate::heap::slab::locks::LOCKS.pools[loc.region].0;
-    if !lock.try_lock() {
-        return None;
-    }
-    let bad = if pm.owner() == 0 { end_of_slab_changed(g, k, loc.region, prev_slab, pm, p) } else { None };
-    lock.unlock();
-    bad
+    pool::while_pooled(&g.geo, loc.region, prev_slab, || end_of_slab_changed(g, k, loc.region, prev_slab, pm, p)).flatten()
 }
 
 /// The underflow check of a free, for a block another thread freed in a slab this thread

@@ -208,6 +208,13 @@ pub struct Loc {
     pub interior: usize,
 }
 
+impl Loc {
+    /// The start of `slot` in `slab` of `region`.
+    pub const fn at_slot(region: usize, slab: usize, slot: usize) -> Loc {
+        Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot, interior: 0 }
+    }
+}
+
 #[inline(always)]
 pub const fn region_of(class: usize, bucket: usize) -> usize {
     class * BUCKET_SLOTS + bucket

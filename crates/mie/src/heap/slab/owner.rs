@@ -383,8 +383,7 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
                 finding::found(Finding::RacingDoubleFree { p, region, slab, slot });
             }
             if g.opts.canary && !crate::tag::on() {
-                let loc = Loc { region, class: region / BUCKET_SLOTS, bucket: region % BUCKET_SLOTS, slab, slot, interior: 0 };
-                crate::heap::slab::free::collected_before_intact(g, tc, k, m, loc, p);
+                crate::heap::slab::free::collected_before_intact(g, tc, k, m, Loc::at_slot(region, slab, slot), p);
             }
             m.set_rec(k, slot, record::freed(r));
             quarantine(g, tc, p, region, k.size as usize, func);

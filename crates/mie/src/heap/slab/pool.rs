@@ -128,6 +128,21 @@ pub fn slab_exists(region: usize, slab: usize) -> bool {
     slab.wrapping_sub(begin) < end.wrapping_sub(begin)
 }
 
+/// `f()` with `slab` of `region` held in its pool (no cache owns it, and none can take it
+/// meanwhile: the pool's lock is held); None if a cache owns it, or the lock is taken. The
+/// lock is tried, never waited for: the calling thread may hold it already (a signal handler
+/// that interrupted a malloc). Nothing `f` calls may take a pool's lock; a report made under
+/// it aborts, which is fine.
+pub fn while_pooled<R>(g: &Geometry, region: usize, slab: usize, f: impl FnOnce() -> R) -> Option<R> {
+    let lock = &LOCKS.pools[region].0;
+    if !lock.try_lock() {
+        return None;
+    }
+    let r = (SlabMeta::new(g, region, slab).owner() == 0).then(f);
+    lock.unlock();
+    r
+}
+
 /// The slabs created in `region` so far (lock-free: one load).
 pub fn slabs(region: usize) -> core::ops::Range<usize> {
     let v = SLABS[region].load(Ordering::Acquire);
