@@ -37,6 +37,19 @@ static void *overrunning_thread(void *arg) {
     return NULL;
 }
 
+/* Two of the `n` blocks `ps` in neighbouring slots of `slot` bytes (addresses compared without
+   the arm64 MTE tag in the top byte): 1 with *first and *second set, 0 if there are none. */
+static int neighbours(char **ps, int n, size_t slot, char **first, char **second) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + slot) {
+                *first = ps[i];
+                *second = ps[j];
+                return 1;
+            }
+    return 0;
+}
+
 /* A thread that finds two of its blocks in neighbouring slots and hands them to main, waits
    until main has freed the second, then allocates (its refills take back what other
    threads freed in its slabs). */
@@ -46,14 +59,11 @@ static void *neighbours_thread(void *arg) {
     (void)arg;
     char *ps[400];
     for (int i = 0; i < 400; i++) ps[i] = malloc(40);
-    for (int i = 0; i < 400 && !neighbour_second; i++)
-        for (int j = 0; j < 400; j++)
-            if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
-                neighbour_first = ps[i];
-                neighbour_second = ps[j];
-                break;
-            }
-    if (!neighbour_second) {
+    char *first, *second;
+    if (neighbours(ps, 400, 48, &first, &second)) {
+        neighbour_first = first;
+        neighbour_second = second;
+    } else {
         neighbour_second = (char *)1;
         return NULL;
     }
@@ -364,52 +374,48 @@ int main(int argc, char **argv) {
         size_t slot = n == 40 ? 48 : 1280;
         char *ps[400];
         for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(n);
-        for (int i = 0; i < 400; i++)
-            for (int j = 0; j < 400; j++)
-                /* Compare addresses without the (arm64 MTE) tag in the top byte. */
-                if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + slot) {
-                    printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
-                    ((volatile char *)ps[j])[-1] = 2; /* even: never a canary byte */
-                    free(ps[i]);
-                    printf("NOT DETECTED: %s\n", m);
-                    return 0;
-                }
-        printf("no neighbouring slots found\n");
-        return 3;
+        char *first, *second;
+        if (!neighbours(ps, 400, slot, &first, &second)) {
+            printf("no neighbouring slots found\n");
+            return 3;
+        }
+        printf("first %p second %p\n", (void *)first, (void *)second);
+        ((volatile char *)second)[-1] = 2; /* even: never a canary byte */
+        free(first);
+        printf("NOT DETECTED: %s\n", m);
+        return 0;
     } else if (!strcmp(m, "overflow_found_by_next")) {
         /* Find two blocks in neighbouring slots, overflow the first by 8 bytes (its whole
          * slack), then free the second: its start check reads the first one's canary, and
          * the write is the first block's overflow, not an underflow of the second. */
         char *ps[400];
         for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(40);
-        for (int i = 0; i < 400; i++)
-            for (int j = 0; j < 400; j++)
-                if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
-                    printf("first %p second %p\n", (void *)ps[i], (void *)ps[j]);
-                    for (int b = 0; b < 8; b++) ((volatile char *)ps[i])[40 + b] = 'B'; /* even: never a canary byte */
-                    free(ps[j]);
-                    printf("NOT DETECTED: %s\n", m);
-                    return 0;
-                }
-        printf("no neighbouring slots found\n");
-        return 3;
+        char *first, *second;
+        if (!neighbours(ps, 400, 48, &first, &second)) {
+            printf("no neighbouring slots found\n");
+            return 3;
+        }
+        printf("first %p second %p\n", (void *)first, (void *)second);
+        for (int b = 0; b < 8; b++) ((volatile char *)first)[40 + b] = 'B'; /* even: never a canary byte */
+        free(second);
+        printf("NOT DETECTED: %s\n", m);
+        return 0;
     } else if (!strcmp(m, "underflow_free_neighbour")) {
         /* One byte written just before a block whose previous slot is free: found when the
            block is freed (x86-64: the free slot's zero tail is checked), or at the write (MTE). */
         char *ps[400];
         for (int i = 0; i < 400; i++) ps[i] = alloc_at_one_site(40);
-        for (int i = 0; i < 400; i++)
-            for (int j = 0; j < 400; j++)
-                if (((uintptr_t)ps[j] & ADDR_MASK) == ((uintptr_t)ps[i] & ADDR_MASK) + 48) {
-                    free(ps[i]);
-                    printf("block %p\n", (void *)ps[j]);
-                    ((volatile char *)ps[j])[-1] = 2;
-                    free(ps[j]);
-                    printf("NOT DETECTED: %s\n", m);
-                    return 0;
-                }
-        printf("no neighbouring slots found\n");
-        return 3;
+        char *first, *second;
+        if (!neighbours(ps, 400, 48, &first, &second)) {
+            printf("no neighbouring slots found\n");
+            return 3;
+        }
+        free(first);
+        printf("block %p\n", (void *)second);
+        ((volatile char *)second)[-1] = 2;
+        free(second);
+        printf("NOT DETECTED: %s\n", m);
+        return 0;
     } else if (!strcmp(m, "zero_read")) {
         char *p = malloc(0);
         printf("%d\n", ((volatile char *)p)[0]);
