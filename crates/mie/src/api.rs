@@ -22,7 +22,7 @@ use crate::heap::{self, Caller};
 /// `usize::MAX` when `p` is not in a block mie can bound (stack, globals, other memory).
 /// For range checks of one's own: `n <= mie::object_size(p)` means `p[..n]` stays inside.
 pub fn object_size(p: *const u8) -> usize {
-    heap::checks::bounds::object_size(p as usize)
+    heap::bounds::object_size(p as usize)
 }
 
 /// `core::ptr::copy` (memmove semantics) with mie's range check first: if `dst` or `src`
@@ -33,7 +33,7 @@ pub fn object_size(p: *const u8) -> usize {
 /// As `core::ptr::copy`: both ranges must be valid for `n` bytes (the check catches the
 /// heap-block overruns among the violations, not all of them).
 pub unsafe fn checked_copy(dst: *mut u8, src: *const u8, n: usize) {
-    use heap::checks::bounds::{check, Access};
+    use heap::bounds::{check, Access};
     check(dst as usize, n, Access::Write, "mie::checked_copy", 0);
     check(src as usize, n, Access::Read, "mie::checked_copy", 0);
     // SAFETY: the caller guarantees both ranges; mie checked the heap-block bounds.

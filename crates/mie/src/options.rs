@@ -60,7 +60,7 @@ pub struct Options {
     /// The debugging profile: allocation and free stacks, 16 frames of the bad call's stack,
     /// ten times more guarded samples (faults at the access for more blocks).
     pub debug: bool,
-    /// Guard mode (`heap/checks/guard.rs`): every block on pages of its own beside an unmapped page.
+    /// Guard mode (`heap/guarded/guard.rs`): every block on pages of its own beside an unmapped page.
     pub guard: bool,
     /// Guard mode: the block's start (not its end) touches the guard page.
     pub guard_below: bool,

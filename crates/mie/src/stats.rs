@@ -96,7 +96,7 @@ pub fn snapshot() -> Stats {
     s.large_live_bytes = l.live_bytes as u64;
     s.large_quarantined = l.quarantined as u64;
     s.large_warm_bytes = l.warm as u64;
-    let (allocs, live_blocks, live_bytes) = crate::heap::checks::sample::counts();
+    let (allocs, live_blocks, live_bytes) = crate::heap::guarded::sample::counts();
     s.sampled_allocs = allocs;
     s.sampled_live = live_blocks;
     s.sampled_live_bytes = live_bytes;
@@ -130,7 +130,7 @@ pub fn print_level(level: u8) {
         "mie[{pid}]: stats: guarded samples: {} so far, {} live ({} bytes)",
         s.sampled_allocs, s.sampled_live, s.sampled_live_bytes
     );
-    let (guarded, guarded_live) = crate::heap::checks::guard::counts();
+    let (guarded, guarded_live) = crate::heap::guarded::guard::counts();
     if guarded > 0 {
         let _ = writeln!(o, "mie[{pid}]: stats: guard mode: {guarded} blocks allocated on pages of their own, {guarded_live} live");
     }

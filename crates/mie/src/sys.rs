@@ -11,7 +11,7 @@ pub use crate::heap::{alloc, alloc_as, alloc_zeroed_flag, count_unknown_type, en
 
 /// Range checks of the checked C functions (they read only mie's metadata).
 pub mod bounds {
-    pub use crate::heap::checks::bounds::{check, copy_hinted, copy_learn, hinted, learn_one, object_size, scan_limit, Access};
+    pub use crate::heap::bounds::{check, copy_hinted, copy_learn, hinted, learn_one, object_size, scan_limit, Access};
 }
 
 pub mod platform {

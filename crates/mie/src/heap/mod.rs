@@ -1,17 +1,24 @@
-//! The allocator core, one folder per concern:
+//! The allocator core, one folder per concern, bottom to top (each uses only those above
+//! it in this table; all read the globals in this file):
 //!
 //! | folder | what |
 //! |---|---|
-//! | `slab/` | the small-block allocator: classes and address layout, slot records and slab metadata, pools, thread caches and their slabs, remote frees, the quarantine, and the hot paths (`alloc.rs`, `free.rs`, `realloc.rs`) |
-//! | `large/` | large blocks: their window, table, index and warm pages |
-//! | `checks/` | canaries, zero-size blocks, bounds for the checks at the call, guarded samples, guard mode, allocation stacks |
 //! | `types/` | type ids, call sites and allocation wrappers to buckets; allocation kinds |
+//! | `checks/` | what every block carries for its checks: slack canaries, allocation and free stacks |
+//! | `slab/` | the small-block allocator: classes and address layout, slot records and slab metadata, pools, thread caches and their slabs, remote frees, the quarantine, and the hot paths (`alloc.rs`, `free.rs`) |
+//! | `large/` | large blocks: their window, table, index and warm pages |
+//! | `guarded/` | blocks with no accessible neighbour: guarded samples, guard mode, zero-size blocks |
+//! | `bounds.rs` | bounds of the block an address is in, for the checks at the call |
 //! | `diagnose/` | what is wrong and its report: the slow path of a release, harmless mismatches, the fault handlers, the C library meeting mie blocks, the sweep at exit |
+//! | `alloc.rs`, `realloc.rs`, this file | the entry points: where an allocation goes, realloc and usable size, release |
 //!
 //! This file: the globals, start-up, fork and exit.
 
+pub mod alloc;
+pub mod bounds;
 pub mod checks;
 pub mod diagnose;
+pub mod guarded;
 pub mod large;
 pub mod realloc;
 pub mod slab;
@@ -29,7 +36,7 @@ use large::LARGE;
 use slab::layout::{Geometry, REGION_COUNT};
 use slab::pool::POOLS;
 
-pub use slab::alloc::alloc_as;
+pub use alloc::alloc_as;
 pub use realloc::{owner_of, realloc, slab_metadata_of, usable_size};
 pub use types::kind::Release;
 
@@ -186,6 +193,7 @@ fn init_slow() -> Option<&'static Globals> {
                 };
                 g.geo = Geometry::new(shape, heap, meta);
                 slab::finding::install(diagnose::findings::report_finding);
+                slab::pool::install_relief(|| LARGE.relieve());
                 slab::tcache::on_attach(diagnose::fault::ensure_installed);
                 if !slab::meta::map_table(&g.geo) {
                     report::warn(format_args!("cannot map the slab metadata table; every allocation will fail"));
@@ -206,7 +214,7 @@ fn init_slow() -> Option<&'static Globals> {
                 g.keys.init_layouts();
                 g.canary = crate::prf::Prf::random();
                 g.placement = crate::prf::Prf::random();
-                checks::bounds::init();
+                bounds::init();
                 // Always: guard pages and quarantined large blocks fault on every machine.
                 diagnose::fault::install();
                 diagnose::foreign::install();
@@ -263,13 +271,13 @@ unsafe extern "C" fn fork_prepare() {
         l.0.lock();
     }
     LARGE.lock.lock();
-    checks::sample::LOCK.lock();
-    checks::guard::LOCK.lock();
+    guarded::sample::LOCK.lock();
+    guarded::guard::LOCK.lock();
 }
 
 unsafe extern "C" fn fork_parent() {
-    checks::sample::LOCK.unlock();
-    checks::guard::LOCK.unlock();
+    guarded::sample::LOCK.unlock();
+    guarded::guard::LOCK.unlock();
     LARGE.lock.unlock();
     for l in slab::locks::LOCKS.pools.iter().rev() {
         l.0.unlock();
@@ -283,7 +291,7 @@ unsafe extern "C" fn fork_child() {
     // Other threads do not exist in the child; their caches stay in use (their slots are
     // simply never reused, and frees into their slabs wait in the remote bitmaps), which is
     // safe whatever state those threads were in.
-    checks::sample::LOCK.reset();
+    guarded::sample::LOCK.reset();
     LARGE.lock.reset();
     for l in slab::locks::LOCKS.pools.iter() {
         l.0.reset();
@@ -292,8 +300,8 @@ unsafe extern "C" fn fork_child() {
     slab::tcache::POOL_LOCK.reset();
     INIT_LOCK.reset();
     slab::tcache::after_fork_child();
-    checks::sample::after_fork_child();
-    checks::guard::after_fork_child();
+    guarded::sample::after_fork_child();
+    guarded::guard::after_fork_child();
 }
 
 /// How a call is identified in reports: the function name and the caller's address. Two

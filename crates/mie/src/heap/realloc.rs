@@ -7,7 +7,7 @@ use crate::heap::slab::size_class::{self, CLASSES, MAX_SMALL};
 use crate::heap::slab::meta::SlabMeta;
 use crate::heap::slab::tcache::with_cache;
 use crate::heap::diagnose::validate::{self, Block, Use};
-use crate::heap::{slab::alloc, checks::canary, slab::pool, checks::sample, checks::zero, Caller, Globals};
+use crate::heap::{alloc, checks::canary, slab::pool, guarded::sample, guarded::zero, Caller, Globals};
 use crate::tag::{self, TagStore};
 
 /// Usable size of a live block (the requested size). Aborts for anything else: no oracle.
@@ -18,7 +18,7 @@ pub fn usable_size(p: *const u8, who: Caller) -> usize {
     let a = tag::untag(p as usize);
     let Some(g) = crate::heap::ensure_init() else { validate::invalid(a, who, Use::Query, "mie's heap is not initialised") };
     if g.opts.guard {
-        if let Some(e) = crate::heap::checks::guard::lookup(a) {
+        if let Some(e) = crate::heap::guarded::guard::lookup(a) {
             if !e.is_live() {
                 validate::invalid(a, who, Use::Query, "a guarded block that was freed: only a live block can be asked about");
             }
@@ -51,10 +51,10 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     let Some(g) = crate::heap::ensure_init() else { validate::invalid(addr, who, Use::Release, "mie's heap is not initialised") };
     let extra = g.opts.canary as usize;
     if g.opts.guard {
-        if let Some(e) = crate::heap::checks::guard::lookup(addr) {
+        if let Some(e) = crate::heap::guarded::guard::lookup(addr) {
             // Guard mode: every realloc moves, so a stale pointer to the old block faults.
             if !e.is_live() {
-                crate::heap::checks::guard::bad_release(e, addr, who);
+                crate::heap::guarded::guard::bad_release(e, addr, who);
             }
             validate::check_release(g, addr, who, Release::FREE, e.kind, e.size, None);
             let q = alloc::alloc_as(size, 16, default_bucket, crate::heap::types::kind::MALLOC).0;
@@ -63,7 +63,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
             }
             // SAFETY: both are live blocks; the copy is no longer than either.
             unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, q, e.size.min(size)) };
-            crate::heap::checks::guard::free(g, e, who);
+            crate::heap::guarded::guard::free(g, e, who);
             return q;
         }
     }

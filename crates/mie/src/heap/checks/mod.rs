@@ -1,8 +1,5 @@
-//! Checks that are not the allocator's own bookkeeping: slack canaries, zero-size blocks, bounds for the checks at the call, guarded samples, guard mode, allocation and free stacks.
+//! What every block carries for its checks, below the allocators that use it: slack
+//! canaries (`canary.rs`) and allocation and free stacks (`stacks.rs`).
 
 pub mod canary;
-pub mod zero;
-pub mod bounds;
-pub mod sample;
-pub mod guard;
 pub mod stacks;

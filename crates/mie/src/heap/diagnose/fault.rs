@@ -8,10 +8,10 @@ use core::fmt::Write;
 
 use crate::heap::large::{self, Info};
 use crate::heap::slab::layout::{Geometry, Loc};
-use crate::heap::checks::sample::{self, Slot};
+use crate::heap::guarded::sample::{self, Slot};
 use crate::heap::slab::size_class::CLASSES;
 use crate::heap::slab::meta::SlabMeta;
-use crate::heap::{describe_slot, globals, slab::pool, checks::zero, READY, STATE};
+use crate::heap::{describe_slot, globals, slab::pool, guarded::zero, READY, STATE};
 use crate::platform;
 use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
@@ -124,8 +124,8 @@ pub enum Finding {
     /// In unmapped heap space just before the first slot of a slab whose block is live: a
     /// write (or read) before that block's start.
     SlabFront { addr: usize, pc: usize, start: usize, size: usize, loc: Loc },
-    /// In or beside a block of guard mode (`checks/guard.rs`).
-    Guard { addr: usize, pc: usize, e: crate::heap::checks::guard::Entry, exec: bool },
+    /// In or beside a block of guard mode (`guarded/guard.rs`).
+    Guard { addr: usize, pc: usize, e: crate::heap::guarded::guard::Entry, exec: bool },
     /// In mie's large-block window, outside every block's mapping: `below` is the nearest
     /// block below the address (the likeliest one a too-large index came from).
     LargeArea { addr: usize, pc: usize, below: Option<Info>, exec: bool },
@@ -161,7 +161,7 @@ pub fn classify(code: i32, raw: usize, pc: usize, link: usize) -> Option<Finding
     // For an execution fault, `pc` is the address itself: report where the jump came from.
     let pc = if exec && link != 0 { link | JUMPED } else { pc };
     if globals().opts.guard {
-        if let Some(e) = crate::heap::checks::guard::containing(addr) {
+        if let Some(e) = crate::heap::guarded::guard::containing(addr) {
             return Some(Finding::Guard { addr, pc, e, exec });
         }
     }
@@ -519,7 +519,7 @@ impl Finding {
                 pc_line(o, pc);
             }
             Finding::Guard { addr, pc, e, exec } => {
-                crate::heap::checks::guard::write_fault(o, e, addr, pc, exec);
+                crate::heap::guarded::guard::write_fault(o, e, addr, pc, exec);
             }
             Finding::SlabFront { addr, pc, start, size, loc } => {
                 report::fault_headline(o, kind, addr, "the access hit unmapped space before a slab's first slot");

@@ -12,7 +12,7 @@ use crate::heap::slab::pool;
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::CLASSES;
 use crate::heap::slab::meta::SlabMeta;
-use crate::heap::{types::bucket, checks::canary, diagnose::foreign, slab::free, diagnose::mismatch, checks::sample, checks::stacks, checks::zero, Caller, Globals};
+use crate::heap::{types::bucket, checks::canary, diagnose::foreign, slab::free, diagnose::mismatch, guarded::sample, checks::stacks, guarded::zero, Caller, Globals};
 use crate::report::{self, Kind};
 use crate::tag::{self, TagStore};
 
@@ -38,19 +38,19 @@ pub fn free_full(p: *mut u8, who: Caller, r: Release) {
     let addr = tag::untag(raw);
     let Some(g) = crate::heap::ensure_init() else { invalid(addr, who, Use::Release, "mie's heap is not initialised") };
     if g.opts.guard {
-        if let Some(e) = crate::heap::checks::guard::lookup(addr) {
+        if let Some(e) = crate::heap::guarded::guard::lookup(addr) {
             if !e.is_live() {
-                crate::heap::checks::guard::bad_release(e, addr, who);
+                crate::heap::guarded::guard::bad_release(e, addr, who);
             }
             check_release(g, addr, who, r, e.kind, e.size, None);
-            return crate::heap::checks::guard::free(g, e, who);
+            return crate::heap::guarded::guard::free(g, e, who);
         }
         // Inside a guarded block (they live in the large-block window; a block that came from
         // the ordinary heap when guard mode ran out of mappings is not looked for here).
         let (lo, hi) = g.geo.large_window;
         if addr >= lo && addr < hi && LARGE.lookup(addr).is_none() {
-            if let Some(e) = crate::heap::checks::guard::containing(addr).filter(|e| addr.wrapping_sub(e.p) < e.size.max(1)) {
-                crate::heap::checks::guard::bad_release(e, addr, who);
+            if let Some(e) = crate::heap::guarded::guard::containing(addr).filter(|e| addr.wrapping_sub(e.p) < e.size.max(1)) {
+                crate::heap::guarded::guard::bad_release(e, addr, who);
             }
         }
     }

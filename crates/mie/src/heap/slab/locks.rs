@@ -28,9 +28,9 @@ pub struct Locks {
     pub fallback: SpacedLock,
     /// The large-block table (`large::LARGE`).
     pub large: SpacedLock,
-    /// Guarded samples (`checks::sample`).
+    /// Guarded samples (`guarded::sample`).
     pub sample: SpacedLock,
-    /// Guard mode's blocks (`checks::guard`).
+    /// Guard mode's blocks (`guarded::guard`).
     pub guard: SpacedLock,
 }
 

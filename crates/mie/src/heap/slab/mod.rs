@@ -8,6 +8,7 @@ pub mod locks;
 pub mod pool;
 pub mod islands;
 pub mod tcache;
+pub mod hints;
 pub mod owner;
 pub mod remote;
 pub mod quarantine;

@@ -116,6 +116,22 @@ pub fn mapped_len(region: usize, slab: usize) -> usize {
 
 /// Bytes mapped for slabs and metadata (statistics).
 pub static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// What start-up installs to give address space back when a slab cannot be made (the large
+/// blocks' quarantine and warm pages, `large::Large::relieve`): a `fn() -> bool`, true if
+/// anything was released; 0 until installed.
+static RELIEF: AtomicUsize = AtomicUsize::new(0);
+
+/// Start-up: who gives address space back.
+pub fn install_relief(f: fn() -> bool) {
+    RELIEF.store(f as usize, Ordering::Release);
+}
+
+fn relieve() -> bool {
+    let f = RELIEF.load(Ordering::Acquire);
+    // SAFETY: the only non-zero value is a `fn() -> bool` stored by `install_relief`.
+    f != 0 && unsafe { core::mem::transmute::<usize, fn() -> bool>(f) }()
+}
+
 /// Bytes of resident empty slabs in all pools.
 static RESIDENT_EMPTY: AtomicUsize = AtomicUsize::new(0);
 
@@ -208,7 +224,7 @@ impl Pool {
                 s
             } else {
                 // Out of address space: let the large quarantine go first, then try once more.
-                self.grow(g, region, inner, rng).or_else(|| if crate::heap::large::LARGE.relieve() { self.grow(g, region, inner, rng) } else { None })?
+                self.grow(g, region, inner, rng).or_else(|| if relieve() { self.grow(g, region, inner, rng) } else { None })?
             }
         };
         let h = SlabMeta::of(g, k, region, slab);

@@ -161,7 +161,7 @@ pub struct TCache {
     pub token_buckets: [u8; TOKEN_CACHE],
     /// The blocks the last checked read and write were in, and the last large block a
     /// checked call was in (`bounds::Hint`).
-    pub hints: crate::heap::checks::bounds::Hints,
+    pub hints: crate::heap::slab::hints::Hints,
     /// Random bits for the quarantine's random stage, used 4 at a time.
     pub qbits: u64,
     pub bins: Bins,

@@ -11,8 +11,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::heap::slab::layout::BUCKET_SLOTS;
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 use crate::heap::slab::meta::{SlabMeta, SlotAt};
-use crate::heap::{describe_slot, large, slab::record, checks::sample, checks::zero, READY, STATE};
+use crate::heap::{describe_slot, large, slab::record, guarded::sample, guarded::zero, READY, STATE};
 use crate::heap::slab::tcache;
+use crate::heap::slab::hints::{Hint, Hints};
 use crate::platform::tls;
 use crate::report::{self, Kind};
 use crate::tag;
@@ -120,33 +121,6 @@ pub fn object_size(p: usize) -> usize {
 pub enum Access {
     Read = 0,
     Write = 1,
-}
-
-/// The small block a thread's last checked read (or write) was in: its bounds and its
-/// record as they were then. While the record is unchanged the block is the same live block
-/// (a free, a realloc or a new block in the slot changes it: state, size or generation), so
-/// the next call about it costs a record compare instead of a decode. Per thread, in the
-/// thread cache (out of line, like all metadata); zeroed it never matches.
-#[derive(Clone, Copy)]
-pub struct Hint {
-    start: usize,
-    size: usize,
-    /// The 4-byte word that holds the block's record: a wide record itself, a narrow one
-    /// with the 2 bytes before it (`record_word`).
-    rec: usize,
-    /// That word's record bytes as they were, and which bytes they are.
-    val: u32,
-    mask: u32,
-}
-
-/// A thread's hints: for reads, for writes and the last large block (`LARGE`), and how many
-/// times they have been changed. A signal handler that makes a checked call on this thread
-/// can change a hint between the reads of its fields: a reader reads the count before and
-/// after, and trusts what it read only when the count is the same (no hint changed).
-#[derive(Clone, Copy)]
-pub struct Hints {
-    h: [Hint; 3],
-    changes: usize,
 }
 
 /// The bytes from `a` to the end of `[start, start + size)`, if `a` lies in it.
