@@ -4,7 +4,7 @@
 use core::fmt::Write;
 
 use crate::heap::diagnose::validate::{self, describe_slot};
-use crate::heap::slab::alloc::Found;
+use crate::heap::slab::finding::Found;
 use crate::heap::slab::finding::Finding;
 use crate::heap::slab::layout::Loc;
 use crate::heap::slab::size_class::CLASSES;

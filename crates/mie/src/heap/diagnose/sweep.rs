@@ -23,7 +23,7 @@
 
 use core::fmt::Write;
 
-use crate::heap::slab::alloc::{all_zero, Found};
+use crate::heap::slab::{finding::Found, zeroed::all_zero};
 use crate::heap::large::LARGE;
 use crate::heap::slab::layout::{Loc, REGION_COUNT, BUCKET_SLOTS};
 use crate::heap::slab::record;
@@ -229,7 +229,7 @@ fn found(g: &Globals, l: Loc, p: usize, rec: u32) {
         return validate::check_canary(g, p, mem, usable, size - usable, Some(&l), crate::caller!("exit", 0));
     }
     if record::state(rec) == record::FREED {
-        return crate::heap::slab::alloc::check_still_zero_any(p, size, "exit", Found::ExitFree);
+        return crate::heap::slab::zeroed::check_still_zero_any(p, size, "exit", Found::ExitFree);
     }
     // A never-used slot: the slot before it is where the write came from, if it holds a block.
     let prev = (l.slot > 0).then(|| (Loc { slot: l.slot - 1, ..l }, p - size));

@@ -6,7 +6,6 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::heap::slab::alloc::Found;
 use crate::heap::slab::layout::Loc;
 use crate::heap::Caller;
 
@@ -48,4 +47,17 @@ pub fn found(f: Finding) -> ! {
     // SAFETY: the only non-zero value is a `fn(Finding) -> !` stored by `install`.
     let h = unsafe { core::mem::transmute::<usize, fn(Finding) -> !>(h) };
     h(f)
+}
+
+/// When a write-after-free check runs (for the report).
+#[derive(Clone, Copy)]
+pub enum Found {
+    /// The slot is about to be handed out again.
+    Handout,
+    /// The block is leaving the quarantine.
+    Leaving,
+    /// At process exit, still quarantined or cached.
+    Exit,
+    /// At process exit, in a free slot (the exit sweep, `diagnose/sweep.rs`).
+    ExitFree,
 }

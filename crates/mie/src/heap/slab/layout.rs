@@ -220,6 +220,15 @@ pub const fn region_of(class: usize, bucket: usize) -> usize {
     class * BUCKET_SLOTS + bucket
 }
 
+/// The slot of a slot address of class `k` in its slab (a multiply, no division; slabs are
+/// aligned to their size).
+#[inline(always)]
+pub fn slot_of(k: &ClassInfo, p: usize) -> usize {
+    let in_slab = (p & k.slab_mask as usize) as u64;
+    ((in_slab * k.magic) >> MAGIC_SHIFT) as usize
+}
+
+
 /// The two reservations and the region shape, fixed at start-up and passed around by
 /// reference: every address computation is shifts and masks of these.
 #[derive(Clone, Copy, Debug)]

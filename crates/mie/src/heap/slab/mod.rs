@@ -13,5 +13,7 @@ pub mod owner;
 pub mod remote;
 pub mod quarantine;
 pub mod alloc;
+pub mod zeroed;
 pub mod free;
+pub mod neighbour;
 pub mod finding;

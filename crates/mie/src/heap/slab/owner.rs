@@ -169,7 +169,7 @@ pub fn expire(g: &Globals, tc: &mut TCache, p: usize, func: &'static str) {
     let (region, k) = class_of_slot(g, p);
     // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.)
     if g.opts.zero_on_free && g.opts.write_after_free_check && k.size as usize <= ZERO_MAX && !crate::tag::on() {
-        crate::heap::slab::alloc::check_still_zero_any(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+        crate::heap::slab::zeroed::check_still_zero_any(p, k.size as usize, func, crate::heap::slab::finding::Found::Leaving);
     }
     to_bin(g, tc, k, region, p);
 }
@@ -184,7 +184,7 @@ fn expire_small(g: &Globals, tc: &mut TCache, p: usize, region: usize, func: &'s
         // (With MTE the slot is zeroed when it is handed out instead: `alloc::tag_block`.
         // Given the size opaque (`alloc::opaque`) this check cost 1 KiB slots 50
         // instructions more for 3 fewer in 16-byte ones: left as the compiler sees it.)
-        crate::heap::slab::alloc::check_still_zero(p, k.size as usize, func, crate::heap::slab::alloc::Found::Leaving);
+        crate::heap::slab::zeroed::check_still_zero(p, k.size as usize, func, crate::heap::slab::finding::Found::Leaving);
     }
     to_bin(g, tc, k, region, p);
 }
@@ -222,14 +222,14 @@ pub fn check_at_exit(g: &Globals, tc: &TCache) {
     let check = |p: usize| {
         let (_, k) = class_of_slot(g, p);
         if k.size as usize <= ZERO_MAX {
-            crate::heap::slab::alloc::check_still_zero_any(p, k.size as usize, "exit", crate::heap::slab::alloc::Found::Exit);
+            crate::heap::slab::zeroed::check_still_zero_any(p, k.size as usize, "exit", crate::heap::slab::finding::Found::Exit);
         }
     };
     tc.quarantine.for_each(check);
     for region in tcache::regions_in(tc.used) {
         let k = &CLASSES[region / BUCKET_SLOTS];
         for &p in tc.bins.held(region) {
-            let slot = crate::heap::slab::alloc::slot_of(k, p);
+            let slot = crate::heap::slab::layout::slot_of(k, p);
             if record::state(SlabMeta::at(&g.geo, k, p).rec(k, slot)) == record::FREED {
                 check(p);
             }
@@ -265,7 +265,7 @@ fn to_bitmaps(g: &Geometry, k: &ClassInfo, tc: &mut TCache, region: usize, from:
         let m = SlabMeta::at(g, k, first);
         let run = i;
         while i < to && unsafe { *held.add(i) } & !slab_mask == first & !slab_mask {
-            let slot = crate::heap::slab::alloc::slot_of(k, unsafe { *held.add(i) });
+            let slot = crate::heap::slab::layout::slot_of(k, unsafe { *held.add(i) });
             let fw = m.free_word(k, slot / 64);
             fw.store(fw.load(Ordering::Relaxed) | 1u64 << (slot % 64), Ordering::Relaxed);
             i += 1;
@@ -383,7 +383,7 @@ fn collect_slab(g: &Globals, tc: &mut TCache, region: usize, slab: usize, func: 
                 finding::found(Finding::RacingDoubleFree { p, region, slab, slot });
             }
             if g.opts.canary && !crate::tag::on() {
-                crate::heap::slab::free::collected_before_intact(g, tc, k, m, Loc::at_slot(region, slab, slot), p);
+                crate::heap::slab::neighbour::collected_before_intact(g, tc, k, m, Loc::at_slot(region, slab, slot), p);
             }
             m.set_rec(k, slot, record::freed(r));
             quarantine(g, tc, p, region, k.size as usize, func);
