@@ -56,17 +56,12 @@ fn check_still_zero_in<const WIDE: bool>(p: usize, len: usize, func: &'static st
     }
 }
 
-/// `all_zero_slot` of a slot above `FAST_MAX` bytes, with AVX2 where the CPU has it.
+/// `all_zero_slot` of a slot above `FAST_MAX` bytes, out of line: its loop (AVX2 where the
+/// CPU has it) is not written into the fast paths.
 #[inline(never)]
 fn all_zero_wide(p: usize, len: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if platform::simd::avx2() {
-        // SAFETY: the slot [p, p+len) is committed heap memory no block owns now (read
-        // through the free tag with MTE), len a multiple of 16 above FAST_MAX; the CPU and
-        // the kernel support AVX2 (simd::avx2).
-        return unsafe { platform::simd::all_zero_avx2(p, len) };
-    }
-    // SAFETY: as above; p is a slot's start, a multiple of 16.
+    // SAFETY: the slot [p, p+len) is committed heap memory no block owns now (read through
+    // the free tag with MTE), p a slot's start (a multiple of 16), len a multiple of 16.
     unsafe { all_zero_slot(p, len) }
 }
 
@@ -180,6 +175,12 @@ pub unsafe fn all_zero_slot(p: usize, len: usize) -> bool {
 
 #[inline(always)]
 unsafe fn all_zero_in<const ALIGNED: bool>(p: usize, len: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if len >= 128 && platform::simd::avx2() {
+        // SAFETY: the caller guarantees the range, at least 128 bytes; the CPU and the
+        // kernel support AVX2 (simd::avx2).
+        return unsafe { platform::simd::all_zero_avx2(p, len) };
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE2 is part of x86-64; the caller guarantees the range (and the alignment
     // when ALIGNED).
