@@ -373,7 +373,7 @@ fn write_after_free_caught() {
 /// one that runs out of a slab of a big class faults at the unmapped gap after it.
 #[test]
 fn overflows_of_blocks_never_freed() {
-    let t = expect_report("never_freed_overflow", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 40-byte block", "found at exit: the block was never freed"]);
+    let t = expect_report("never_freed_overflow", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 56-byte block", "found at exit: the block was never freed"]);
     assert!(t.contains("exiting\n"), "{t}");
     let t = expect_report("never_freed_large_overflow", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 200000-byte block", "large allocation"]);
     assert!(t.contains("exiting\n"), "{t}");
@@ -384,7 +384,7 @@ fn overflows_of_blocks_never_freed() {
     }
     // Another thread still uses the heap at exit (a pool nobody joined): the exiting thread's
     // own slabs are swept all the same.
-    let t = expect_report("never_freed_overflow_threads", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 40-byte block", "found at exit: the block was never freed"]);
+    let t = expect_report("never_freed_overflow_threads", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 56-byte block", "found at exit: the block was never freed"]);
     assert!(t.contains("exiting\n"), "{t}");
     // ... and the slabs of threads that have ended (in the pools).
     let t = expect_report("ended_thread_never_freed_overflow", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 40-byte block", "found at exit: the block was never freed"]);
@@ -400,7 +400,7 @@ fn overflows_of_blocks_never_freed() {
     // A program whose exit handler closes its stderr before mie's exit checks run (as every
     // GNU tool's does): the report still reaches it, here a pipe (a copy kept when `exit`
     // began).
-    expect_report("never_freed_overflow_stderr_closed", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 40-byte block", "found at exit: the block was never freed"]);
+    expect_report("never_freed_overflow_stderr_closed", "heap-buffer-overflow", "exit", &["byte 0 past the end of the 56-byte block", "found at exit: the block was never freed"]);
     // Closed before `exit`: the report goes to what stderr was at start-up, opened again by
     // name, here a file.
     let path = std::env::temp_dir().join(format!("mie-stderr-closed-{}", std::process::id()));

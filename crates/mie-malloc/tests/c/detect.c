@@ -201,10 +201,14 @@ int main(int argc, char **argv) {
             while (!sink) usleep(1000);
         }
         /* A buffer that lives until exit, overrun by plain stores (CVE-2021-3156's shape):
-           no free ever checks its canary, the exit sweep does. */
-        char *p = malloc(40);
+           no free ever checks its canary, the exit sweep does. 56 bytes, a class of its own:
+           the 32-byte node glibc allocates when mie registers its main-thread exit hook
+           (__cxa_thread_atexit_impl) would share a 40-byte block's class, and in the slot
+           after it (2 runs in 300) its free in exit's __call_tls_dtors finds the overrun
+           before the sweep does. */
+        char *p = malloc(56);
         /* Even bytes: a canary byte is always odd, so byte 0 past the end is always seen. */
-        for (int i = 0; i < 48; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1;
+        for (int i = 0; i < 64; i++) ((volatile char *)p)[i] = ('A' + i % 26) & ~1;
         /* Churn in other classes only (64 bytes and up): a block of p's class could take the
            slot after p, and its free would find the overrun before exit (about 1 run in 150). */
         for (int i = 0; i < 200; i++) free(malloc(64 + (i * 37) % 3000));
