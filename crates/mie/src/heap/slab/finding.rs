@@ -4,8 +4,7 @@
 //! allocator's state and reports; so `slab/` never imports `diagnose/`, and the arrow
 //! between them points one way.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
+use crate::heap::slab::hook::Hook;
 use crate::heap::slab::layout::Loc;
 use crate::heap::Caller;
 
@@ -27,26 +26,23 @@ pub enum Finding {
     WriteAfterFree { p: usize, first: usize, func: &'static str, when: Found },
 }
 
-/// The diagnosis's handler (a `fn(Finding) -> !`), 0 until start-up installs it.
-static HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// The diagnosis's handler, which start-up installs.
+static HANDLER: Hook<fn(Finding) -> !> = Hook::new();
 
 /// Start-up: where findings go.
 pub fn install(handler: fn(Finding) -> !) {
-    HANDLER.store(handler as usize, Ordering::Release);
+    HANDLER.install(handler);
 }
 
 /// Hand a finding to the diagnosis; never returns.
 #[cold]
 #[inline(never)]
 pub fn found(f: Finding) -> ! {
-    let h = HANDLER.load(Ordering::Acquire);
-    if h == 0 {
+    match HANDLER.get() {
+        Some(h) => h(f),
         // No heap without start-up, so no finding before it: abort all the same.
-        crate::platform::abort();
+        None => crate::platform::abort(),
     }
-    // SAFETY: the only non-zero value is a `fn(Finding) -> !` stored by `install`.
-    let h = unsafe { core::mem::transmute::<usize, fn(Finding) -> !>(h) };
-    h(f)
 }
 
 /// When a write-after-free check runs (for the report).

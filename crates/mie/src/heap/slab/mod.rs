@@ -17,3 +17,4 @@ pub mod zeroed;
 pub mod free;
 pub mod neighbour;
 pub mod finding;
+pub mod hook;

@@ -12,6 +12,7 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::heap::slab::hook::Hook;
 use crate::heap::slab::layout::{Geometry, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{ClassInfo, CLASSES};
 use crate::heap::slab::meta::{SlabMeta, PARTIAL, PURGED, RESIDENT};
@@ -117,19 +118,17 @@ pub fn mapped_len(region: usize, slab: usize) -> usize {
 /// Bytes mapped for slabs and metadata (statistics).
 pub static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// What start-up installs to give address space back when a slab cannot be made (the large
-/// blocks' quarantine and warm pages, `large::Large::relieve`): a `fn() -> bool`, true if
-/// anything was released; 0 until installed.
-static RELIEF: AtomicUsize = AtomicUsize::new(0);
+/// blocks' quarantine and warm pages, `large::Large::relieve`): true if anything was
+/// released.
+static RELIEF: Hook<fn() -> bool> = Hook::new();
 
 /// Start-up: who gives address space back.
 pub fn install_relief(f: fn() -> bool) {
-    RELIEF.store(f as usize, Ordering::Release);
+    RELIEF.install(f);
 }
 
 fn relieve() -> bool {
-    let f = RELIEF.load(Ordering::Acquire);
-    // SAFETY: the only non-zero value is a `fn() -> bool` stored by `install_relief`.
-    f != 0 && unsafe { core::mem::transmute::<usize, fn() -> bool>(f) }()
+    RELIEF.get().is_some_and(|f| f())
 }
 
 /// Bytes of resident empty slabs in all pools.

@@ -13,6 +13,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::heap::slab::hook::Hook;
 use crate::heap::slab::layout::{region_of, BUCKET_SLOTS, REGION_COUNT};
 use crate::heap::slab::size_class::{self, CLASSES, CLASS_COUNT};
 use crate::heap::slab::quarantine::Quarantine;
@@ -20,12 +21,12 @@ use crate::platform::{self, lock::Lock, tls};
 use crate::rand::SecureRng;
 
 /// Run each time a thread attaches its cache: start-up installs the fault handler's check
-/// that it is still in place (`diagnose::fault::ensure_installed`; a `fn()`, 0 before).
-static ON_ATTACH: AtomicUsize = AtomicUsize::new(0);
+/// that it is still in place (`diagnose::fault::ensure_installed`).
+static ON_ATTACH: Hook<fn()> = Hook::new();
 
 /// Start-up: what runs when a thread attaches its cache.
 pub fn on_attach(hook: fn()) {
-    ON_ATTACH.store(hook as usize, Ordering::Release);
+    ON_ATTACH.install(hook);
 }
 
 /// Caches that can exist at once (threads beyond this share a locked fallback cache).
@@ -436,10 +437,8 @@ fn attach() -> Option<*mut TCache> {
     };
     tls::set(tc as usize);
     THREADS.fetch_add(1, Ordering::Relaxed);
-    let hook = ON_ATTACH.load(Ordering::Acquire);
-    if hook != 0 {
-        // SAFETY: the only non-zero value is a `fn()` stored by `on_attach`.
-        unsafe { core::mem::transmute::<usize, fn()>(hook)() };
+    if let Some(hook) = ON_ATTACH.get() {
+        hook();
     }
     // May allocate inside glibc (for high key numbers); the TLS word is already set, so that
     // allocation is served by this cache.
