@@ -29,8 +29,8 @@ pub fn avx2() -> bool {
 /// function compiled for AVX2 would cost every malloc and free the register saves of a
 /// call, taken or not. Eight loads per round of 256 bytes into two accumulators, then at
 /// most one more 128, then the last 128 bytes (overlapping what came before), so no tail
-/// loop: for a 1 KiB slot less than half the instructions of the 16-byte loop. `vzeroupper` at the end: the code around it uses the
-/// 16-byte registers only.
+/// loop: for a 1 KiB slot less than half the instructions of the 16-byte loop.
+/// `vzeroupper` at the end: the code around it uses the 16-byte registers only.
 ///
 /// # Safety
 /// `[p, p + len)` must be readable, `len` at least 128, and `avx2()` true.
@@ -41,8 +41,8 @@ pub unsafe fn all_zero_avx2(p: usize, len: usize) -> bool {
     let nonzero: u8;
     // SAFETY: every load lies in [p, p + len) (the first 128 bytes; rounds of 256 that start
     // below last - 128, so end before last + 128 = p + len; one more 128 from below last;
-    // the last 128); AVX2 is usable (the caller's guarantee); the
-    // clobbered vector registers are declared (their upper halves are cleared at the end).
+    // the last 128); AVX2 is usable (the caller's guarantee); the clobbered vector registers
+    // are declared (their upper halves are cleared at the end).
     unsafe {
         core::arch::asm!(
             "vmovdqu ymm0, ymmword ptr [{p}]",
