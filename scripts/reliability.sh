@@ -107,10 +107,24 @@ run git git_suite
 # redis-server on loopback with redis-benchmark (both under the allocator being tested).
 REQS=$([ "$QUICK" = 1 ] && echo 20000 || echo 200000)
 redis_suite() {
-    local port=$((20000 + RANDOM % 20000))
-    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
-    local pid=$!
-    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    # A port below the kernel's ephemeral range (32768 and up by default): a random port
+    # inside it can be the local end of a live connection, and the server's bind then
+    # fails ("Address already in use"). Another port is tried if the server does not answer.
+    local port pid up=0
+    for _ in 1 2 3; do
+        port=$((20000 + RANDOM % 12000))
+        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no >"$WORK/redis.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && up=1 && break; sleep 0.1; done
+        [ "$up" = 1 ] && break
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        cat "$WORK/redis.log" >&2
+    done
+    if [ "$up" != 1 ]; then
+        echo "exit 1: redis-server did not answer on three ports"
+        return 1
+    fi
     local out st=0
     out=$(timeout 300 redis-benchmark -p "$port" -n "$REQS" -c 20 -r 100000 -d 200 -q -t set,get,incr,lpush,rpop,sadd,hset,spop,lrange_100 2>&1) || st=1
     local keys
@@ -122,6 +136,11 @@ redis_suite() {
     tests=$(echo "$out" | tr '\r' '\n' | grep -c "requests per second")
     [ "$tests" -ge 9 ] || st=1
     [ "${keys:-0}" -gt 0 ] || st=1
+    if [ "$st" != 0 ]; then
+        # What the benchmark and the server said (a report from mie among it).
+        echo "$out" | tr '\r' '\n' | grep -v "rps=" | tail -20 >&2
+        tail -20 "$WORK/redis.log" >&2
+    fi
     echo "exit $st: $tests benchmark tests of $REQS requests, server exited cleanly"
     return $st
 }
