@@ -411,6 +411,17 @@ pub unsafe fn alloc_at_or(size: usize, cs: usize, sp: usize, kind: u8, slow: imp
         }
     }
     // SAFETY: the caller's guarantee.
+    unsafe { site_then(cs, sp, slow) }
+}
+
+/// `slow(bucket)` with the bucket from `site_bucket_slow`, out of line: the fast path
+/// reaches it by a jump and keeps nothing across a call.
+///
+/// # Safety
+/// As `call_site_bucket`.
+#[inline(never)]
+unsafe fn site_then(cs: usize, sp: usize, slow: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    // SAFETY: the caller's guarantee.
     slow(unsafe { site_bucket_slow(cs, sp) })
 }
 

@@ -38,7 +38,7 @@ pub fn avx2() -> bool {
 #[inline(always)]
 pub unsafe fn all_zero_avx2(p: usize, len: usize) -> bool {
     debug_assert!(len >= 128);
-    let nonzero: u8;
+    let nonzero: usize;
     // SAFETY: every load lies in [p, p + len) (the first 128 bytes; rounds of 256 that start
     // below last - 128, so end before last + 128 = p + len; one more 128 from below last;
     // the last 128); AVX2 is usable (the caller's guarantee); the clobbered vector registers
@@ -53,23 +53,25 @@ pub unsafe fn all_zero_avx2(p: usize, len: usize) -> bool {
             // A slot of up to 256 bytes: only the last 128 are left.
             "cmp {p}, {last}",
             "jae 4f",
-            // 256 bytes a round while they end before the last 128.
-            "lea {t}, [{last} - 128]",
-            "cmp {p}, {t}",
+            // 256 bytes a round while they end before the last 128: {p} runs 128 ahead
+            // here, so the test is against {last} itself (no register for last - 128).
+            "add {p}, 128",
+            "cmp {p}, {last}",
             "jae 3f",
             "2:",
+            "vpor ymm0, ymm0, ymmword ptr [{p} - 128]",
+            "vpor ymm1, ymm1, ymmword ptr [{p} - 96]",
+            "vpor ymm0, ymm0, ymmword ptr [{p} - 64]",
+            "vpor ymm1, ymm1, ymmword ptr [{p} - 32]",
             "vpor ymm0, ymm0, ymmword ptr [{p}]",
             "vpor ymm1, ymm1, ymmword ptr [{p} + 32]",
             "vpor ymm0, ymm0, ymmword ptr [{p} + 64]",
             "vpor ymm1, ymm1, ymmword ptr [{p} + 96]",
-            "vpor ymm0, ymm0, ymmword ptr [{p} + 128]",
-            "vpor ymm1, ymm1, ymmword ptr [{p} + 160]",
-            "vpor ymm0, ymm0, ymmword ptr [{p} + 192]",
-            "vpor ymm1, ymm1, ymmword ptr [{p} + 224]",
             "add {p}, 256",
-            "cmp {p}, {t}",
+            "cmp {p}, {last}",
             "jb 2b",
             "3:",
+            "sub {p}, 128",
             // Then 128 more if they end before the last 128, and the last 128.
             "cmp {p}, {last}",
             "jae 4f",
@@ -83,13 +85,13 @@ pub unsafe fn all_zero_avx2(p: usize, len: usize) -> bool {
             "vpor ymm0, ymm0, ymmword ptr [{last} + 64]",
             "vpor ymm1, ymm1, ymmword ptr [{last} + 96]",
             "vpor ymm0, ymm0, ymm1",
+            // The answer in p's register (one register fewer for the code around it).
+            "xor {p:e}, {p:e}",
             "vptest ymm0, ymm0",
-            "setnz {nz}",
+            "setnz {p:l}",
             "vzeroupper",
-            p = inout(reg) p => _,
+            p = inout(reg) p => nonzero,
             last = in(reg) p + len - 128,
-            t = out(reg) _,
-            nz = out(reg_byte) nonzero,
             out("xmm0") _,
             out("xmm1") _,
             options(nostack, readonly),

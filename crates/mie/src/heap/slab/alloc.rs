@@ -49,7 +49,9 @@ pub fn malloc_fast_then<T>(tc: &mut TCache, size: usize, bucket: usize, kind: u8
 
 /// The fast path for a block of `size` bytes in the class for `room` (≥ size; malloc's own
 /// calls pass `size`): None, having changed nothing, for sizes it does not serve (0, or
-/// `room` at `FAST_MAX` and above) or when the bin cannot hand out a slot.
+/// `room` at `FAST_MAX` and above) or when the bin cannot hand out a slot. A slot on the
+/// bin whose record is not a free slot's is reported at once (`corrupt_slot`), as the
+/// general path reports it.
 #[inline(always)]
 pub fn malloc_fast_sized(tc: &mut TCache, size: usize, room: usize, bucket: usize, kind: u8) -> Option<*mut u8> {
     if size == 0 || room < size || room >= size_class::FAST_MAX {
@@ -80,13 +82,16 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, room: usize, b
     let n = *count - 1;
     // SAFETY: n < count <= the class's cache_cap: a slot of the bin.
     let p = unsafe { *slots.add(n as usize) };
+    // The slot is taken from here on, the counters first: what the rest needs then fits in
+    // the registers a call may clobber, and malloc saves none of its caller's.
+    *count = n;
+    tc.sample_countdown -= 1;
+    tc.count_alloc(region);
     let (m, slot) = (SlabMeta::at(&g.geo, k, p), slot_of(k, p));
     let r = m.rec_of::<WIDE>(k, slot);
     if !record::allocatable(r) {
-        return None; // the general path reports it
+        corrupt_slot(g, p, r);
     }
-    *count = n;
-    tc.sample_countdown -= 1;
     // From here the same steps as `alloc_small`'s end, written out again: one shared
     // function (tried, `#[inline(always)]`) costs this path 26 instructions per
     // malloc+free (callgrind), through worse register allocation.
@@ -111,7 +116,6 @@ fn malloc_fast_of<const WIDE: bool>(tc: &mut TCache, size: usize, room: usize, b
         // is zeroed); the PRF is AES (`fast`).
         unsafe { canary::write_small_zeroed(canary::pattern_aes(&g.canary, p), user, size, slot_size) };
     }
-    tc.count_alloc(region);
     Some(user as *mut u8)
 }
 
