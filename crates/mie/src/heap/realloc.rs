@@ -2,6 +2,7 @@
 
 use crate::heap::types::kind::Release;
 use crate::heap::large::LARGE;
+use crate::heap::slab::layout::BUCKET_SLOTS;
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{self, CLASSES, MAX_SMALL};
 use crate::heap::slab::meta::SlabMeta;
@@ -68,14 +69,16 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
         }
     }
     // A guarded sample always moves (it keeps its bucket, as a slab block does).
-    let (old_usable, bucket) = if let Some(b) = crate::heap::slab::free::live_small_fast(raw, Release::FREE) {
+    // The block found on free's fast path, if it was: released through it after the copy.
+    let mut found = None;
+    let (old_usable, bucket) = if let Some((b, pat)) = crate::heap::slab::free::live_small_fast(raw, Release::FREE) {
         // The common case, checked as free checks it (a small block in a thread with the
         // default checks): what `validate` and the checks below would find, in one look.
-        let loc = b.s.loc(&g.geo, addr);
-        if fits_in_slot(size, extra, b.k.size as usize, loc.class) && resize_small_in_place(g, addr, raw, &loc, b.rec, b.usable, size) {
+        if fits_in_slot(size, extra, b.k.size as usize, b.s.class) && resize_small_in_place(g, addr, raw, &b.s.loc(&g.geo, addr), b.rec, b.usable, size) {
             return p;
         }
-        (b.usable, loc.bucket)
+        found = Some((b, pat));
+        (b.usable, b.s.region % BUCKET_SLOTS)
     } else if sample::owns(addr) {
         let (size, bucket, kind) = sample::validate(addr, who.func, who.ret_addr, true);
         validate::check_release(g, addr, who, Release::FREE, kind, size, None);
@@ -122,7 +125,9 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
     }
     // Both blocks are live and distinct; at most the smaller usable size is copied.
     crate::platform::copy(q, p, old_usable.min(size));
-    crate::heap::free(p, who);
+    if !found.is_some_and(|(b, pat)| crate::heap::slab::free::free_found(raw, b, pat, who)) {
+        crate::heap::free(p, who);
+    }
     q
 }
 

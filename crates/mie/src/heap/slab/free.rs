@@ -56,18 +56,27 @@ pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
 #[inline(always)]
 fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat: u64, s: SlotAt, who: Caller, r: Release) -> bool {
     let p = tag::untag_on(raw);
-    let Some(LiveSmall { s, k, rec, usable, slack }) = live_small_at::<WIDE>(raw, s, r) else { return false };
-    let slot_size = k.size as usize;
+    let Some(b) = live_small_at::<WIDE>(raw, s, r) else { return false };
     if tag::on() {
         tc.freeing = p;
     }
-    if !canary::none_needed(usable) {
-        // SAFETY: the PRF is AES (`fast`).
-        let pat = if tag::on() { unsafe { canary::pattern_aes(&g.canary, p) } } else { pat };
-        // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
-        if !unsafe { canary::small_intact_slack(pat, raw, slack, slot_size) } {
-            return false;
-        }
+    // (With MTE the pattern once the block's size is known: a block that fills its last
+    // granule has no canary.)
+    // SAFETY: the PRF is AES (`fast`).
+    let pat = if tag::on() && !canary::none_needed(b.usable) { unsafe { canary::pattern_aes(&g.canary, p) } } else { pat };
+    free_checked::<WIDE>(g, tc, raw, p, b, pat, who)
+}
+
+/// The rest of `free_fast` for the live small block `b` at `raw` (`p` untagged), whose
+/// canary pattern is `pat`: its canary checked, then released. False, having changed
+/// nothing, when the canary is not intact (the general path then reports it).
+#[inline(always)]
+fn free_checked<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, p: usize, b: LiveSmall, pat: u64, who: Caller) -> bool {
+    let LiveSmall { s, k, rec, usable, slack } = b;
+    let slot_size = k.size as usize;
+    // SAFETY: [raw, raw + slot_size) is the live block's slot (its tag in raw).
+    if !canary::none_needed(usable) && !unsafe { canary::small_intact_slack(pat, raw, slack, slot_size) } {
+        return false;
     }
     if s.m.owner() != tc.id {
         free_remote(g, tc, raw, p, s, rec, usable, who);
@@ -100,7 +109,33 @@ fn free_fast_of<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, pat:
     true
 }
 
+/// For `realloc`, once it has copied a block that `live_small_fast` found (`b`, with its
+/// canary pattern `pat`) into its new one: release it as `free` would, without finding
+/// its slot and computing its pattern a second time (its canary is checked again, with
+/// `pat`). False, having changed nothing, for anything `free_fast` would not release; the
+/// caller then frees it the general way, which finds out what it is and reports.
+pub fn free_found(raw: usize, b: LiveSmall, pat: u64, who: Caller) -> bool {
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD {
+        return false;
+    }
+    // SAFETY: a live TLS word is this thread's own cache.
+    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    // (`live_small_fast` answers only on the fast paths' terms, without MTE: the pointer
+    // carries no tag.)
+    if !tc.fast || tag::on() {
+        return false;
+    }
+    let g = crate::heap::globals();
+    if b.k.wide {
+        free_checked::<true>(g, tc, raw, raw, b, pat, who)
+    } else {
+        free_checked::<false>(g, tc, raw, raw, b, pat, who)
+    }
+}
+
 /// A live small block found by `live_small`.
+#[derive(Clone, Copy)]
 pub struct LiveSmall {
     pub s: SlotAt,
     pub k: &'static ClassInfo,
@@ -147,9 +182,10 @@ fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<
 
 /// For `realloc`: the live small block `raw` is the start of, checked as `free_fast` checks
 /// it (record, kind, canary intact), on the fast path's terms (the thread's `fast` flag;
-/// without MTE, whose blocks the general path handles). None for anything else: the general
-/// path then finds out what it is, and reports.
-pub fn live_small_fast(raw: usize, r: Release) -> Option<LiveSmall> {
+/// without MTE, whose blocks the general path handles), with its canary pattern (for
+/// `free_found`). None for anything else: the general path then finds out what it is, and
+/// reports.
+pub fn live_small_fast(raw: usize, r: Release) -> Option<(LiveSmall, u64)> {
     let tcp = tls::get();
     // SAFETY: a live TLS word is this thread's own cache (read only).
     if tcp <= tcache::DEAD || !unsafe { (*(tcp as *const TCache)).fast } || tag::on() {
@@ -157,8 +193,10 @@ pub fn live_small_fast(raw: usize, r: Release) -> Option<LiveSmall> {
     }
     let g = crate::heap::globals();
     let b = live_small(g, raw, r)?;
-    // SAFETY: [raw, raw + slot size) is the live block's slot; the PRF is AES (`fast`).
-    unsafe { canary::small_intact(canary::pattern_aes(&g.canary, raw), raw, b.usable, b.k.size as usize) }.then_some(b)
+    // SAFETY: the PRF is AES (`fast`).
+    let pat = unsafe { canary::pattern_aes(&g.canary, raw) };
+    // SAFETY: [raw, raw + slot size) is the live block's slot.
+    unsafe { canary::small_intact(pat, raw, b.usable, b.k.size as usize) }.then_some((b, pat))
 }
 
 /// Release a small block that has been validated (live, matching, canary intact).
