@@ -100,6 +100,47 @@ pub unsafe fn all_zero_avx2(p: usize, len: usize) -> bool {
     nonzero == 0
 }
 
+/// Zero the `len` bytes at `p`, 128 to 256 of them, with sixteen 16-byte SSE stores and no
+/// loop: the first 128 bytes, then the last 128 (overlapping the first when `len` is under
+/// 256), written in `asm` so that it stays inline in free's fast path and no compiler turns
+/// it into a call to the exported, checked `memset`. (The word loop it replaces took about
+/// 60 instructions for a 144-byte slot.)
+///
+/// # Safety
+/// `[p, p + len)` must be writable and the caller's, and `len` within 128..=256.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn zero_128_to_256(p: usize, len: usize) {
+    debug_assert!((128..=256).contains(&len));
+    // SAFETY: [p, p + 128) and [p + len - 128, p + len) lie inside [p, p + len) (len >= 128);
+    // SSE2 is part of x86-64; the vector register used is declared.
+    unsafe {
+        core::arch::asm!(
+            "xorps xmm0, xmm0",
+            "movups xmmword ptr [{p}], xmm0",
+            "movups xmmword ptr [{p} + 16], xmm0",
+            "movups xmmword ptr [{p} + 32], xmm0",
+            "movups xmmword ptr [{p} + 48], xmm0",
+            "movups xmmword ptr [{p} + 64], xmm0",
+            "movups xmmword ptr [{p} + 80], xmm0",
+            "movups xmmword ptr [{p} + 96], xmm0",
+            "movups xmmword ptr [{p} + 112], xmm0",
+            "movups xmmword ptr [{last}], xmm0",
+            "movups xmmword ptr [{last} + 16], xmm0",
+            "movups xmmword ptr [{last} + 32], xmm0",
+            "movups xmmword ptr [{last} + 48], xmm0",
+            "movups xmmword ptr [{last} + 64], xmm0",
+            "movups xmmword ptr [{last} + 80], xmm0",
+            "movups xmmword ptr [{last} + 96], xmm0",
+            "movups xmmword ptr [{last} + 112], xmm0",
+            p = in(reg) p,
+            last = in(reg) p + len - 128,
+            out("xmm0") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
 /// Zero the `len` bytes at `p` (`len` a multiple of 8, at least 32) with 32-byte stores, the
 /// last overlapping the one before (unaligned stores: slots are 16-byte aligned). Were the
 /// compiler to make a `memset` call of it, that call would reach mie's exported `memset`,
@@ -135,6 +176,21 @@ pub unsafe fn zero_avx2(p: usize, len: usize) {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sse_fill_clears_exactly_its_range() {
+        // Every length the fill takes (multiples of 8 from 128 to 256), with a byte set on
+        // each side of the range that must survive.
+        let mut buf = [0xa5u8; 16 + 256 + 16];
+        for len in (128..=256).step_by(8) {
+            buf.fill(0xa5);
+            let p = buf.as_mut_ptr() as usize + 16;
+            // SAFETY: [p, p + len) lies inside buf.
+            unsafe { zero_128_to_256(p, len) };
+            assert!(buf[16..16 + len].iter().all(|&b| b == 0), "len {len}");
+            assert!(buf[..16].iter().chain(&buf[16 + len..]).all(|&b| b == 0xa5), "len {len}");
+        }
+    }
 
     #[test]
     fn avx2_loops_see_and_clear_every_byte() {
