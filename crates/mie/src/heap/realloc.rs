@@ -2,7 +2,6 @@
 
 use crate::heap::types::kind::Release;
 use crate::heap::large::LARGE;
-use crate::heap::slab::layout::BUCKET_SLOTS;
 use crate::heap::slab::record;
 use crate::heap::slab::size_class::{self, CLASSES, MAX_SMALL};
 use crate::heap::slab::meta::SlabMeta;
@@ -78,7 +77,7 @@ pub fn realloc(p: *mut u8, size: usize, default_bucket: usize, who: Caller) -> *
             return p;
         }
         found = Some((b, pat));
-        (b.usable, b.s.region % BUCKET_SLOTS)
+        (b.usable, b.s.bucket())
     } else if sample::owns(addr) {
         let (size, bucket, kind) = sample::validate(addr, who.func, who.ret_addr, true);
         validate::check_release(g, addr, who, Release::FREE, kind, size, None);

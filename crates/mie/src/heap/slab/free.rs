@@ -21,20 +21,25 @@ use crate::heap::{checks::stacks, Caller, Globals};
 use crate::platform::tls;
 use crate::tag;
 
+/// This thread's cache, if it has one and its options are the fast paths' (`TCache::fast`).
+#[inline(always)]
+fn fast_cache() -> Option<&'static mut TCache> {
+    let tcp = tls::get();
+    if tcp <= tcache::DEAD {
+        return None;
+    }
+    // SAFETY: a live TLS word is this thread's own cache, which lives as long as the thread
+    // and is touched by it alone; each caller holds the reference for one call only.
+    let tc = unsafe { &mut *(tcp as *mut TCache) };
+    tc.fast.then_some(tc)
+}
+
 /// The common free, in one straight line: a valid small block. False, having changed
 /// nothing, for anything else (the general path then finds out what it is, and reports:
 /// `heap::release`).
 #[inline(always)]
 pub fn free_fast(raw: usize, who: Caller, r: Release) -> bool {
-    let tcp = tls::get();
-    if tcp <= tcache::DEAD {
-        return false;
-    }
-    // SAFETY: a live TLS word is this thread's own cache.
-    let tc = unsafe { &mut *(tcp as *mut TCache) };
-    if !tc.fast {
-        return false;
-    }
+    let Some(tc) = fast_cache() else { return false };
     let g = crate::heap::globals();
     // The block's canary pattern first: its AES chain (tens of cycles) then runs beside the
     // address decode and the record's load (often a cache miss), not after them. (With MTE
@@ -115,17 +120,8 @@ fn free_checked<const WIDE: bool>(g: &Globals, tc: &mut TCache, raw: usize, p: u
 /// `pat`). False, having changed nothing, for anything `free_fast` would not release; the
 /// caller then frees it the general way, which finds out what it is and reports.
 pub fn free_found(raw: usize, b: LiveSmall, pat: u64, who: Caller) -> bool {
-    let tcp = tls::get();
-    if tcp <= tcache::DEAD {
-        return false;
-    }
-    // SAFETY: a live TLS word is this thread's own cache.
-    let tc = unsafe { &mut *(tcp as *mut TCache) };
-    // (`live_small_fast` answers only on the fast paths' terms, without MTE: the pointer
-    // carries no tag.)
-    if !tc.fast || tag::on() {
-        return false;
-    }
+    // (`live_small_fast` answers only without MTE: the pointer carries no tag.)
+    let Some(tc) = fast_cache().filter(|_| !tag::on()) else { return false };
     let g = crate::heap::globals();
     if b.k.wide {
         free_checked::<true>(g, tc, raw, raw, b, pat, who)
@@ -186,9 +182,7 @@ fn live_small_at<const WIDE: bool>(raw: usize, s: SlotAt, r: Release) -> Option<
 /// `free_found`). None for anything else: the general path then finds out what it is, and
 /// reports.
 pub fn live_small_fast(raw: usize, r: Release) -> Option<(LiveSmall, u64)> {
-    let tcp = tls::get();
-    // SAFETY: a live TLS word is this thread's own cache (read only).
-    if tcp <= tcache::DEAD || !unsafe { (*(tcp as *const TCache)).fast } || tag::on() {
+    if fast_cache().is_none() || tag::on() {
         return None;
     }
     let g = crate::heap::globals();

@@ -92,7 +92,12 @@ impl SlotAt {
     /// The slot's place (for a report); `p` is its address.
     pub fn loc(&self, g: &Geometry, p: usize) -> crate::heap::slab::layout::Loc {
         let k = &CLASSES[self.class];
-        crate::heap::slab::layout::Loc { region: self.region, class: self.class, bucket: self.region % BUCKET_SLOTS, slab: g.slab_of(k, p - self.interior), slot: self.slot, interior: self.interior }
+        crate::heap::slab::layout::Loc { region: self.region, class: self.class, bucket: self.bucket(), slab: g.slab_of(k, p - self.interior), slot: self.slot, interior: self.interior }
+    }
+
+    /// The slot's bucket (its region's, without the slab number `loc` works out).
+    pub fn bucket(&self) -> usize {
+        self.region % BUCKET_SLOTS
     }
 }
 
